@@ -1,0 +1,3 @@
+//! Portcullis authn filter.
+pub mod jwk;
+pub mod jws;

@@ -1,0 +1,97 @@
+//! The one shape every Portcullis filter denies with: a status, a stable reason code, an
+//! RFC 9457 `application/problem+json` body and any protocol headers (`WWW-Authenticate`,
+//! `Retry-After`). A denial is a value; the adapter turns it into a local reply.
+
+use serde_json::json;
+
+/// A decision to answer the client locally instead of forwarding the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// HTTP status.
+    pub status: u16,
+    /// Stable machine-readable reason code, e.g. `token_expired`.
+    pub reason: &'static str,
+    /// Short human explanation; fixed text, never request data (no tokens, claims or PII).
+    pub detail: &'static str,
+    /// Which filter decided (`authn`, `ratelimit`, …).
+    pub filter: &'static str,
+    /// Extra response headers.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Denial {
+    /// A denial with no extra headers.
+    pub fn new(filter: &'static str, status: u16, reason: &'static str, detail: &'static str) -> Self {
+        Denial { status, reason, detail, filter, headers: Vec::new() }
+    }
+
+    /// Adds a response header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The problem+json body (`type` is `about:blank`, so `title` is the status phrase; the
+    /// `reason` and `filter` extension members carry our taxonomy).
+    pub fn body(&self) -> Vec<u8> {
+        json!({
+            "type": "about:blank",
+            "title": status_phrase(self.status),
+            "status": self.status,
+            "detail": self.detail,
+            "reason": self.reason,
+            "filter": self.filter,
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    /// All response headers, content type included.
+    pub fn response_headers(&self) -> Vec<(&'static str, &str)> {
+        let mut h: Vec<(&'static str, &str)> = vec![
+            ("content-type", "application/problem+json"),
+            ("cache-control", "no-store"),
+            ("x-portcullis-reason", self.reason),
+        ];
+        h.extend(self.headers.iter().map(|(k, v)| (*k, v.as_str())));
+        h
+    }
+}
+
+/// The IANA reason phrase for the statuses Portcullis answers with.
+pub fn status_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        422 => "Unprocessable Content",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_problem_json_with_reason_and_filter() {
+        let d = Denial::new("authn", 401, "token_expired", "The access token has expired.")
+            .with_header("www-authenticate", "Bearer error=\"invalid_token\"");
+        let v: serde_json::Value = serde_json::from_slice(&d.body()).unwrap();
+        assert_eq!(v["status"], 401);
+        assert_eq!(v["title"], "Unauthorized");
+        assert_eq!(v["reason"], "token_expired");
+        assert_eq!(v["filter"], "authn");
+        let h = d.response_headers();
+        assert!(h.contains(&("content-type", "application/problem+json")));
+        assert!(h.contains(&("www-authenticate", "Bearer error=\"invalid_token\"")));
+    }
+}

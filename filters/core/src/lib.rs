@@ -1,0 +1,20 @@
+//! Host-agnostic core shared by every Portcullis filter.
+//!
+//! Everything here is plain data and pure functions so it is unit-tested natively; only
+//! [`host`] (compiled for wasm32 alone) talks to proxy-wasm. Filters build on:
+//! - [`config`]: load the plugin configuration (JSON string or protobuf `Struct`) into
+//!   `deny_unknown_fields` serde types, with errors that name the offending field;
+//! - [`path`]: normalise a request path once, so no encoding trick dodges a rule;
+//! - [`route`]: method + path matching (exact, prefix, `{param}` templates), first match wins;
+//! - [`identity`]: the verified caller handed from authn to the later filters;
+//! - [`deny`]: the one shape every filter denies with (status, reason code, problem+json).
+
+pub mod config;
+pub mod deny;
+pub mod identity;
+pub mod path;
+pub mod pbstruct;
+pub mod route;
+
+#[cfg(target_arch = "wasm32")]
+pub mod host;
