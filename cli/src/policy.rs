@@ -1,0 +1,96 @@
+//! Policy files: YAML in `policies/`, validated by compiling them with the exact code the
+//! filters run at configure time.
+//!
+//! One convenience exists only here: a provider may say `jwks_file: path` (relative to the
+//! policy file) instead of an inline `jwks`; the CLI inlines the file, because a wasm filter
+//! cannot read files.
+
+use crate::{CliError, Result};
+use portcullis_authn::config::AuthnConfig;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// The authn policy file inside a policy directory.
+pub const AUTHN_FILE: &str = "authn.yaml";
+
+/// A loaded, validated policy set: the filter configs as JSON, ready to inline.
+#[derive(Debug, Clone)]
+pub struct Policies {
+    /// Directory they came from.
+    pub dir: PathBuf,
+    /// authn filter configuration (what the filter receives).
+    pub authn: Value,
+}
+
+fn read_yaml(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+    serde_yaml::from_str(&text).map_err(|e| CliError(format!("{}: not valid YAML: {e}", path.display())))
+}
+
+/// Inlines `jwks_file` references of providers.
+fn inline_jwks_files(authn: &mut Value, base: &Path) -> Result<()> {
+    let Some(providers) = authn.get_mut("providers").and_then(Value::as_array_mut) else {
+        return Ok(());
+    };
+    for (i, p) in providers.iter_mut().enumerate() {
+        let Some(obj) = p.as_object_mut() else { continue };
+        let Some(file) = obj.remove("jwks_file") else { continue };
+        let Some(file) = file.as_str() else {
+            return Err(CliError(format!("providers[{i}].jwks_file must be a string")));
+        };
+        if obj.contains_key("jwks") {
+            return Err(CliError(format!("providers[{i}]: give either `jwks` or `jwks_file`, not both")));
+        }
+        let path = base.join(file);
+        let text = std::fs::read_to_string(&path).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+        let jwks: Value = serde_json::from_str(&text).map_err(|e| CliError(format!("{}: not valid JSON: {e}", path.display())))?;
+        obj.insert("jwks".into(), jwks);
+    }
+    Ok(())
+}
+
+/// Resolves CLI-only conveniences in an authn policy document.
+pub fn prepare_authn(mut doc: Value, base: &Path) -> Result<Value> {
+    inline_jwks_files(&mut doc, base)?;
+    Ok(doc)
+}
+
+/// Compiles an authn config with the filter's own code.
+pub fn compile_authn(doc: &Value) -> Result<AuthnConfig> {
+    AuthnConfig::from_value(doc.clone()).map_err(|e| CliError(format!("{AUTHN_FILE}: {e}")))
+}
+
+/// Loads and validates every policy file in a directory.
+pub fn load(dir: &Path) -> Result<Policies> {
+    let authn_path = dir.join(AUTHN_FILE);
+    let authn = prepare_authn(read_yaml(&authn_path)?, dir)?;
+    compile_authn(&authn)?;
+    Ok(Policies { dir: dir.to_path_buf(), authn })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
+
+    #[test]
+    fn shipped_demo_policies_load_through_the_filter_compiler() {
+        let p = load(&repo().join("policies")).unwrap();
+        let cfg = compile_authn(&p.authn).unwrap();
+        assert!(cfg.routes.len() >= 5);
+        assert!(p.authn["providers"][0]["jwks"]["keys"].is_array());
+        assert!(p.authn["providers"][0].get("jwks_file").is_none());
+    }
+
+    #[test]
+    fn a_typo_in_a_policy_is_reported_with_its_path() {
+        let mut doc = load(&repo().join("policies")).unwrap().authn;
+        doc["routes"][1]["require"]["scopez"] = serde_json::json!([]);
+        let e = compile_authn(&doc).unwrap_err().0;
+        assert!(e.contains("routes[1].require"), "{e}");
+        assert!(e.contains("scopez"), "{e}");
+    }
+}

@@ -1,0 +1,110 @@
+//! Renders `envoy/gateway.yaml.tmpl` into a complete Envoy config: ports, upstream, wasm paths
+//! and each filter's configuration inlined (as JSON in a `StringValue`, or as a `Struct`).
+
+use crate::policy::Policies;
+use crate::{CliError, Result};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+/// How a filter's configuration is embedded in the Wasm plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigFormat {
+    /// `google.protobuf.StringValue` holding JSON.
+    Json,
+    /// `google.protobuf.Struct` (what a user writing YAML in envoy.yaml produces).
+    Struct,
+}
+
+/// Everything a rendered config depends on besides the policies.
+#[derive(Debug, Clone)]
+pub struct RenderOptions {
+    /// Gateway listener port on 127.0.0.1.
+    pub listen_port: u16,
+    /// Admin port on 127.0.0.1.
+    pub admin_port: u16,
+    /// Upstream host (an IP address).
+    pub upstream_host: String,
+    /// Upstream port.
+    pub upstream_port: u16,
+    /// Directory holding `authn.wasm` and the other modules (absolute path recommended).
+    pub wasm_dir: PathBuf,
+    /// Turn on Envoy's own path normalisation in front of the filters.
+    pub envoy_normalize_path: bool,
+    /// Embedding of filter configs.
+    pub format: ConfigFormat,
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        RenderOptions {
+            listen_port: 10000,
+            admin_port: 9901,
+            upstream_host: "127.0.0.1".into(),
+            upstream_port: 8080,
+            wasm_dir: PathBuf::from("dist"),
+            envoy_normalize_path: true,
+            format: ConfigFormat::Json,
+        }
+    }
+}
+
+/// The `configuration` value of a Wasm plugin, as a YAML flow mapping (JSON is valid YAML).
+pub fn plugin_configuration(config: &Value, format: ConfigFormat) -> String {
+    match format {
+        ConfigFormat::Json => json!({
+            "@type": "type.googleapis.com/google.protobuf.StringValue",
+            "value": config.to_string(),
+        }),
+        ConfigFormat::Struct => json!({
+            "@type": "type.googleapis.com/google.protobuf.Struct",
+            "value": config,
+        }),
+    }
+    .to_string()
+}
+
+/// Fills the template; an unknown or unfilled placeholder is an error.
+pub fn render(template: &str, policies: &Policies, opts: &RenderOptions) -> Result<String> {
+    let wasm_dir = opts.wasm_dir.to_string_lossy().to_string();
+    let vars: Vec<(&str, String)> = vec![
+        ("ADMIN_PORT", opts.admin_port.to_string()),
+        ("LISTEN_PORT", opts.listen_port.to_string()),
+        ("UPSTREAM_HOST", opts.upstream_host.clone()),
+        ("UPSTREAM_PORT", opts.upstream_port.to_string()),
+        ("WASM_DIR", wasm_dir),
+        ("NORMALIZE_PATH", opts.envoy_normalize_path.to_string()),
+        (
+            "ESCAPED_SLASHES_ACTION",
+            if opts.envoy_normalize_path { "REJECT_REQUEST" } else { "KEEP_UNCHANGED" }.to_string(),
+        ),
+        ("AUTHN_CONFIGURATION", plugin_configuration(&policies.authn, opts.format)),
+    ];
+    let mut out = template.to_string();
+    for (k, v) in &vars {
+        out = out.replace(&format!("{{{{{k}}}}}"), v);
+    }
+    if let Some(pos) = out.find("{{") {
+        let name: String = out[pos..].chars().take_while(|c| *c != '\n').take(60).collect();
+        return Err(CliError(format!("template has an unknown placeholder: {name}")));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_placeholder_and_both_config_formats() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let p = crate::policy::load(&root.join("policies")).unwrap();
+        let tmpl = std::fs::read_to_string(root.join("envoy/gateway.yaml.tmpl")).unwrap();
+        for format in [ConfigFormat::Json, ConfigFormat::Struct] {
+            let out = render(&tmpl, &p, &RenderOptions { format, ..Default::default() }).unwrap();
+            assert!(!out.contains("{{"));
+            let y: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+            assert!(y["static_resources"]["listeners"][0].is_mapping());
+        }
+        assert!(render("x {{NOPE}}", &p, &RenderOptions::default()).is_err());
+    }
+}

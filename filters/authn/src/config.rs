@@ -1,0 +1,552 @@
+//! authn configuration: the strict serde shape users write, and its compiled, immutable form.
+//!
+//! Everything is decided here, once: keys decoded and checked, algorithms resolved, routes
+//! compiled, claim names fixed. The request path only reads the compiled [`AuthnConfig`].
+
+use crate::jwk::{parse_jwks, Alg, Jwk, KeyPolicy};
+use portcullis_core::config::ConfigError;
+use portcullis_core::route::{MatchSpec, RouteMatcher, RouteTable};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Enforce denials, or only count and log them (for rolling out a policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Deny requests that fail a check.
+    #[default]
+    Enforce,
+    /// Run every check, never deny; would-be denials are counted and logged.
+    Shadow,
+}
+
+/// The configuration as written (JSON, or YAML in a `Struct`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `enforce` (default) or `shadow`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Middle part of metric names: `portcullis.<stat_prefix>.…` (default `authn`).
+    #[serde(default = "default_stat_prefix")]
+    pub stat_prefix: String,
+    /// Where the token is read from.
+    #[serde(default)]
+    pub token: TokenSource,
+    /// Trusted issuers.
+    pub providers: Vec<RawProvider>,
+    /// Route rules, first match wins.
+    pub routes: Vec<RawRoute>,
+    /// Headers the verified identity is forwarded upstream in.
+    #[serde(default)]
+    pub identity_headers: IdentityHeaders,
+    /// Verified-token cache.
+    #[serde(default)]
+    pub cache: CacheConfig,
+    /// Keep the `Authorization` header on the request sent upstream (default: removed).
+    #[serde(default)]
+    pub forward_token: bool,
+}
+
+fn default_stat_prefix() -> String {
+    "authn".into()
+}
+
+/// Where a token is looked for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSource {
+    /// Header name (default `authorization`).
+    #[serde(default = "default_token_header")]
+    pub header: String,
+    /// Auth scheme before the token, matched case-insensitively (default `Bearer`); empty for a
+    /// header that carries the bare token.
+    #[serde(default = "default_scheme")]
+    pub scheme: String,
+    /// Query parameter to read a token from; off unless set (tokens in URLs end up in logs).
+    #[serde(default)]
+    pub query_param: Option<String>,
+    /// Longest token accepted, checked before any decoding (default 8192 bytes).
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: usize,
+}
+
+fn default_token_header() -> String {
+    "authorization".into()
+}
+fn default_scheme() -> String {
+    "Bearer".into()
+}
+fn default_max_token_bytes() -> usize {
+    8192
+}
+
+impl Default for TokenSource {
+    fn default() -> Self {
+        TokenSource {
+            header: default_token_header(),
+            scheme: default_scheme(),
+            query_param: None,
+            max_token_bytes: default_max_token_bytes(),
+        }
+    }
+}
+
+/// One trusted token issuer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    /// Name used in route rules and logs.
+    pub name: String,
+    /// Exact `iss` value.
+    pub issuer: String,
+    /// Accepted `aud` values (any one must match exactly); empty means `aud` is not checked.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Algorithms accepted from this issuer.
+    pub algorithms: Vec<String>,
+    /// Inline JWKS (`{"keys": [...]}`).
+    pub jwks: serde_json::Value,
+    /// Allowed clock difference for `exp`, `nbf`, `iat` (default 60 s).
+    #[serde(default = "default_skew")]
+    pub clock_skew_seconds: u64,
+    /// Refuse tokens without `exp` (default true).
+    #[serde(default = "yes")]
+    pub require_exp: bool,
+    /// Claim names the identity is built from.
+    #[serde(default)]
+    pub claims: ClaimNames,
+}
+
+fn default_skew() -> u64 {
+    60
+}
+fn yes() -> bool {
+    true
+}
+
+/// Claim names the identity is read from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimNames {
+    /// Tenant claim (default `tenant`).
+    #[serde(default = "c_tenant")]
+    pub tenant: String,
+    /// App / client id claims, first present wins (default `client_id`, `azp`).
+    #[serde(default = "c_app")]
+    pub app: Vec<String>,
+    /// Subject claim (default `sub`).
+    #[serde(default = "c_subject")]
+    pub subject: String,
+    /// Scope claims, first present wins: a space-delimited string or an array
+    /// (default `scope`, `scp`).
+    #[serde(default = "c_scopes")]
+    pub scopes: Vec<String>,
+    /// Roles claim: array or space-delimited string (default `roles`).
+    #[serde(default = "c_roles")]
+    pub roles: String,
+    /// Plan tier claim, if any.
+    #[serde(default)]
+    pub tier: Option<String>,
+}
+
+fn c_tenant() -> String {
+    "tenant".into()
+}
+fn c_app() -> Vec<String> {
+    vec!["client_id".into(), "azp".into()]
+}
+fn c_subject() -> String {
+    "sub".into()
+}
+fn c_scopes() -> Vec<String> {
+    vec!["scope".into(), "scp".into()]
+}
+fn c_roles() -> String {
+    "roles".into()
+}
+
+impl Default for ClaimNames {
+    fn default() -> Self {
+        ClaimNames { tenant: c_tenant(), app: c_app(), subject: c_subject(), scopes: c_scopes(), roles: c_roles(), tier: None }
+    }
+}
+
+/// Headers carrying the identity upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityHeaders {
+    /// Default `x-portcullis-tenant`.
+    #[serde(default = "h_tenant")]
+    pub tenant: String,
+    /// Default `x-portcullis-app`.
+    #[serde(default = "h_app")]
+    pub app: String,
+    /// Default `x-portcullis-subject`.
+    #[serde(default = "h_subject")]
+    pub subject: String,
+    /// Default `x-portcullis-scopes` (space-delimited).
+    #[serde(default = "h_scopes")]
+    pub scopes: String,
+}
+
+fn h_tenant() -> String {
+    "x-portcullis-tenant".into()
+}
+fn h_app() -> String {
+    "x-portcullis-app".into()
+}
+fn h_subject() -> String {
+    "x-portcullis-subject".into()
+}
+fn h_scopes() -> String {
+    "x-portcullis-scopes".into()
+}
+
+impl Default for IdentityHeaders {
+    fn default() -> Self {
+        IdentityHeaders { tenant: h_tenant(), app: h_app(), subject: h_subject(), scopes: h_scopes() }
+    }
+}
+
+/// Verified-token cache settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Most entries per VM (per worker); 0 disables the cache (default 10000).
+    #[serde(default = "default_cache_entries")]
+    pub max_entries: usize,
+}
+
+fn default_cache_entries() -> usize {
+    10_000
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig { max_entries: default_cache_entries() }
+    }
+}
+
+/// One route rule as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Name used in logs, metrics and `explain`.
+    pub name: String,
+    /// Which requests the rule covers.
+    #[serde(rename = "match")]
+    pub matcher: MatchSpec,
+    /// `anonymous`: no credential needed (health checks).
+    #[serde(default)]
+    pub allow: Option<AllowKind>,
+    /// What a valid token must also satisfy; `{}` means any valid token.
+    #[serde(default)]
+    pub require: Option<RawRequire>,
+}
+
+/// Kinds of unauthenticated access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllowKind {
+    /// No credential is checked.
+    Anonymous,
+}
+
+/// Requirements of a route.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequire {
+    /// Providers whose tokens are accepted here (default: all).
+    #[serde(default)]
+    pub providers: Vec<String>,
+    /// Scopes (whole-token match).
+    #[serde(default)]
+    pub scopes: Option<Requirement>,
+    /// Roles.
+    #[serde(default)]
+    pub roles: Option<Requirement>,
+    /// Path parameter that must equal the caller's tenant (the tenant boundary).
+    #[serde(default)]
+    pub tenant_param: Option<String>,
+    /// Claims that must equal a value: `"{param}"` names a path parameter, anything else is a
+    /// literal. A claim that is an array matches when it contains the value.
+    #[serde(default)]
+    pub claims: BTreeMap<String, String>,
+}
+
+/// A set requirement.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Requirement {
+    /// Every one of these.
+    #[serde(default)]
+    pub all_of: Vec<String>,
+    /// At least one of these (when not empty).
+    #[serde(default)]
+    pub any_of: Vec<String>,
+}
+
+impl Requirement {
+    /// True when `granted` satisfies the requirement.
+    pub fn satisfied_by(&self, granted: &[String]) -> bool {
+        let has = |s: &String| granted.iter().any(|g| g == s);
+        self.all_of.iter().all(has) && (self.any_of.is_empty() || self.any_of.iter().any(has))
+    }
+}
+
+/// A compiled provider.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    /// Name.
+    pub name: String,
+    /// Exact issuer.
+    pub issuer: String,
+    /// Accepted audiences.
+    pub audiences: Vec<String>,
+    /// Accepted algorithms.
+    pub algorithms: Vec<Alg>,
+    /// Verification keys.
+    pub keys: Vec<Jwk>,
+    /// Clock skew in seconds.
+    pub skew: u64,
+    /// `exp` required.
+    pub require_exp: bool,
+    /// Claim names.
+    pub claims: ClaimNames,
+}
+
+/// A claim binding: claim must equal a path parameter or a literal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expected {
+    /// Value of a path parameter.
+    Param(String),
+    /// A fixed value.
+    Literal(String),
+}
+
+/// A compiled route rule.
+#[derive(Debug, Clone)]
+pub enum Rule {
+    /// No credential needed.
+    Anonymous,
+    /// A valid token, plus requirements.
+    Require {
+        /// Provider indexes accepted (empty: all).
+        providers: Vec<usize>,
+        /// Scope requirement.
+        scopes: Requirement,
+        /// Role requirement.
+        roles: Requirement,
+        /// Tenant boundary parameter.
+        tenant_param: Option<String>,
+        /// Claim bindings.
+        claims: Vec<(String, Expected)>,
+    },
+}
+
+/// A compiled route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Name.
+    pub name: String,
+    /// Rule.
+    pub rule: Rule,
+}
+
+/// The compiled, immutable authn configuration.
+#[derive(Debug, Clone)]
+pub struct AuthnConfig {
+    /// Enforce or shadow.
+    pub mode: Mode,
+    /// Metric prefix part.
+    pub stat_prefix: String,
+    /// Token source (header name lower-cased).
+    pub token: TokenSource,
+    /// Providers.
+    pub providers: Vec<Provider>,
+    /// Routes.
+    pub routes: RouteTable<Route>,
+    /// Identity headers (lower-cased).
+    pub identity_headers: IdentityHeaders,
+    /// Cache size.
+    pub cache_entries: usize,
+    /// Forward the token upstream.
+    pub forward_token: bool,
+    /// Claim names referenced by any route binding: the only claims kept in the cache.
+    pub bound_claims: Vec<String>,
+}
+
+fn valid_header_name(h: &str) -> bool {
+    !h.is_empty() && h.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+impl AuthnConfig {
+    /// Parses raw plugin configuration bytes and compiles them.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ConfigError> {
+        Self::compile(portcullis_core::config::parse(bytes)?)
+    }
+
+    /// Parses a JSON value (as the CLI loads policy files) and compiles it.
+    pub fn from_value(v: serde_json::Value) -> Result<Self, ConfigError> {
+        Self::compile(portcullis_core::config::from_value(v)?)
+    }
+
+    /// Compiles a raw configuration; errors name the field.
+    pub fn compile(raw: RawConfig) -> Result<Self, ConfigError> {
+        let mut token = raw.token;
+        token.header = token.header.to_ascii_lowercase();
+        if !valid_header_name(&token.header) {
+            return Err(ConfigError::new("token.header", "not a valid header name"));
+        }
+        if token.max_token_bytes == 0 || token.max_token_bytes > 65_536 {
+            return Err(ConfigError::new("token.max_token_bytes", "must be between 1 and 65536"));
+        }
+        if raw.providers.is_empty() {
+            return Err(ConfigError::new("providers", "at least one provider is required"));
+        }
+        let mut providers = Vec::new();
+        for (i, p) in raw.providers.into_iter().enumerate() {
+            let at = format!("providers[{i}]");
+            providers.push(compile_provider(p).map_err(|e| e.within(&at))?);
+        }
+        for (i, p) in providers.iter().enumerate() {
+            if providers[..i].iter().any(|q| q.name == p.name) {
+                return Err(ConfigError::new(format!("providers[{i}].name"), format!("duplicate provider `{}`", p.name)));
+            }
+            if providers[..i].iter().any(|q| q.issuer == p.issuer) {
+                return Err(ConfigError::new(format!("providers[{i}].issuer"), "two providers with the same issuer"));
+            }
+        }
+        let mut ih = raw.identity_headers;
+        for (field, h) in [("tenant", &mut ih.tenant), ("app", &mut ih.app), ("subject", &mut ih.subject), ("scopes", &mut ih.scopes)] {
+            *h = h.to_ascii_lowercase();
+            if !valid_header_name(h) {
+                return Err(ConfigError::new(format!("identity_headers.{field}"), "not a valid header name"));
+            }
+        }
+        let mut routes = Vec::new();
+        let mut bound_claims: Vec<String> = Vec::new();
+        for (i, r) in raw.routes.into_iter().enumerate() {
+            let at = format!("routes[{i}]");
+            if routes.iter().any(|(_, x): &(RouteMatcher, Route)| x.name == r.name) {
+                return Err(ConfigError::new(format!("{at}.name"), format!("duplicate route name `{}`", r.name)));
+            }
+            let matcher = RouteMatcher::compile(&r.matcher).map_err(|e| e.within(&format!("{at}.match")))?;
+            let rule = compile_rule(&r, &matcher, &providers).map_err(|e| e.within(&at))?;
+            if let Rule::Require { claims, .. } = &rule {
+                for (c, _) in claims {
+                    if !bound_claims.contains(c) {
+                        bound_claims.push(c.clone());
+                    }
+                }
+            }
+            routes.push((matcher, Route { name: r.name, rule }));
+        }
+        Ok(AuthnConfig {
+            mode: raw.mode,
+            stat_prefix: raw.stat_prefix,
+            token,
+            providers,
+            routes: RouteTable::new(routes),
+            identity_headers: ih,
+            cache_entries: raw.cache.max_entries,
+            forward_token: raw.forward_token,
+            bound_claims,
+        })
+    }
+}
+
+fn compile_provider(p: RawProvider) -> Result<Provider, ConfigError> {
+    if p.issuer.is_empty() {
+        return Err(ConfigError::new("issuer", "must not be empty"));
+    }
+    let mut algorithms = Vec::new();
+    for (i, a) in p.algorithms.iter().enumerate() {
+        match Alg::parse(a) {
+            Some(alg) => algorithms.push(alg),
+            None => {
+                return Err(ConfigError::new(
+                    format!("algorithms[{i}]"),
+                    format!("unsupported algorithm `{a}` (supported: RS256/384/512, PS256/384/512, ES256, ES384, EdDSA, HS256/384/512)"),
+                ))
+            }
+        }
+    }
+    if algorithms.is_empty() {
+        return Err(ConfigError::new("algorithms", "at least one algorithm is required"));
+    }
+    if p.clock_skew_seconds > 600 {
+        return Err(ConfigError::new("clock_skew_seconds", "must be at most 600"));
+    }
+    let keys = parse_jwks(&p.jwks, &KeyPolicy::default())
+        .map_err(|(i, e)| ConfigError::new(format!("jwks.keys[{i}]"), e.0))?;
+    if keys.is_empty() {
+        return Err(ConfigError::new("jwks.keys", "at least one key is required"));
+    }
+    for (i, k) in keys.iter().enumerate() {
+        if !algorithms.iter().any(|a| k.supports(*a)) {
+            return Err(ConfigError::new(format!("jwks.keys[{i}]"), "key cannot verify any of the provider's algorithms"));
+        }
+        if let Some(kid) = &k.kid {
+            if keys[..i].iter().any(|q| q.kid.as_deref() == Some(kid.as_str())) {
+                return Err(ConfigError::new(format!("jwks.keys[{i}].kid"), "duplicate kid"));
+            }
+        }
+    }
+    Ok(Provider {
+        name: p.name,
+        issuer: p.issuer,
+        audiences: p.audiences,
+        algorithms,
+        keys,
+        skew: p.clock_skew_seconds,
+        require_exp: p.require_exp,
+        claims: p.claims,
+    })
+}
+
+fn compile_rule(r: &RawRoute, matcher: &RouteMatcher, providers: &[Provider]) -> Result<Rule, ConfigError> {
+    let params = matcher.param_names();
+    match (&r.allow, &r.require) {
+        (Some(AllowKind::Anonymous), None) => Ok(Rule::Anonymous),
+        (None, Some(req)) => {
+            let mut pidx = Vec::new();
+            for (i, name) in req.providers.iter().enumerate() {
+                match providers.iter().position(|p| &p.name == name) {
+                    Some(ix) => pidx.push(ix),
+                    None => return Err(ConfigError::new(format!("require.providers[{i}]"), format!("unknown provider `{name}`"))),
+                }
+            }
+            if let Some(tp) = &req.tenant_param {
+                if !params.iter().any(|p| p == tp) {
+                    return Err(ConfigError::new("require.tenant_param", format!("the route template has no `{{{tp}}}` parameter")));
+                }
+            }
+            let mut claims = Vec::new();
+            for (claim, value) in &req.claims {
+                let expected = match value.strip_prefix('{').and_then(|v| v.strip_suffix('}')) {
+                    Some(param) => {
+                        if !params.iter().any(|p| p == param) {
+                            return Err(ConfigError::new(
+                                format!("require.claims.{claim}"),
+                                format!("the route template has no `{{{param}}}` parameter"),
+                            ));
+                        }
+                        Expected::Param(param.to_string())
+                    }
+                    None => Expected::Literal(value.clone()),
+                };
+                claims.push((claim.clone(), expected));
+            }
+            Ok(Rule::Require {
+                providers: pidx,
+                scopes: req.scopes.clone().unwrap_or_default(),
+                roles: req.roles.clone().unwrap_or_default(),
+                tenant_param: req.tenant_param.clone(),
+                claims,
+            })
+        }
+        _ => Err(ConfigError::new("", "a route needs exactly one of `allow: anonymous` or `require`")),
+    }
+}

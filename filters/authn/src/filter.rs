@@ -1,0 +1,148 @@
+//! proxy-wasm adapter: reads the request from Envoy, calls [`crate::decide::authenticate`], and
+//! applies the decision (identity to filter state and headers, or a local denial).
+
+use crate::cache::TokenCache;
+use crate::config::{AuthnConfig, Mode};
+use crate::decide::{self, CacheUse, Request, REASONS};
+use portcullis_core::host::{self, Counter};
+use portcullis_core::identity::IDENTITY_PROPERTY;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+}}
+
+/// Counters declared once at configure time.
+struct Metrics {
+    allowed: Counter,
+    cache_hit: Counter,
+    cache_miss: Counter,
+    denied: HashMap<&'static str, Counter>,
+    shadow: HashMap<&'static str, Counter>,
+}
+
+impl Metrics {
+    fn define(prefix: &str) -> Self {
+        let name = |s: &str| format!("portcullis.{prefix}.{s}");
+        Metrics {
+            allowed: Counter::define(&name("allowed")),
+            cache_hit: Counter::define(&name("cache.hit")),
+            cache_miss: Counter::define(&name("cache.miss")),
+            denied: REASONS.iter().map(|r| (*r, Counter::define(&name(&format!("denied.{r}"))))).collect(),
+            shadow: REASONS.iter().map(|r| (*r, Counter::define(&name(&format!("shadow_denied.{r}"))))).collect(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Root {
+    state: Option<Rc<State>>,
+}
+
+/// Per-VM state shared by the request contexts of one worker.
+struct State {
+    config: AuthnConfig,
+    cache: RefCell<TokenCache>,
+    metrics: Metrics,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        match AuthnConfig::from_bytes(&bytes) {
+            Ok(config) => {
+                let metrics = Metrics::define(&config.stat_prefix);
+                let cache = RefCell::new(TokenCache::new(config.cache_entries));
+                self.state = Some(Rc::new(State { config, cache, metrics }));
+                true
+            }
+            Err(e) => {
+                log::error!("portcullis authn: {e}");
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let state = self.state.clone()?;
+        Some(Box::new(Authn { state }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Authn {
+    state: Rc<State>,
+}
+
+impl Context for Authn {}
+
+impl HttpContext for Authn {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let st = &self.state;
+        let cfg = &st.config;
+        let mut headers = self.get_http_request_headers();
+        for (name, _) in &mut headers {
+            name.make_ascii_lowercase();
+        }
+        // Strip client-sent identity headers on every request, whatever the outcome.
+        for (name, _) in headers.iter().filter(|(n, _)| decide::is_identity_header(cfg, n)) {
+            self.set_http_request_header(name, None);
+        }
+        let pseudo = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()).unwrap_or_default();
+        let req = Request { method: pseudo(":method"), path: pseudo(":path"), headers: &headers };
+        let decision = decide::authenticate(cfg, &mut st.cache.borrow_mut(), &req, host::now_unix());
+        match decision.cache {
+            CacheUse::Hit => st.metrics.cache_hit.inc(),
+            CacheUse::Miss => st.metrics.cache_miss.inc(),
+            CacheUse::NotUsed => {}
+        }
+        let route = decision.route.as_deref().unwrap_or("-");
+        match decision.verdict {
+            Ok(allowed) => {
+                st.metrics.allowed.inc();
+                if let Err(status) = host::set_property(&[IDENTITY_PROPERTY], &allowed.identity.to_filter_state()) {
+                    // Without the identity later filters would treat the caller as anonymous:
+                    // fail closed rather than forward a request the chain cannot judge.
+                    log::error!("portcullis authn: could not publish identity ({status:?}); route={route}");
+                    host::send_denial(&portcullis_core::deny::Denial::new("authn", 500, "internal_error", "Identity could not be recorded."));
+                    return Action::Pause;
+                }
+                for (name, value) in decide::identity_headers(cfg, &allowed.identity) {
+                    self.set_http_request_header(&name, Some(&value));
+                }
+                if let Some(p) = &allowed.rewrite_path {
+                    self.set_http_request_header(":path", Some(p));
+                }
+                if !cfg.forward_token && allowed.identity.method != portcullis_core::identity::AuthMethod::Anonymous {
+                    self.set_http_request_header(&cfg.token.header, None);
+                }
+                Action::Continue
+            }
+            Err(denial) => {
+                if cfg.mode == Mode::Shadow {
+                    if let Some(c) = st.metrics.shadow.get(denial.reason) {
+                        c.inc();
+                    }
+                    log::info!("portcullis authn: shadow deny route={route} status={} reason={}", denial.status, denial.reason);
+                    return Action::Continue;
+                }
+                if let Some(c) = st.metrics.denied.get(denial.reason) {
+                    c.inc();
+                }
+                log::info!("portcullis authn: deny route={route} status={} reason={}", denial.status, denial.reason);
+                host::send_denial(&denial);
+                Action::Pause
+            }
+        }
+    }
+}
