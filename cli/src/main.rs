@@ -37,7 +37,9 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             Ok(())
         }
-        Some(other) => Err(CliError(format!("unknown command `{other}`; see `portcullis help`"))),
+        Some(other) => Err(CliError(format!(
+            "unknown command `{other}`; see `portcullis help`"
+        ))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -57,14 +59,20 @@ struct Opts {
 
 impl Opts {
     fn parse(args: &[String], flags: &[&str]) -> Result<Opts> {
-        let mut o = Opts { pairs: vec![], flags: vec![], positional: vec![] };
+        let mut o = Opts {
+            pairs: vec![],
+            flags: vec![],
+            positional: vec![],
+        };
         let mut it = args.iter();
         while let Some(a) = it.next() {
             if let Some(name) = a.strip_prefix("--") {
                 if flags.contains(&name) {
                     o.flags.push(name.to_string());
                 } else {
-                    let v = it.next().ok_or_else(|| CliError(format!("--{name} needs a value")))?;
+                    let v = it
+                        .next()
+                        .ok_or_else(|| CliError(format!("--{name} needs a value")))?;
                     o.pairs.push((name.to_string(), v.clone()));
                 }
             } else {
@@ -74,16 +82,31 @@ impl Opts {
         Ok(o)
     }
     fn get(&self, name: &str) -> Option<&str> {
-        self.pairs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
     fn all(&self, name: &str) -> Vec<&str> {
-        self.pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
+        self.pairs
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
     fn port(&self, name: &str, default: u16) -> Result<u16> {
-        self.get(name).map_or(Ok(default), |v| v.parse().map_err(|_| CliError(format!("--{name}: not a port"))))
+        self.get(name).map_or(Ok(default), |v| {
+            v.parse()
+                .map_err(|_| CliError(format!("--{name}: not a port")))
+        })
     }
     fn reject_unknown(&self, known: &[&str]) -> Result<()> {
-        match self.pairs.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+        match self
+            .pairs
+            .iter()
+            .find(|(k, _)| !known.contains(&k.as_str()))
+        {
             Some((k, _)) => Err(CliError(format!("unknown option --{k}"))),
             None => Ok(()),
         }
@@ -108,10 +131,20 @@ fn check(args: &[String]) -> Result<()> {
 
 fn render_cmd(args: &[String]) -> Result<()> {
     let o = Opts::parse(args, &["no-envoy-normalize"])?;
-    o.reject_unknown(&["policies", "template", "wasm-dir", "out", "listen-port", "admin-port", "upstream", "config-format"])?;
+    o.reject_unknown(&[
+        "policies",
+        "template",
+        "wasm-dir",
+        "out",
+        "listen-port",
+        "admin-port",
+        "upstream",
+        "config-format",
+    ])?;
     let policies = policy::load(Path::new(o.get("policies").unwrap_or("policies")))?;
     let template_path = o.get("template").unwrap_or("envoy/gateway.yaml.tmpl");
-    let template = std::fs::read_to_string(template_path).map_err(|e| CliError(format!("{template_path}: {e}")))?;
+    let template = std::fs::read_to_string(template_path)
+        .map_err(|e| CliError(format!("{template_path}: {e}")))?;
     let wasm_dir = PathBuf::from(o.get("wasm-dir").unwrap_or("dist"));
     let wasm_dir = std::fs::canonicalize(&wasm_dir).unwrap_or(wasm_dir);
     let (host, port) = o
@@ -122,13 +155,19 @@ fn render_cmd(args: &[String]) -> Result<()> {
     let format = match o.get("config-format").unwrap_or("json") {
         "json" => ConfigFormat::Json,
         "struct" => ConfigFormat::Struct,
-        other => return Err(CliError(format!("--config-format: `{other}` is not json or struct"))),
+        other => {
+            return Err(CliError(format!(
+                "--config-format: `{other}` is not json or struct"
+            )))
+        }
     };
     let opts = RenderOptions {
         listen_port: o.port("listen-port", 10000)?,
         admin_port: o.port("admin-port", 9901)?,
         upstream_host: host.to_string(),
-        upstream_port: port.parse().map_err(|_| CliError("--upstream: bad port".into()))?,
+        upstream_port: port
+            .parse()
+            .map_err(|_| CliError("--upstream: bad port".into()))?,
         wasm_dir,
         envoy_normalize_path: !o.flags.iter().any(|f| f == "no-envoy-normalize"),
         format,
@@ -143,7 +182,10 @@ fn render_cmd(args: &[String]) -> Result<()> {
 
 fn token_cmd(args: &[String]) -> Result<()> {
     let o = Opts::parse(args, &[])?;
-    o.reject_unknown(&["tenant", "scope", "role", "sub", "app", "ttl", "alg", "claim", "keys", "issuer", "audience"])?;
+    o.reject_unknown(&[
+        "tenant", "scope", "role", "sub", "app", "ttl", "alg", "claim", "keys", "issuer",
+        "audience",
+    ])?;
     let alg = SigningAlg::parse(o.get("alg").unwrap_or("RS256"))?;
     let keys = PathBuf::from(o.get("keys").unwrap_or("policies/demo-keys"));
     let (file, kid) = match alg {
@@ -151,22 +193,39 @@ fn token_cmd(args: &[String]) -> Result<()> {
         SigningAlg::ES256 => ("demo-es256.key.pem", "demo-es256"),
         SigningAlg::HS256 => return Err(CliError("the demo provider has no HMAC key".into())),
     };
-    let pem = std::fs::read_to_string(keys.join(file)).map_err(|e| CliError(format!("{}: {e}", keys.join(file).display())))?;
+    let pem = std::fs::read_to_string(keys.join(file))
+        .map_err(|e| CliError(format!("{}: {e}", keys.join(file).display())))?;
     let mut extra = Vec::new();
     for c in o.all("claim") {
-        let (k, v) = c.split_once('=').ok_or_else(|| CliError("--claim must be NAME=VALUE".into()))?;
+        let (k, v) = c
+            .split_once('=')
+            .ok_or_else(|| CliError("--claim must be NAME=VALUE".into()))?;
         extra.push((k.to_string(), v.to_string()));
     }
     let spec = TokenSpec {
-        issuer: o.get("issuer").unwrap_or("https://idp.demo.portcullis.local").to_string(),
-        audience: o.get("audience").unwrap_or("portcullis-demo-api").to_string(),
+        issuer: o
+            .get("issuer")
+            .unwrap_or("https://idp.demo.portcullis.local")
+            .to_string(),
+        audience: o
+            .get("audience")
+            .unwrap_or("portcullis-demo-api")
+            .to_string(),
         subject: o.get("sub").unwrap_or("demo-user").to_string(),
         tenant: o.get("tenant").map(str::to_string),
         app: o.get("app").map(str::to_string),
-        scopes: o.all("scope").iter().flat_map(|s| s.split_whitespace()).map(str::to_string).collect(),
+        scopes: o
+            .all("scope")
+            .iter()
+            .flat_map(|s| s.split_whitespace())
+            .map(str::to_string)
+            .collect(),
         roles: o.all("role").iter().map(|s| s.to_string()).collect(),
         extra,
-        ttl_secs: o.get("ttl").map_or(Ok(3600), |v| v.parse().map_err(|_| CliError("--ttl: not a number".into())))?,
+        ttl_secs: o.get("ttl").map_or(Ok(3600), |v| {
+            v.parse()
+                .map_err(|_| CliError("--ttl: not a number".into()))
+        })?,
     };
     println!("{}", token::mint(&spec, alg, &pem, kid)?);
     Ok(())

@@ -23,8 +23,10 @@ pub struct Policies {
 }
 
 fn read_yaml(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
-    serde_yaml::from_str(&text).map_err(|e| CliError(format!("{}: not valid YAML: {e}", path.display())))
+    let text =
+        std::fs::read_to_string(path).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+    serde_yaml::from_str(&text)
+        .map_err(|e| CliError(format!("{}: not valid YAML: {e}", path.display())))
 }
 
 /// Inlines `jwks_file` references of providers.
@@ -33,17 +35,27 @@ fn inline_jwks_files(authn: &mut Value, base: &Path) -> Result<()> {
         return Ok(());
     };
     for (i, p) in providers.iter_mut().enumerate() {
-        let Some(obj) = p.as_object_mut() else { continue };
-        let Some(file) = obj.remove("jwks_file") else { continue };
+        let Some(obj) = p.as_object_mut() else {
+            continue;
+        };
+        let Some(file) = obj.remove("jwks_file") else {
+            continue;
+        };
         let Some(file) = file.as_str() else {
-            return Err(CliError(format!("providers[{i}].jwks_file must be a string")));
+            return Err(CliError(format!(
+                "providers[{i}].jwks_file must be a string"
+            )));
         };
         if obj.contains_key("jwks") {
-            return Err(CliError(format!("providers[{i}]: give either `jwks` or `jwks_file`, not both")));
+            return Err(CliError(format!(
+                "providers[{i}]: give either `jwks` or `jwks_file`, not both"
+            )));
         }
         let path = base.join(file);
-        let text = std::fs::read_to_string(&path).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
-        let jwks: Value = serde_json::from_str(&text).map_err(|e| CliError(format!("{}: not valid JSON: {e}", path.display())))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+        let jwks: Value = serde_json::from_str(&text)
+            .map_err(|e| CliError(format!("{}: not valid JSON: {e}", path.display())))?;
         obj.insert("jwks".into(), jwks);
     }
     Ok(())
@@ -65,7 +77,10 @@ pub fn load(dir: &Path) -> Result<Policies> {
     let authn_path = dir.join(AUTHN_FILE);
     let authn = prepare_authn(read_yaml(&authn_path)?, dir)?;
     compile_authn(&authn)?;
-    Ok(Policies { dir: dir.to_path_buf(), authn })
+    Ok(Policies {
+        dir: dir.to_path_buf(),
+        authn,
+    })
 }
 
 #[cfg(test)]

@@ -75,17 +75,31 @@ pub fn render(template: &str, policies: &Policies, opts: &RenderOptions) -> Resu
         ("NORMALIZE_PATH", opts.envoy_normalize_path.to_string()),
         (
             "ESCAPED_SLASHES_ACTION",
-            if opts.envoy_normalize_path { "REJECT_REQUEST" } else { "KEEP_UNCHANGED" }.to_string(),
+            if opts.envoy_normalize_path {
+                "REJECT_REQUEST"
+            } else {
+                "KEEP_UNCHANGED"
+            }
+            .to_string(),
         ),
-        ("AUTHN_CONFIGURATION", plugin_configuration(&policies.authn, opts.format)),
+        (
+            "AUTHN_CONFIGURATION",
+            plugin_configuration(&policies.authn, opts.format),
+        ),
     ];
     let mut out = template.to_string();
     for (k, v) in &vars {
         out = out.replace(&format!("{{{{{k}}}}}"), v);
     }
     if let Some(pos) = out.find("{{") {
-        let name: String = out[pos..].chars().take_while(|c| *c != '\n').take(60).collect();
-        return Err(CliError(format!("template has an unknown placeholder: {name}")));
+        let name: String = out[pos..]
+            .chars()
+            .take_while(|c| *c != '\n')
+            .take(60)
+            .collect();
+        return Err(CliError(format!(
+            "template has an unknown placeholder: {name}"
+        )));
     }
     Ok(out)
 }
@@ -100,7 +114,15 @@ mod tests {
         let p = crate::policy::load(&root.join("policies")).unwrap();
         let tmpl = std::fs::read_to_string(root.join("envoy/gateway.yaml.tmpl")).unwrap();
         for format in [ConfigFormat::Json, ConfigFormat::Struct] {
-            let out = render(&tmpl, &p, &RenderOptions { format, ..Default::default() }).unwrap();
+            let out = render(
+                &tmpl,
+                &p,
+                &RenderOptions {
+                    format,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
             assert!(!out.contains("{{"));
             let y: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
             assert!(y["static_resources"]["listeners"][0].is_mapping());

@@ -25,7 +25,9 @@ impl SigningAlg {
             "RS256" => Ok(SigningAlg::RS256),
             "ES256" => Ok(SigningAlg::ES256),
             "HS256" => Ok(SigningAlg::HS256),
-            _ => Err(CliError(format!("unsupported signing algorithm `{s}` (RS256, ES256)"))),
+            _ => Err(CliError(format!(
+                "unsupported signing algorithm `{s}` (RS256, ES256)"
+            ))),
         }
     }
 }
@@ -77,9 +79,20 @@ pub fn mint(spec: &TokenSpec, alg: SigningAlg, key_pem: &str, kid: &str) -> Resu
         .with_subject(&spec.subject);
     let err = |e: jwt_simple::Error| CliError(format!("signing failed: {e}"));
     match alg {
-        SigningAlg::RS256 => RS256KeyPair::from_pem(key_pem).map_err(err)?.with_key_id(kid).sign(claims).map_err(err),
-        SigningAlg::ES256 => ES256KeyPair::from_pem(key_pem).map_err(err)?.with_key_id(kid).sign(claims).map_err(err),
-        SigningAlg::HS256 => HS256Key::from_bytes(key_pem.as_bytes()).with_key_id(kid).authenticate(claims).map_err(err),
+        SigningAlg::RS256 => RS256KeyPair::from_pem(key_pem)
+            .map_err(err)?
+            .with_key_id(kid)
+            .sign(claims)
+            .map_err(err),
+        SigningAlg::ES256 => ES256KeyPair::from_pem(key_pem)
+            .map_err(err)?
+            .with_key_id(kid)
+            .sign(claims)
+            .map_err(err),
+        SigningAlg::HS256 => HS256Key::from_bytes(key_pem.as_bytes())
+            .with_key_id(kid)
+            .authenticate(claims)
+            .map_err(err),
     }
 }
 
@@ -90,7 +103,10 @@ pub fn sign_raw(alg: SigningAlg, key: &[u8], header: &Value, claims: &Value) -> 
         URL_SAFE_NO_PAD.encode(header.to_string()),
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
-    Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(sign_bytes(alg, key, input.as_bytes())?)))
+    Ok(format!(
+        "{input}.{}",
+        URL_SAFE_NO_PAD.encode(sign_bytes(alg, key, input.as_bytes())?)
+    ))
 }
 
 /// Raw signature over `input` (PKCS#8 PEM for RS256/ES256, raw secret for HS256).
@@ -100,14 +116,19 @@ pub fn sign_bytes(alg: SigningAlg, key: &[u8], input: &[u8]) -> Result<Vec<u8>> 
         SigningAlg::RS256 => {
             use rsa::pkcs8::DecodePrivateKey;
             use sha2::Digest;
-            let k = rsa::RsaPrivateKey::from_pkcs8_pem(pem()?).map_err(|e| CliError(format!("bad RSA key: {e}")))?;
-            k.sign(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &sha2::Sha256::digest(input))
-                .map_err(|e| CliError(format!("signing failed: {e}")))
+            let k = rsa::RsaPrivateKey::from_pkcs8_pem(pem()?)
+                .map_err(|e| CliError(format!("bad RSA key: {e}")))?;
+            k.sign(
+                rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
+                &sha2::Sha256::digest(input),
+            )
+            .map_err(|e| CliError(format!("signing failed: {e}")))
         }
         SigningAlg::ES256 => {
             use p256::ecdsa::signature::Signer;
             use p256::pkcs8::DecodePrivateKey;
-            let k = p256::ecdsa::SigningKey::from_pkcs8_pem(pem()?).map_err(|_| CliError("bad P-256 key".into()))?;
+            let k = p256::ecdsa::SigningKey::from_pkcs8_pem(pem()?)
+                .map_err(|_| CliError("bad P-256 key".into()))?;
             // JWS wants the fixed-width r || s form, which is what `to_bytes` gives.
             let sig: p256::ecdsa::Signature = k.sign(input);
             Ok(sig.to_bytes().to_vec())
@@ -123,7 +144,12 @@ mod tests {
     use std::path::Path;
 
     fn demo(file: &str) -> String {
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/demo-keys").join(file)).unwrap()
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../policies/demo-keys")
+                .join(file),
+        )
+        .unwrap()
     }
 
     /// Differential check: tokens signed by jwt-simple verify in Portcullis' verifier, and
@@ -143,15 +169,35 @@ mod tests {
             extra: vec![],
             ttl_secs: 60,
         };
-        for (alg, file, kid) in [(SigningAlg::RS256, "demo-rs256.key.pem", "demo-rs256"), (SigningAlg::ES256, "demo-es256.key.pem", "demo-es256")] {
+        for (alg, file, kid) in [
+            (SigningAlg::RS256, "demo-rs256.key.pem", "demo-rs256"),
+            (SigningAlg::ES256, "demo-es256.key.pem", "demo-es256"),
+        ] {
             let t = mint(&spec, alg, &demo(file), kid).unwrap();
-            assert!(portcullis_authn::jws::verify(&t, &keys, &Alg::ALL).is_ok(), "{alg:?}");
-            let raw = sign_raw(alg, demo(file).as_bytes(), &serde_json::json!({"alg": format!("{alg:?}"), "kid": kid}), &serde_json::json!({"a": 1})).unwrap();
-            assert!(portcullis_authn::jws::verify(&raw, &keys, &Alg::ALL).is_ok(), "raw {alg:?}");
+            assert!(
+                portcullis_authn::jws::verify(&t, &keys, &Alg::ALL).is_ok(),
+                "{alg:?}"
+            );
+            let raw = sign_raw(
+                alg,
+                demo(file).as_bytes(),
+                &serde_json::json!({"alg": format!("{alg:?}"), "kid": kid}),
+                &serde_json::json!({"a": 1}),
+            )
+            .unwrap();
+            assert!(
+                portcullis_authn::jws::verify(&raw, &keys, &Alg::ALL).is_ok(),
+                "raw {alg:?}"
+            );
             let mut bad = raw.into_bytes();
             let n = bad.len() - 5;
             bad[n] = if bad[n] == b'A' { b'B' } else { b'A' };
-            assert!(portcullis_authn::jws::verify(std::str::from_utf8(&bad).unwrap(), &keys, &Alg::ALL).is_err());
+            assert!(portcullis_authn::jws::verify(
+                std::str::from_utf8(&bad).unwrap(),
+                &keys,
+                &Alg::ALL
+            )
+            .is_err());
         }
     }
 }

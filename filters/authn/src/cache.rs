@@ -37,7 +37,9 @@ pub struct TokenCache {
 impl TokenCache {
     /// A cache holding at most `capacity` tokens (0 disables it).
     pub fn new(capacity: usize) -> Self {
-        TokenCache { inner: NonZeroUsize::new(capacity).map(LruCache::new) }
+        TokenCache {
+            inner: NonZeroUsize::new(capacity).map(LruCache::new),
+        }
     }
 
     /// The entry for a token, if present and still valid at `now`; an expired entry is evicted.
@@ -74,7 +76,12 @@ mod tests {
     use super::*;
 
     fn v(until: u64) -> Verified {
-        Verified { provider: 0, valid_until: until, identity: Identity::anonymous(), bound: vec![] }
+        Verified {
+            provider: 0,
+            valid_until: until,
+            identity: Identity::anonymous(),
+            bound: vec![],
+        }
     }
 
     #[test]
@@ -95,7 +102,10 @@ mod tests {
         assert!(c.get(&digest("a"), 0).is_some());
         c.put(digest("c"), Rc::new(v(10)));
         assert_eq!(c.len(), 2);
-        assert!(c.get(&digest("b"), 0).is_none(), "least recently used went first");
+        assert!(
+            c.get(&digest("b"), 0).is_none(),
+            "least recently used went first"
+        );
         assert!(TokenCache::new(0).get(&digest("a"), 0).is_none());
     }
 }

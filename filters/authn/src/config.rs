@@ -168,7 +168,14 @@ fn c_roles() -> String {
 
 impl Default for ClaimNames {
     fn default() -> Self {
-        ClaimNames { tenant: c_tenant(), app: c_app(), subject: c_subject(), scopes: c_scopes(), roles: c_roles(), tier: None }
+        ClaimNames {
+            tenant: c_tenant(),
+            app: c_app(),
+            subject: c_subject(),
+            scopes: c_scopes(),
+            roles: c_roles(),
+            tier: None,
+        }
     }
 }
 
@@ -205,7 +212,12 @@ fn h_scopes() -> String {
 
 impl Default for IdentityHeaders {
     fn default() -> Self {
-        IdentityHeaders { tenant: h_tenant(), app: h_app(), subject: h_subject(), scopes: h_scopes() }
+        IdentityHeaders {
+            tenant: h_tenant(),
+            app: h_app(),
+            subject: h_subject(),
+            scopes: h_scopes(),
+        }
     }
 }
 
@@ -224,7 +236,9 @@ fn default_cache_entries() -> usize {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { max_entries: default_cache_entries() }
+        CacheConfig {
+            max_entries: default_cache_entries(),
+        }
     }
 }
 
@@ -378,7 +392,9 @@ pub struct AuthnConfig {
 }
 
 fn valid_header_name(h: &str) -> bool {
-    !h.is_empty() && h.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    !h.is_empty()
+        && h.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 impl AuthnConfig {
@@ -400,10 +416,16 @@ impl AuthnConfig {
             return Err(ConfigError::new("token.header", "not a valid header name"));
         }
         if token.max_token_bytes == 0 || token.max_token_bytes > 65_536 {
-            return Err(ConfigError::new("token.max_token_bytes", "must be between 1 and 65536"));
+            return Err(ConfigError::new(
+                "token.max_token_bytes",
+                "must be between 1 and 65536",
+            ));
         }
         if raw.providers.is_empty() {
-            return Err(ConfigError::new("providers", "at least one provider is required"));
+            return Err(ConfigError::new(
+                "providers",
+                "at least one provider is required",
+            ));
         }
         let mut providers = Vec::new();
         for (i, p) in raw.providers.into_iter().enumerate() {
@@ -412,27 +434,48 @@ impl AuthnConfig {
         }
         for (i, p) in providers.iter().enumerate() {
             if providers[..i].iter().any(|q| q.name == p.name) {
-                return Err(ConfigError::new(format!("providers[{i}].name"), format!("duplicate provider `{}`", p.name)));
+                return Err(ConfigError::new(
+                    format!("providers[{i}].name"),
+                    format!("duplicate provider `{}`", p.name),
+                ));
             }
             if providers[..i].iter().any(|q| q.issuer == p.issuer) {
-                return Err(ConfigError::new(format!("providers[{i}].issuer"), "two providers with the same issuer"));
+                return Err(ConfigError::new(
+                    format!("providers[{i}].issuer"),
+                    "two providers with the same issuer",
+                ));
             }
         }
         let mut ih = raw.identity_headers;
-        for (field, h) in [("tenant", &mut ih.tenant), ("app", &mut ih.app), ("subject", &mut ih.subject), ("scopes", &mut ih.scopes)] {
+        for (field, h) in [
+            ("tenant", &mut ih.tenant),
+            ("app", &mut ih.app),
+            ("subject", &mut ih.subject),
+            ("scopes", &mut ih.scopes),
+        ] {
             *h = h.to_ascii_lowercase();
             if !valid_header_name(h) {
-                return Err(ConfigError::new(format!("identity_headers.{field}"), "not a valid header name"));
+                return Err(ConfigError::new(
+                    format!("identity_headers.{field}"),
+                    "not a valid header name",
+                ));
             }
         }
         let mut routes = Vec::new();
         let mut bound_claims: Vec<String> = Vec::new();
         for (i, r) in raw.routes.into_iter().enumerate() {
             let at = format!("routes[{i}]");
-            if routes.iter().any(|(_, x): &(RouteMatcher, Route)| x.name == r.name) {
-                return Err(ConfigError::new(format!("{at}.name"), format!("duplicate route name `{}`", r.name)));
+            if routes
+                .iter()
+                .any(|(_, x): &(RouteMatcher, Route)| x.name == r.name)
+            {
+                return Err(ConfigError::new(
+                    format!("{at}.name"),
+                    format!("duplicate route name `{}`", r.name),
+                ));
             }
-            let matcher = RouteMatcher::compile(&r.matcher).map_err(|e| e.within(&format!("{at}.match")))?;
+            let matcher =
+                RouteMatcher::compile(&r.matcher).map_err(|e| e.within(&format!("{at}.match")))?;
             let rule = compile_rule(&r, &matcher, &providers).map_err(|e| e.within(&at))?;
             if let Rule::Require { claims, .. } = &rule {
                 for (c, _) in claims {
@@ -474,23 +517,41 @@ fn compile_provider(p: RawProvider) -> Result<Provider, ConfigError> {
         }
     }
     if algorithms.is_empty() {
-        return Err(ConfigError::new("algorithms", "at least one algorithm is required"));
+        return Err(ConfigError::new(
+            "algorithms",
+            "at least one algorithm is required",
+        ));
     }
     if p.clock_skew_seconds > 600 {
-        return Err(ConfigError::new("clock_skew_seconds", "must be at most 600"));
+        return Err(ConfigError::new(
+            "clock_skew_seconds",
+            "must be at most 600",
+        ));
     }
     let keys = parse_jwks(&p.jwks, &KeyPolicy::default())
         .map_err(|(i, e)| ConfigError::new(format!("jwks.keys[{i}]"), e.0))?;
     if keys.is_empty() {
-        return Err(ConfigError::new("jwks.keys", "at least one key is required"));
+        return Err(ConfigError::new(
+            "jwks.keys",
+            "at least one key is required",
+        ));
     }
     for (i, k) in keys.iter().enumerate() {
         if !algorithms.iter().any(|a| k.supports(*a)) {
-            return Err(ConfigError::new(format!("jwks.keys[{i}]"), "key cannot verify any of the provider's algorithms"));
+            return Err(ConfigError::new(
+                format!("jwks.keys[{i}]"),
+                "key cannot verify any of the provider's algorithms",
+            ));
         }
         if let Some(kid) = &k.kid {
-            if keys[..i].iter().any(|q| q.kid.as_deref() == Some(kid.as_str())) {
-                return Err(ConfigError::new(format!("jwks.keys[{i}].kid"), "duplicate kid"));
+            if keys[..i]
+                .iter()
+                .any(|q| q.kid.as_deref() == Some(kid.as_str()))
+            {
+                return Err(ConfigError::new(
+                    format!("jwks.keys[{i}].kid"),
+                    "duplicate kid",
+                ));
             }
         }
     }
@@ -506,7 +567,11 @@ fn compile_provider(p: RawProvider) -> Result<Provider, ConfigError> {
     })
 }
 
-fn compile_rule(r: &RawRoute, matcher: &RouteMatcher, providers: &[Provider]) -> Result<Rule, ConfigError> {
+fn compile_rule(
+    r: &RawRoute,
+    matcher: &RouteMatcher,
+    providers: &[Provider],
+) -> Result<Rule, ConfigError> {
     let params = matcher.param_names();
     match (&r.allow, &r.require) {
         (Some(AllowKind::Anonymous), None) => Ok(Rule::Anonymous),
@@ -515,12 +580,20 @@ fn compile_rule(r: &RawRoute, matcher: &RouteMatcher, providers: &[Provider]) ->
             for (i, name) in req.providers.iter().enumerate() {
                 match providers.iter().position(|p| &p.name == name) {
                     Some(ix) => pidx.push(ix),
-                    None => return Err(ConfigError::new(format!("require.providers[{i}]"), format!("unknown provider `{name}`"))),
+                    None => {
+                        return Err(ConfigError::new(
+                            format!("require.providers[{i}]"),
+                            format!("unknown provider `{name}`"),
+                        ))
+                    }
                 }
             }
             if let Some(tp) = &req.tenant_param {
                 if !params.iter().any(|p| p == tp) {
-                    return Err(ConfigError::new("require.tenant_param", format!("the route template has no `{{{tp}}}` parameter")));
+                    return Err(ConfigError::new(
+                        "require.tenant_param",
+                        format!("the route template has no `{{{tp}}}` parameter"),
+                    ));
                 }
             }
             let mut claims = Vec::new();
@@ -547,6 +620,9 @@ fn compile_rule(r: &RawRoute, matcher: &RouteMatcher, providers: &[Provider]) ->
                 claims,
             })
         }
-        _ => Err(ConfigError::new("", "a route needs exactly one of `allow: anonymous` or `require`")),
+        _ => Err(ConfigError::new(
+            "",
+            "a route needs exactly one of `allow: anonymous` or `require`",
+        )),
     }
 }

@@ -84,18 +84,31 @@ pub const REASONS: &[&str] = &[
 ];
 
 fn unauthorized(reason: &'static str, detail: &'static str) -> Denial {
-    Denial::new(FILTER, 401, reason, detail)
-        .with_header("www-authenticate", format!("{REALM}, error=\"invalid_token\""))
+    Denial::new(FILTER, 401, reason, detail).with_header(
+        "www-authenticate",
+        format!("{REALM}, error=\"invalid_token\""),
+    )
 }
 
 fn forbidden(reason: &'static str, detail: &'static str) -> Denial {
-    Denial::new(FILTER, 403, reason, detail)
-        .with_header("www-authenticate", format!("{REALM}, error=\"insufficient_scope\""))
+    Denial::new(FILTER, 403, reason, detail).with_header(
+        "www-authenticate",
+        format!("{REALM}, error=\"insufficient_scope\""),
+    )
 }
 
 /// Decides one request.
-pub fn authenticate(cfg: &AuthnConfig, cache: &mut TokenCache, req: &Request<'_>, now: u64) -> Decision {
-    let mut decision = Decision { verdict: Err(Denial::new(FILTER, 500, "internal", "")), route: None, cache: CacheUse::NotUsed };
+pub fn authenticate(
+    cfg: &AuthnConfig,
+    cache: &mut TokenCache,
+    req: &Request<'_>,
+    now: u64,
+) -> Decision {
+    let mut decision = Decision {
+        verdict: Err(Denial::new(FILTER, 500, "internal", "")),
+        route: None,
+        cache: CacheUse::NotUsed,
+    };
     let normalized = match path::normalize(req.path) {
         Ok(p) => p,
         Err(e) => {
@@ -109,16 +122,30 @@ pub fn authenticate(cfg: &AuthnConfig, cache: &mut TokenCache, req: &Request<'_>
         None => normalized.clone(),
     });
     let Some(m) = cfg.routes.find(req.method, &normalized) else {
-        decision.verdict = Err(Denial::new(FILTER, 403, "route_not_allowed", "No rule allows this method and path."));
+        decision.verdict = Err(Denial::new(
+            FILTER,
+            403,
+            "route_not_allowed",
+            "No rule allows this method and path.",
+        ));
         return decision;
     };
     decision.route = Some(m.route.name.clone());
     let (providers, scopes, roles, tenant_param, claims) = match &m.route.rule {
         Rule::Anonymous => {
-            decision.verdict = Ok(Allowed { identity: Identity::anonymous(), rewrite_path });
+            decision.verdict = Ok(Allowed {
+                identity: Identity::anonymous(),
+                rewrite_path,
+            });
             return decision;
         }
-        Rule::Require { providers, scopes, roles, tenant_param, claims } => (providers, scopes, roles, tenant_param, claims),
+        Rule::Require {
+            providers,
+            scopes,
+            roles,
+            tenant_param,
+            claims,
+        } => (providers, scopes, roles, tenant_param, claims),
     };
     let token = match extract_token(cfg, req) {
         Ok(t) => t,
@@ -150,22 +177,34 @@ pub fn authenticate(cfg: &AuthnConfig, cache: &mut TokenCache, req: &Request<'_>
     };
     // Route requirements: evaluated on every request (they depend on the route, not the token).
     if !providers.is_empty() && !providers.contains(&verified.provider) {
-        decision.verdict = Err(unauthorized("invalid_issuer", "Tokens from this issuer are not accepted on this route."));
+        decision.verdict = Err(unauthorized(
+            "invalid_issuer",
+            "Tokens from this issuer are not accepted on this route.",
+        ));
         return decision;
     }
     let id = &verified.identity;
     if !scopes.satisfied_by(&id.scopes) {
-        decision.verdict = Err(forbidden("missing_scope", "The token lacks a scope this route requires."));
+        decision.verdict = Err(forbidden(
+            "missing_scope",
+            "The token lacks a scope this route requires.",
+        ));
         return decision;
     }
     if !roles.satisfied_by(&id.roles) {
-        decision.verdict = Err(forbidden("missing_role", "The token lacks a role this route requires."));
+        decision.verdict = Err(forbidden(
+            "missing_role",
+            "The token lacks a role this route requires.",
+        ));
         return decision;
     }
     if let Some(tp) = tenant_param {
         let want = m.params.get(tp);
         if want.is_none() || id.tenant.as_deref() != want {
-            decision.verdict = Err(forbidden("tenant_boundary", "The token does not belong to the tenant in the path."));
+            decision.verdict = Err(forbidden(
+                "tenant_boundary",
+                "The token does not belong to the tenant in the path.",
+            ));
             return decision;
         }
     }
@@ -174,13 +213,23 @@ pub fn authenticate(cfg: &AuthnConfig, cache: &mut TokenCache, req: &Request<'_>
             Expected::Param(p) => m.params.get(p),
             Expected::Literal(l) => Some(l.as_str()),
         };
-        let got = verified.bound.iter().find(|(c, _)| c == claim).map(|(_, v)| v);
+        let got = verified
+            .bound
+            .iter()
+            .find(|(c, _)| c == claim)
+            .map(|(_, v)| v);
         if !want.is_some_and(|w| claim_matches(got, w)) {
-            decision.verdict = Err(forbidden("claim_mismatch", "A token claim does not match what this route requires."));
+            decision.verdict = Err(forbidden(
+                "claim_mismatch",
+                "A token claim does not match what this route requires.",
+            ));
             return decision;
         }
     }
-    decision.verdict = Ok(Allowed { identity: verified.identity.clone(), rewrite_path });
+    decision.verdict = Ok(Allowed {
+        identity: verified.identity.clone(),
+        rewrite_path,
+    });
     decision
 }
 
@@ -197,18 +246,39 @@ fn claim_matches(got: Option<&Value>, want: &str) -> bool {
 /// Finds exactly one token in the configured places.
 fn extract_token<'r>(cfg: &AuthnConfig, req: &Request<'r>) -> Result<&'r str, Denial> {
     let src = &cfg.token;
-    let mut found: Vec<&'r str> = req.headers.iter().filter(|(k, _)| *k == src.header).map(|(_, v)| v.as_str()).collect();
+    let mut found: Vec<&'r str> = req
+        .headers
+        .iter()
+        .filter(|(k, _)| *k == src.header)
+        .map(|(_, v)| v.as_str())
+        .collect();
     if let Some(param) = &src.query_param {
         if let (_, Some(q)) = path::split_query(req.path) {
-            found.extend(q.split('&').filter_map(|kv| kv.strip_prefix(param.as_str())?.strip_prefix('=')));
+            found.extend(
+                q.split('&')
+                    .filter_map(|kv| kv.strip_prefix(param.as_str())?.strip_prefix('=')),
+            );
         }
     }
     let multiple = || {
-        Denial::new(FILTER, 400, "multiple_tokens", "More than one access token was sent.")
-            .with_header("www-authenticate", format!("{REALM}, error=\"invalid_request\""))
+        Denial::new(
+            FILTER,
+            400,
+            "multiple_tokens",
+            "More than one access token was sent.",
+        )
+        .with_header(
+            "www-authenticate",
+            format!("{REALM}, error=\"invalid_request\""),
+        )
     };
     let raw = match found.as_slice() {
-        [] => return Err(Denial::new(FILTER, 401, "missing_token", "An access token is required.").with_header("www-authenticate", REALM)),
+        [] => {
+            return Err(
+                Denial::new(FILTER, 401, "missing_token", "An access token is required.")
+                    .with_header("www-authenticate", REALM),
+            )
+        }
         [one] => *one,
         _ => return Err(multiple()),
     };
@@ -219,18 +289,32 @@ fn extract_token<'r>(cfg: &AuthnConfig, req: &Request<'r>) -> Result<&'r str, De
         // RFC 7235: the scheme is case-insensitive, followed by one or more spaces.
         match raw.split_once(' ') {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case(&src.scheme) => rest.trim_start(),
-            _ => return Err(Denial::new(FILTER, 401, "missing_token", "An access token is required.").with_header("www-authenticate", REALM)),
+            _ => {
+                return Err(Denial::new(
+                    FILTER,
+                    401,
+                    "missing_token",
+                    "An access token is required.",
+                )
+                .with_header("www-authenticate", REALM))
+            }
         }
     };
     if token.len() > src.max_token_bytes {
-        return Err(unauthorized("token_too_large", "The access token is too large."));
+        return Err(unauthorized(
+            "token_too_large",
+            "The access token is too large.",
+        ));
     }
     if token.contains([' ', ',']) {
         // `Bearer a, Bearer b` folded into one header is still two tokens.
         return Err(multiple());
     }
     if token.is_empty() {
-        return Err(unauthorized("malformed_token", "The access token is malformed."));
+        return Err(unauthorized(
+            "malformed_token",
+            "The access token is malformed.",
+        ));
     }
     Ok(token)
 }
@@ -247,11 +331,17 @@ fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, 
                     // Floor of a non-negative finite date; the cast saturates, never wraps.
                     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
                     Some(f) if f.is_finite() && f >= 0.0 => Ok(Some(f.floor() as u64)),
-                    _ => Err(unauthorized("malformed_token", "A time claim of the token is not a valid date.")),
+                    _ => Err(unauthorized(
+                        "malformed_token",
+                        "A time claim of the token is not a valid date.",
+                    )),
                 }
             }
         }
-        Some(_) => Err(unauthorized("malformed_token", "A time claim of the token is not a valid date.")),
+        Some(_) => Err(unauthorized(
+            "malformed_token",
+            "A time claim of the token is not a valid date.",
+        )),
     }
 }
 
@@ -269,7 +359,10 @@ fn string_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<String
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if clean(s) => Ok(Some(s.clone())),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(_) => Err(unauthorized("invalid_claim", "An identity claim of the token is malformed.")),
+        Some(_) => Err(unauthorized(
+            "invalid_claim",
+            "An identity claim of the token is malformed.",
+        )),
     }
 }
 
@@ -282,15 +375,28 @@ fn list_claim(v: Option<&Value>) -> Result<Vec<String>, Denial> {
             for x in a {
                 match x.as_str() {
                     Some(s) => out.push(s.to_string()),
-                    None => return Err(unauthorized("invalid_claim", "A scope or role claim of the token is malformed.")),
+                    None => {
+                        return Err(unauthorized(
+                            "invalid_claim",
+                            "A scope or role claim of the token is malformed.",
+                        ))
+                    }
                 }
             }
             out
         }
-        Some(_) => return Err(unauthorized("invalid_claim", "A scope or role claim of the token is malformed.")),
+        Some(_) => {
+            return Err(unauthorized(
+                "invalid_claim",
+                "A scope or role claim of the token is malformed.",
+            ))
+        }
     };
     if items.len() > MAX_CLAIM_ITEMS || !items.iter().all(|s| clean(s) && !s.contains(' ')) {
-        return Err(unauthorized("invalid_claim", "A scope or role claim of the token is malformed."));
+        return Err(unauthorized(
+            "invalid_claim",
+            "A scope or role claim of the token is malformed.",
+        ));
     }
     Ok(items)
 }
@@ -298,9 +404,17 @@ fn list_claim(v: Option<&Value>) -> Result<Vec<String>, Denial> {
 fn map_jws(e: JwsError) -> Denial {
     match e {
         JwsError::Malformed => unauthorized("malformed_token", "The access token is malformed."),
-        JwsError::UnsupportedAlgorithm => unauthorized("unsupported_algorithm", "The token's signing algorithm is not accepted."),
-        JwsError::UnsupportedHeader => unauthorized("invalid_token", "The token uses a header extension that is not supported."),
-        JwsError::BadSignature => unauthorized("invalid_signature", "The token signature is invalid."),
+        JwsError::UnsupportedAlgorithm => unauthorized(
+            "unsupported_algorithm",
+            "The token's signing algorithm is not accepted.",
+        ),
+        JwsError::UnsupportedHeader => unauthorized(
+            "invalid_token",
+            "The token uses a header extension that is not supported.",
+        ),
+        JwsError::BadSignature => {
+            unauthorized("invalid_signature", "The token signature is invalid.")
+        }
     }
 }
 
@@ -308,24 +422,44 @@ fn map_jws(e: JwsError) -> Denial {
 fn verify_token(cfg: &AuthnConfig, token: &str, now: u64) -> Result<Verified, Denial> {
     let compact = jws::parse(token).map_err(map_jws)?;
     let payload = jws::b64url(compact.payload_b64).map_err(map_jws)?;
-    let claims: Map<String, Value> =
-        serde_json::from_slice(&payload).map_err(|_| unauthorized("malformed_token", "The token claims are not a JSON object."))?;
+    let claims: Map<String, Value> = serde_json::from_slice(&payload)
+        .map_err(|_| unauthorized("malformed_token", "The token claims are not a JSON object."))?;
     let issuer = claims.get("iss").and_then(Value::as_str);
-    let Some((pidx, provider)) = cfg.providers.iter().enumerate().find(|(_, p)| Some(p.issuer.as_str()) == issuer) else {
-        return Err(unauthorized("invalid_issuer", "The token issuer is not trusted."));
+    let Some((pidx, provider)) = cfg
+        .providers
+        .iter()
+        .enumerate()
+        .find(|(_, p)| Some(p.issuer.as_str()) == issuer)
+    else {
+        return Err(unauthorized(
+            "invalid_issuer",
+            "The token issuer is not trusted.",
+        ));
     };
     if !provider.algorithms.contains(&compact.alg) {
-        return Err(unauthorized("unsupported_algorithm", "The token's signing algorithm is not accepted."));
+        return Err(unauthorized(
+            "unsupported_algorithm",
+            "The token's signing algorithm is not accepted.",
+        ));
     }
     let valid_until = check_times(provider, &claims, now)?;
     check_audience(provider, &claims)?;
     let candidates = jws::candidate_keys(&provider.keys, &compact);
     if candidates.is_empty() {
-        return Err(unauthorized("unknown_key", "The token names a key that is not known."));
+        return Err(unauthorized(
+            "unknown_key",
+            "The token names a key that is not known.",
+        ));
     }
     let input = compact.signing_input.as_bytes();
-    if !candidates.into_iter().any(|k| jws::verify_signature(k, compact.alg, input, &compact.signature)) {
-        return Err(unauthorized("invalid_signature", "The token signature is invalid."));
+    if !candidates
+        .into_iter()
+        .any(|k| jws::verify_signature(k, compact.alg, input, &compact.signature))
+    {
+        return Err(unauthorized(
+            "invalid_signature",
+            "The token signature is invalid.",
+        ));
     }
     let names = &provider.claims;
     let mut app = None;
@@ -349,8 +483,17 @@ fn verify_token(cfg: &AuthnConfig, token: &str, now: u64) -> Result<Verified, De
             None => None,
         },
     };
-    let bound = cfg.bound_claims.iter().filter_map(|c| claims.get(c).map(|v| (c.clone(), v.clone()))).collect();
-    Ok(Verified { provider: pidx, valid_until, identity, bound })
+    let bound = cfg
+        .bound_claims
+        .iter()
+        .filter_map(|c| claims.get(c).map(|v| (c.clone(), v.clone())))
+        .collect();
+    Ok(Verified {
+        provider: pidx,
+        valid_until,
+        identity,
+        bound,
+    })
 }
 
 /// `exp`, `nbf`, `iat` with the provider's skew; returns the last second the token is valid.
@@ -360,15 +503,26 @@ fn check_times(p: &Provider, claims: &Map<String, Value>, now: u64) -> Result<u6
     let iat = numeric_date(claims, "iat")?;
     let valid_until = match exp {
         Some(e) => e.saturating_add(p.skew),
-        None if p.require_exp => return Err(unauthorized("missing_claim", "The token has no expiry (`exp`).")),
+        None if p.require_exp => {
+            return Err(unauthorized(
+                "missing_claim",
+                "The token has no expiry (`exp`).",
+            ))
+        }
         None => u64::MAX,
     };
     if now > valid_until {
-        return Err(unauthorized("token_expired", "The access token has expired."));
+        return Err(unauthorized(
+            "token_expired",
+            "The access token has expired.",
+        ));
     }
     let horizon = now.saturating_add(p.skew);
     if nbf.is_some_and(|n| n > horizon) || iat.is_some_and(|i| i > horizon) {
-        return Err(unauthorized("token_not_yet_valid", "The access token is not valid yet."));
+        return Err(unauthorized(
+            "token_not_yet_valid",
+            "The access token is not valid yet.",
+        ));
     }
     Ok(valid_until)
 }
@@ -379,13 +533,19 @@ fn check_audience(p: &Provider, claims: &Map<String, Value>) -> Result<(), Denia
     }
     let ok = match claims.get("aud") {
         Some(Value::String(a)) => p.audiences.iter().any(|x| x == a),
-        Some(Value::Array(list)) => list.iter().any(|a| a.as_str().is_some_and(|a| p.audiences.iter().any(|x| x == a))),
+        Some(Value::Array(list)) => list.iter().any(|a| {
+            a.as_str()
+                .is_some_and(|a| p.audiences.iter().any(|x| x == a))
+        }),
         _ => false,
     };
     if ok {
         Ok(())
     } else {
-        Err(unauthorized("invalid_audience", "The token is not meant for this API."))
+        Err(unauthorized(
+            "invalid_audience",
+            "The token is not meant for this API.",
+        ))
     }
 }
 
@@ -393,7 +553,11 @@ fn check_audience(p: &Provider, claims: &Map<String, Value>) -> Result<(), Denia
 /// headers and anything under `x-portcullis-`, so a client can never forge an identity.
 pub fn is_identity_header(cfg: &AuthnConfig, name: &str) -> bool {
     let h = &cfg.identity_headers;
-    name.starts_with("x-portcullis-") || name == h.tenant || name == h.app || name == h.subject || name == h.scopes
+    name.starts_with("x-portcullis-")
+        || name == h.tenant
+        || name == h.app
+        || name == h.subject
+        || name == h.scopes
 }
 
 /// Headers to add upstream for an allowed request (none for anonymous callers).
@@ -403,7 +567,11 @@ pub fn identity_headers(cfg: &AuthnConfig, id: &Identity) -> Vec<(String, String
     if id.method == AuthMethod::Anonymous {
         return out;
     }
-    for (name, value) in [(&h.tenant, &id.tenant), (&h.app, &id.app), (&h.subject, &id.subject)] {
+    for (name, value) in [
+        (&h.tenant, &id.tenant),
+        (&h.app, &id.app),
+        (&h.subject, &id.subject),
+    ] {
         if let Some(v) = value {
             out.push((name.clone(), v.clone()));
         }

@@ -27,14 +27,25 @@ struct Metrics {
 }
 
 impl Metrics {
-    fn define(prefix: &str) -> Self {
+    fn define(prefix: &str, mode: Mode) -> Self {
         let name = |s: &str| format!("portcullis.{prefix}.{s}");
         Metrics {
             allowed: Counter::define(&name("allowed")),
             cache_hit: Counter::define(&name("cache.hit")),
             cache_miss: Counter::define(&name("cache.miss")),
-            denied: REASONS.iter().map(|r| (*r, Counter::define(&name(&format!("denied.{r}"))))).collect(),
-            shadow: REASONS.iter().map(|r| (*r, Counter::define(&name(&format!("shadow_denied.{r}"))))).collect(),
+            denied: REASONS
+                .iter()
+                .map(|r| (*r, Counter::define(&name(&format!("denied.{r}")))))
+                .collect(),
+            // Shadow counters exist only in shadow mode, so enforce-mode stats stay readable.
+            shadow: if mode == Mode::Shadow {
+                REASONS.iter().map(|r| (*r, Counter::define(&name(&format!("shadow_denied.{r}"))))).collect()
+            } else {
+                HashMap::new()
+            },
+                .iter()
+                .map(|r| (*r, Counter::define(&name(&format!("shadow_denied.{r}")))))
+                .collect(),
         }
     }
 }
@@ -58,9 +69,13 @@ impl RootContext for Root {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
         match AuthnConfig::from_bytes(&bytes) {
             Ok(config) => {
-                let metrics = Metrics::define(&config.stat_prefix);
+                let metrics = Metrics::define(&config.stat_prefix, config.mode);
                 let cache = RefCell::new(TokenCache::new(config.cache_entries));
-                self.state = Some(Rc::new(State { config, cache, metrics }));
+                self.state = Some(Rc::new(State {
+                    config,
+                    cache,
+                    metrics,
+                }));
                 true
             }
             Err(e) => {
@@ -95,12 +110,26 @@ impl HttpContext for Authn {
             name.make_ascii_lowercase();
         }
         // Strip client-sent identity headers on every request, whatever the outcome.
-        for (name, _) in headers.iter().filter(|(n, _)| decide::is_identity_header(cfg, n)) {
+        for (name, _) in headers
+            .iter()
+            .filter(|(n, _)| decide::is_identity_header(cfg, n))
+        {
             self.set_http_request_header(name, None);
         }
-        let pseudo = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()).unwrap_or_default();
-        let req = Request { method: pseudo(":method"), path: pseudo(":path"), headers: &headers };
-        let decision = decide::authenticate(cfg, &mut st.cache.borrow_mut(), &req, host::now_unix());
+        let pseudo = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or_default()
+        };
+        let req = Request {
+            method: pseudo(":method"),
+            path: pseudo(":path"),
+            headers: &headers,
+        };
+        let decision =
+            decide::authenticate(cfg, &mut st.cache.borrow_mut(), &req, host::now_unix());
         match decision.cache {
             CacheUse::Hit => st.metrics.cache_hit.inc(),
             CacheUse::Miss => st.metrics.cache_miss.inc(),
@@ -110,11 +139,20 @@ impl HttpContext for Authn {
         match decision.verdict {
             Ok(allowed) => {
                 st.metrics.allowed.inc();
-                if let Err(status) = host::set_property(&[IDENTITY_PROPERTY], &allowed.identity.to_filter_state()) {
+                if let Err(status) =
+                    host::set_property(&[IDENTITY_PROPERTY], &allowed.identity.to_filter_state())
+                {
                     // Without the identity later filters would treat the caller as anonymous:
                     // fail closed rather than forward a request the chain cannot judge.
-                    log::error!("portcullis authn: could not publish identity ({status:?}); route={route}");
-                    host::send_denial(&portcullis_core::deny::Denial::new("authn", 500, "internal_error", "Identity could not be recorded."));
+                    log::error!(
+                        "portcullis authn: could not publish identity ({status:?}); route={route}"
+                    );
+                    host::send_denial(&portcullis_core::deny::Denial::new(
+                        "authn",
+                        500,
+                        "internal_error",
+                        "Identity could not be recorded.",
+                    ));
                     return Action::Pause;
                 }
                 for (name, value) in decide::identity_headers(cfg, &allowed.identity) {
@@ -123,7 +161,9 @@ impl HttpContext for Authn {
                 if let Some(p) = &allowed.rewrite_path {
                     self.set_http_request_header(":path", Some(p));
                 }
-                if !cfg.forward_token && allowed.identity.method != portcullis_core::identity::AuthMethod::Anonymous {
+                if !cfg.forward_token
+                    && allowed.identity.method != portcullis_core::identity::AuthMethod::Anonymous
+                {
                     self.set_http_request_header(&cfg.token.header, None);
                 }
                 Action::Continue
@@ -133,13 +173,21 @@ impl HttpContext for Authn {
                     if let Some(c) = st.metrics.shadow.get(denial.reason) {
                         c.inc();
                     }
-                    log::info!("portcullis authn: shadow deny route={route} status={} reason={}", denial.status, denial.reason);
+                    log::info!(
+                        "portcullis authn: shadow deny route={route} status={} reason={}",
+                        denial.status,
+                        denial.reason
+                    );
                     return Action::Continue;
                 }
                 if let Some(c) = st.metrics.denied.get(denial.reason) {
                     c.inc();
                 }
-                log::info!("portcullis authn: deny route={route} status={} reason={}", denial.status, denial.reason);
+                log::info!(
+                    "portcullis authn: deny route={route} status={} reason={}",
+                    denial.status,
+                    denial.reason
+                );
                 host::send_denial(&denial);
                 Action::Pause
             }

@@ -134,7 +134,10 @@ pub struct KeyPolicy {
 
 impl Default for KeyPolicy {
     fn default() -> Self {
-        KeyPolicy { min_rsa_bits: 2048, allow_symmetric: true }
+        KeyPolicy {
+            min_rsa_bits: 2048,
+            allow_symmetric: true,
+        }
     }
 }
 
@@ -179,7 +182,9 @@ impl Jwk {
             }
         }
         if let Some(ops) = v.get("key_ops") {
-            let ok = ops.as_array().is_some_and(|a| a.iter().any(|o| o.as_str() == Some("verify")));
+            let ok = ops
+                .as_array()
+                .is_some_and(|a| a.iter().any(|o| o.as_str() == Some("verify")));
             if !ok {
                 return bad("`key_ops` does not allow `verify`");
             }
@@ -201,14 +206,19 @@ impl Jwk {
             "RSA" => {
                 for private in ["d", "p", "q", "dp", "dq", "qi", "oth"] {
                     if v.get(private).is_some() {
-                        return bad("RSA key contains private members; publish only the public key");
+                        return bad(
+                            "RSA key contains private members; publish only the public key",
+                        );
                     }
                 }
                 let n = rsa::BigUint::from_bytes_be(&b64(v, "n")?);
                 let e = rsa::BigUint::from_bytes_be(&b64(v, "e")?);
                 let bits = n.bits();
                 if bits < policy.min_rsa_bits {
-                    return bad(format!("RSA key of {bits} bits is below the {} bit minimum", policy.min_rsa_bits));
+                    return bad(format!(
+                        "RSA key of {bits} bits is below the {} bit minimum",
+                        policy.min_rsa_bits
+                    ));
                 }
                 match rsa::RsaPublicKey::new(n, e) {
                     Ok(k) => KeyMaterial::Rsa(k),
@@ -283,7 +293,10 @@ impl Jwk {
     /// True when the key type can verify `alg` (ignoring the key's own `alg`).
     fn fits(&self, alg: Alg) -> bool {
         match (&self.material, alg) {
-            (KeyMaterial::Rsa(_), Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512) => true,
+            (
+                KeyMaterial::Rsa(_),
+                Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512,
+            ) => true,
             (KeyMaterial::P256(_), Alg::ES256) | (KeyMaterial::P384(_), Alg::ES384) => true,
             (KeyMaterial::Ed25519(_), Alg::EdDSA) => true,
             (KeyMaterial::Oct(k), Alg::HS256) => k.len() >= 32,
@@ -303,9 +316,15 @@ impl Jwk {
 /// Parses a JWKS document (`{"keys": [...]}`); every key must be valid, errors name the index.
 pub fn parse_jwks(v: &Value, policy: &KeyPolicy) -> Result<Vec<Jwk>, (usize, JwkError)> {
     let Some(keys) = v.get("keys").and_then(Value::as_array) else {
-        return Err((0, JwkError("a JWKS must be an object with a `keys` array".into())));
+        return Err((
+            0,
+            JwkError("a JWKS must be an object with a `keys` array".into()),
+        ));
     };
-    keys.iter().enumerate().map(|(i, k)| Jwk::parse(k, policy).map_err(|e| (i, e))).collect()
+    keys.iter()
+        .enumerate()
+        .map(|(i, k)| Jwk::parse(k, policy).map_err(|e| (i, e)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -318,7 +337,11 @@ mod tests {
 
     #[test]
     fn ec_key_on_curve_loads_and_fits_only_es256() {
-        let k = Jwk::parse(&json!({"kty":"EC","crv":"P-256","x":P256_X,"y":P256_Y,"kid":"k1"}), &KeyPolicy::default()).unwrap();
+        let k = Jwk::parse(
+            &json!({"kty":"EC","crv":"P-256","x":P256_X,"y":P256_Y,"kid":"k1"}),
+            &KeyPolicy::default(),
+        )
+        .unwrap();
         assert!(k.supports(Alg::ES256));
         for a in Alg::ALL.into_iter().filter(|a| *a != Alg::ES256) {
             assert!(!k.supports(a), "{a:?}");
@@ -328,7 +351,11 @@ mod tests {
     #[test]
     fn ec_point_off_curve_is_refused() {
         let y_bad = "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a1";
-        assert!(Jwk::parse(&json!({"kty":"EC","crv":"P-256","x":P256_X,"y":y_bad}), &KeyPolicy::default()).is_err());
+        assert!(Jwk::parse(
+            &json!({"kty":"EC","crv":"P-256","x":P256_X,"y":y_bad}),
+            &KeyPolicy::default()
+        )
+        .is_err());
     }
 
     #[test]
@@ -336,13 +363,32 @@ mod tests {
         let p = KeyPolicy::default();
         // 1024-bit modulus.
         let n1024 = URL_SAFE_NO_PAD.encode([0xc5u8; 128]);
-        assert!(Jwk::parse(&json!({"kty":"RSA","n":n1024,"e":"AQAB"}), &p).unwrap_err().0.contains("bit minimum"));
-        assert!(Jwk::parse(&json!({"kty":"EC","crv":"P-256","x":P256_X,"y":P256_Y,"use":"enc"}), &p).is_err());
-        assert!(Jwk::parse(&json!({"kty":"EC","crv":"P-256","x":P256_X,"y":P256_Y,"d":"AA"}), &p).is_err());
-        assert!(Jwk::parse(&json!({"kty":"EC","crv":"P-256","x":P256_X,"y":P256_Y,"alg":"RS256"}), &p).is_err());
+        assert!(Jwk::parse(&json!({"kty":"RSA","n":n1024,"e":"AQAB"}), &p)
+            .unwrap_err()
+            .0
+            .contains("bit minimum"));
+        assert!(Jwk::parse(
+            &json!({"kty":"EC","crv":"P-256","x":P256_X,"y":P256_Y,"use":"enc"}),
+            &p
+        )
+        .is_err());
+        assert!(Jwk::parse(
+            &json!({"kty":"EC","crv":"P-256","x":P256_X,"y":P256_Y,"d":"AA"}),
+            &p
+        )
+        .is_err());
+        assert!(Jwk::parse(
+            &json!({"kty":"EC","crv":"P-256","x":P256_X,"y":P256_Y,"alg":"RS256"}),
+            &p
+        )
+        .is_err());
         assert!(Jwk::parse(&json!({"kty":"EC","crv":"P-521","x":P256_X,"y":P256_Y}), &p).is_err());
         assert!(Jwk::parse(&json!({"kty":"oct","k":"c2hvcnQ"}), &p).is_err());
-        assert!(Jwk::parse(&json!({"kty":"EC","crv":"P-256","x":P256_X,"y":P256_Y,"key_ops":["encrypt"]}), &p).is_err());
+        assert!(Jwk::parse(
+            &json!({"kty":"EC","crv":"P-256","x":P256_X,"y":P256_Y,"key_ops":["encrypt"]}),
+            &p
+        )
+        .is_err());
     }
 
     #[test]
@@ -352,7 +398,10 @@ mod tests {
         assert!(k.supports(Alg::HS256));
         assert!(!k.supports(Alg::HS512));
         assert!(!k.supports(Alg::RS256));
-        let off = KeyPolicy { allow_symmetric: false, ..KeyPolicy::default() };
+        let off = KeyPolicy {
+            allow_symmetric: false,
+            ..KeyPolicy::default()
+        };
         assert!(Jwk::parse(&json!({"kty":"oct","k":k32}), &off).is_err());
     }
 

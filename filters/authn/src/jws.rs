@@ -62,7 +62,9 @@ pub fn b64url(s: &str) -> Result<Vec<u8>, JwsError> {
 /// Splits a compact JWS and decodes its header; does not verify anything cryptographic.
 pub fn parse(token: &str) -> Result<Compact<'_>, JwsError> {
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(JwsError::Malformed);
     };
     let header_bytes = b64url(h)?;
@@ -78,13 +80,23 @@ pub fn parse(token: &str) -> Result<Compact<'_>, JwsError> {
             return Err(JwsError::UnsupportedHeader);
         }
     }
-    let alg = header.alg.as_deref().and_then(Alg::parse).ok_or(JwsError::UnsupportedAlgorithm)?;
+    let alg = header
+        .alg
+        .as_deref()
+        .and_then(Alg::parse)
+        .ok_or(JwsError::UnsupportedAlgorithm)?;
     // Validate the payload encoding even though only the claims layer reads it.
     if URL_SAFE_NO_PAD.decode(p).is_err() {
         return Err(JwsError::Malformed);
     }
     let signature = b64url(s)?;
-    Ok(Compact { header, alg, signing_input: &token[..h.len() + 1 + p.len()], payload_b64: p, signature })
+    Ok(Compact {
+        header,
+        alg,
+        signing_input: &token[..h.len() + 1 + p.len()],
+        payload_b64: p,
+        signature,
+    })
 }
 
 /// Constant-time equality for MAC tags.
@@ -104,36 +116,61 @@ pub fn verify_signature(key: &Jwk, alg: Alg, input: &[u8], signature: &[u8]) -> 
         return false;
     }
     match (&key.material, alg) {
-        (KeyMaterial::Rsa(k), Alg::RS256) => {
-            k.verify(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &sha2::Sha256::digest(input), signature).is_ok()
-        }
-        (KeyMaterial::Rsa(k), Alg::RS384) => {
-            k.verify(rsa::Pkcs1v15Sign::new::<sha2::Sha384>(), &sha2::Sha384::digest(input), signature).is_ok()
-        }
-        (KeyMaterial::Rsa(k), Alg::RS512) => {
-            k.verify(rsa::Pkcs1v15Sign::new::<sha2::Sha512>(), &sha2::Sha512::digest(input), signature).is_ok()
-        }
-        (KeyMaterial::Rsa(k), Alg::PS256) => {
-            k.verify(rsa::Pss::new::<sha2::Sha256>(), &sha2::Sha256::digest(input), signature).is_ok()
-        }
-        (KeyMaterial::Rsa(k), Alg::PS384) => {
-            k.verify(rsa::Pss::new::<sha2::Sha384>(), &sha2::Sha384::digest(input), signature).is_ok()
-        }
-        (KeyMaterial::Rsa(k), Alg::PS512) => {
-            k.verify(rsa::Pss::new::<sha2::Sha512>(), &sha2::Sha512::digest(input), signature).is_ok()
-        }
+        (KeyMaterial::Rsa(k), Alg::RS256) => k
+            .verify(
+                rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
+                &sha2::Sha256::digest(input),
+                signature,
+            )
+            .is_ok(),
+        (KeyMaterial::Rsa(k), Alg::RS384) => k
+            .verify(
+                rsa::Pkcs1v15Sign::new::<sha2::Sha384>(),
+                &sha2::Sha384::digest(input),
+                signature,
+            )
+            .is_ok(),
+        (KeyMaterial::Rsa(k), Alg::RS512) => k
+            .verify(
+                rsa::Pkcs1v15Sign::new::<sha2::Sha512>(),
+                &sha2::Sha512::digest(input),
+                signature,
+            )
+            .is_ok(),
+        (KeyMaterial::Rsa(k), Alg::PS256) => k
+            .verify(
+                rsa::Pss::new::<sha2::Sha256>(),
+                &sha2::Sha256::digest(input),
+                signature,
+            )
+            .is_ok(),
+        (KeyMaterial::Rsa(k), Alg::PS384) => k
+            .verify(
+                rsa::Pss::new::<sha2::Sha384>(),
+                &sha2::Sha384::digest(input),
+                signature,
+            )
+            .is_ok(),
+        (KeyMaterial::Rsa(k), Alg::PS512) => k
+            .verify(
+                rsa::Pss::new::<sha2::Sha512>(),
+                &sha2::Sha512::digest(input),
+                signature,
+            )
+            .is_ok(),
         (KeyMaterial::P256(k), Alg::ES256) => {
             // P1363 (r || s); from_slice refuses wrong lengths and r or s of zero.
-            p256::ecdsa::Signature::from_slice(signature).is_ok_and(|sig| k.verify(input, &sig).is_ok())
+            p256::ecdsa::Signature::from_slice(signature)
+                .is_ok_and(|sig| k.verify(input, &sig).is_ok())
         }
-        (KeyMaterial::P384(k), Alg::ES384) => {
-            p384::ecdsa::Signature::from_slice(signature).is_ok_and(|sig| k.verify(input, &sig).is_ok())
-        }
-        (KeyMaterial::Ed25519(k), Alg::EdDSA) => {
-            ed25519_compact::Signature::from_slice(signature).is_ok_and(|sig| k.verify(input, &sig).is_ok())
-        }
+        (KeyMaterial::P384(k), Alg::ES384) => p384::ecdsa::Signature::from_slice(signature)
+            .is_ok_and(|sig| k.verify(input, &sig).is_ok()),
+        (KeyMaterial::Ed25519(k), Alg::EdDSA) => ed25519_compact::Signature::from_slice(signature)
+            .is_ok_and(|sig| k.verify(input, &sig).is_ok()),
         (KeyMaterial::Oct(k), Alg::HS256) => ct_eq(&hmac_sha256::HMAC::mac(input, k), signature),
-        (KeyMaterial::Oct(k), Alg::HS384) => ct_eq(&hmac_sha512::sha384::HMAC::mac(input, k), signature),
+        (KeyMaterial::Oct(k), Alg::HS384) => {
+            ct_eq(&hmac_sha512::sha384::HMAC::mac(input, k), signature)
+        }
         (KeyMaterial::Oct(k), Alg::HS512) => ct_eq(&hmac_sha512::HMAC::mac(input, k), signature),
         _ => false,
     }
@@ -146,8 +183,15 @@ pub const MAX_KEYS_WITHOUT_KID: usize = 3;
 /// that support the algorithm.
 pub fn candidate_keys<'k>(keys: &'k [Jwk], compact: &Compact<'_>) -> Vec<&'k Jwk> {
     match &compact.header.kid {
-        Some(kid) => keys.iter().filter(|k| k.kid.as_deref() == Some(kid.as_str()) && k.supports(compact.alg)).collect(),
-        None => keys.iter().filter(|k| k.supports(compact.alg)).take(MAX_KEYS_WITHOUT_KID).collect(),
+        Some(kid) => keys
+            .iter()
+            .filter(|k| k.kid.as_deref() == Some(kid.as_str()) && k.supports(compact.alg))
+            .collect(),
+        None => keys
+            .iter()
+            .filter(|k| k.supports(compact.alg))
+            .take(MAX_KEYS_WITHOUT_KID)
+            .collect(),
     }
 }
 
@@ -157,7 +201,9 @@ pub fn verify(token: &str, keys: &[Jwk], allowed: &[Alg]) -> Result<Vec<u8>, Jws
     if !allowed.contains(&c.alg) {
         return Err(JwsError::UnsupportedAlgorithm);
     }
-    let ok = candidate_keys(keys, &c).into_iter().any(|k| verify_signature(k, c.alg, c.signing_input.as_bytes(), &c.signature));
+    let ok = candidate_keys(keys, &c)
+        .into_iter()
+        .any(|k| verify_signature(k, c.alg, c.signing_input.as_bytes(), &c.signature));
     if !ok {
         return Err(JwsError::BadSignature);
     }
@@ -175,20 +221,38 @@ mod tests {
     #[test]
     fn structure_errors_are_malformed() {
         let hs = enc(r#"{"alg":"HS256"}"#);
-        for t in ["", "a", "a.b", "a.b.c.d", "!!.e30.", &format!("{hs}.!!.AA"), &format!("{hs}.e30.!!")] {
+        for t in [
+            "",
+            "a",
+            "a.b",
+            "a.b.c.d",
+            "!!.e30.",
+            &format!("{hs}.!!.AA"),
+            &format!("{hs}.e30.!!"),
+        ] {
             assert_eq!(parse(t).unwrap_err(), JwsError::Malformed, "{t}");
         }
         // Header that is JSON but not an object.
-        assert_eq!(parse(&format!("{}.e30.", enc("[1]"))).unwrap_err(), JwsError::Malformed);
+        assert_eq!(
+            parse(&format!("{}.e30.", enc("[1]"))).unwrap_err(),
+            JwsError::Malformed
+        );
         // Padded base64 is not base64url-without-padding.
-        assert_eq!(parse(&format!("{}=.e30.", enc(r#"{"alg":"HS256"}"#))).unwrap_err(), JwsError::Malformed);
+        assert_eq!(
+            parse(&format!("{}=.e30.", enc(r#"{"alg":"HS256"}"#))).unwrap_err(),
+            JwsError::Malformed
+        );
     }
 
     #[test]
     fn none_and_unknown_algorithms_are_refused() {
         for alg in ["none", "None", "NONE", "nOne", "HS1", ""] {
             let t = format!("{}.{}.", enc(&format!(r#"{{"alg":"{alg}"}}"#)), enc("{}"));
-            assert_eq!(parse(&t).unwrap_err(), JwsError::UnsupportedAlgorithm, "{alg}");
+            assert_eq!(
+                parse(&t).unwrap_err(),
+                JwsError::UnsupportedAlgorithm,
+                "{alg}"
+            );
         }
         let t = format!("{}.{}.", enc(r#"{"typ":"JWT"}"#), enc("{}"));
         assert_eq!(parse(&t).unwrap_err(), JwsError::UnsupportedAlgorithm);
@@ -196,25 +260,46 @@ mod tests {
 
     #[test]
     fn crit_b64_and_duplicate_alg_are_refused() {
-        let t = format!("{}.{}.AA", enc(r#"{"alg":"HS256","crit":["exp"],"exp":1}"#), enc("{}"));
+        let t = format!(
+            "{}.{}.AA",
+            enc(r#"{"alg":"HS256","crit":["exp"],"exp":1}"#),
+            enc("{}")
+        );
         assert_eq!(parse(&t).unwrap_err(), JwsError::UnsupportedHeader);
         let t = format!("{}.{}.AA", enc(r#"{"alg":"HS256","b64":false}"#), enc("{}"));
         assert_eq!(parse(&t).unwrap_err(), JwsError::UnsupportedHeader);
-        let t = format!("{}.{}.AA", enc(r#"{"alg":"none","alg":"HS256"}"#), enc("{}"));
+        let t = format!(
+            "{}.{}.AA",
+            enc(r#"{"alg":"none","alg":"HS256"}"#),
+            enc("{}")
+        );
         assert_eq!(parse(&t).unwrap_err(), JwsError::Malformed);
     }
 
     #[test]
     fn hmac_round_trip_and_tamper() {
-        let key = Jwk { kid: None, alg: None, material: KeyMaterial::Oct(vec![9u8; 32]) };
+        let key = Jwk {
+            kid: None,
+            alg: None,
+            material: KeyMaterial::Oct(vec![9u8; 32]),
+        };
         let input = format!("{}.{}", enc(r#"{"alg":"HS256"}"#), enc("{}"));
         let tag = hmac_sha256::HMAC::mac(input.as_bytes(), [9u8; 32]);
         let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag));
-        assert_eq!(verify(&token, std::slice::from_ref(&key), &[Alg::HS256]).unwrap(), b"{}");
-        assert_eq!(verify(&token, std::slice::from_ref(&key), &[Alg::RS256]).unwrap_err(), JwsError::UnsupportedAlgorithm);
+        assert_eq!(
+            verify(&token, std::slice::from_ref(&key), &[Alg::HS256]).unwrap(),
+            b"{}"
+        );
+        assert_eq!(
+            verify(&token, std::slice::from_ref(&key), &[Alg::RS256]).unwrap_err(),
+            JwsError::UnsupportedAlgorithm
+        );
         let mut bad = tag;
         bad[0] ^= 1;
         let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(bad));
-        assert_eq!(verify(&token, &[key], &[Alg::HS256]).unwrap_err(), JwsError::BadSignature);
+        assert_eq!(
+            verify(&token, &[key], &[Alg::HS256]).unwrap_err(),
+            JwsError::BadSignature
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! Table-driven tests of the authn decision core, natively: the same `authenticate` Envoy runs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jwt_simple::prelude::*;
@@ -22,7 +24,10 @@ struct Keys {
 }
 
 fn keys() -> Keys {
-    Keys { es: ES256KeyPair::generate().with_key_id("es"), ed: Ed25519KeyPair::generate().with_key_id("ed") }
+    Keys {
+        es: ES256KeyPair::generate().with_key_id("es"),
+        ed: Ed25519KeyPair::generate().with_key_id("ed"),
+    }
 }
 
 fn config(k: &Keys, extra_routes: Value) -> AuthnConfig {
@@ -65,7 +70,11 @@ fn sign_es(k: &Keys, c: &Value) -> String {
     // jwt-simple would add its own iat/exp from the wall clock; sign the exact claims instead by
     // building the JWS by hand with jwt-simple's key (ES256 over the signing input).
     let header = json!({"alg": "ES256", "kid": "es", "typ": "JWT"});
-    let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(Value::Object(custom).to_string().as_bytes()));
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(Value::Object(custom).to_string().as_bytes())
+    );
     let sig = es_sign(&k.es, input.as_bytes());
     format!("{input}.{}", b64(&sig))
 }
@@ -79,20 +88,48 @@ fn es_sign(kp: &ES256KeyPair, input: &[u8]) -> Vec<u8> {
 
 fn sign_ed(k: &Keys, c: &Value) -> String {
     let header = json!({"alg": "EdDSA", "kid": "ed"});
-    let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(c.to_string().as_bytes()));
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(c.to_string().as_bytes())
+    );
     let sk = ed25519_compact::SecretKey::from_slice(&k.ed.to_bytes()).unwrap();
     let sig = sk.sign(input.as_bytes(), None);
     format!("{input}.{}", b64(sig.as_ref()))
 }
 
 fn sign_hs(c: &Value) -> String {
-    let input = format!("{}.{}", b64(br#"{"alg":"HS256"}"#), b64(c.to_string().as_bytes()));
-    format!("{input}.{}", b64(&hmac_sha256::HMAC::mac(input.as_bytes(), HS_KEY)))
+    let input = format!(
+        "{}.{}",
+        b64(br#"{"alg":"HS256"}"#),
+        b64(c.to_string().as_bytes())
+    );
+    format!(
+        "{input}.{}",
+        b64(&hmac_sha256::HMAC::mac(input.as_bytes(), HS_KEY))
+    )
 }
 
-fn run(cfg: &AuthnConfig, cache: &mut TokenCache, method: &str, path: &str, token: Option<&str>) -> decide::Decision {
-    let headers: Vec<(String, String)> = token.map(|t| vec![("authorization".to_string(), format!("Bearer {t}"))]).unwrap_or_default();
-    authenticate(cfg, cache, &Request { method, path, headers: &headers }, NOW)
+fn run(
+    cfg: &AuthnConfig,
+    cache: &mut TokenCache,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> decide::Decision {
+    let headers: Vec<(String, String)> = token
+        .map(|t| vec![("authorization".to_string(), format!("Bearer {t}"))])
+        .unwrap_or_default();
+    authenticate(
+        cfg,
+        cache,
+        &Request {
+            method,
+            path,
+            headers: &headers,
+        },
+        NOW,
+    )
 }
 
 fn reason(d: &decide::Decision) -> &'static str {
@@ -114,46 +151,248 @@ fn decisions_table() {
     };
     let cases: Vec<(&str, &str, &str, Option<String>, &str)> = vec![
         ("anonymous health", "GET", "/healthz", None, "allowed"),
-        ("valid", "GET", "/t/acme/customers", Some(good.clone()), "allowed"),
-        ("ed25519", "GET", "/t/acme/customers", Some(sign_ed(&k, &claims("acme", "customers:read"))), "allowed"),
-        ("other tenant", "GET", "/t/globex/customers", Some(good.clone()), "tenant_boundary"),
-        ("dotdot to other tenant", "GET", "/t/acme/../globex/customers", Some(good.clone()), "tenant_boundary"),
-        ("encoded dotdot", "GET", "/t/acme/%2E%2e/globex/customers", Some(good.clone()), "tenant_boundary"),
-        ("encoded slash", "GET", "/t/acme%2F..%2Fglobex/customers", Some(good.clone()), "invalid_path"),
-        ("unmatched", "GET", "/nope", Some(good.clone()), "route_not_allowed"),
-        ("wrong method", "POST", "/t/acme/customers", Some(good.clone()), "route_not_allowed"),
-        ("no token", "GET", "/t/acme/customers", None, "missing_token"),
-        ("scope prefix", "GET", "/t/acme/customers", Some(sign_es(&k, &claims("acme", "customers"))), "missing_scope"),
-        ("scope superstring", "GET", "/t/acme/customers", Some(sign_es(&k, &claims("acme", "customers:read:admin"))), "missing_scope"),
-        ("expired", "GET", "/t/acme/customers", Some(with("exp", json!(NOW - 61))), "token_expired"),
-        ("expired within skew", "GET", "/t/acme/customers", Some(with("exp", json!(NOW - 60))), "allowed"),
-        ("nbf future", "GET", "/t/acme/customers", Some(with("nbf", json!(NOW + 61))), "token_not_yet_valid"),
-        ("nbf within skew", "GET", "/t/acme/customers", Some(with("nbf", json!(NOW + 60))), "allowed"),
-        ("iat future", "GET", "/t/acme/customers", Some(with("iat", json!(NOW + 3600))), "token_not_yet_valid"),
-        ("exp string", "GET", "/t/acme/customers", Some(with("exp", json!("soon"))), "malformed_token"),
-        ("exp float", "GET", "/t/acme/customers", Some(with("exp", json!((NOW + 10) as f64 + 0.5))), "allowed"),
-        ("wrong iss", "GET", "/t/acme/customers", Some(with("iss", json!("https://evil"))), "invalid_issuer"),
-        ("wrong aud", "GET", "/t/acme/customers", Some(with("aud", json!("x"))), "invalid_audience"),
-        ("aud array match", "GET", "/t/acme/customers", Some(with("aud", json!(["x", "api"]))), "allowed"),
-        ("aud array no match", "GET", "/t/acme/customers", Some(with("aud", json!(["x", "y"]))), "invalid_audience"),
-        ("control char tenant", "GET", "/t/acme/customers", Some(with("tenant", json!("ac\nme"))), "invalid_claim"),
-        ("region match", "GET", "/r/eu/t/acme", Some(with("region", json!("eu"))), "allowed"),
-        ("region array match", "GET", "/r/eu/t/acme", Some(with("region", json!(["us", "eu"]))), "allowed"),
-        ("region mismatch", "GET", "/r/us/t/acme", Some(with("region", json!("eu"))), "claim_mismatch"),
-        ("region missing", "GET", "/r/us/t/acme", Some(good.clone()), "claim_mismatch"),
-        ("no role", "GET", "/admin/x", Some(sign_es(&k, &claims("acme", "a"))), "missing_role"),
-        ("hs token on hs route", "GET", "/hs", Some(sign_hs(&json!({"iss": "https://hs"}))), "allowed"),
-        ("es token on hs route", "GET", "/hs", Some(good.clone()), "invalid_issuer"),
-        ("hs alg under main issuer", "GET", "/t/acme/customers", Some(sign_hs(&claims("acme", "customers:read"))), "unsupported_algorithm"),
-        ("garbage", "GET", "/t/acme/customers", Some("abc".into()), "malformed_token"),
-        ("too large", "GET", "/t/acme/customers", Some("a".repeat(8193)), "token_too_large"),
+        (
+            "valid",
+            "GET",
+            "/t/acme/customers",
+            Some(good.clone()),
+            "allowed",
+        ),
+        (
+            "ed25519",
+            "GET",
+            "/t/acme/customers",
+            Some(sign_ed(&k, &claims("acme", "customers:read"))),
+            "allowed",
+        ),
+        (
+            "other tenant",
+            "GET",
+            "/t/globex/customers",
+            Some(good.clone()),
+            "tenant_boundary",
+        ),
+        (
+            "dotdot to other tenant",
+            "GET",
+            "/t/acme/../globex/customers",
+            Some(good.clone()),
+            "tenant_boundary",
+        ),
+        (
+            "encoded dotdot",
+            "GET",
+            "/t/acme/%2E%2e/globex/customers",
+            Some(good.clone()),
+            "tenant_boundary",
+        ),
+        (
+            "encoded slash",
+            "GET",
+            "/t/acme%2F..%2Fglobex/customers",
+            Some(good.clone()),
+            "invalid_path",
+        ),
+        (
+            "unmatched",
+            "GET",
+            "/nope",
+            Some(good.clone()),
+            "route_not_allowed",
+        ),
+        (
+            "wrong method",
+            "POST",
+            "/t/acme/customers",
+            Some(good.clone()),
+            "route_not_allowed",
+        ),
+        (
+            "no token",
+            "GET",
+            "/t/acme/customers",
+            None,
+            "missing_token",
+        ),
+        (
+            "scope prefix",
+            "GET",
+            "/t/acme/customers",
+            Some(sign_es(&k, &claims("acme", "customers"))),
+            "missing_scope",
+        ),
+        (
+            "scope superstring",
+            "GET",
+            "/t/acme/customers",
+            Some(sign_es(&k, &claims("acme", "customers:read:admin"))),
+            "missing_scope",
+        ),
+        (
+            "expired",
+            "GET",
+            "/t/acme/customers",
+            Some(with("exp", json!(NOW - 61))),
+            "token_expired",
+        ),
+        (
+            "expired within skew",
+            "GET",
+            "/t/acme/customers",
+            Some(with("exp", json!(NOW - 60))),
+            "allowed",
+        ),
+        (
+            "nbf future",
+            "GET",
+            "/t/acme/customers",
+            Some(with("nbf", json!(NOW + 61))),
+            "token_not_yet_valid",
+        ),
+        (
+            "nbf within skew",
+            "GET",
+            "/t/acme/customers",
+            Some(with("nbf", json!(NOW + 60))),
+            "allowed",
+        ),
+        (
+            "iat future",
+            "GET",
+            "/t/acme/customers",
+            Some(with("iat", json!(NOW + 3600))),
+            "token_not_yet_valid",
+        ),
+        (
+            "exp string",
+            "GET",
+            "/t/acme/customers",
+            Some(with("exp", json!("soon"))),
+            "malformed_token",
+        ),
+        (
+            "exp float",
+            "GET",
+            "/t/acme/customers",
+            Some(with("exp", json!((NOW + 10) as f64 + 0.5))),
+            "allowed",
+        ),
+        (
+            "wrong iss",
+            "GET",
+            "/t/acme/customers",
+            Some(with("iss", json!("https://evil"))),
+            "invalid_issuer",
+        ),
+        (
+            "wrong aud",
+            "GET",
+            "/t/acme/customers",
+            Some(with("aud", json!("x"))),
+            "invalid_audience",
+        ),
+        (
+            "aud array match",
+            "GET",
+            "/t/acme/customers",
+            Some(with("aud", json!(["x", "api"]))),
+            "allowed",
+        ),
+        (
+            "aud array no match",
+            "GET",
+            "/t/acme/customers",
+            Some(with("aud", json!(["x", "y"]))),
+            "invalid_audience",
+        ),
+        (
+            "control char tenant",
+            "GET",
+            "/t/acme/customers",
+            Some(with("tenant", json!("ac\nme"))),
+            "invalid_claim",
+        ),
+        (
+            "region match",
+            "GET",
+            "/r/eu/t/acme",
+            Some(with("region", json!("eu"))),
+            "allowed",
+        ),
+        (
+            "region array match",
+            "GET",
+            "/r/eu/t/acme",
+            Some(with("region", json!(["us", "eu"]))),
+            "allowed",
+        ),
+        (
+            "region mismatch",
+            "GET",
+            "/r/us/t/acme",
+            Some(with("region", json!("eu"))),
+            "claim_mismatch",
+        ),
+        (
+            "region missing",
+            "GET",
+            "/r/us/t/acme",
+            Some(good.clone()),
+            "claim_mismatch",
+        ),
+        (
+            "no role",
+            "GET",
+            "/admin/x",
+            Some(sign_es(&k, &claims("acme", "a"))),
+            "missing_role",
+        ),
+        (
+            "hs token on hs route",
+            "GET",
+            "/hs",
+            Some(sign_hs(&json!({"iss": "https://hs"}))),
+            "allowed",
+        ),
+        (
+            "es token on hs route",
+            "GET",
+            "/hs",
+            Some(good.clone()),
+            "invalid_issuer",
+        ),
+        (
+            "hs alg under main issuer",
+            "GET",
+            "/t/acme/customers",
+            Some(sign_hs(&claims("acme", "customers:read"))),
+            "unsupported_algorithm",
+        ),
+        (
+            "garbage",
+            "GET",
+            "/t/acme/customers",
+            Some("abc".into()),
+            "malformed_token",
+        ),
+        (
+            "too large",
+            "GET",
+            "/t/acme/customers",
+            Some("a".repeat(8193)),
+            "token_too_large",
+        ),
     ];
     for (name, method, path, token, want) in cases {
         let mut cache = TokenCache::new(16);
         let d = run(&cfg, &mut cache, method, path, token.as_deref());
         assert_eq!(reason(&d), want, "case `{name}`");
         if let Err(den) = &d.verdict {
-            assert!(REASONS.contains(&den.reason), "reason `{}` not declared in REASONS", den.reason);
+            assert!(
+                REASONS.contains(&den.reason),
+                "reason `{}` not declared in REASONS",
+                den.reason
+            );
         }
     }
 }
@@ -165,7 +404,13 @@ fn roles_claim_accepts_array_or_string() {
     for roles in [json!(["ops"]), json!("viewer ops")] {
         let mut c = claims("acme", "b");
         c["roles"] = roles;
-        let d = run(&cfg, &mut TokenCache::new(4), "GET", "/admin/x", Some(&sign_es(&k, &c)));
+        let d = run(
+            &cfg,
+            &mut TokenCache::new(4),
+            "GET",
+            "/admin/x",
+            Some(&sign_es(&k, &c)),
+        );
         assert_eq!(reason(&d), "allowed");
     }
 }
@@ -178,17 +423,33 @@ fn cache_serves_repeats_and_never_past_expiry() {
     c["exp"] = json!(NOW + 5);
     let t = sign_es(&k, &c);
     let mut cache = TokenCache::new(16);
-    assert_eq!(run(&cfg, &mut cache, "GET", "/t/acme/customers", Some(&t)).cache, CacheUse::Miss);
+    assert_eq!(
+        run(&cfg, &mut cache, "GET", "/t/acme/customers", Some(&t)).cache,
+        CacheUse::Miss
+    );
     let d = run(&cfg, &mut cache, "GET", "/t/acme/customers", Some(&t));
     assert_eq!(d.cache, CacheUse::Hit);
     assert_eq!(reason(&d), "allowed");
     // Route checks still run on a cache hit.
-    assert_eq!(reason(&run(&cfg, &mut cache, "GET", "/t/globex/customers", Some(&t))), "tenant_boundary");
+    assert_eq!(
+        reason(&run(
+            &cfg,
+            &mut cache,
+            "GET",
+            "/t/globex/customers",
+            Some(&t)
+        )),
+        "tenant_boundary"
+    );
     // Past exp + skew the cached entry is not used and verification reports expiry.
     let later = authenticate(
         &cfg,
         &mut cache,
-        &Request { method: "GET", path: "/t/acme/customers", headers: &[("authorization".into(), format!("Bearer {t}"))] },
+        &Request {
+            method: "GET",
+            path: "/t/acme/customers",
+            headers: &[("authorization".into(), format!("Bearer {t}"))],
+        },
         NOW + 5 + 61,
     );
     assert_eq!(later.cache, CacheUse::Miss);
@@ -201,13 +462,22 @@ fn identity_is_built_from_claims_and_path_is_rewritten() {
     let cfg = config(&k, json!([]));
     let mut c = claims("acme", "customers:read extra");
     c["client_id"] = json!("app-1");
-    let d = run(&cfg, &mut TokenCache::new(4), "GET", "/t/x/../acme//customers?q=1", Some(&sign_es(&k, &c)));
+    let d = run(
+        &cfg,
+        &mut TokenCache::new(4),
+        "GET",
+        "/t/x/../acme//customers?q=1",
+        Some(&sign_es(&k, &c)),
+    );
     let allowed = d.verdict.unwrap();
     assert_eq!(allowed.identity.method, AuthMethod::Jwt);
     assert_eq!(allowed.identity.tenant.as_deref(), Some("acme"));
     assert_eq!(allowed.identity.app.as_deref(), Some("app-1"));
     assert_eq!(allowed.identity.scopes, ["customers:read", "extra"]);
-    assert_eq!(allowed.rewrite_path.as_deref(), Some("/t/acme/customers?q=1"));
+    assert_eq!(
+        allowed.rewrite_path.as_deref(),
+        Some("/t/acme/customers?q=1")
+    );
     let headers = decide::identity_headers(&cfg, &allowed.identity);
     assert!(headers.contains(&("x-portcullis-tenant".into(), "acme".into())));
     assert!(headers.contains(&("x-portcullis-scopes".into(), "customers:read extra".into())));
@@ -221,14 +491,45 @@ fn token_extraction_edge_cases() {
     let cfg = config(&k, json!([]));
     let t = sign_es(&k, &claims("acme", "customers:read"));
     let go = |headers: Vec<(&str, String)>| {
-        let h: Vec<(String, String)> = headers.into_iter().map(|(a, b)| (a.to_string(), b)).collect();
-        reason(&authenticate(&cfg, &mut TokenCache::new(4), &Request { method: "GET", path: "/t/acme/customers", headers: &h }, NOW))
+        let h: Vec<(String, String)> = headers
+            .into_iter()
+            .map(|(a, b)| (a.to_string(), b))
+            .collect();
+        reason(&authenticate(
+            &cfg,
+            &mut TokenCache::new(4),
+            &Request {
+                method: "GET",
+                path: "/t/acme/customers",
+                headers: &h,
+            },
+            NOW,
+        ))
     };
-    assert_eq!(go(vec![("authorization", format!("bearer {t}"))]), "allowed", "scheme is case-insensitive");
-    assert_eq!(go(vec![("authorization", format!("Basic {t}"))]), "missing_token");
-    assert_eq!(go(vec![("authorization", format!("Bearer {t}")), ("authorization", format!("Bearer {t}"))]), "multiple_tokens");
-    assert_eq!(go(vec![("authorization", format!("Bearer {t} {t}"))]), "multiple_tokens");
-    assert_eq!(go(vec![("authorization", "Bearer ".into())]), "missing_token");
+    assert_eq!(
+        go(vec![("authorization", format!("bearer {t}"))]),
+        "allowed",
+        "scheme is case-insensitive"
+    );
+    assert_eq!(
+        go(vec![("authorization", format!("Basic {t}"))]),
+        "missing_token"
+    );
+    assert_eq!(
+        go(vec![
+            ("authorization", format!("Bearer {t}")),
+            ("authorization", format!("Bearer {t}"))
+        ]),
+        "multiple_tokens"
+    );
+    assert_eq!(
+        go(vec![("authorization", format!("Bearer {t} {t}"))]),
+        "multiple_tokens"
+    );
+    assert_eq!(
+        go(vec![("authorization", "Bearer ".into())]),
+        "missing_token"
+    );
 }
 
 #[test]
@@ -239,20 +540,27 @@ fn config_errors_name_the_field() {
     let bad = |routes: Value| {
         let mut v = json!({"providers": [{"name": "hs", "issuer": "https://hs", "algorithms": ["HS256"],
             "jwks": {"keys": [{"kty": "oct", "k": b64(&HS_KEY)}]}}], "routes": routes});
-        AuthnConfig::from_value(std::mem::take(&mut v)).unwrap_err().to_string()
+        AuthnConfig::from_value(std::mem::take(&mut v))
+            .unwrap_err()
+            .to_string()
     };
-    let e = bad(json!([{"name": "a", "match": {"path": "/a"}, "require": {"tenant_param": "tenant"}}]));
+    let e =
+        bad(json!([{"name": "a", "match": {"path": "/a"}, "require": {"tenant_param": "tenant"}}]));
     assert!(e.contains("routes[0].require.tenant_param"), "{e}");
     let e = bad(json!([{"name": "a", "match": {"path": "/a"}}]));
     assert!(e.contains("routes[0]") && e.contains("exactly one"), "{e}");
-    let e = bad(json!([{"name": "a", "match": {"template": "/t/{x}"}, "require": {"claims": {"region": "{region}"}}}]));
+    let e = bad(
+        json!([{"name": "a", "match": {"template": "/t/{x}"}, "require": {"claims": {"region": "{region}"}}}]),
+    );
     assert!(e.contains("routes[0].require.claims.region"), "{e}");
     let e = AuthnConfig::from_value(json!({"providers": [{"name": "p", "issuer": "i", "algorithms": ["none"], "jwks": {"keys": []}}], "routes": []}))
         .unwrap_err()
         .to_string();
     assert!(e.contains("providers[0].algorithms[0]"), "{e}");
-    let e = AuthnConfig::from_value(json!({"providers": [{"name": "p", "issuer": "i", "algorithms": ["RS256"],
-        "jwks": {"keys": [{"kty": "oct", "k": b64(&HS_KEY)}]}}], "routes": []}))
+    let e = AuthnConfig::from_value(
+        json!({"providers": [{"name": "p", "issuer": "i", "algorithms": ["RS256"],
+        "jwks": {"keys": [{"kty": "oct", "k": b64(&HS_KEY)}]}}], "routes": []}),
+    )
     .unwrap_err()
     .to_string();
     assert!(e.contains("providers[0].jwks.keys[0]"), "{e}");

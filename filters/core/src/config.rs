@@ -17,7 +17,10 @@ pub struct ConfigError {
 impl ConfigError {
     /// An error about one field.
     pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
-        ConfigError { field: field.into(), problem: problem.into() }
+        ConfigError {
+            field: field.into(),
+            problem: problem.into(),
+        }
     }
 
     /// Prefixes the field path, for errors raised while compiling a nested part.
@@ -38,7 +41,11 @@ impl std::fmt::Display for ConfigError {
         if self.field.is_empty() {
             write!(f, "invalid configuration: {}", self.problem)
         } else {
-            write!(f, "invalid configuration at `{}`: {}", self.field, self.problem)
+            write!(
+                f,
+                "invalid configuration at `{}`: {}",
+                self.field, self.problem
+            )
         }
     }
 }
@@ -56,7 +63,9 @@ pub fn raw_value(bytes: &[u8]) -> Result<Value, ConfigError> {
         None => Err(ConfigError::new("", "configuration is empty")),
         Some(b'{') => serde_json::from_slice(bytes)
             .map_err(|e| ConfigError::new("", format!("configuration is not valid JSON: {e}"))),
-        Some(_) => crate::pbstruct::decode_struct(bytes).map_err(|e| ConfigError::new("", e.to_string())),
+        Some(_) => {
+            crate::pbstruct::decode_struct(bytes).map_err(|e| ConfigError::new("", e.to_string()))
+        }
     }
 }
 
@@ -97,9 +106,14 @@ mod tests {
 
     #[test]
     fn unknown_field_error_names_its_path() {
-        let e = parse::<Outer>(br#"{"routes":[{"name":"a"},{"name":"b","scopez":[]}]}"#).unwrap_err();
+        let e =
+            parse::<Outer>(br#"{"routes":[{"name":"a"},{"name":"b","scopez":[]}]}"#).unwrap_err();
         assert_eq!(e.field, "routes[1].scopez");
-        assert!(e.problem.contains("unknown field `scopez`"), "{}", e.problem);
+        assert!(
+            e.problem.contains("unknown field `scopez`"),
+            "{}",
+            e.problem
+        );
         assert!(e.to_string().contains("routes[1]"));
     }
 
@@ -117,7 +131,10 @@ mod tests {
 
     #[test]
     fn within_prefixes_paths() {
-        assert_eq!(ConfigError::new("x", "p").within("routes[0]").field, "routes[0].x");
+        assert_eq!(
+            ConfigError::new("x", "p").within("routes[0]").field,
+            "routes[0].x"
+        );
         assert_eq!(ConfigError::new("[1]", "p").within("keys").field, "keys[1]");
         assert_eq!(ConfigError::new("", "p").within("a").field, "a");
     }

@@ -21,8 +21,19 @@ pub struct Denial {
 
 impl Denial {
     /// A denial with no extra headers.
-    pub fn new(filter: &'static str, status: u16, reason: &'static str, detail: &'static str) -> Self {
-        Denial { status, reason, detail, filter, headers: Vec::new() }
+    pub fn new(
+        filter: &'static str,
+        status: u16,
+        reason: &'static str,
+        detail: &'static str,
+    ) -> Self {
+        Denial {
+            status,
+            reason,
+            detail,
+            filter,
+            headers: Vec::new(),
+        }
     }
 
     /// Adds a response header.
@@ -83,8 +94,13 @@ mod tests {
 
     #[test]
     fn body_is_problem_json_with_reason_and_filter() {
-        let d = Denial::new("authn", 401, "token_expired", "The access token has expired.")
-            .with_header("www-authenticate", "Bearer error=\"invalid_token\"");
+        let d = Denial::new(
+            "authn",
+            401,
+            "token_expired",
+            "The access token has expired.",
+        )
+        .with_header("www-authenticate", "Bearer error=\"invalid_token\"");
         let v: serde_json::Value = serde_json::from_slice(&d.body()).unwrap();
         assert_eq!(v["status"], 401);
         assert_eq!(v["title"], "Unauthorized");

@@ -9,8 +9,13 @@ use proxy_wasm::types::{MetricType, Status};
 pub fn send_denial(denial: &Denial) {
     let headers = denial.response_headers();
     let body = denial.body();
-    if let Err(status) = hostcalls::send_http_response(u32::from(denial.status), headers, Some(&body)) {
-        log::error!("portcullis: could not send local reply ({status:?}) for reason {}", denial.reason);
+    if let Err(status) =
+        hostcalls::send_http_response(u32::from(denial.status), headers, Some(&body))
+    {
+        log::error!(
+            "portcullis: could not send local reply ({status:?}) for reason {}",
+            denial.reason
+        );
     }
 }
 

@@ -24,7 +24,9 @@ impl PathError {
     pub fn describe(self) -> &'static str {
         match self {
             PathError::NotOriginForm => "request path must start with '/'",
-            PathError::EncodedSeparator => "request path contains an encoded or backslash separator",
+            PathError::EncodedSeparator => {
+                "request path contains an encoded or backslash separator"
+            }
             PathError::ControlCharacter => "request path contains a control character",
             PathError::BadEscape => "request path contains a malformed percent-escape",
         }
@@ -153,7 +155,14 @@ mod tests {
 
     #[test]
     fn canonical_paths_are_unchanged() {
-        for p in ["/", "/healthz", "/api/v1/tenants/acme/customers", "/a/b/", "/a/%20b", "/caf%C3%A9"] {
+        for p in [
+            "/",
+            "/healthz",
+            "/api/v1/tenants/acme/customers",
+            "/a/b/",
+            "/a/%20b",
+            "/caf%C3%A9",
+        ] {
             assert_eq!(normalize(p).unwrap(), p, "{p}");
         }
     }
@@ -161,12 +170,30 @@ mod tests {
     #[test]
     fn dot_segments_and_double_slashes_are_resolved() {
         let cases = [
-            ("/api/v1/tenants/a/../b/customers", "/api/v1/tenants/b/customers"),
-            ("/api/v1/tenants/a/%2e%2e/b/customers", "/api/v1/tenants/b/customers"),
-            ("/api/v1/tenants/a/%2E%2e/b/customers", "/api/v1/tenants/b/customers"),
-            ("/api/v1/tenants/a/.%2e/b/customers", "/api/v1/tenants/b/customers"),
-            ("/api//v1///tenants/a/customers", "/api/v1/tenants/a/customers"),
-            ("/api/./v1/tenants/a/customers", "/api/v1/tenants/a/customers"),
+            (
+                "/api/v1/tenants/a/../b/customers",
+                "/api/v1/tenants/b/customers",
+            ),
+            (
+                "/api/v1/tenants/a/%2e%2e/b/customers",
+                "/api/v1/tenants/b/customers",
+            ),
+            (
+                "/api/v1/tenants/a/%2E%2e/b/customers",
+                "/api/v1/tenants/b/customers",
+            ),
+            (
+                "/api/v1/tenants/a/.%2e/b/customers",
+                "/api/v1/tenants/b/customers",
+            ),
+            (
+                "/api//v1///tenants/a/customers",
+                "/api/v1/tenants/a/customers",
+            ),
+            (
+                "/api/./v1/tenants/a/customers",
+                "/api/v1/tenants/a/customers",
+            ),
             ("/../../etc", "/etc"),
             ("/a/b/..", "/a/"),
             ("/a/b/.", "/a/b/"),

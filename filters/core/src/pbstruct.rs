@@ -82,7 +82,8 @@ impl<'a> Reader<'a> {
                 Field::Fixed64(u64::from_le_bytes(a))
             }
             2 => {
-                let len = usize::try_from(self.varint()?).map_err(|_| DecodeError("length overflow".into()))?;
+                let len = usize::try_from(self.varint()?)
+                    .map_err(|_| DecodeError("length overflow".into()))?;
                 Field::Bytes(self.take(len)?)
             }
             5 => {
@@ -115,7 +116,8 @@ fn decode_struct_at(buf: &[u8], depth: usize) -> Result<Value, DecodeError> {
             while !e.done() {
                 match e.field()? {
                     (1, Field::Bytes(k)) => {
-                        key = String::from_utf8(k.to_vec()).map_err(|_| DecodeError("key is not UTF-8".into()))?
+                        key = String::from_utf8(k.to_vec())
+                            .map_err(|_| DecodeError("key is not UTF-8".into()))?
                     }
                     (2, Field::Bytes(v)) => value = decode_value(v, depth + 1)?,
                     _ => {}
@@ -149,9 +151,10 @@ fn decode_value(buf: &[u8], depth: usize) -> Result<Value, DecodeError> {
         value = match r.field()? {
             (1, Field::Varint(_)) => Value::Null,
             (2, Field::Fixed64(bits)) => number(f64::from_bits(bits))?,
-            (3, Field::Bytes(s)) => {
-                Value::String(String::from_utf8(s.to_vec()).map_err(|_| DecodeError("string is not UTF-8".into()))?)
-            }
+            (3, Field::Bytes(s)) => Value::String(
+                String::from_utf8(s.to_vec())
+                    .map_err(|_| DecodeError("string is not UTF-8".into()))?,
+            ),
             (4, Field::Varint(b)) => Value::Bool(b != 0),
             (5, Field::Bytes(s)) => decode_struct_at(s, depth + 1)?,
             (6, Field::Bytes(l)) => decode_list(l, depth + 1)?,
@@ -171,7 +174,9 @@ fn number(f: f64) -> Result<Value, DecodeError> {
         let i = f as i64;
         return Ok(Value::Number(Number::from(i)));
     }
-    Number::from_f64(f).map(Value::Number).ok_or_else(|| DecodeError("number is not finite".into()))
+    Number::from_f64(f)
+        .map(Value::Number)
+        .ok_or_else(|| DecodeError("number is not finite".into()))
 }
 
 #[cfg(test)]
@@ -258,7 +263,10 @@ mod tests {
         }
         assert!(decode_struct(&[0x0a, 0xff]).is_err());
         assert!(decode_struct(&[0x0f]).is_err());
-        assert!(decode_struct(&[0x0a, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]).is_err());
+        assert!(decode_struct(&[
+            0x0a, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01
+        ])
+        .is_err());
     }
 
     #[test]

@@ -52,16 +52,24 @@ pub struct Params<'a> {
 impl<'a> Params<'a> {
     /// The value of a named parameter, if the template has it.
     pub fn get(&self, name: &str) -> Option<&'a str> {
-        self.names.iter().position(|n| n == name).and_then(|i| self.values.get(i).copied())
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .and_then(|i| self.values.get(i).copied())
     }
 
     /// All `(name, value)` pairs in template order.
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + '_ {
-        self.names.iter().map(String::as_str).zip(self.values.iter().copied())
+        self.names
+            .iter()
+            .map(String::as_str)
+            .zip(self.values.iter().copied())
     }
 }
 
-const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"];
+const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+];
 
 impl RouteMatcher {
     /// Compiles a match spec; errors name the sub-field.
@@ -71,14 +79,24 @@ impl RouteMatcher {
             if !METHODS.contains(&m.as_str()) {
                 return Err(ConfigError::new(
                     format!("methods[{i}]"),
-                    format!("unknown HTTP method `{m}` (methods are upper case: {})", METHODS.join(", ")),
+                    format!(
+                        "unknown HTTP method `{m}` (methods are upper case: {})",
+                        METHODS.join(", ")
+                    ),
                 ));
             }
             methods.push(m.clone());
         }
-        let given = [spec.path.is_some(), spec.prefix.is_some(), spec.template.is_some()];
+        let given = [
+            spec.path.is_some(),
+            spec.prefix.is_some(),
+            spec.template.is_some(),
+        ];
         if given.iter().filter(|g| **g).count() != 1 {
-            return Err(ConfigError::new("", "exactly one of `path`, `prefix`, `template` is required"));
+            return Err(ConfigError::new(
+                "",
+                "exactly one of `path`, `prefix`, `template` is required",
+            ));
         }
         let mut params = Vec::new();
         let pattern = if let Some(p) = &spec.path {
@@ -89,9 +107,16 @@ impl RouteMatcher {
         } else if let Some(t) = &spec.template {
             Pattern::Template(compile_template(t, &mut params)?)
         } else {
-            return Err(ConfigError::new("", "exactly one of `path`, `prefix`, `template` is required"));
+            return Err(ConfigError::new(
+                "",
+                "exactly one of `path`, `prefix`, `template` is required",
+            ));
         };
-        Ok(RouteMatcher { methods, pattern, params })
+        Ok(RouteMatcher {
+            methods,
+            pattern,
+            params,
+        })
     }
 
     /// Names of the template's parameters (empty for exact and prefix routes).
@@ -121,7 +146,10 @@ impl RouteMatcher {
                         _ => return None,
                     }
                 }
-                parts.next().is_none().then_some(Params { names: &self.params, values })
+                parts.next().is_none().then_some(Params {
+                    names: &self.params,
+                    values,
+                })
             }
         }
     }
@@ -130,8 +158,16 @@ impl RouteMatcher {
 /// A path written in config must already be canonical, otherwise it could never match.
 fn canonical(field: &str, p: &str) -> Result<String, ConfigError> {
     match crate::path::normalize(p) {
-        Ok(n) if n == p || (field == "prefix" && n.trim_end_matches('/') == p.trim_end_matches('/')) => Ok(n),
-        Ok(n) => Err(ConfigError::new(field, format!("`{p}` is not a normalised path (it normalises to `{n}`)"))),
+        Ok(n)
+            if n == p
+                || (field == "prefix" && n.trim_end_matches('/') == p.trim_end_matches('/')) =>
+        {
+            Ok(n)
+        }
+        Ok(n) => Err(ConfigError::new(
+            field,
+            format!("`{p}` is not a normalised path (it normalises to `{n}`)"),
+        )),
         Err(e) => Err(ConfigError::new(field, format!("`{p}`: {}", e.describe()))),
     }
 }
@@ -143,12 +179,19 @@ fn compile_template(t: &str, params: &mut Vec<String>) -> Result<Vec<Segment>, C
     let mut out = Vec::new();
     for seg in rest.split('/') {
         if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-            let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let valid =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
-                return Err(ConfigError::new("template", format!("invalid parameter name `{{{name}}}`")));
+                return Err(ConfigError::new(
+                    "template",
+                    format!("invalid parameter name `{{{name}}}`"),
+                ));
             }
             if params.iter().any(|p| p == name) {
-                return Err(ConfigError::new("template", format!("parameter `{{{name}}}` appears twice")));
+                return Err(ConfigError::new(
+                    "template",
+                    format!("parameter `{{{name}}}` appears twice"),
+                ));
             }
             out.push(Segment::Param);
             params.push(name.to_string());
@@ -160,7 +203,10 @@ fn compile_template(t: &str, params: &mut Vec<String>) -> Result<Vec<Segment>, C
         } else {
             canonical("template", &format!("/{seg}"))?;
             if seg.is_empty() || seg == "." || seg == ".." {
-                return Err(ConfigError::new("template", format!("`{t}` has an empty or dot segment")));
+                return Err(ConfigError::new(
+                    "template",
+                    format!("`{t}` has an empty or dot segment"),
+                ));
             }
             out.push(Segment::Literal(seg.to_string()));
         }
@@ -193,9 +239,16 @@ impl<T> RouteTable<T> {
 
     /// The first route matching `method` and the normalised `path`.
     pub fn find<'a>(&'a self, method: &str, path: &'a str) -> Option<Matched<'a, T>> {
-        self.routes.iter().enumerate().find_map(|(index, (m, route))| {
-            m.matches(method, path).map(|params| Matched { index, route, params })
-        })
+        self.routes
+            .iter()
+            .enumerate()
+            .find_map(|(index, (m, route))| {
+                m.matches(method, path).map(|params| Matched {
+                    index,
+                    route,
+                    params,
+                })
+            })
     }
 
     /// Number of routes.
@@ -219,7 +272,10 @@ mod tests {
     use super::*;
 
     fn m(methods: &[&str], kind: &str, p: &str) -> RouteMatcher {
-        let mut spec = MatchSpec { methods: methods.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+        let mut spec = MatchSpec {
+            methods: methods.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
         match kind {
             "path" => spec.path = Some(p.into()),
             "prefix" => spec.prefix = Some(p.into()),
@@ -230,15 +286,27 @@ mod tests {
 
     #[test]
     fn template_captures_parameters() {
-        let r = m(&["GET"], "template", "/api/v1/tenants/{tenant}/customers/{id}");
-        let p = r.matches("GET", "/api/v1/tenants/acme/customers/c-1").unwrap();
+        let r = m(
+            &["GET"],
+            "template",
+            "/api/v1/tenants/{tenant}/customers/{id}",
+        );
+        let p = r
+            .matches("GET", "/api/v1/tenants/acme/customers/c-1")
+            .unwrap();
         assert_eq!(p.get("tenant"), Some("acme"));
         assert_eq!(p.get("id"), Some("c-1"));
         assert_eq!(p.get("nope"), None);
-        assert!(r.matches("POST", "/api/v1/tenants/acme/customers/c-1").is_none());
+        assert!(r
+            .matches("POST", "/api/v1/tenants/acme/customers/c-1")
+            .is_none());
         assert!(r.matches("GET", "/api/v1/tenants/acme/customers").is_none());
-        assert!(r.matches("GET", "/api/v1/tenants/acme/customers/c-1/x").is_none());
-        assert!(r.matches("GET", "/api/v1/tenants/acme/customers/").is_none());
+        assert!(r
+            .matches("GET", "/api/v1/tenants/acme/customers/c-1/x")
+            .is_none());
+        assert!(r
+            .matches("GET", "/api/v1/tenants/acme/customers/")
+            .is_none());
         assert!(r.matches("GET", "/api/v1/tenants//customers/c-1").is_none());
     }
 
@@ -273,11 +341,39 @@ mod tests {
     fn bad_specs_are_config_errors() {
         let bad = |spec: MatchSpec| RouteMatcher::compile(&spec).unwrap_err();
         assert!(bad(MatchSpec::default()).problem.contains("exactly one"));
-        let e = bad(MatchSpec { methods: vec!["get".into()], path: Some("/a".into()), ..Default::default() });
+        let e = bad(MatchSpec {
+            methods: vec!["get".into()],
+            path: Some("/a".into()),
+            ..Default::default()
+        });
         assert_eq!(e.field, "methods[0]");
-        assert!(bad(MatchSpec { path: Some("/a/../b".into()), ..Default::default() }).problem.contains("normalised"));
-        assert!(bad(MatchSpec { template: Some("/a/{x}{y}".into()), ..Default::default() }).field == "template");
-        assert!(bad(MatchSpec { template: Some("/a/{x}/{x}".into()), ..Default::default() }).problem.contains("twice"));
-        assert!(bad(MatchSpec { template: Some("/a//{x}".into()), ..Default::default() }).field == "template");
+        assert!(bad(MatchSpec {
+            path: Some("/a/../b".into()),
+            ..Default::default()
+        })
+        .problem
+        .contains("normalised"));
+        assert!(
+            bad(MatchSpec {
+                template: Some("/a/{x}{y}".into()),
+                ..Default::default()
+            })
+            .field
+                == "template"
+        );
+        assert!(bad(MatchSpec {
+            template: Some("/a/{x}/{x}".into()),
+            ..Default::default()
+        })
+        .problem
+        .contains("twice"));
+        assert!(
+            bad(MatchSpec {
+                template: Some("/a//{x}".into()),
+                ..Default::default()
+            })
+            .field
+                == "template"
+        );
     }
 }
