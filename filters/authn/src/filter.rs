@@ -39,13 +39,13 @@ impl Metrics {
                 .collect(),
             // Shadow counters exist only in shadow mode, so enforce-mode stats stay readable.
             shadow: if mode == Mode::Shadow {
-                REASONS.iter().map(|r| (*r, Counter::define(&name(&format!("shadow_denied.{r}"))))).collect()
+                REASONS
+                    .iter()
+                    .map(|r| (*r, Counter::define(&name(&format!("shadow_denied.{r}")))))
+                    .collect()
             } else {
                 HashMap::new()
             },
-                .iter()
-                .map(|r| (*r, Counter::define(&name(&format!("shadow_denied.{r}")))))
-                .collect(),
         }
     }
 }
