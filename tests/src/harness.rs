@@ -42,7 +42,10 @@ pub fn envoy_binary() -> Option<PathBuf> {
         .filter(|p| p.is_file());
     if found.is_none() {
         let msg = "Envoy not found: run `make setup` (or set PORTCULLIS_ENVOY) to run the integration tests";
-        assert!(!under_ci(), "{msg} — under CI=true a missing Envoy is a failure");
+        assert!(
+            !under_ci(),
+            "{msg} — under CI=true a missing Envoy is a failure"
+        );
         eprintln!("SKIPPED: {msg}");
     }
     found
@@ -50,12 +53,17 @@ pub fn envoy_binary() -> Option<PathBuf> {
 
 /// Directory holding the built `.wasm` modules.
 pub fn dist_dir() -> PathBuf {
-    std::env::var("PORTCULLIS_DIST").map(PathBuf::from).unwrap_or_else(|_| repo_root().join("dist"))
+    std::env::var("PORTCULLIS_DIST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("dist"))
 }
 
 /// A free loopback port (bound then released; Envoy binds it right after).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 /// The demo policies, loaded and validated as `portcullis render` would.
@@ -78,7 +86,12 @@ pub struct GatewayOptions {
 
 impl Default for GatewayOptions {
     fn default() -> Self {
-        GatewayOptions { policies: demo_policies(), concurrency: 2, envoy_normalize_path: false, format: ConfigFormat::Struct }
+        GatewayOptions {
+            policies: demo_policies(),
+            concurrency: 2,
+            envoy_normalize_path: false,
+            format: ConfigFormat::Struct,
+        }
     }
 }
 
@@ -103,7 +116,11 @@ impl TempDir {
     /// Creates a unique directory under the system temp dir.
     pub fn new(tag: &str) -> Self {
         static N: AtomicU64 = AtomicU64::new(0);
-        let p = std::env::temp_dir().join(format!("portcullis-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let p = std::env::temp_dir().join(format!(
+            "portcullis-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         TempDir(p)
     }
@@ -124,7 +141,12 @@ fn reap_with_parent(pids: &[u32]) {
         std::process::id(),
         list.join(" ")
     );
-    let _ = Command::new("sh").args(["-c", &script]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+    let _ = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
 }
 
 /// Starts the demo upstream on a free port; returns the child and its address.
@@ -170,7 +192,8 @@ impl Gateway {
         let dir = TempDir::new("gw");
         let (upstream, upstream_addr) = start_upstream();
         let (listen, admin) = (free_port(), free_port());
-        let template = std::fs::read_to_string(repo_root().join("envoy/gateway.yaml.tmpl")).unwrap_or_default();
+        let template = std::fs::read_to_string(repo_root().join("envoy/gateway.yaml.tmpl"))
+            .unwrap_or_default();
         let ro = RenderOptions {
             listen_port: listen,
             admin_port: admin,
@@ -180,7 +203,8 @@ impl Gateway {
             envoy_normalize_path: opts.envoy_normalize_path,
             format: opts.format,
         };
-        let yaml = render::render(&template, &opts.policies, &ro).unwrap_or_else(|e| panic!("render: {e}"));
+        let yaml = render::render(&template, &opts.policies, &ro)
+            .unwrap_or_else(|e| panic!("render: {e}"));
         let cfg_path = dir.0.join("envoy.yaml");
         let log_path = dir.0.join("envoy.log");
         std::fs::write(&cfg_path, yaml).unwrap_or_else(|e| panic!("{e}"));
@@ -189,7 +213,13 @@ impl Gateway {
             .arg("-c")
             .arg(&cfg_path)
             .args(["--concurrency", &opts.concurrency.to_string()])
-            .args(["--disable-hot-restart", "--log-level", "info", "--component-log-level", "wasm:debug"])
+            .args([
+                "--disable-hot-restart",
+                "--log-level",
+                "info",
+                "--component-log-level",
+                "wasm:debug",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -210,12 +240,17 @@ impl Gateway {
             if let Ok(Some(_)) = gw.envoy.try_wait() {
                 return Some(Started::Exited(gw.log()));
             }
-            let ready = http::send(gw.admin, &Request::get("/ready")).is_ok_and(|r| r.status == 200)
+            let ready = http::send(gw.admin, &Request::get("/ready"))
+                .is_ok_and(|r| r.status == 200)
                 && std::net::TcpStream::connect(gw.addr).is_ok();
             if ready {
                 return Some(Started::Ready(gw));
             }
-            assert!(Instant::now() < deadline, "Envoy not ready after 60 s:\n{}", gw.log());
+            assert!(
+                Instant::now() < deadline,
+                "Envoy not ready after 60 s:\n{}",
+                gw.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -227,30 +262,42 @@ impl Gateway {
 
     /// Sends a request through the gateway on a new connection.
     pub fn send(&self, req: &Request) -> Response {
-        http::send(self.addr, req).unwrap_or_else(|e| panic!("request through Envoy failed: {e}\n{}", self.log_tail()))
+        http::send(self.addr, req)
+            .unwrap_or_else(|e| panic!("request through Envoy failed: {e}\n{}", self.log_tail()))
     }
 
     /// Value of a counter from the admin `/stats` endpoint.
     pub fn stat(&self, name: &str) -> Option<u64> {
-        let r = http::send(self.admin, &Request::get(&format!("/stats?filter=^{name}$"))).ok()?;
-        r.body_str().lines().find_map(|l| l.strip_prefix(&format!("{name}: "))?.trim().parse().ok())
+        let r = http::send(
+            self.admin,
+            &Request::get(&format!("/stats?filter=^{name}$")),
+        )
+        .ok()?;
+        r.body_str()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: "))?.trim().parse().ok())
     }
 
     /// Body of the admin `/stats/prometheus` endpoint.
     pub fn prometheus(&self) -> String {
-        http::send(self.admin, &Request::get("/stats/prometheus")).map(|r| r.body_str()).unwrap_or_default()
+        http::send(self.admin, &Request::get("/stats/prometheus"))
+            .map(|r| r.body_str())
+            .unwrap_or_default()
     }
 
     /// Every request the upstream has recorded.
     pub fn upstream_requests(&self) -> Vec<Value> {
-        let r = http::send(self.upstream_addr, &Request::get("/__admin/requests")).unwrap_or_else(|e| panic!("upstream recorder: {e}"));
+        let r = http::send(self.upstream_addr, &Request::get("/__admin/requests"))
+            .unwrap_or_else(|e| panic!("upstream recorder: {e}"));
         r.json()["requests"].as_array().cloned().unwrap_or_default()
     }
 
     /// The upstream's record of the request carrying `x-test-id: id`, if it got there.
     pub fn upstream_saw(&self, id: &str) -> Option<Value> {
         self.upstream_requests().into_iter().find(|r| {
-            r["headers"].as_array().is_some_and(|h| h.iter().any(|kv| kv[0] == "x-test-id" && kv[1] == id))
+            r["headers"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|kv| kv[0] == "x-test-id" && kv[1] == id))
         })
     }
 
@@ -273,7 +320,10 @@ pub struct LogOnFailure<'a>(&'a Gateway);
 impl Drop for LogOnFailure<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("---- Envoy log (tail) ----\n{}\n---- end of Envoy log ----", self.0.log_tail());
+            eprintln!(
+                "---- Envoy log (tail) ----\n{}\n---- end of Envoy log ----",
+                self.0.log_tail()
+            );
         }
     }
 }
@@ -281,7 +331,10 @@ impl Drop for LogOnFailure<'_> {
 impl Drop for Gateway {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("---- Envoy log (tail) ----\n{}\n---- end of Envoy log ----", self.log_tail());
+            eprintln!(
+                "---- Envoy log (tail) ----\n{}\n---- end of Envoy log ----",
+                self.log_tail()
+            );
         }
         let _ = self.envoy.kill();
         let _ = self.upstream.kill();
@@ -293,5 +346,9 @@ impl Drop for Gateway {
 /// A process-unique id to tag a request with (`x-test-id`) and find it at the upstream.
 pub fn test_id(tag: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }

@@ -13,7 +13,8 @@ const AUD: &str = "portcullis-demo-api";
 /// One gateway shared by the tests of this file (each test tags its requests to find them).
 fn gw() -> Option<&'static Gateway> {
     static G: OnceLock<Option<Gateway>> = OnceLock::new();
-    G.get_or_init(|| Gateway::start(GatewayOptions::default())).as_ref()
+    G.get_or_init(|| Gateway::start(GatewayOptions::default()))
+        .as_ref()
 }
 
 macro_rules! gateway {
@@ -26,7 +27,10 @@ macro_rules! gateway {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 fn key(file: &str) -> Vec<u8> {
@@ -39,15 +43,33 @@ fn claims(tenant: &str, scope: &str) -> Value {
 }
 
 fn rs256(claims: &Value) -> String {
-    sign_raw(SigningAlg::RS256, &key("demo-rs256.key.pem"), &json!({"alg": "RS256", "kid": "demo-rs256", "typ": "JWT"}), claims).unwrap()
+    sign_raw(
+        SigningAlg::RS256,
+        &key("demo-rs256.key.pem"),
+        &json!({"alg": "RS256", "kid": "demo-rs256", "typ": "JWT"}),
+        claims,
+    )
+    .unwrap()
 }
 
 fn es256(claims: &Value) -> String {
-    sign_raw(SigningAlg::ES256, &key("demo-es256.key.pem"), &json!({"alg": "ES256", "kid": "demo-es256"}), claims).unwrap()
+    sign_raw(
+        SigningAlg::ES256,
+        &key("demo-es256.key.pem"),
+        &json!({"alg": "ES256", "kid": "demo-es256"}),
+        claims,
+    )
+    .unwrap()
 }
 
 fn with_header(header: Value, claims: &Value) -> String {
-    sign_raw(SigningAlg::RS256, &key("demo-rs256.key.pem"), &header, claims).unwrap()
+    sign_raw(
+        SigningAlg::RS256,
+        &key("demo-rs256.key.pem"),
+        &header,
+        claims,
+    )
+    .unwrap()
 }
 
 const LIST_ACME: &str = "/api/v1/tenants/acme/customers";
@@ -63,7 +85,11 @@ fn get(g: &Gateway, path: &str, token: Option<&str>) -> Response {
 /// Asserts a denial: status, reason (header and problem+json body agree), no token echoed.
 fn assert_denied(r: &Response, status: u16, reason: &str, token: Option<&str>) {
     let body = r.body_str();
-    assert_eq!(r.status, status, "want {status} {reason}, got {} {body}", r.status);
+    assert_eq!(
+        r.status, status,
+        "want {status} {reason}, got {} {body}",
+        r.status
+    );
     assert_eq!(r.header("x-portcullis-reason"), Some(reason), "{body}");
     assert_eq!(r.header("content-type"), Some("application/problem+json"));
     let v = r.json();
@@ -71,9 +97,15 @@ fn assert_denied(r: &Response, status: u16, reason: &str, token: Option<&str>) {
     assert_eq!(v["status"], status);
     assert_eq!(v["filter"], "authn");
     if let Some(t) = token {
-        assert!(!body.contains(t) && !body.contains(&t[..t.len().min(40)]), "token echoed in body");
+        assert!(
+            !body.contains(t) && !body.contains(&t[..t.len().min(40)]),
+            "token echoed in body"
+        );
         for (_, v) in &r.headers {
-            assert!(!v.contains(&t[..t.len().min(40)]), "token echoed in a header");
+            assert!(
+                !v.contains(&t[..t.len().min(40)]),
+                "token echoed in a header"
+            );
         }
     }
     if status == 401 {
@@ -88,16 +120,28 @@ fn assert_denied(r: &Response, status: u16, reason: &str, token: Option<&str>) {
 fn header_of(rec: &Value, name: &str) -> Vec<String> {
     rec["headers"]
         .as_array()
-        .map(|h| h.iter().filter(|kv| kv[0] == name).filter_map(|kv| kv[1].as_str().map(str::to_string)).collect())
+        .map(|h| {
+            h.iter()
+                .filter(|kv| kv[0] == name)
+                .filter_map(|kv| kv[1].as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 #[test]
 fn valid_token_reaches_upstream_with_identity_headers() {
     let (g, _log) = gateway!();
-    for token in [rs256(&claims("acme", "customers:read")), es256(&claims("acme", "customers:read"))] {
+    for token in [
+        rs256(&claims("acme", "customers:read")),
+        es256(&claims("acme", "customers:read")),
+    ] {
         let id = harness::test_id("valid");
-        let r = g.send(&Request::get(LIST_ACME).bearer(&token).header("x-test-id", &id));
+        let r = g.send(
+            &Request::get(LIST_ACME)
+                .bearer(&token)
+                .header("x-test-id", &id),
+        );
         assert_eq!(r.status, 200, "{}", r.body_str());
         assert_eq!(r.json()["tenant"], "acme");
         let rec = g.upstream_saw(&id).expect("request reached the upstream");
@@ -105,7 +149,10 @@ fn valid_token_reaches_upstream_with_identity_headers() {
         assert_eq!(header_of(&rec, "x-portcullis-subject"), ["user-1"]);
         assert_eq!(header_of(&rec, "x-portcullis-app"), ["crm-sync"]);
         assert_eq!(header_of(&rec, "x-portcullis-scopes"), ["customers:read"]);
-        assert!(header_of(&rec, "authorization").is_empty(), "token is not forwarded by default");
+        assert!(
+            header_of(&rec, "authorization").is_empty(),
+            "token is not forwarded by default"
+        );
     }
 }
 
@@ -121,7 +168,11 @@ fn client_forged_identity_headers_are_stripped() {
             .header("x-portcullis-admin", "true")
     };
     let id = harness::test_id("forged-auth");
-    let r = g.send(&forged(Request::get(LIST_ACME).bearer(&token).header("x-test-id", &id)));
+    let r = g.send(&forged(
+        Request::get(LIST_ACME)
+            .bearer(&token)
+            .header("x-test-id", &id),
+    ));
     assert_eq!(r.status, 200);
     let rec = g.upstream_saw(&id).unwrap();
     assert_eq!(header_of(&rec, "x-portcullis-tenant"), ["acme"]);
@@ -133,7 +184,13 @@ fn client_forged_identity_headers_are_stripped() {
     let r = g.send(&forged(Request::get("/healthz").header("x-test-id", &id)));
     assert_eq!(r.status, 200);
     let rec = g.upstream_saw(&id).unwrap();
-    for h in ["x-portcullis-tenant", "x-portcullis-scopes", "x-portcullis-subject", "x-portcullis-app", "x-portcullis-admin"] {
+    for h in [
+        "x-portcullis-tenant",
+        "x-portcullis-scopes",
+        "x-portcullis-subject",
+        "x-portcullis-app",
+        "x-portcullis-admin",
+    ] {
         assert!(header_of(&rec, h).is_empty(), "{h} reached the upstream");
     }
 }
@@ -150,7 +207,12 @@ fn anonymous_route_needs_no_token() {
 fn unmatched_route_is_denied() {
     let (g, _log) = gateway!();
     let token = rs256(&claims("acme", "customers:read customers:write"));
-    assert_denied(&get(g, "/api/v2/everything", Some(&token)), 403, "route_not_allowed", Some(&token));
+    assert_denied(
+        &get(g, "/api/v2/everything", Some(&token)),
+        403,
+        "route_not_allowed",
+        Some(&token),
+    );
     assert_denied(&get(g, "/", None), 403, "route_not_allowed", None);
     let r = g.send(&Request::new("DELETE", LIST_ACME).bearer(&token));
     assert_denied(&r, 403, "route_not_allowed", Some(&token));
@@ -161,10 +223,16 @@ fn tenant_boundary_allows_own_tenant_only() {
     let (g, _log) = gateway!();
     let token = rs256(&claims("acme", "customers:read"));
     assert_eq!(get(g, LIST_ACME, Some(&token)).status, 200);
-    assert_eq!(get(g, "/api/v1/tenants/acme/customers/c-1001", Some(&token)).status, 200);
+    assert_eq!(
+        get(g, "/api/v1/tenants/acme/customers/c-1001", Some(&token)).status,
+        200
+    );
     let r = get(g, "/api/v1/tenants/globex/customers", Some(&token));
     assert_denied(&r, 403, "tenant_boundary", Some(&token));
-    assert!(r.header("www-authenticate").unwrap_or_default().contains("insufficient_scope"));
+    assert!(r
+        .header("www-authenticate")
+        .unwrap_or_default()
+        .contains("insufficient_scope"));
 }
 
 #[test]
@@ -185,16 +253,27 @@ fn path_tricks_cannot_cross_tenants() {
         assert_denied(&r, 403, "tenant_boundary", Some(&token));
         assert!(g.upstream_saw(&id).is_none(), "{path} reached the upstream");
     }
-    for path in ["/api/v1/tenants/acme%2f..%2fglobex/customers", "/api/v1/tenants/acme%5c..%5cglobex/customers", "/api/v1/tenants/ac%00me/customers"] {
+    for path in [
+        "/api/v1/tenants/acme%2f..%2fglobex/customers",
+        "/api/v1/tenants/acme%5c..%5cglobex/customers",
+        "/api/v1/tenants/ac%00me/customers",
+    ] {
         let r = get(g, path, Some(&token));
         assert_denied(&r, 400, "invalid_path", Some(&token));
     }
     // A detour that lands on the caller's own tenant is allowed, and the upstream receives the
     // normalised path that was authorised, not the raw one.
     let id = harness::test_id("detour");
-    let r = g.send(&Request::get("/api/v1/tenants/globex/../acme//customers?limit=5").bearer(&token).header("x-test-id", &id));
+    let r = g.send(
+        &Request::get("/api/v1/tenants/globex/../acme//customers?limit=5")
+            .bearer(&token)
+            .header("x-test-id", &id),
+    );
     assert_eq!(r.status, 200, "{}", r.body_str());
-    assert_eq!(g.upstream_saw(&id).unwrap()["path"], "/api/v1/tenants/acme/customers?limit=5");
+    assert_eq!(
+        g.upstream_saw(&id).unwrap()["path"],
+        "/api/v1/tenants/acme/customers?limit=5"
+    );
 }
 
 #[test]
@@ -203,8 +282,18 @@ fn scopes_match_whole_tokens_only() {
     let read = rs256(&claims("acme", "customers:read"));
     let admin = rs256(&claims("acme", "customers:read:admin"));
     let audit = "/api/v1/tenants/acme/customers/c-1001/audit";
-    assert_denied(&get(g, audit, Some(&read)), 403, "missing_scope", Some(&read));
-    assert_denied(&get(g, LIST_ACME, Some(&admin)), 403, "missing_scope", Some(&admin));
+    assert_denied(
+        &get(g, audit, Some(&read)),
+        403,
+        "missing_scope",
+        Some(&read),
+    );
+    assert_denied(
+        &get(g, LIST_ACME, Some(&admin)),
+        403,
+        "missing_scope",
+        Some(&admin),
+    );
     // The audit route passes authn with the exact scope (the demo upstream has no such page).
     assert_eq!(get(g, audit, Some(&admin)).status, 404);
     // `scp` arrays are read too.
@@ -219,15 +308,33 @@ fn roles_and_claim_bindings_are_enforced() {
     let (g, _log) = gateway!();
     let export = "/api/v1/tenants/acme/reports/export";
     let no_role = rs256(&claims("acme", "reports:export"));
-    assert_denied(&g.send(&Request::post(export, "{}").bearer(&no_role)), 403, "missing_role", Some(&no_role));
+    assert_denied(
+        &g.send(&Request::post(export, "{}").bearer(&no_role)),
+        403,
+        "missing_role",
+        Some(&no_role),
+    );
     let mut c = claims("acme", "reports:export");
     c["roles"] = json!(["analyst"]);
-    assert_eq!(g.send(&Request::post(export, "{}").bearer(&rs256(&c)).header("content-type", "application/json")).status, 202);
+    assert_eq!(
+        g.send(
+            &Request::post(export, "{}")
+                .bearer(&rs256(&c))
+                .header("content-type", "application/json")
+        )
+        .status,
+        202
+    );
 
     let mut eu = claims("acme", "customers:read");
     eu["region"] = json!("eu");
     let eu = rs256(&eu);
-    assert_denied(&get(g, "/api/v1/regions/us/tenants/acme/customers", Some(&eu)), 403, "claim_mismatch", Some(&eu));
+    assert_denied(
+        &get(g, "/api/v1/regions/us/tenants/acme/customers", Some(&eu)),
+        403,
+        "claim_mismatch",
+        Some(&eu),
+    );
     // Passes authn (the demo upstream has no regional route, hence 404 from it).
     let r = get(g, "/api/v1/regions/eu/tenants/acme/customers", Some(&eu));
     assert_eq!(r.status, 404);
@@ -244,13 +351,26 @@ fn hostile_and_invalid_tokens_are_rejected_with_the_right_reason() {
     };
     let mut cases: Vec<(&str, String, u16, &str)> = Vec::new();
     for alg in ["none", "None", "NONE", "nOnE"] {
-        cases.push(("alg none", format!("{}.{}.", enc(&json!({"alg": alg})), enc(&c)), 401, "unsupported_algorithm"));
+        cases.push((
+            "alg none",
+            format!("{}.{}.", enc(&json!({"alg": alg})), enc(&c)),
+            401,
+            "unsupported_algorithm",
+        ));
     }
     // Key confusion: HS256 keyed with the RSA public key.
-    let rsa_pub = std::fs::read_to_string(harness::repo_root().join("policies/demo-keys/demo-jwks.json")).unwrap();
+    let rsa_pub =
+        std::fs::read_to_string(harness::repo_root().join("policies/demo-keys/demo-jwks.json"))
+            .unwrap();
     cases.push((
         "hs256 with rsa public key",
-        sign_raw(SigningAlg::HS256, rsa_pub.as_bytes(), &json!({"alg": "HS256", "kid": "demo-rs256"}), &c).unwrap(),
+        sign_raw(
+            SigningAlg::HS256,
+            rsa_pub.as_bytes(),
+            &json!({"alg": "HS256", "kid": "demo-rs256"}),
+            &c,
+        )
+        .unwrap(),
         401,
         "unsupported_algorithm",
     ));
@@ -260,12 +380,42 @@ fn hostile_and_invalid_tokens_are_rejected_with_the_right_reason() {
         ES256KeyPair::generate().to_pem().unwrap()
     };
     let evil = |h: Value| sign_raw(SigningAlg::ES256, attacker.as_bytes(), &h, &c).unwrap();
-    cases.push(("embedded jwk", evil(json!({"alg": "ES256", "jwk": {"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}})), 401, "invalid_signature"));
-    cases.push(("jku elsewhere", evil(json!({"alg": "ES256", "kid": "demo-es256", "jku": "https://evil.example/jwks.json"})), 401, "invalid_signature"));
-    cases.push(("jku with own kid", evil(json!({"alg": "ES256", "kid": "evil", "jku": "https://evil.example/jwks.json"})), 401, "unknown_key"));
-    cases.push(("kid traversal", with_header(json!({"alg": "RS256", "kid": "../../../../etc/passwd"}), &c), 401, "unknown_key"));
-    cases.push(("kid junk", with_header(json!({"alg": "RS256", "kid": "x".repeat(1024)}), &c), 401, "unknown_key"));
-    cases.push(("unknown kid", with_header(json!({"alg": "RS256", "kid": "rotated-away"}), &c), 401, "unknown_key"));
+    cases.push((
+        "embedded jwk",
+        evil(json!({"alg": "ES256", "jwk": {"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}})),
+        401,
+        "invalid_signature",
+    ));
+    cases.push((
+        "jku elsewhere",
+        evil(json!({"alg": "ES256", "kid": "demo-es256", "jku": "https://evil.example/jwks.json"})),
+        401,
+        "invalid_signature",
+    ));
+    cases.push((
+        "jku with own kid",
+        evil(json!({"alg": "ES256", "kid": "evil", "jku": "https://evil.example/jwks.json"})),
+        401,
+        "unknown_key",
+    ));
+    cases.push((
+        "kid traversal",
+        with_header(json!({"alg": "RS256", "kid": "../../../../etc/passwd"}), &c),
+        401,
+        "unknown_key",
+    ));
+    cases.push((
+        "kid junk",
+        with_header(json!({"alg": "RS256", "kid": "x".repeat(1024)}), &c),
+        401,
+        "unknown_key",
+    ));
+    cases.push((
+        "unknown kid",
+        with_header(json!({"alg": "RS256", "kid": "rotated-away"}), &c),
+        401,
+        "unknown_key",
+    ));
     let with = |k: &str, v: Value| {
         let mut x = c.clone();
         x[k] = v;
@@ -276,24 +426,92 @@ fn hostile_and_invalid_tokens_are_rejected_with_the_right_reason() {
         x.as_object_mut().unwrap().remove(k);
         x
     };
-    cases.push(("expired past skew", rs256(&with("exp", json!(now() - 60 - 10))), 401, "token_expired"));
-    cases.push(("nbf in future", rs256(&with("nbf", json!(now() + 600))), 401, "token_not_yet_valid"));
-    cases.push(("iat in future", rs256(&with("iat", json!(now() + 600))), 401, "token_not_yet_valid"));
+    cases.push((
+        "expired past skew",
+        rs256(&with("exp", json!(now() - 60 - 10))),
+        401,
+        "token_expired",
+    ));
+    cases.push((
+        "nbf in future",
+        rs256(&with("nbf", json!(now() + 600))),
+        401,
+        "token_not_yet_valid",
+    ));
+    cases.push((
+        "iat in future",
+        rs256(&with("iat", json!(now() + 600))),
+        401,
+        "token_not_yet_valid",
+    ));
     cases.push(("missing exp", rs256(&without("exp")), 401, "missing_claim"));
-    cases.push(("wrong iss", rs256(&with("iss", json!("https://evil.example"))), 401, "invalid_issuer"));
-    cases.push(("wrong aud", rs256(&with("aud", json!("other-api"))), 401, "invalid_audience"));
-    cases.push(("aud array without match", rs256(&with("aud", json!(["a", "b"]))), 401, "invalid_audience"));
-    cases.push(("non-numeric exp", rs256(&with("exp", json!("tomorrow"))), 401, "malformed_token"));
-    cases.push(("unknown crit", with_header(json!({"alg": "RS256", "kid": "demo-rs256", "crit": ["x-custom"], "x-custom": 1}), &c), 401, "invalid_token"));
-    cases.push(("token over 8 KiB", rs256(&with("pad", json!("p".repeat(8 * 1024)))), 401, "token_too_large"));
-    cases.push(("malformed base64", "eyJhbGciOiJSUzI1NiJ9.*not base64*.AAAA".to_string(), 401, "malformed_token"));
-    cases.push(("two segments", "eyJhbGciOiJSUzI1NiJ9.e30".to_string(), 401, "malformed_token"));
-    cases.push(("four segments", format!("{}.x", rs256(&c)), 401, "malformed_token"));
+    cases.push((
+        "wrong iss",
+        rs256(&with("iss", json!("https://evil.example"))),
+        401,
+        "invalid_issuer",
+    ));
+    cases.push((
+        "wrong aud",
+        rs256(&with("aud", json!("other-api"))),
+        401,
+        "invalid_audience",
+    ));
+    cases.push((
+        "aud array without match",
+        rs256(&with("aud", json!(["a", "b"]))),
+        401,
+        "invalid_audience",
+    ));
+    cases.push((
+        "non-numeric exp",
+        rs256(&with("exp", json!("tomorrow"))),
+        401,
+        "malformed_token",
+    ));
+    cases.push((
+        "unknown crit",
+        with_header(
+            json!({"alg": "RS256", "kid": "demo-rs256", "crit": ["x-custom"], "x-custom": 1}),
+            &c,
+        ),
+        401,
+        "invalid_token",
+    ));
+    cases.push((
+        "token over 8 KiB",
+        rs256(&with("pad", json!("p".repeat(8 * 1024)))),
+        401,
+        "token_too_large",
+    ));
+    cases.push((
+        "malformed base64",
+        "eyJhbGciOiJSUzI1NiJ9.*not base64*.AAAA".to_string(),
+        401,
+        "malformed_token",
+    ));
+    cases.push((
+        "two segments",
+        "eyJhbGciOiJSUzI1NiJ9.e30".to_string(),
+        401,
+        "malformed_token",
+    ));
+    cases.push((
+        "four segments",
+        format!("{}.x", rs256(&c)),
+        401,
+        "malformed_token",
+    ));
     // ECDSA with r = s = 0.
-    let zero_sig = format!("{}.{}.{}", enc(&json!({"alg": "ES256", "kid": "demo-es256"})), enc(&c), {
-        use base64::Engine;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([0u8; 64])
-    });
+    let zero_sig = format!(
+        "{}.{}.{}",
+        enc(&json!({"alg": "ES256", "kid": "demo-es256"})),
+        enc(&c),
+        {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([0u8; 64])
+        }
+    );
     cases.push(("ecdsa r=s=0", zero_sig, 401, "invalid_signature"));
     // One flipped bit in the header, the payload or the signature.
     let good = rs256(&c);
@@ -306,25 +524,64 @@ fn hostile_and_invalid_tokens_are_rejected_with_the_right_reason() {
         e.encode(s.replacen(from, to, 1))
     };
     // 'T' (0x54) -> 'U' (0x55) and '1' (0x31) -> '0' (0x30) are single-bit flips.
-    cases.push(("bit flip header", format!("{}.{}.{}", flip_json(parts[0], "JWT", "JWU"), parts[1], parts[2]), 401, "invalid_signature"));
-    cases.push(("bit flip payload", format!("{}.{}.{}", parts[0], flip_json(parts[1], "user-1", "user-0"), parts[2]), 401, "invalid_signature"));
+    cases.push((
+        "bit flip header",
+        format!(
+            "{}.{}.{}",
+            flip_json(parts[0], "JWT", "JWU"),
+            parts[1],
+            parts[2]
+        ),
+        401,
+        "invalid_signature",
+    ));
+    cases.push((
+        "bit flip payload",
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            flip_json(parts[1], "user-1", "user-0"),
+            parts[2]
+        ),
+        401,
+        "invalid_signature",
+    ));
     let mut sig = {
         use base64::Engine;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[2]).unwrap()
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(parts[2])
+            .unwrap()
     };
     sig[100] ^= 0x01;
     let sig = {
         use base64::Engine;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig)
     };
-    cases.push(("bit flip signature", format!("{}.{}.{sig}", parts[0], parts[1]), 401, "invalid_signature"));
+    cases.push((
+        "bit flip signature",
+        format!("{}.{}.{sig}", parts[0], parts[1]),
+        401,
+        "invalid_signature",
+    ));
 
     for (name, token, status, reason) in &cases {
         let id = harness::test_id("hostile");
-        let r = g.send(&Request::get(LIST_ACME).bearer(token).header("x-test-id", &id));
-        assert_eq!((r.status, r.header("x-portcullis-reason")), (*status, Some(*reason)), "case `{name}`: {}", r.body_str());
+        let r = g.send(
+            &Request::get(LIST_ACME)
+                .bearer(token)
+                .header("x-test-id", &id),
+        );
+        assert_eq!(
+            (r.status, r.header("x-portcullis-reason")),
+            (*status, Some(*reason)),
+            "case `{name}`: {}",
+            r.body_str()
+        );
         assert_denied(&r, *status, reason, Some(token));
-        assert!(g.upstream_saw(&id).is_none(), "case `{name}` reached the upstream");
+        assert!(
+            g.upstream_saw(&id).is_none(),
+            "case `{name}` reached the upstream"
+        );
     }
 }
 
@@ -337,7 +594,12 @@ fn expiry_is_enforced_at_the_skew_boundary() {
     assert_eq!(get(g, LIST_ACME, Some(&rs256(&inside))).status, 200);
     let mut outside = c;
     outside["exp"] = json!(now() - 60 - 2);
-    assert_denied(&get(g, LIST_ACME, Some(&rs256(&outside))), 401, "token_expired", None);
+    assert_denied(
+        &get(g, LIST_ACME, Some(&rs256(&outside))),
+        401,
+        "token_expired",
+        None,
+    );
 }
 
 #[test]
@@ -347,11 +609,20 @@ fn missing_and_duplicate_tokens() {
     let t = rs256(&claims("acme", "customers:read"));
     let r = g.send(&Request::get(LIST_ACME).bearer(&t).bearer(&t));
     assert_denied(&r, 400, "multiple_tokens", Some(&t));
-    assert!(r.header("www-authenticate").unwrap_or_default().contains("invalid_request"));
-    let r = g.send(&Request::get(LIST_ACME).header("authorization", &format!("Bearer {t}, Bearer {t}")));
+    assert!(r
+        .header("www-authenticate")
+        .unwrap_or_default()
+        .contains("invalid_request"));
+    let r = g
+        .send(&Request::get(LIST_ACME).header("authorization", &format!("Bearer {t}, Bearer {t}")));
     assert_denied(&r, 400, "multiple_tokens", Some(&t));
     // The query string is not a token source unless configured.
-    assert_denied(&get(g, &format!("{LIST_ACME}?access_token={t}"), None), 401, "missing_token", None);
+    assert_denied(
+        &get(g, &format!("{LIST_ACME}?access_token={t}"), None),
+        401,
+        "missing_token",
+        None,
+    );
 }
 
 #[test]
@@ -367,7 +638,10 @@ fn repeat_requests_hit_the_verified_token_cache_and_metrics_are_exported() {
     assert!(hits >= 4, "cache hits {hits}");
     assert!(g.stat("wasmcustom.portcullis.authn.allowed").unwrap_or(0) >= 6);
     let prom = g.prometheus();
-    assert!(prom.contains("portcullis_authn_allowed"), "prometheus output lacks authn metrics");
+    assert!(
+        prom.contains("portcullis_authn_allowed"),
+        "prometheus output lacks authn metrics"
+    );
     assert!(prom.contains("portcullis_authn_denied_tenant_boundary") || prom.contains("denied"));
 }
 
@@ -375,13 +649,21 @@ fn repeat_requests_hit_the_verified_token_cache_and_metrics_are_exported() {
 fn a_bad_config_fails_to_load_with_a_clear_log_line() {
     let mut policies = harness::demo_policies();
     policies.authn["routes"][1]["require"]["scopez"] = json!(["customers:read"]);
-    let Some(started) = Gateway::try_start(GatewayOptions { policies, ..GatewayOptions::default() }) else { return };
+    let Some(started) = Gateway::try_start(GatewayOptions {
+        policies,
+        ..GatewayOptions::default()
+    }) else {
+        return;
+    };
     let log = match started {
         Started::Exited(log) => log,
         Started::Ready(g) => {
             // Envoy may stay up with the listener rejected; the request must not pass unchecked.
             let r = get(&g, "/healthz", None);
-            assert_ne!(r.status, 200, "a broken authn config must not let traffic through");
+            assert_ne!(
+                r.status, 200,
+                "a broken authn config must not let traffic through"
+            );
             g.log()
         }
     };
@@ -393,10 +675,21 @@ fn a_bad_config_fails_to_load_with_a_clear_log_line() {
 
 #[test]
 fn json_string_config_is_accepted_too() {
-    let opts = GatewayOptions { format: portcullis_cli::render::ConfigFormat::Json, concurrency: 1, ..GatewayOptions::default() };
-    let Some(g) = Gateway::start(opts) else { return };
+    let opts = GatewayOptions {
+        format: portcullis_cli::render::ConfigFormat::Json,
+        concurrency: 1,
+        ..GatewayOptions::default()
+    };
+    let Some(g) = Gateway::start(opts) else {
+        return;
+    };
     let _log = g.log_on_failure();
     let t = es256(&claims("acme", "customers:read"));
     assert_eq!(get(&g, LIST_ACME, Some(&t)).status, 200);
-    assert_denied(&get(&g, "/api/v1/tenants/globex/customers", Some(&t)), 403, "tenant_boundary", Some(&t));
+    assert_denied(
+        &get(&g, "/api/v1/tenants/globex/customers", Some(&t)),
+        403,
+        "tenant_boundary",
+        Some(&t),
+    );
 }

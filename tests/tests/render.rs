@@ -6,16 +6,28 @@ use std::process::Command;
 
 #[test]
 fn rendered_configs_pass_envoy_validate() {
-    let Some(envoy) = harness::envoy_binary() else { return };
+    let Some(envoy) = harness::envoy_binary() else {
+        return;
+    };
     let policies = harness::demo_policies();
-    let template = std::fs::read_to_string(harness::repo_root().join("envoy/gateway.yaml.tmpl")).unwrap();
+    let template =
+        std::fs::read_to_string(harness::repo_root().join("envoy/gateway.yaml.tmpl")).unwrap();
     let dir = TempDir::new("validate");
     for format in [ConfigFormat::Json, ConfigFormat::Struct] {
         for normalize in [true, false] {
-            let opts = RenderOptions { format, envoy_normalize_path: normalize, wasm_dir: harness::dist_dir(), ..Default::default() };
+            let opts = RenderOptions {
+                format,
+                envoy_normalize_path: normalize,
+                wasm_dir: harness::dist_dir(),
+                ..Default::default()
+            };
             let path = dir.0.join(format!("envoy-{format:?}-{normalize}.yaml"));
             std::fs::write(&path, render::render(&template, &policies, &opts).unwrap()).unwrap();
-            let out = Command::new(&envoy).args(["--mode", "validate", "--log-level", "warn", "-c"]).arg(&path).output().unwrap();
+            let out = Command::new(&envoy)
+                .args(["--mode", "validate", "--log-level", "warn", "-c"])
+                .arg(&path)
+                .output()
+                .unwrap();
             assert!(
                 out.status.success(),
                 "{format:?}/{normalize}: envoy --mode validate failed:\n{}{}",
