@@ -149,14 +149,26 @@ fn reap_with_parent(pids: &[u32]) {
         .spawn();
 }
 
+/// The `demo-upstream` binary cargo builds beside the test executables (`target/<profile>/`).
+pub fn upstream_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // Test executables live in target/<profile>/deps/; binaries one level up.
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    dir.join(format!("demo-upstream{}", std::env::consts::EXE_SUFFIX))
+}
+
 /// Starts the demo upstream on a free port; returns the child and its address.
 pub fn start_upstream() -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_demo-upstream"))
+    let mut child = Command::new(upstream_binary())
         .args(["--listen", "127.0.0.1:0", "--quiet"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("demo-upstream: {e}"));
+        .unwrap_or_else(|e| panic!("{}: {e}", upstream_binary().display()));
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {
         let _ = BufReader::new(out).read_line(&mut line);

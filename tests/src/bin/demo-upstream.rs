@@ -1,0 +1,383 @@
+//! demo-upstream: a small CRM-style customers API behind the Portcullis gateway, for the
+//! `make run` demo and the integration tests. It records every request it receives (headers,
+//! body) so tests can assert exactly what reached the upstream.
+//!
+//! std only: one thread per connection, HTTP/1.1 with keep-alive, `content-length` and
+//! chunked request bodies. The data is fake but shaped like real CRM records (e-mail, phone,
+//! SSN, card number, IBAN, consent flags) so the masking filter has something to mask.
+
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+const RECORD_LIMIT: usize = 10_000;
+
+/// What the upstream saw of one request.
+struct Recorder {
+    next_seq: u64,
+    records: VecDeque<Value>,
+}
+
+type Shared = Arc<Mutex<Recorder>>;
+
+struct Req {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Req {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+struct Resp {
+    status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
+    seq: Option<u64>,
+}
+
+fn json_resp(status: u16, v: Value) -> Resp {
+    Resp {
+        status,
+        content_type: "application/json",
+        body: v.to_string().into_bytes(),
+        seq: None,
+    }
+}
+
+fn problem(status: u16, title: &str) -> Resp {
+    Resp {
+        status,
+        content_type: "application/problem+json",
+        body: json!({"type": "about:blank", "title": title, "status": status})
+            .to_string()
+            .into_bytes(),
+        seq: None,
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        400 => "Bad Request",
+        404 => "Not Found",
+        413 => "Content Too Large",
+        _ => "Status",
+    }
+}
+
+/// Deterministic fake records for a tenant.
+fn customers(tenant: &str) -> Vec<Value> {
+    let names = [
+        ("Ada Lovelace", "ada"),
+        ("Grace Hopper", "grace"),
+        ("Alan Turing", "alan"),
+    ];
+    let cards = ["4111111111111111", "5555555555554444", "378282246310005"];
+    let ibans = [
+        "GB82WEST12345698765432",
+        "DE89370400440532013000",
+        "FR1420041010050500013M02606",
+    ];
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, (name, user))| {
+            json!({
+                "id": format!("c-{}", 1001 + i),
+                "tenant": tenant,
+                "name": name,
+                "email": format!("{user}@{tenant}.example.com"),
+                "phone": format!("+1555555{:04}", 123 + i),
+                "ssn": format!("{}-45-678{}", 123 + i, i),
+                "card_number": cards[i],
+                "iban": ibans[i],
+                "consent": {"marketing": i % 2 == 0, "analytics": true},
+                "created_at": 1_700_000_000_000u64 + i as u64 * 86_400_000,
+                "owner": format!("rep-{}", 7 + i),
+            })
+        })
+        .collect()
+}
+
+fn route(req: &Req) -> Resp {
+    let path = req.target.split('?').next().unwrap_or("");
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (req.method.as_str(), segs.as_slice()) {
+        ("GET" | "HEAD", ["healthz"]) => json_resp(200, json!({"status": "ok"})),
+        ("GET" | "HEAD", ["api", "v1", "tenants", t, "customers"]) => {
+            json_resp(200, json!({"tenant": t, "customers": customers(t)}))
+        }
+        ("GET" | "HEAD", ["api", "v1", "tenants", t, "customers", id]) => {
+            match customers(t).into_iter().find(|c| c["id"] == *id) {
+                Some(c) => json_resp(200, c),
+                None => problem(404, "Not Found"),
+            }
+        }
+        ("POST", ["api", "v1", "tenants", t, "customers"]) => {
+            match serde_json::from_slice::<Value>(&req.body) {
+                Ok(Value::Object(mut m)) => {
+                    m.insert("id".into(), json!("c-2001"));
+                    m.insert("tenant".into(), json!(t));
+                    json_resp(201, Value::Object(m))
+                }
+                _ => problem(400, "Bad Request"),
+            }
+        }
+        ("POST", ["api", "v1", "tenants", t, "reports", "export"]) => json_resp(
+            202,
+            json!({"export_id": format!("exp-{t}-1"), "status": "queued"}),
+        ),
+        _ => problem(404, "Not Found"),
+    }
+}
+
+fn admin(req: &Req, rec: &Shared) -> Option<Resp> {
+    let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
+    let mut r = rec.lock().unwrap_or_else(|p| p.into_inner());
+    match (req.method.as_str(), path) {
+        ("GET", "/__admin/requests") => {
+            let since: u64 = query
+                .strip_prefix("since=")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let list: Vec<Value> = r
+                .records
+                .iter()
+                .filter(|x| x["seq"].as_u64().unwrap_or(0) > since)
+                .cloned()
+                .collect();
+            Some(json_resp(200, json!({ "requests": list })))
+        }
+        ("GET", "/__admin/last") => Some(match r.records.back() {
+            Some(last) => json_resp(200, last.clone()),
+            None => problem(404, "Not Found"),
+        }),
+        ("POST", "/__admin/reset") => {
+            r.records.clear();
+            Some(Resp {
+                status: 204,
+                content_type: "application/json",
+                body: Vec::new(),
+                seq: None,
+            })
+        }
+        _ => None,
+    }
+}
+
+fn record(req: &Req, rec: &Shared) -> u64 {
+    let mut r = rec.lock().unwrap_or_else(|p| p.into_inner());
+    r.next_seq += 1;
+    let seq = r.next_seq;
+    let headers: Vec<Value> = req.headers.iter().map(|(k, v)| json!([k, v])).collect();
+    r.records.push_back(json!({
+        "seq": seq,
+        "method": req.method,
+        "path": req.target,
+        "headers": headers,
+        "body": String::from_utf8_lossy(&req.body),
+        "body_len": req.body.len(),
+    }));
+    while r.records.len() > RECORD_LIMIT {
+        r.records.pop_front();
+    }
+    seq
+}
+
+enum ReadError {
+    Closed,
+    Bad(u16),
+}
+
+fn read_line(r: &mut BufReader<TcpStream>, budget: &mut usize) -> Result<String, ReadError> {
+    let mut line = Vec::new();
+    let n = r
+        .by_ref()
+        .take(*budget as u64 + 1)
+        .read_until(b'\n', &mut line)
+        .map_err(|_| ReadError::Closed)?;
+    if n == 0 {
+        return Err(ReadError::Closed);
+    }
+    if n > *budget {
+        return Err(ReadError::Bad(400));
+    }
+    *budget -= n;
+    let s = String::from_utf8_lossy(&line)
+        .trim_end_matches(['\r', '\n'])
+        .to_string();
+    Ok(s)
+}
+
+fn read_request(r: &mut BufReader<TcpStream>) -> Result<Req, ReadError> {
+    let mut budget = MAX_HEADER_BYTES;
+    let first = read_line(r, &mut budget)?;
+    let mut parts = first.split(' ');
+    let (Some(method), Some(target), Some(_version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(ReadError::Bad(400));
+    };
+    let mut headers = Vec::new();
+    loop {
+        let line = read_line(r, &mut budget)?;
+        if line.is_empty() {
+            break;
+        }
+        let Some((k, v)) = line.split_once(':') else {
+            return Err(ReadError::Bad(400));
+        };
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let mut req = Req {
+        method: method.to_string(),
+        target: target.to_string(),
+        headers,
+        body: Vec::new(),
+    };
+    if req
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
+        loop {
+            let size_line = read_line(r, &mut budget)?;
+            let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| ReadError::Bad(400))?;
+            if size == 0 {
+                while !read_line(r, &mut budget)?.is_empty() {}
+                break;
+            }
+            if req.body.len() + size > MAX_BODY_BYTES {
+                return Err(ReadError::Bad(413));
+            }
+            let start = req.body.len();
+            req.body.resize(start + size, 0);
+            r.read_exact(&mut req.body[start..])
+                .map_err(|_| ReadError::Closed)?;
+            read_line(r, &mut budget)?;
+        }
+    } else if let Some(len) = req.header("content-length") {
+        let len: usize = len.parse().map_err(|_| ReadError::Bad(400))?;
+        if len > MAX_BODY_BYTES {
+            return Err(ReadError::Bad(413));
+        }
+        req.body.resize(len, 0);
+        r.read_exact(&mut req.body).map_err(|_| ReadError::Closed)?;
+    }
+    Ok(req)
+}
+
+fn write_response(s: &mut TcpStream, resp: &Resp, head: bool, close: bool) -> std::io::Result<()> {
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n",
+        resp.status,
+        reason(resp.status),
+        resp.content_type,
+        resp.body.len()
+    );
+    if let Some(seq) = resp.seq {
+        out.push_str(&format!("x-demo-request-seq: {seq}\r\n"));
+    }
+    if close {
+        out.push_str("connection: close\r\n");
+    }
+    out.push_str("\r\n");
+    s.write_all(out.as_bytes())?;
+    if !head && resp.status != 204 {
+        s.write_all(&resp.body)?;
+    }
+    s.flush()
+}
+
+fn serve(stream: TcpStream, rec: Shared, quiet: bool) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(300)));
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    loop {
+        let req = match read_request(&mut reader) {
+            Ok(r) => r,
+            Err(ReadError::Closed) => return,
+            Err(ReadError::Bad(status)) => {
+                let _ = write_response(&mut writer, &problem(status, reason(status)), false, true);
+                return;
+            }
+        };
+        let close = req
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let resp = match admin(&req, &rec) {
+            Some(r) => r,
+            None => {
+                let seq = record(&req, &rec);
+                Resp {
+                    seq: Some(seq),
+                    ..route(&req)
+                }
+            }
+        };
+        if !quiet {
+            eprintln!("{} {} {}", req.method, req.target, resp.status);
+        }
+        if write_response(&mut writer, &resp, req.method == "HEAD", close).is_err() || close {
+            return;
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut listen =
+        std::env::var("DEMO_UPSTREAM_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".into());
+    let mut quiet = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--listen" => listen = it.next().cloned().unwrap_or(listen),
+            "--quiet" => quiet = true,
+            other => {
+                eprintln!("demo-upstream: unknown argument {other}\nusage: demo-upstream [--listen 127.0.0.1:8080] [--quiet]");
+                std::process::exit(2);
+            }
+        }
+    }
+    let listener = match TcpListener::bind(&listen) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("demo-upstream: cannot listen on {listen}: {e}");
+            std::process::exit(1);
+        }
+    };
+    match listener.local_addr() {
+        Ok(addr) => println!("listening on {addr}"),
+        Err(e) => {
+            eprintln!("demo-upstream: {e}");
+            std::process::exit(1);
+        }
+    }
+    let _ = std::io::stdout().flush();
+    let rec: Shared = Arc::new(Mutex::new(Recorder {
+        next_seq: 0,
+        records: VecDeque::new(),
+    }));
+    for stream in listener.incoming().flatten() {
+        let rec = rec.clone();
+        std::thread::spawn(move || serve(stream, rec, quiet));
+    }
+}
