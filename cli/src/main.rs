@@ -126,6 +126,13 @@ fn check(args: &[String]) -> Result<()> {
         authn.providers.len(),
         authn.routes.len()
     );
+    let schema = policy::compile_schema(&p.schema)?;
+    println!(
+        "ok: {}/{}: {} route(s)",
+        dir.display(),
+        policy::SCHEMA_FILE,
+        schema.routes.len()
+    );
     Ok(())
 }
 

@@ -7,11 +7,14 @@
 
 use crate::{CliError, Result};
 use portcullis_authn::config::AuthnConfig;
+use portcullis_schema::config::SchemaConfig;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// The authn policy file inside a policy directory.
 pub const AUTHN_FILE: &str = "authn.yaml";
+/// The schema policy file inside a policy directory.
+pub const SCHEMA_FILE: &str = "schema.yaml";
 
 /// A loaded, validated policy set: the filter configs as JSON, ready to inline.
 #[derive(Debug, Clone)]
@@ -20,6 +23,10 @@ pub struct Policies {
     pub dir: PathBuf,
     /// authn filter configuration (what the filter receives).
     pub authn: Value,
+    /// schema filter configuration.
+    pub schema: Value,
+    /// Largest request body the schema policy accepts: the native buffer filter's limit.
+    pub schema_max_body_bytes: usize,
 }
 
 fn read_yaml(path: &Path) -> Result<Value> {
@@ -72,14 +79,22 @@ pub fn compile_authn(doc: &Value) -> Result<AuthnConfig> {
     AuthnConfig::from_value(doc.clone()).map_err(|e| CliError(format!("{AUTHN_FILE}: {e}")))
 }
 
+/// Compiles a schema config with the filter's own code.
+pub fn compile_schema(doc: &Value) -> Result<SchemaConfig> {
+    SchemaConfig::from_value(doc.clone()).map_err(|e| CliError(format!("{SCHEMA_FILE}: {e}")))
+}
+
 /// Loads and validates every policy file in a directory.
 pub fn load(dir: &Path) -> Result<Policies> {
-    let authn_path = dir.join(AUTHN_FILE);
-    let authn = prepare_authn(read_yaml(&authn_path)?, dir)?;
+    let authn = prepare_authn(read_yaml(&dir.join(AUTHN_FILE))?, dir)?;
     compile_authn(&authn)?;
+    let schema = read_yaml(&dir.join(SCHEMA_FILE))?;
+    let schema_max_body_bytes = compile_schema(&schema)?.max_body_bytes();
     Ok(Policies {
         dir: dir.to_path_buf(),
         authn,
+        schema,
+        schema_max_body_bytes,
     })
 }
 

@@ -86,6 +86,15 @@ pub fn render(template: &str, policies: &Policies, opts: &RenderOptions) -> Resu
             "AUTHN_CONFIGURATION",
             plugin_configuration(&policies.authn, opts.format),
         ),
+        (
+            "SCHEMA_CONFIGURATION",
+            plugin_configuration(&policies.schema, opts.format),
+        ),
+        // The buffer filter must hold at least the largest body the schema filter accepts.
+        (
+            "BUFFER_MAX_BYTES",
+            policies.schema_max_body_bytes.max(1024).to_string(),
+        ),
     ];
     let mut out = template.to_string();
     for (k, v) in &vars {

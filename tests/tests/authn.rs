@@ -318,7 +318,7 @@ fn roles_and_claim_bindings_are_enforced() {
     c["roles"] = json!(["analyst"]);
     assert_eq!(
         g.send(
-            &Request::post(export, "{}")
+            &Request::post(export, r#"{"format":"csv"}"#)
                 .bearer(&rs256(&c))
                 .header("content-type", "application/json")
         )

@@ -17,6 +17,9 @@ pub struct Denial {
     pub filter: &'static str,
     /// Extra response headers.
     pub headers: Vec<(&'static str, String)>,
+    /// Extra problem+json members (e.g. the schema filter's `errors` list); values must be
+    /// free of request data that could be secret or personal.
+    pub members: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl Denial {
@@ -33,6 +36,7 @@ impl Denial {
             detail,
             filter,
             headers: Vec::new(),
+            members: Vec::new(),
         }
     }
 
@@ -42,19 +46,29 @@ impl Denial {
         self
     }
 
+    /// Adds a problem+json member.
+    pub fn with_member(mut self, name: &'static str, value: serde_json::Value) -> Self {
+        self.members.push((name, value));
+        self
+    }
+
     /// The problem+json body (`type` is `about:blank`, so `title` is the status phrase; the
     /// `reason` and `filter` extension members carry our taxonomy).
     pub fn body(&self) -> Vec<u8> {
-        json!({
+        let mut body = json!({
             "type": "about:blank",
             "title": status_phrase(self.status),
             "status": self.status,
             "detail": self.detail,
             "reason": self.reason,
             "filter": self.filter,
-        })
-        .to_string()
-        .into_bytes()
+        });
+        if let Some(obj) = body.as_object_mut() {
+            for (k, v) in &self.members {
+                obj.insert((*k).to_string(), v.clone());
+            }
+        }
+        body.to_string().into_bytes()
     }
 
     /// All response headers, content type included.

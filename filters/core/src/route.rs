@@ -251,6 +251,11 @@ impl<T> RouteTable<T> {
             })
     }
 
+    /// The payload of the route at `index` (config order).
+    pub fn get(&self, index: usize) -> Option<&T> {
+        self.routes.get(index).map(|(_, t)| t)
+    }
+
     /// Number of routes.
     pub fn len(&self) -> usize {
         self.routes.len()
