@@ -8,6 +8,8 @@
 use crate::http::{self, Request, Response};
 use portcullis_cli::policy::{self, Policies};
 use portcullis_cli::render::{self, ConfigFormat, RenderOptions};
+use portcullis_cli::token::{sign_raw, SigningAlg};
+use serde_json::json;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
@@ -363,4 +365,45 @@ pub fn test_id(tag: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// Issuer of the demo provider in `policies/authn.yaml`.
+pub const DEMO_ISSUER: &str = "https://idp.demo.portcullis.local";
+/// Audience of the demo provider.
+pub const DEMO_AUDIENCE: &str = "portcullis-demo-api";
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A DEMO ONLY private key from `policies/demo-keys/`.
+pub fn demo_key(file: &str) -> Vec<u8> {
+    let p = repo_root().join("policies/demo-keys").join(file);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Claims the demo provider accepts, valid for 10 minutes.
+pub fn claims(tenant: &str, scope: &str) -> Value {
+    json!({"iss": DEMO_ISSUER, "aud": DEMO_AUDIENCE, "sub": "user-1", "tenant": tenant,
+           "client_id": "crm-sync", "scope": scope, "iat": now(), "exp": now() + 600})
+}
+
+/// Signs claims exactly as given with the demo RSA key (kid `demo-rs256`).
+pub fn rs256(claims: &Value) -> String {
+    sign_raw(
+        SigningAlg::RS256,
+        &demo_key("demo-rs256.key.pem"),
+        &json!({"alg": "RS256", "kid": "demo-rs256", "typ": "JWT"}),
+        claims,
+    )
+    .unwrap_or_else(|e| panic!("signing: {e}"))
+}
+
+/// A demo token for a tenant with space-separated scopes.
+pub fn demo_token(tenant: &str, scope: &str) -> String {
+    rs256(&claims(tenant, scope))
 }

@@ -2,13 +2,12 @@
 //! the demo upstream. Each test asserts only what a client, the upstream or `/stats` can observe.
 
 use portcullis_cli::token::{sign_raw, SigningAlg};
-use portcullis_tests::harness::{self, Gateway, GatewayOptions, Started};
+use portcullis_tests::harness::{
+    self, claims, demo_key as key, now, rs256, Gateway, GatewayOptions, Started,
+};
 use portcullis_tests::http::{Request, Response};
 use serde_json::{json, Value};
 use std::sync::OnceLock;
-
-const ISS: &str = "https://idp.demo.portcullis.local";
-const AUD: &str = "portcullis-demo-api";
 
 /// One gateway shared by the tests of this file (each test tags its requests to find them).
 fn gw() -> Option<&'static Gateway> {
@@ -24,32 +23,6 @@ macro_rules! gateway {
             None => return,
         }
     };
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-fn key(file: &str) -> Vec<u8> {
-    std::fs::read(harness::repo_root().join("policies/demo-keys").join(file)).unwrap()
-}
-
-fn claims(tenant: &str, scope: &str) -> Value {
-    json!({"iss": ISS, "aud": AUD, "sub": "user-1", "tenant": tenant, "client_id": "crm-sync",
-           "scope": scope, "iat": now(), "exp": now() + 600})
-}
-
-fn rs256(claims: &Value) -> String {
-    sign_raw(
-        SigningAlg::RS256,
-        &key("demo-rs256.key.pem"),
-        &json!({"alg": "RS256", "kid": "demo-rs256", "typ": "JWT"}),
-        claims,
-    )
-    .unwrap()
 }
 
 fn es256(claims: &Value) -> String {
