@@ -133,6 +133,13 @@ fn check(args: &[String]) -> Result<()> {
         policy::SCHEMA_FILE,
         schema.routes.len()
     );
+    for (file, doc) in [
+        (policy::RATELIMIT_IP_FILE, &p.ratelimit_ip),
+        (policy::RATELIMIT_FILE, &p.ratelimit),
+    ] {
+        let rl = policy::compile_ratelimit(doc, file)?;
+        println!("ok: {}/{file}: {} limit(s)", dir.display(), rl.limits.len());
+    }
     Ok(())
 }
 

@@ -7,6 +7,7 @@
 
 use crate::{CliError, Result};
 use portcullis_authn::config::AuthnConfig;
+use portcullis_ratelimit::config::RateLimitConfig;
 use portcullis_schema::config::SchemaConfig;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,10 @@ use std::path::{Path, PathBuf};
 pub const AUTHN_FILE: &str = "authn.yaml";
 /// The schema policy file inside a policy directory.
 pub const SCHEMA_FILE: &str = "schema.yaml";
+/// The post-authn ratelimit policy file.
+pub const RATELIMIT_FILE: &str = "ratelimit.yaml";
+/// The pre-authn (per-IP) ratelimit policy file.
+pub const RATELIMIT_IP_FILE: &str = "ratelimit-ip.yaml";
 
 /// A loaded, validated policy set: the filter configs as JSON, ready to inline.
 #[derive(Debug, Clone)]
@@ -27,6 +32,10 @@ pub struct Policies {
     pub schema: Value,
     /// Largest request body the schema policy accepts: the native buffer filter's limit.
     pub schema_max_body_bytes: usize,
+    /// ratelimit configuration (after authn).
+    pub ratelimit: Value,
+    /// ratelimit configuration of the per-IP instance before authn.
+    pub ratelimit_ip: Value,
 }
 
 fn read_yaml(path: &Path) -> Result<Value> {
@@ -84,17 +93,28 @@ pub fn compile_schema(doc: &Value) -> Result<SchemaConfig> {
     SchemaConfig::from_value(doc.clone()).map_err(|e| CliError(format!("{SCHEMA_FILE}: {e}")))
 }
 
+/// Compiles a ratelimit config with the filter's own code.
+pub fn compile_ratelimit(doc: &Value, file: &str) -> Result<RateLimitConfig> {
+    RateLimitConfig::from_value(doc.clone()).map_err(|e| CliError(format!("{file}: {e}")))
+}
+
 /// Loads and validates every policy file in a directory.
 pub fn load(dir: &Path) -> Result<Policies> {
     let authn = prepare_authn(read_yaml(&dir.join(AUTHN_FILE))?, dir)?;
     compile_authn(&authn)?;
     let schema = read_yaml(&dir.join(SCHEMA_FILE))?;
     let schema_max_body_bytes = compile_schema(&schema)?.max_body_bytes();
+    let ratelimit = read_yaml(&dir.join(RATELIMIT_FILE))?;
+    compile_ratelimit(&ratelimit, RATELIMIT_FILE)?;
+    let ratelimit_ip = read_yaml(&dir.join(RATELIMIT_IP_FILE))?;
+    compile_ratelimit(&ratelimit_ip, RATELIMIT_IP_FILE)?;
     Ok(Policies {
         dir: dir.to_path_buf(),
         authn,
         schema,
         schema_max_body_bytes,
+        ratelimit,
+        ratelimit_ip,
     })
 }
 

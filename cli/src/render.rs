@@ -90,6 +90,14 @@ pub fn render(template: &str, policies: &Policies, opts: &RenderOptions) -> Resu
             "SCHEMA_CONFIGURATION",
             plugin_configuration(&policies.schema, opts.format),
         ),
+        (
+            "RATELIMIT_CONFIGURATION",
+            plugin_configuration(&policies.ratelimit, opts.format),
+        ),
+        (
+            "RATELIMIT_IP_CONFIGURATION",
+            plugin_configuration(&policies.ratelimit_ip, opts.format),
+        ),
         // The buffer filter must hold at least the largest body the schema filter accepts.
         (
             "BUFFER_MAX_BYTES",

@@ -38,8 +38,13 @@ impl Counter {
 
     /// Adds one.
     pub fn inc(self) {
-        if let Some(id) = self.0 {
-            let _ = hostcalls::increment_metric(id, 1);
+        self.add(1);
+    }
+
+    /// Adds `n`.
+    pub fn add(self, n: u32) {
+        if let (Some(id), true) = (self.0, n > 0) {
+            let _ = hostcalls::increment_metric(id, i64::from(n));
         }
     }
 }
@@ -56,8 +61,13 @@ pub fn set_property(path: &[&str], value: &[u8]) -> Result<(), Status> {
 
 /// Seconds since the Unix epoch from the host clock.
 pub fn now_unix() -> u64 {
+    now_unix_nanos() / 1_000_000_000
+}
+
+/// Nanoseconds since the Unix epoch from the host clock (0 if the host has no clock).
+pub fn now_unix_nanos() -> u64 {
     hostcalls::get_current_time()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }

@@ -1,0 +1,398 @@
+//! ratelimit configuration: named limits, each keyed by a verified identity field, the client
+//! IP, an allow-listed header, the route, or one global key; compiled once.
+
+use crate::bucket::Limit;
+use portcullis_core::config::ConfigError;
+use portcullis_core::route::{MatchSpec, RouteMatcher, RouteTable};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Enforce or only count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Answer 429 when a limit is exhausted.
+    #[default]
+    Enforce,
+    /// Count would-be 429s, never refuse.
+    Shadow,
+}
+
+/// What to do when the store gives no verdict (CAS retries exhausted, host error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Let the request through and count it (default: a limiter fault must not take the API down).
+    #[default]
+    Allow,
+    /// Refuse with 503 `limiter_unavailable`.
+    Deny,
+}
+
+/// Which rate-limit headers to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HeaderStyle {
+    /// None.
+    None,
+    /// IETF draft `RateLimit-Policy` and `RateLimit`.
+    #[default]
+    Draft,
+    /// The draft headers plus `X-RateLimit-Limit/Remaining/Reset`.
+    DraftAndLegacy,
+}
+
+/// Where a limit's key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// One key for everyone.
+    Global,
+    /// The verified tenant.
+    Tenant,
+    /// The verified app / client id.
+    App,
+    /// The verified subject.
+    Subject,
+    /// The client IP (source address, or `x-forwarded-for` with trusted hops).
+    Ip,
+    /// The covering entry of the limit's `routes` (by position): one bucket per route.
+    Route,
+    /// A header, only for values in the allow-list (others fall back).
+    Header {
+        /// Lower-case header name.
+        name: String,
+        /// Accepted values: client input never creates new keys.
+        values: Vec<String>,
+    },
+}
+
+/// A rate or quota as written.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRate {
+    /// Bucket capacity.
+    pub burst: u64,
+    /// Tokens refilled per `period_seconds`.
+    pub refill: u64,
+    /// Refill period (default 1 s).
+    #[serde(default = "one")]
+    pub period_seconds: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// Quota windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Window {
+    /// 60 s.
+    Minute,
+    /// 3600 s.
+    Hour,
+    /// 86400 s.
+    Day,
+}
+
+/// A quota as written.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuota {
+    /// Units per window.
+    pub limit: u64,
+    /// Window.
+    pub window: Window,
+}
+
+/// A limit's amount: exactly one of `rate` or `quota`.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAmount {
+    /// Token bucket.
+    pub rate: Option<RawRate>,
+    /// Fixed-window quota.
+    pub quota: Option<RawQuota>,
+}
+
+impl RawAmount {
+    fn compile(&self) -> Result<Limit, ConfigError> {
+        match (self.rate, self.quota) {
+            (Some(r), None) => {
+                if r.burst == 0 || r.period_seconds == 0 {
+                    return Err(ConfigError::new(
+                        "rate",
+                        "burst and period_seconds must be at least 1",
+                    ));
+                }
+                if r.burst > 1_000_000_000 {
+                    return Err(ConfigError::new("rate.burst", "at most 1e9"));
+                }
+                Ok(Limit::Bucket {
+                    burst: r.burst,
+                    refill: r.refill,
+                    period_secs: r.period_seconds,
+                })
+            }
+            (None, Some(q)) => {
+                let window_secs = match q.window {
+                    Window::Minute => 60,
+                    Window::Hour => 3_600,
+                    Window::Day => 86_400,
+                };
+                Ok(Limit::Quota {
+                    limit: q.limit,
+                    window_secs,
+                })
+            }
+            _ => Err(ConfigError::new(
+                "",
+                "exactly one of `rate` or `quota` is required",
+            )),
+        }
+    }
+}
+
+/// A route-specific cost as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCost {
+    /// Which requests.
+    #[serde(rename = "match")]
+    pub matcher: MatchSpec,
+    /// Units they cost.
+    pub cost: u64,
+}
+
+/// One named limit as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimit {
+    /// Name, shown in headers, 429 bodies and metrics.
+    pub name: String,
+    /// `global`, `tenant`, `app`, `subject`, `ip`, `route` or `header`.
+    pub key: String,
+    /// For `key: header`: the header name.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// For `key: header`: accepted values.
+    #[serde(default)]
+    pub values: Vec<String>,
+    /// Token bucket (exactly one of `rate`, `quota`).
+    #[serde(default)]
+    pub rate: Option<RawRate>,
+    /// Fixed-window quota.
+    #[serde(default)]
+    pub quota: Option<RawQuota>,
+    /// Per-tier amounts, chosen by the identity's tier (or `tenant_tiers`).
+    #[serde(default)]
+    pub tiers: BTreeMap<String, RawAmount>,
+    /// Requests covered (default: all).
+    #[serde(default)]
+    pub routes: Vec<MatchSpec>,
+    /// Default cost of a request (default 1).
+    #[serde(default = "one")]
+    pub cost: u64,
+    /// Costs of particular routes (first match wins), e.g. an export costs 10.
+    #[serde(default)]
+    pub route_costs: Vec<RawCost>,
+}
+
+/// The configuration as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `enforce` or `shadow`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Metric prefix and shared-data namespace (default `ratelimit`); give each instance its own.
+    #[serde(default = "default_prefix")]
+    pub stat_prefix: String,
+    /// Store failures (default `allow`).
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+    /// CAS retries before the failure mode decides (default 16).
+    #[serde(default = "default_retries")]
+    pub max_cas_retries: u32,
+    /// Headers sent (default `draft`).
+    #[serde(default)]
+    pub headers: HeaderStyle,
+    /// Proxies in front of Envoy whose `x-forwarded-for` entries are trusted (default 0: the
+    /// TCP source address is the client).
+    #[serde(default)]
+    pub trusted_hops: usize,
+    /// Tier per tenant, overriding the identity's own tier.
+    #[serde(default)]
+    pub tenant_tiers: BTreeMap<String, String>,
+    /// Limits; a request passes only if every applicable one admits it.
+    pub limits: Vec<RawLimit>,
+}
+
+fn default_prefix() -> String {
+    "ratelimit".into()
+}
+fn default_retries() -> u32 {
+    16
+}
+
+/// A compiled limit.
+#[derive(Debug)]
+pub struct CompiledLimit {
+    /// Name.
+    pub name: String,
+    /// Key source.
+    pub key: KeySource,
+    /// Default amount.
+    pub limit: Limit,
+    /// Per-tier amounts.
+    pub tiers: BTreeMap<String, Limit>,
+    /// Covered routes (empty: all).
+    pub routes: Vec<RouteMatcher>,
+    /// Default cost.
+    pub cost: u64,
+    /// Route costs.
+    pub route_costs: RouteTable<u64>,
+}
+
+/// The compiled configuration.
+#[derive(Debug)]
+pub struct RateLimitConfig {
+    /// Mode.
+    pub mode: Mode,
+    /// Prefix.
+    pub stat_prefix: String,
+    /// Failure mode.
+    pub failure_mode: FailureMode,
+    /// CAS retries.
+    pub max_cas_retries: u32,
+    /// Headers.
+    pub headers: HeaderStyle,
+    /// Trusted XFF hops.
+    pub trusted_hops: usize,
+    /// Tenant tier overrides.
+    pub tenant_tiers: BTreeMap<String, String>,
+    /// Limits.
+    pub limits: Vec<CompiledLimit>,
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl RateLimitConfig {
+    /// Parses raw plugin configuration and compiles it.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ConfigError> {
+        Self::compile(portcullis_core::config::parse(bytes)?)
+    }
+
+    /// Compiles a JSON value.
+    pub fn from_value(v: serde_json::Value) -> Result<Self, ConfigError> {
+        Self::compile(portcullis_core::config::from_value(v)?)
+    }
+
+    /// Compiles a raw configuration.
+    pub fn compile(raw: RawConfig) -> Result<Self, ConfigError> {
+        if !valid_name(&raw.stat_prefix) {
+            return Err(ConfigError::new(
+                "stat_prefix",
+                "letters, digits, `-` and `_` only",
+            ));
+        }
+        let mut limits = Vec::new();
+        for (i, l) in raw.limits.iter().enumerate() {
+            let at = format!("limits[{i}]");
+            if !valid_name(&l.name) {
+                return Err(ConfigError::new(
+                    format!("{at}.name"),
+                    "letters, digits, `-` and `_` only (it is a header token)",
+                ));
+            }
+            if limits.iter().any(|c: &CompiledLimit| c.name == l.name) {
+                return Err(ConfigError::new(
+                    format!("{at}.name"),
+                    format!("duplicate limit `{}`", l.name),
+                ));
+            }
+            let key = match l.key.as_str() {
+                "global" => KeySource::Global,
+                "tenant" => KeySource::Tenant,
+                "app" => KeySource::App,
+                "subject" => KeySource::Subject,
+                "ip" => KeySource::Ip,
+                "route" => KeySource::Route,
+                "header" => {
+                    let Some(name) = &l.header else {
+                        return Err(ConfigError::new(
+                            format!("{at}.header"),
+                            "required with `key: header`",
+                        ));
+                    };
+                    if l.values.is_empty() {
+                        return Err(ConfigError::new(
+                            format!("{at}.values"),
+                            "`key: header` needs an allow-list of values (client input must not create keys)",
+                        ));
+                    }
+                    KeySource::Header {
+                        name: name.to_ascii_lowercase(),
+                        values: l.values.clone(),
+                    }
+                }
+                other => return Err(ConfigError::new(
+                    format!("{at}.key"),
+                    format!(
+                        "unknown key `{other}` (global, tenant, app, subject, ip, route, header)"
+                    ),
+                )),
+            };
+            let limit = RawAmount {
+                rate: l.rate,
+                quota: l.quota,
+            }
+            .compile()
+            .map_err(|e| e.within(&at))?;
+            let mut tiers = BTreeMap::new();
+            for (t, a) in &l.tiers {
+                tiers.insert(
+                    t.clone(),
+                    a.compile()
+                        .map_err(|e| e.within(&format!("{at}.tiers.{t}")))?,
+                );
+            }
+            let mut routes = Vec::new();
+            for (j, m) in l.routes.iter().enumerate() {
+                routes.push(
+                    RouteMatcher::compile(m).map_err(|e| e.within(&format!("{at}.routes[{j}]")))?,
+                );
+            }
+            let mut costs = Vec::new();
+            for (j, c) in l.route_costs.iter().enumerate() {
+                let m = RouteMatcher::compile(&c.matcher)
+                    .map_err(|e| e.within(&format!("{at}.route_costs[{j}].match")))?;
+                costs.push((m, c.cost));
+            }
+            limits.push(CompiledLimit {
+                name: l.name.clone(),
+                key,
+                limit,
+                tiers,
+                routes,
+                cost: l.cost,
+                route_costs: RouteTable::new(costs),
+            });
+        }
+        Ok(RateLimitConfig {
+            mode: raw.mode,
+            stat_prefix: raw.stat_prefix,
+            failure_mode: raw.failure_mode,
+            max_cas_retries: raw.max_cas_retries,
+            headers: raw.headers,
+            trusted_hops: raw.trusted_hops,
+            tenant_tiers: raw.tenant_tiers,
+            limits,
+        })
+    }
+}

@@ -1,0 +1,289 @@
+//! The ratelimit decision: which limits apply to a request, with which key and cost, then check
+//! them all before taking any (a request one limit refuses drains no other bucket), take them
+//! atomically through the [`Store`] port, and describe the result as headers or a 429.
+
+use crate::bucket::{Limit, Outcome};
+use crate::config::{CompiledLimit, FailureMode, HeaderStyle, KeySource, RateLimitConfig};
+use crate::store::{self, Store, TakeError};
+use portcullis_core::deny::Denial;
+use portcullis_core::identity::{AuthMethod, Identity};
+use portcullis_core::path;
+use serde_json::json;
+
+const FILTER: &str = "ratelimit";
+
+/// What the limiter looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// `:method`.
+    pub method: &'a str,
+    /// `:path`.
+    pub path: &'a str,
+    /// Headers, names lower-cased.
+    pub headers: &'a [(String, String)],
+    /// Identity authn published (filter state), if any.
+    pub identity: Option<&'a Identity>,
+    /// Envoy's downstream source address (`ip:port` or `ip`).
+    pub source_address: Option<&'a str>,
+}
+
+/// One limit as applied to one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Limit name.
+    pub name: String,
+    /// Capacity (burst or quota).
+    pub capacity: u64,
+    /// Policy window in seconds.
+    pub window_secs: u64,
+    /// Outcome.
+    pub outcome: Outcome,
+}
+
+/// The decision.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// Allow (with the limits applied, for headers) or a 429/503.
+    pub verdict: Result<Vec<Applied>, Denial>,
+    /// Name of the limit that refused.
+    pub limited_by: Option<String>,
+    /// CAS mismatches retried.
+    pub cas_retries: u32,
+    /// The store gave no verdict and the failure mode decided.
+    pub failure_mode_used: bool,
+}
+
+/// The client IP: the source address, or with `trusted_hops` = N the N-th `x-forwarded-for`
+/// entry from the right (the address the first trusted proxy saw). Never a client-chosen value
+/// unless a trusted proxy vouches for it.
+pub fn client_ip(req: &Request<'_>, trusted_hops: usize) -> Option<String> {
+    if trusted_hops > 0 {
+        let xff: Vec<&str> = req
+            .headers
+            .iter()
+            .filter(|(k, _)| k == "x-forwarded-for")
+            .flat_map(|(_, v)| v.split(','))
+            .map(str::trim)
+            .collect();
+        if xff.len() >= trusted_hops {
+            return xff.get(xff.len() - trusted_hops).map(|s| (*s).to_string());
+        }
+    }
+    let src = req.source_address?;
+    // `1.2.3.4:5678` or `[::1]:5678`.
+    let ip = if let Some(rest) = src.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        match src.rsplit_once(':') {
+            Some((ip, port)) if !ip.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => ip,
+            _ => src,
+        }
+    };
+    Some(ip.to_string())
+}
+
+/// The key of a limit for this request. Identity keys come only from a verified identity; a
+/// request without one falls back to its IP, so it never shares a bucket with everyone else.
+fn key_for(l: &CompiledLimit, req: &Request<'_>, route: usize, ip: Option<&str>) -> Option<String> {
+    let verified = req.identity.filter(|i| i.method != AuthMethod::Anonymous);
+    let pick = |v: Option<&String>, kind: &str| match v {
+        Some(v) => Some(format!("{kind}:{v}")),
+        None => ip.map(|ip| format!("ip:{ip}")),
+    };
+    match &l.key {
+        KeySource::Global => Some("global".into()),
+        KeySource::Tenant => pick(verified.and_then(|i| i.tenant.as_ref()), "tenant"),
+        KeySource::App => pick(verified.and_then(|i| i.app.as_ref()), "app"),
+        KeySource::Subject => pick(verified.and_then(|i| i.subject.as_ref()), "sub"),
+        KeySource::Ip => ip.map(|ip| format!("ip:{ip}")),
+        KeySource::Route => Some(format!("route:{route}")),
+        KeySource::Header { name, values } => {
+            let v = req.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+            pick(v.filter(|v| values.contains(v)), "hdr")
+        }
+    }
+}
+
+/// The tier of a request: a per-tenant override, else the identity's own tier.
+fn tier<'c>(cfg: &'c RateLimitConfig, req: &Request<'c>) -> Option<&'c str> {
+    let id = req.identity?;
+    id.tenant
+        .as_ref()
+        .and_then(|t| cfg.tenant_tiers.get(t))
+        .map(String::as_str)
+        .or(id.tier.as_deref())
+}
+
+/// The shared-data key of a limit: namespaced by instance; the value part is bounded input
+/// (verified identity fields, IPs, route names, allow-listed header values).
+pub fn store_key(cfg: &RateLimitConfig, limit: &str, key: &str) -> String {
+    format!("portcullis.{}.{limit}.{key}", cfg.stat_prefix)
+}
+
+/// Every reason code this filter can deny with.
+pub const REASONS: &[&str] = &["rate_limited", "quota_exceeded", "limiter_unavailable"];
+
+/// Decides one request at `now_ns`.
+pub fn decide(
+    cfg: &RateLimitConfig,
+    store: &dyn Store,
+    req: &Request<'_>,
+    now_ns: u64,
+) -> Decision {
+    let normalized = path::normalize(req.path).unwrap_or_else(|_| req.path.to_string());
+    let ip = client_ip(req, cfg.trusted_hops);
+    let tier = tier(cfg, req);
+    // Plan: (limit, key, amount, cost) for every applicable limit.
+    let mut plan: Vec<(&CompiledLimit, String, Limit, u64)> = Vec::new();
+    for l in &cfg.limits {
+        // The covering route's index is the `route` key: bounded by config, never by the path.
+        let route = if l.routes.is_empty() {
+            Some(0)
+        } else {
+            l.routes
+                .iter()
+                .position(|m| m.matches(req.method, &normalized).is_some())
+        };
+        let Some(route) = route else { continue };
+        let cost = l
+            .route_costs
+            .find(req.method, &normalized)
+            .map_or(l.cost, |m| *m.route);
+        let Some(key) = key_for(l, req, route, ip.as_deref()) else {
+            continue;
+        };
+        let amount = tier
+            .and_then(|t| l.tiers.get(t))
+            .copied()
+            .unwrap_or(l.limit);
+        plan.push((l, store_key(cfg, &l.name, &key), amount, cost));
+    }
+    let mut d = Decision {
+        verdict: Ok(Vec::new()),
+        limited_by: None,
+        cas_retries: 0,
+        failure_mode_used: false,
+    };
+    let fail = |d: &mut Decision| {
+        d.failure_mode_used = true;
+        if cfg.failure_mode == FailureMode::Deny {
+            d.verdict = Err(Denial::new(
+                FILTER,
+                503,
+                "limiter_unavailable",
+                "The rate limiter could not decide; retry shortly.",
+            )
+            .with_header("retry-after", "1"));
+        }
+    };
+    // Phase 1: check every limit without writing; the first refusal decides.
+    for (l, key, amount, cost) in &plan {
+        match store::peek(store, key, amount, now_ns, *cost) {
+            Ok(o) if !o.allowed => {
+                d.limited_by = Some(l.name.clone());
+                d.verdict = Err(too_many(l, amount, &o, cfg.headers));
+                return d;
+            }
+            Ok(_) => {}
+            Err(_) => {
+                fail(&mut d);
+                return d;
+            }
+        }
+    }
+    // Phase 2: take them all; if a race made one refuse, give back what was taken.
+    let mut applied = Vec::new();
+    let mut taken: Vec<(&str, Limit, u64)> = Vec::new();
+    for (l, key, amount, cost) in &plan {
+        let t = store::take(store, key, amount, now_ns, *cost, cfg.max_cas_retries);
+        d.cas_retries += t.retries;
+        match t.result {
+            Ok(o) if o.allowed => {
+                taken.push((key.as_str(), *amount, *cost));
+                applied.push(Applied {
+                    name: l.name.clone(),
+                    capacity: amount.capacity(),
+                    window_secs: amount.window_secs(),
+                    outcome: o,
+                });
+            }
+            Ok(o) => {
+                for (k, a, c) in &taken {
+                    store::refund(store, k, a, *c, cfg.max_cas_retries);
+                }
+                d.limited_by = Some(l.name.clone());
+                d.verdict = Err(too_many(l, amount, &o, cfg.headers));
+                return d;
+            }
+            Err(TakeError::Contended | TakeError::Unavailable) => {
+                fail(&mut d);
+                if d.verdict.is_err() {
+                    for (k, a, c) in &taken {
+                        store::refund(store, k, a, *c, cfg.max_cas_retries);
+                    }
+                    return d;
+                }
+            }
+        }
+    }
+    d.verdict = Ok(applied);
+    d
+}
+
+fn too_many(l: &CompiledLimit, amount: &Limit, o: &Outcome, style: HeaderStyle) -> Denial {
+    let (reason, detail) = match amount {
+        Limit::Bucket { .. } => (
+            "rate_limited",
+            "Too many requests; slow down and retry after the indicated time.",
+        ),
+        Limit::Quota { .. } => (
+            "quota_exceeded",
+            "The quota for this window is used up; retry after it resets.",
+        ),
+    };
+    let applied = Applied {
+        name: l.name.clone(),
+        capacity: amount.capacity(),
+        window_secs: amount.window_secs(),
+        outcome: *o,
+    };
+    let mut d = Denial::new(FILTER, 429, reason, detail)
+        .with_header("retry-after", o.retry_after_secs.to_string())
+        .with_member("policy", json!(l.name));
+    for (k, v) in response_headers(style, std::slice::from_ref(&applied)) {
+        d = d.with_header(k, v);
+    }
+    d
+}
+
+/// Rate-limit headers for the applied limits: `RateLimit-Policy` lists every policy,
+/// `RateLimit` (and the legacy headers) describe the most restrictive one.
+pub fn response_headers(style: HeaderStyle, applied: &[Applied]) -> Vec<(&'static str, String)> {
+    if style == HeaderStyle::None || applied.is_empty() {
+        return Vec::new();
+    }
+    let policy = applied
+        .iter()
+        .map(|a| format!("\"{}\";q={};w={}", a.name, a.capacity, a.window_secs))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let tightest = applied
+        .iter()
+        .min_by_key(|a| (a.outcome.remaining, std::cmp::Reverse(a.outcome.reset_secs)));
+    let mut out = vec![("ratelimit-policy", policy)];
+    if let Some(t) = tightest {
+        out.push((
+            "ratelimit",
+            format!(
+                "\"{}\";r={};t={}",
+                t.name, t.outcome.remaining, t.outcome.reset_secs
+            ),
+        ));
+        if style == HeaderStyle::DraftAndLegacy {
+            out.push(("x-ratelimit-limit", t.capacity.to_string()));
+            out.push(("x-ratelimit-remaining", t.outcome.remaining.to_string()));
+            out.push(("x-ratelimit-reset", t.outcome.reset_secs.to_string()));
+        }
+    }
+    out
+}

@@ -1,0 +1,13 @@
+//! Portcullis ratelimit filter: per-tenant, per-app and per-IP token buckets and quotas kept in
+//! Envoy shared data, exact under many workers (CAS), with standard rate-limit headers.
+//!
+//! The decision core ([`bucket`], [`store`], [`config`], [`decide`]) is plain Rust tested
+//! natively with a fake store; only `filter` (wasm32) talks to Envoy.
+
+pub mod bucket;
+pub mod config;
+pub mod decide;
+pub mod store;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;
