@@ -6,7 +6,8 @@
 //! Without it a test is skipped with a message, except under `CI=true`, where that is a failure.
 
 use crate::http::{self, Request, Response};
-use portcullis_cli::policy::{self, Policies};
+use portcullis_cli::policy;
+pub use portcullis_cli::policy::Policies;
 use portcullis_cli::render::{self, ConfigFormat, RenderOptions};
 use portcullis_cli::token::{sign_raw, SigningAlg};
 use serde_json::json;

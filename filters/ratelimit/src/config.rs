@@ -341,12 +341,14 @@ impl RateLimitConfig {
                         values: l.values.clone(),
                     }
                 }
-                other => return Err(ConfigError::new(
-                    format!("{at}.key"),
-                    format!(
+                other => {
+                    return Err(ConfigError::new(
+                        format!("{at}.key"),
+                        format!(
                         "unknown key `{other}` (global, tenant, app, subject, ip, route, header)"
                     ),
-                )),
+                    ))
+                }
             };
             let limit = RawAmount {
                 rate: l.rate,
