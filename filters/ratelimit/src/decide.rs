@@ -287,3 +287,183 @@ pub fn response_headers(style: HeaderStyle, applied: &[Applied]) -> Vec<(&'stati
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::fake::FakeStore;
+    use serde_json::json;
+
+    const S: u64 = 1_000_000_000;
+
+    fn cfg(v: serde_json::Value) -> RateLimitConfig {
+        RateLimitConfig::from_value(v).unwrap()
+    }
+
+    fn id(tenant: &str, app: &str, tier: Option<&str>) -> Identity {
+        let mut i = Identity::anonymous();
+        i.method = AuthMethod::Jwt;
+        i.tenant = Some(tenant.into());
+        i.app = Some(app.into());
+        i.tier = tier.map(str::to_string);
+        i
+    }
+
+    fn run(
+        c: &RateLimitConfig,
+        s: &FakeStore,
+        ident: Option<&Identity>,
+        method: &str,
+        path: &str,
+        hdrs: &[(&str, &str)],
+    ) -> Decision {
+        let headers: Vec<(String, String)> = hdrs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        decide(
+            c,
+            s,
+            &Request {
+                method,
+                path,
+                headers: &headers,
+                identity: ident,
+                source_address: Some("192.0.2.7:5555"),
+            },
+            100 * S,
+        )
+    }
+
+    #[test]
+    fn all_limits_must_admit_and_a_refusal_drains_nothing() {
+        let c = cfg(json!({"limits": [
+            {"name": "tenant", "key": "tenant", "rate": {"burst": 10, "refill": 1, "period_seconds": 3600}},
+            {"name": "app", "key": "app", "rate": {"burst": 1, "refill": 1, "period_seconds": 3600}}
+        ]}));
+        let s = FakeStore::default();
+        let i = id("acme", "a1", None);
+        let d = run(&c, &s, Some(&i), "GET", "/x", &[]);
+        assert_eq!(d.verdict.as_ref().unwrap().len(), 2);
+        let d = run(&c, &s, Some(&i), "GET", "/x", &[]);
+        assert_eq!(d.limited_by.as_deref(), Some("app"));
+        let tenant_key = store_key(&c, "tenant", "tenant:acme");
+        let st = crate::bucket::State::decode(&s.data.borrow()[&tenant_key].0).unwrap();
+        assert_eq!(st.level, 9_000, "the app refusal took no tenant token");
+    }
+
+    #[test]
+    fn keys_come_from_verified_identity_or_fall_back_to_ip() {
+        let c = cfg(
+            json!({"limits": [{"name": "t", "key": "tenant", "rate": {"burst": 5, "refill": 1}}]}),
+        );
+        let s = FakeStore::default();
+        run(&c, &s, None, "GET", "/", &[]);
+        let anon = Identity::anonymous();
+        run(&c, &s, Some(&anon), "GET", "/", &[]);
+        let keys: Vec<String> = s.data.borrow().keys().cloned().collect();
+        assert_eq!(
+            keys,
+            vec![store_key(&c, "t", "ip:192.0.2.7")],
+            "no shared `tenant:` bucket for anonymous callers"
+        );
+    }
+
+    #[test]
+    fn header_keys_only_for_allow_listed_values() {
+        let c = cfg(
+            json!({"limits": [{"name": "h", "key": "header", "header": "X-Plan", "values": ["gold"], "rate": {"burst": 5, "refill": 1}}]}),
+        );
+        let s = FakeStore::default();
+        run(&c, &s, None, "GET", "/", &[("x-plan", "gold")]);
+        run(&c, &s, None, "GET", "/", &[("x-plan", "random-123")]);
+        let mut keys: Vec<String> = s.data.borrow().keys().cloned().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            vec![
+                store_key(&c, "h", "hdr:gold"),
+                store_key(&c, "h", "ip:192.0.2.7")
+            ]
+        );
+    }
+
+    #[test]
+    fn xff_is_used_only_with_trusted_hops() {
+        let headers = vec![(
+            "x-forwarded-for".to_string(),
+            "198.51.100.1, 203.0.113.9".to_string(),
+        )];
+        let req = Request {
+            method: "GET",
+            path: "/",
+            headers: &headers,
+            identity: None,
+            source_address: Some("10.0.0.1:1"),
+        };
+        assert_eq!(client_ip(&req, 0).as_deref(), Some("10.0.0.1"));
+        assert_eq!(client_ip(&req, 1).as_deref(), Some("203.0.113.9"));
+        assert_eq!(client_ip(&req, 2).as_deref(), Some("198.51.100.1"));
+        assert_eq!(
+            client_ip(&req, 3).as_deref(),
+            Some("10.0.0.1"),
+            "too few entries: the source address"
+        );
+        let v6 = Request {
+            source_address: Some("[::1]:8080"),
+            ..req
+        };
+        assert_eq!(client_ip(&v6, 0).as_deref(), Some("::1"));
+    }
+
+    #[test]
+    fn failure_mode_decides_when_the_store_is_contended() {
+        for (mode, denied) in [("allow", false), ("deny", true)] {
+            let c = cfg(json!({"failure_mode": mode, "max_cas_retries": 1,
+                "limits": [{"name": "g", "key": "global", "rate": {"burst": 5, "refill": 1}}]}));
+            let s = FakeStore::default();
+            run(&c, &s, None, "GET", "/", &[]);
+            for _ in 0..4 {
+                s.interfere.borrow_mut().push(Box::new(|s: &FakeStore| {
+                    let (k, v) = s
+                        .data
+                        .borrow()
+                        .iter()
+                        .next()
+                        .map(|(k, (v, _))| (k.clone(), v.clone()))
+                        .unwrap();
+                    s.raw_set(&k, &v);
+                }));
+            }
+            let d = run(&c, &s, None, "GET", "/", &[]);
+            assert!(d.failure_mode_used);
+            assert_eq!(d.verdict.is_err(), denied, "{mode}");
+            if let Err(den) = d.verdict {
+                assert_eq!((den.status, den.reason), (503, "limiter_unavailable"));
+            }
+        }
+    }
+
+    #[test]
+    fn config_errors_name_the_field() {
+        let e = RateLimitConfig::from_value(json!({"limits": [{"name": "x", "key": "header", "header": "h", "rate": {"burst": 1, "refill": 1}}]}))
+            .unwrap_err();
+        assert_eq!(e.field, "limits[0].values");
+        let e = RateLimitConfig::from_value(json!({"limits": [{"name": "x", "key": "tenant"}]}))
+            .unwrap_err();
+        assert!(
+            e.problem.contains("exactly one of `rate` or `quota`"),
+            "{e}"
+        );
+        let e = RateLimitConfig::from_value(
+            json!({"limits": [{"name": "x", "key": "cookie", "rate": {"burst": 1, "refill": 1}}]}),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "limits[0].key");
+        let e = RateLimitConfig::from_value(
+            json!({"limits": [{"name": "x", "key": "ip", "rate": {"burst": 1, "refil": 1}}]}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("refil"), "{e}");
+    }
+}
