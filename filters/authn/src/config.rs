@@ -9,16 +9,7 @@ use portcullis_core::route::{MatchSpec, RouteMatcher, RouteTable};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-/// Enforce denials, or only count and log them (for rolling out a policy).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Deny requests that fail a check.
-    #[default]
-    Enforce,
-    /// Run every check, never deny; would-be denials are counted and logged.
-    Shadow,
-}
+pub use portcullis_core::config::Mode;
 
 /// The configuration as written (JSON, or YAML in a `Struct`).
 #[derive(Debug, Clone, Deserialize)]

@@ -7,14 +7,16 @@ use crate::decide::{self, CacheUse, Request, REASONS};
 use portcullis_core::host::{self, Counter};
 use portcullis_core::identity::IDENTITY_PROPERTY;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, LogLevel};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(host::Root::new("authn", State::load, |state| Box::new(Authn { state })))
+    });
 }}
 
 /// Counters declared once at configure time.
@@ -50,11 +52,6 @@ impl Metrics {
     }
 }
 
-#[derive(Default)]
-struct Root {
-    state: Option<Rc<State>>,
-}
-
 /// Per-VM state shared by the request contexts of one worker.
 struct State {
     config: AuthnConfig,
@@ -62,36 +59,16 @@ struct State {
     metrics: Metrics,
 }
 
-impl Context for Root {}
-
-impl RootContext for Root {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = self.get_plugin_configuration().unwrap_or_default();
-        match AuthnConfig::from_bytes(&bytes) {
-            Ok(config) => {
-                let metrics = Metrics::define(&config.stat_prefix, config.mode);
-                let cache = RefCell::new(TokenCache::new(config.cache_entries));
-                self.state = Some(Rc::new(State {
-                    config,
-                    cache,
-                    metrics,
-                }));
-                true
-            }
-            Err(e) => {
-                log::error!("portcullis authn: {e}");
-                false
-            }
-        }
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let state = self.state.clone()?;
-        Some(Box::new(Authn { state }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+impl State {
+    fn load(bytes: &[u8]) -> Result<Self, portcullis_core::config::ConfigError> {
+        let config = AuthnConfig::from_bytes(bytes)?;
+        let metrics = Metrics::define(&config.stat_prefix, config.mode);
+        let cache = RefCell::new(TokenCache::new(config.cache_entries));
+        Ok(State {
+            config,
+            cache,
+            metrics,
+        })
     }
 }
 
@@ -105,10 +82,7 @@ impl HttpContext for Authn {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let st = &self.state;
         let cfg = &st.config;
-        let mut headers = self.get_http_request_headers();
-        for (name, _) in &mut headers {
-            name.make_ascii_lowercase();
-        }
+        let headers = host::request_headers();
         // Strip client-sent identity headers on every request, whatever the outcome.
         for (name, _) in headers
             .iter()
@@ -116,13 +90,7 @@ impl HttpContext for Authn {
         {
             self.set_http_request_header(name, None);
         }
-        let pseudo = |n: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == n)
-                .map(|(_, v)| v.as_str())
-                .unwrap_or_default()
-        };
+        let pseudo = |n: &str| portcullis_core::header(&headers, n).unwrap_or_default();
         let req = Request {
             method: pseudo(":method"),
             path: pseudo(":path"),

@@ -2,7 +2,19 @@
 //! envoy.yaml), into strict serde types whose errors name the offending field.
 
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::Value;
+
+/// Whether a filter acts on its decisions or only reports them (shared by every filter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Deny what fails a check.
+    #[default]
+    Enforce,
+    /// Run every check, never deny; would-be denials are counted and logged (for rollouts).
+    Shadow,
+}
 
 /// A configuration that cannot be loaded; the message names the field and the problem, and is
 /// safe to log (it never contains secret values, only field paths and serde's description).

@@ -3,7 +3,9 @@
 
 use crate::deny::Denial;
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{MetricType, Status};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{ContextType, MetricType, Status};
+use std::rc::Rc;
 
 /// Answers the client locally with a denial (problem+json body and its headers).
 pub fn send_denial(denial: &Denial) {
@@ -70,4 +72,67 @@ pub fn now_unix_nanos() -> u64 {
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Request headers with lower-cased names (pseudo-headers included), as the cores expect.
+pub fn request_headers() -> Vec<(String, String)> {
+    let mut headers =
+        hostcalls::get_map(proxy_wasm::types::MapType::HttpRequestHeaders).unwrap_or_default();
+    for (k, _) in &mut headers {
+        k.make_ascii_lowercase();
+    }
+    headers
+}
+
+/// Builds a filter's per-VM state from its configuration bytes.
+pub type Loader<S> = fn(&[u8]) -> Result<S, crate::config::ConfigError>;
+/// Builds a request context around the shared per-VM state.
+pub type ContextMaker<S> = fn(Rc<S>) -> Box<dyn HttpContext>;
+
+/// The root context every Portcullis filter uses: configuration compiled once in
+/// `on_configure` (a bad one refuses to load, with one log line naming the field), then shared
+/// by every request context of the VM.
+pub struct Root<S> {
+    filter: &'static str,
+    load: Loader<S>,
+    make: ContextMaker<S>,
+    state: Option<Rc<S>>,
+}
+
+impl<S> Root<S> {
+    /// A root for `filter` (used in the log line).
+    pub fn new(filter: &'static str, load: Loader<S>, make: ContextMaker<S>) -> Self {
+        Root {
+            filter,
+            load,
+            make,
+            state: None,
+        }
+    }
+}
+
+impl<S> Context for Root<S> {}
+
+impl<S> RootContext for Root<S> {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        match (self.load)(&bytes) {
+            Ok(state) => {
+                self.state = Some(Rc::new(state));
+                true
+            }
+            Err(e) => {
+                log::error!("portcullis {}: {e}", self.filter);
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        self.state.clone().map(self.make)
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
 }

@@ -12,6 +12,14 @@
 pub mod config;
 pub mod deny;
 pub mod identity;
+
+/// The first value of a header in a lower-cased header list (`:method`, `:path` included).
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
 pub mod path;
 pub mod pbstruct;
 pub mod route;

@@ -7,16 +7,7 @@ use portcullis_core::route::{MatchSpec, RouteMatcher, RouteTable};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-/// Enforce or only count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Answer 429 when a limit is exhausted.
-    #[default]
-    Enforce,
-    /// Count would-be 429s, never refuse.
-    Shadow,
-}
+pub use portcullis_core::config::Mode;
 
 /// What to do when the store gives no verdict (CAS retries exhausted, host error).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

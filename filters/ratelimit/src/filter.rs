@@ -8,13 +8,17 @@ use portcullis_core::host::{self, Counter};
 use portcullis_core::identity::{Identity, IDENTITY_PROPERTY};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, Status};
+use proxy_wasm::types::{Action, LogLevel, Status};
 use std::collections::HashMap;
 use std::rc::Rc;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(host::Root::new("ratelimit", State::load, |state| {
+            Box::new(RateLimit { state, response_headers: Vec::new() })
+        }))
+    });
 }}
 
 /// Envoy's process-wide shared data (one lock, shared by every worker's VM).
@@ -80,38 +84,11 @@ struct State {
     metrics: Metrics,
 }
 
-#[derive(Default)]
-struct Root {
-    state: Option<Rc<State>>,
-}
-
-impl Context for Root {}
-
-impl RootContext for Root {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = self.get_plugin_configuration().unwrap_or_default();
-        match RateLimitConfig::from_bytes(&bytes) {
-            Ok(config) => {
-                let metrics = Metrics::define(&config);
-                self.state = Some(Rc::new(State { config, metrics }));
-                true
-            }
-            Err(e) => {
-                log::error!("portcullis ratelimit: {e}");
-                false
-            }
-        }
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(RateLimit {
-            state: self.state.clone()?,
-            response_headers: Vec::new(),
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+impl State {
+    fn load(bytes: &[u8]) -> Result<Self, portcullis_core::config::ConfigError> {
+        let config = RateLimitConfig::from_bytes(bytes)?;
+        let metrics = Metrics::define(&config);
+        Ok(State { config, metrics })
     }
 }
 
@@ -126,20 +103,11 @@ impl HttpContext for RateLimit {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let st = self.state.clone();
         let cfg = &st.config;
-        let mut headers = self.get_http_request_headers();
-        for (k, _) in &mut headers {
-            k.make_ascii_lowercase();
-        }
+        let headers = host::request_headers();
         let identity = Identity::from_filter_state(host::property(&[IDENTITY_PROPERTY]).as_deref());
         let source = host::property(&["source", "address"])
             .map(|b| String::from_utf8_lossy(&b).into_owned());
-        let pseudo = |n: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == n)
-                .map(|(_, v)| v.as_str())
-                .unwrap_or_default()
-        };
+        let pseudo = |n: &str| portcullis_core::header(&headers, n).unwrap_or_default();
         let req = Request {
             method: pseudo(":method"),
             path: pseudo(":path"),

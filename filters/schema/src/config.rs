@@ -12,16 +12,7 @@ use std::collections::BTreeMap;
 /// URI prefix under which the named `schemas` are registered, for `$ref` between them.
 pub const SCHEMA_URI_PREFIX: &str = "urn:portcullis:schema:";
 
-/// Enforce or only report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Reject invalid requests.
-    #[default]
-    Enforce,
-    /// Validate and count, never reject.
-    Shadow,
-}
+pub use portcullis_core::config::Mode;
 
 /// What to do with a request no route matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

@@ -7,13 +7,17 @@ use crate::validate::{self, Head, HeadOutcome, REASONS};
 use portcullis_core::deny::Denial;
 use portcullis_core::host::{self, Counter};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, LogLevel};
 use std::collections::HashMap;
 use std::rc::Rc;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(host::Root::new("schema", State::load, |state| {
+            Box::new(Schema { state, route: None, route_name: None, max_body: 0 })
+        }))
+    });
 }}
 
 struct RouteMetrics {
@@ -65,40 +69,11 @@ struct State {
     metrics: Metrics,
 }
 
-#[derive(Default)]
-struct Root {
-    state: Option<Rc<State>>,
-}
-
-impl Context for Root {}
-
-impl RootContext for Root {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = self.get_plugin_configuration().unwrap_or_default();
-        match SchemaConfig::from_bytes(&bytes) {
-            Ok(config) => {
-                let metrics = Metrics::define(&config);
-                self.state = Some(Rc::new(State { config, metrics }));
-                true
-            }
-            Err(e) => {
-                log::error!("portcullis schema: {e}");
-                false
-            }
-        }
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Schema {
-            state: self.state.clone()?,
-            route: None,
-            route_name: None,
-            max_body: 0,
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+impl State {
+    fn load(bytes: &[u8]) -> Result<Self, portcullis_core::config::ConfigError> {
+        let config = SchemaConfig::from_bytes(bytes)?;
+        let metrics = Metrics::define(&config);
+        Ok(State { config, metrics })
     }
 }
 
@@ -162,17 +137,8 @@ impl Context for Schema {}
 
 impl HttpContext for Schema {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let mut headers = self.get_http_request_headers();
-        for (k, _) in &mut headers {
-            k.make_ascii_lowercase();
-        }
-        let pseudo = |n: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == n)
-                .map(|(_, v)| v.as_str())
-                .unwrap_or_default()
-        };
+        let headers = host::request_headers();
+        let pseudo = |n: &str| portcullis_core::header(&headers, n).unwrap_or_default();
         let head = Head {
             method: pseudo(":method"),
             path: pseudo(":path"),

@@ -5,6 +5,7 @@
 use crate::config::{BodyRule, Route, SchemaConfig, Unmatched};
 use crate::scan::{scan, ScanError};
 use portcullis_core::deny::Denial;
+use portcullis_core::header;
 use portcullis_core::path;
 use serde_json::{json, Value};
 
@@ -58,10 +59,6 @@ pub enum HeadOutcome {
     },
     /// Refuse now.
     Deny(Denial),
-}
-
-fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
 fn media_type_ok(cfg: &SchemaConfig, allowed: &[String], content_type: Option<&str>) -> bool {
