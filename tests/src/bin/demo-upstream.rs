@@ -297,15 +297,18 @@ fn write_response(s: &mut TcpStream, resp: &Resp, head: bool, close: bool) -> st
         out.push_str("connection: close\r\n");
     }
     out.push_str("\r\n");
-    s.write_all(out.as_bytes())?;
+    // One write per response: a separate body write would meet Nagle + delayed ACK (40 ms).
+    let mut buf = out.into_bytes();
     if !head && resp.status != 204 {
-        s.write_all(&resp.body)?;
+        buf.extend_from_slice(&resp.body);
     }
+    s.write_all(&buf)?;
     s.flush()
 }
 
 fn serve(stream: TcpStream, rec: Shared, quiet: bool) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(300)));
+    let _ = stream.set_nodelay(true);
     let Ok(mut writer) = stream.try_clone() else {
         return;
     };
