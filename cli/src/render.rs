@@ -101,7 +101,7 @@ pub fn render(template: &str, policies: &Policies, opts: &RenderOptions) -> Resu
         // The buffer filter must hold at least the largest body the schema filter accepts.
         (
             "BUFFER_MAX_BYTES",
-            policies.schema_max_body_bytes.max(1024).to_string(),
+            policies.schema_max_body_bytes.to_string(),
         ),
     ];
     let mut out = template.to_string();

@@ -212,6 +212,8 @@ pub struct SchemaConfig {
     pub unmatched: Unmatched,
     /// Routes.
     pub routes: RouteTable<Route>,
+    /// Filter-wide limits (before route overrides).
+    pub default_limits: Limits,
 }
 
 /// Refuses every retrieval: a `$ref` to anything not shipped in the policy is a config error,
@@ -312,13 +314,13 @@ impl SchemaConfig {
         Self::compile(portcullis_core::config::from_value(v)?)
     }
 
-    /// The largest body any route accepts: what the native buffer filter behind this one must hold.
+    /// The largest body any route accepts, and at least the filter-wide limit: what the native
+    /// buffer filter behind this one must hold (it caps every request, validated or not).
     pub fn max_body_bytes(&self) -> usize {
         self.routes
             .iter()
             .filter_map(|(_, r)| r.request.as_ref().map(|q| q.limits.max_body_bytes))
-            .max()
-            .unwrap_or(0)
+            .fold(self.default_limits.max_body_bytes, usize::max)
     }
 
     /// Compiles a raw configuration.
@@ -403,6 +405,7 @@ impl SchemaConfig {
             max_errors: raw.max_errors.max(1),
             unmatched: raw.unmatched,
             routes: RouteTable::new(routes),
+            default_limits: base,
         })
     }
 }
