@@ -206,6 +206,8 @@ impl Gateway {
         let envoy_bin = envoy_binary()?;
         let dir = TempDir::new("gw");
         let (upstream, upstream_addr) = start_upstream();
+        // Registered at once, so a panic while rendering cannot leak the upstream.
+        reap_with_parent(&[upstream.id()]);
         let (listen, admin) = (free_port(), free_port());
         let template = std::fs::read_to_string(repo_root().join("envoy/gateway.yaml.tmpl"))
             .unwrap_or_default();
@@ -240,7 +242,7 @@ impl Gateway {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("envoy: {e}"));
-        reap_with_parent(&[envoy.id(), upstream.id()]);
+        reap_with_parent(&[envoy.id()]);
         let mut gw = Gateway {
             envoy,
             upstream,

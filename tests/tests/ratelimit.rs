@@ -167,7 +167,10 @@ fn exact_under_concurrency(workers: u32) {
         .into_iter()
         .map(|h| h.join().unwrap())
         .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-    println!("concurrency {workers} workers, 16 connections x 15 requests: {ok} admitted, {limited} limited");
+    let retries = g
+        .stat("wasmcustom.portcullis.ratelimit.cas_retries")
+        .unwrap_or(0);
+    println!("concurrency {workers} workers, 16 connections x 15 requests: {ok} admitted, {limited} limited, {retries} CAS retries so far");
     assert_eq!(
         ok, 50,
         "admitted must equal the burst exactly ({limited} limited)"
