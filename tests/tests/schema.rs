@@ -385,3 +385,69 @@ fn metrics_count_validated_and_rejected_per_reason_and_route() {
             > rejected
     );
 }
+
+/// Response contracts: the demo record passes; a contract the upstream breaks gives 502 in
+/// enforce mode (nothing of the original body reaches the client) and passes in report mode.
+#[test]
+fn response_contracts_report_or_enforce() {
+    let (g, _log) = gateway!(gw);
+    let t = demo_token("acme", "customers:read");
+    let ok = g.send(&Request::get("/api/v1/tenants/acme/customers/c-1001").bearer(&t));
+    assert_eq!(ok.status, 200, "{}", ok.body_str());
+    assert_eq!(ok.json()["id"], "c-1001");
+    assert!(
+        ok.header("x-portcullis-hold-response").is_none(),
+        "the internal hold header never leaves Envoy"
+    );
+
+    let mut policies = harness::demo_policies();
+    // The upstream's records carry `ssn`, `owner`…: a contract without them is broken by it.
+    let strict = json!({"type": "object", "additionalProperties": false,
+                        "properties": {"id": {"type": "string"}, "name": {"type": "string"}}});
+    policies.schema["routes"] = json!([
+        {"name": "strict-enforce", "match": {"methods": ["GET"], "template": "/api/v1/tenants/{tenant}/customers/{id}"},
+         "response": {"schema": strict, "mode": "enforce"}},
+        {"name": "strict-report", "match": {"methods": ["GET"], "template": "/api/v1/tenants/{tenant}/customers"},
+         "response": {"schema": strict, "mode": "report"}}
+    ]);
+    let Some(g2) = Gateway::start(GatewayOptions {
+        policies,
+        concurrency: 1,
+        ..GatewayOptions::default()
+    }) else {
+        return;
+    };
+    let _log2 = g2.log_on_failure();
+    let r = g2.send(&Request::get("/api/v1/tenants/acme/customers/c-1001").bearer(&t));
+    assert_eq!(r.status, 502, "{}", r.body_str());
+    assert_eq!(
+        r.header("x-portcullis-reason"),
+        Some("response_contract_violation")
+    );
+    let body = r.body_str();
+    assert!(body.contains("additionalProperties"), "{body}");
+    for leaked in ["123-45-678", "4111111111111111", "rep-"] {
+        assert!(
+            !body.contains(leaked),
+            "upstream data leaked in the 502: {body}"
+        );
+    }
+    // Report mode: the response goes out, the violation is counted.
+    let r = g2.send(&Request::get("/api/v1/tenants/acme/customers").bearer(&t));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["tenant"], "acme");
+    assert!(
+        g2.stat("wasmcustom.portcullis.schema.rejected.response_contract_violation")
+            .unwrap_or(0)
+            >= 2
+    );
+    // The connection survives: a keep-alive request after the 502 still works.
+    let mut conn = portcullis_tests::http::Conn::connect(g2.addr).unwrap();
+    assert_eq!(
+        conn.send(&Request::get("/api/v1/tenants/acme/customers/c-1002").bearer(&t))
+            .unwrap()
+            .status,
+        502
+    );
+    assert_eq!(conn.send(&Request::get("/healthz")).unwrap().status, 200);
+}

@@ -129,6 +129,9 @@ pub struct RawRoute {
     /// Required headers.
     #[serde(default)]
     pub headers: Vec<RawHeader>,
+    /// Response contract for 2xx responses.
+    #[serde(default)]
+    pub response: Option<RawResponse>,
 }
 
 /// Request body rules as written.
@@ -146,6 +149,43 @@ pub struct RawRequest {
     /// Accepted media types for this route (default: the filter-wide list).
     #[serde(default)]
     pub content_types: Option<Vec<String>>,
+}
+
+/// How a response contract is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ContractMode {
+    /// Count and log violations; the response goes out as it is.
+    #[default]
+    Report,
+    /// Replace a violating response with 502 problem+json (needs the response-hold Lua filter
+    /// in front of the chain, see README).
+    Enforce,
+}
+
+/// A response contract as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResponse {
+    /// A schema name from `schemas`, or an inline schema object.
+    pub schema: Value,
+    /// `report` (default) or `enforce`.
+    #[serde(default)]
+    pub mode: ContractMode,
+    /// Limits for response bodies (default: the filter-wide limits).
+    #[serde(default)]
+    pub limits: LimitOverrides,
+}
+
+/// A compiled response contract (checked on 2xx responses).
+#[derive(Debug)]
+pub struct ResponseRule {
+    /// Compiled schema.
+    pub validator: Validator,
+    /// Report or enforce.
+    pub mode: ContractMode,
+    /// Structural limits.
+    pub limits: Limits,
 }
 
 /// A required header as written.
@@ -195,6 +235,8 @@ pub struct Route {
     pub request: Option<RequestRule>,
     /// Header rules.
     pub headers: Vec<HeaderRule>,
+    /// Response contract.
+    pub response: Option<ResponseRule>,
 }
 
 /// The compiled schema filter configuration.
@@ -272,6 +314,19 @@ impl Retrieve for BoxedRetriever {
     }
 }
 
+/// A route's schema: a name from `schemas`, or an inline schema, compiled.
+fn route_schema(v: &Value, raw: &RawConfig, field: &str) -> Result<Validator, ConfigError> {
+    let schema = match v {
+        Value::String(name) => raw.schemas.get(name).ok_or_else(|| {
+            ConfigError::new(field, format!("no schema named `{name}` in `schemas`"))
+        })?,
+        v @ (Value::Object(_) | Value::Bool(_)) => v,
+        _ => return Err(ConfigError::new(field, "a schema name or a schema object")),
+    };
+    compile_schema(schema, &raw.schemas, raw.validate_formats, None)
+        .map_err(|e| ConfigError::new(field, e))
+}
+
 fn media_types(list: &[String], field: &str) -> Result<Vec<String>, ConfigError> {
     let mut out = Vec::new();
     for (i, t) in list.iter().enumerate() {
@@ -333,31 +388,14 @@ impl SchemaConfig {
                 .map_err(|e| ConfigError::new(format!("schemas.{name}"), e))?;
         }
         let mut routes = Vec::new();
-        for (i, r) in raw.routes.into_iter().enumerate() {
+        for (i, r) in raw.routes.iter().cloned().enumerate() {
             let at = format!("routes[{i}]");
             let matcher =
                 RouteMatcher::compile(&r.matcher).map_err(|e| e.within(&format!("{at}.match")))?;
             let request = match r.request {
                 None => None,
                 Some(q) => {
-                    let schema = match &q.schema {
-                        Value::String(name) => raw.schemas.get(name).ok_or_else(|| {
-                            ConfigError::new(
-                                format!("{at}.request.schema"),
-                                format!("no schema named `{name}` in `schemas`"),
-                            )
-                        })?,
-                        v @ (Value::Object(_) | Value::Bool(_)) => v,
-                        _ => {
-                            return Err(ConfigError::new(
-                                format!("{at}.request.schema"),
-                                "a schema name or a schema object",
-                            ))
-                        }
-                    };
-                    let validator =
-                        compile_schema(schema, &raw.schemas, raw.validate_formats, None)
-                            .map_err(|e| ConfigError::new(format!("{at}.request.schema"), e))?;
+                    let validator = route_schema(&q.schema, &raw, &format!("{at}.request.schema"))?;
                     let limits = q.limits.apply(base);
                     check_limits(&limits, &format!("{at}.request.limits"))?;
                     let content_types = match &q.content_types {
@@ -372,6 +410,29 @@ impl SchemaConfig {
                     })
                 }
             };
+            let response = match &r.response {
+                None => None,
+                Some(q) => {
+                    let validator =
+                        route_schema(&q.schema, &raw, &format!("{at}.response.schema"))?;
+                    let limits = q.limits.apply(base);
+                    check_limits(&limits, &format!("{at}.response.limits"))?;
+                    Some(ResponseRule {
+                        validator,
+                        mode: q.mode,
+                        limits,
+                    })
+                }
+            };
+            if routes
+                .iter()
+                .any(|(_, x): &(RouteMatcher, Route)| x.name == r.name)
+            {
+                return Err(ConfigError::new(
+                    format!("{at}.name"),
+                    format!("duplicate route name `{}`", r.name),
+                ));
+            }
             let mut headers = Vec::new();
             for (j, h) in r.headers.iter().enumerate() {
                 let pattern = match &h.pattern {
@@ -395,6 +456,7 @@ impl SchemaConfig {
                     name: r.name,
                     request,
                     headers,
+                    response,
                 },
             ));
         }

@@ -2,7 +2,7 @@
 //! (the native buffer filter placed after this one keeps the upstream from seeing anything
 //! before the verdict), then runs [`crate::validate::check_body`].
 
-use crate::config::{Mode, SchemaConfig};
+use crate::config::{ContractMode, Mode, SchemaConfig};
 use crate::validate::{self, Head, HeadOutcome, REASONS};
 use portcullis_core::deny::Denial;
 use portcullis_core::host::{self, Counter};
@@ -15,7 +15,7 @@ proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
         Box::new(host::Root::new("schema", State::load, |state| {
-            Box::new(Schema { state, route: None, route_name: None, max_body: 0 })
+            Box::new(Schema { state, route: None, route_name: None, max_body: 0, method: String::new(), checking_response: false, response_content_type: None })
         }))
     });
 }}
@@ -83,7 +83,17 @@ struct Schema {
     route: Option<usize>,
     route_name: Option<String>,
     max_body: usize,
+    method: String,
+    /// The response is being buffered to check it against the route's contract.
+    checking_response: bool,
+    /// Response content type, read in the headers phase: the host refuses header access during
+    /// body callbacks (and the SDK would trap on that refusal).
+    response_content_type: Option<String>,
 }
+
+/// Response header asking the response-hold Lua filter (first in the chain) to keep the whole
+/// response until this filter has checked it, so a violation can still become a 502.
+const HOLD_HEADER: &str = "x-portcullis-hold-response";
 
 impl Schema {
     /// Applies a denial (or, in shadow mode, counts it and lets the request through).
@@ -145,6 +155,7 @@ impl HttpContext for Schema {
             headers: &headers,
             has_body: !end_of_stream,
         };
+        self.method = head.method.to_string();
         let (name, outcome) = validate::check_head(&self.state.config, &head);
         self.route_name = name;
         match outcome {
@@ -182,5 +193,64 @@ impl HttpContext for Schema {
             }
             Err(d) => self.deny(&d),
         }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(name) = self.route_name.as_deref() else {
+            return Action::Continue;
+        };
+        let Some(rule) = validate::response_rule(&self.state.config, name) else {
+            return Action::Continue;
+        };
+        let status = self.get_http_response_header(":status").unwrap_or_default();
+        // Contracts describe successful bodies; HEAD and bodiless responses carry none.
+        if end_of_stream || self.method == "HEAD" || !status.starts_with('2') || status == "204" {
+            return Action::Continue;
+        }
+        self.checking_response = true;
+        self.response_content_type = self.get_http_response_header("content-type");
+        if rule.mode == ContractMode::Enforce {
+            self.add_http_response_header(HOLD_HEADER, "1");
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.checking_response {
+            return Action::Continue;
+        }
+        let st = self.state.clone();
+        let Some(rule) = self
+            .route_name
+            .as_deref()
+            .and_then(|n| validate::response_rule(&st.config, n))
+        else {
+            return Action::Continue;
+        };
+        if !end_of_stream && body_size <= rule.limits.max_body_bytes {
+            return Action::Pause;
+        }
+        self.checking_response = false;
+        let body = self
+            .get_http_response_body(0, body_size)
+            .unwrap_or_default();
+        let content_type = self.response_content_type.take();
+        let Err(d) = validate::check_response(&st.config, rule, content_type.as_deref(), &body)
+        else {
+            return Action::Continue;
+        };
+        let route = self.route_name.as_deref().unwrap_or("-");
+        if let Some(c) = st.metrics.rejected.get(d.reason) {
+            c.inc();
+        }
+        if rule.mode == ContractMode::Enforce && st.config.mode == Mode::Enforce {
+            log::warn!(
+                "portcullis schema: response contract violated route={route}; replaced with 502"
+            );
+            host::send_denial(&d);
+            return Action::Pause;
+        }
+        log::warn!("portcullis schema: response contract violated route={route} (report)");
+        Action::Continue
     }
 }

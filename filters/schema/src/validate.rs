@@ -2,7 +2,7 @@
 //! [`check_head`] (route, required headers, media type, declared length) and [`check_body`]
 //! (structural scan, then the compiled JSON Schema). Pure functions over plain data.
 
-use crate::config::{BodyRule, Route, SchemaConfig, Unmatched};
+use crate::config::{BodyRule, ResponseRule, Route, SchemaConfig, Unmatched};
 use crate::scan::{scan, ScanError};
 use portcullis_core::deny::Denial;
 use portcullis_core::header;
@@ -30,6 +30,7 @@ pub const REASONS: &[&str] = &[
     "string_too_long",
     "too_many_members",
     "schema_violation",
+    "response_contract_violation",
 ];
 
 /// The request head as the schema filter sees it.
@@ -240,30 +241,107 @@ pub fn check_body(cfg: &SchemaConfig, route: usize, body: &[u8]) -> Result<(), D
             BodyRule::Optional => Ok(()),
         };
     }
-    scan(body, &req.limits).map_err(scan_denial)?;
+    match violations(&req.validator, &req.limits, body, cfg.max_errors) {
+        Ok(()) => Ok(()),
+        Err(Problem::Structure(e)) => Err(scan_denial(e)),
+        Err(Problem::Schema { errors, total }) => Err(Denial::new(
+            FILTER,
+            422,
+            "schema_violation",
+            "The request body does not match the schema for this route.",
+        )
+        .with_member("errors", Value::Array(errors))
+        .with_member("error_count", json!(total))),
+    }
+}
+
+/// Why a JSON document failed: its structure, or the schema (pointers and keywords only).
+enum Problem {
+    Structure(ScanError),
+    Schema { errors: Vec<Value>, total: usize },
+}
+
+/// Structural scan, then the schema; the one validation path for requests and responses.
+fn violations(
+    validator: &jsonschema::Validator,
+    limits: &crate::scan::Limits,
+    body: &[u8],
+    max_errors: usize,
+) -> Result<(), Problem> {
+    scan(body, limits).map_err(Problem::Structure)?;
     // The scan guarantees syntax and depth, so this parse cannot fail or recurse too far; treat
     // a failure as malformed anyway rather than trusting that.
     let instance: Value =
-        serde_json::from_slice(body).map_err(|_| scan_denial(ScanError::Malformed))?;
+        serde_json::from_slice(body).map_err(|_| Problem::Structure(ScanError::Malformed))?;
     let mut errors = Vec::new();
     let mut total = 0usize;
-    for e in req.validator.iter_errors(&instance) {
+    for e in validator.iter_errors(&instance) {
         total += 1;
-        if errors.len() < cfg.max_errors {
+        if errors.len() < max_errors {
             errors.push(
                 json!({"pointer": e.instance_path().to_string(), "keyword": e.kind().keyword()}),
             );
         }
     }
     if total == 0 {
-        return Ok(());
+        Ok(())
+    } else {
+        Err(Problem::Schema { errors, total })
     }
-    Err(Denial::new(
-        FILTER,
-        422,
-        "schema_violation",
-        "The request body does not match the schema for this route.",
-    )
-    .with_member("errors", Value::Array(errors))
-    .with_member("error_count", json!(total)))
+}
+
+/// The response contract of a route, by name.
+pub fn response_rule<'c>(cfg: &'c SchemaConfig, route: &str) -> Option<&'c ResponseRule> {
+    cfg.routes
+        .iter()
+        .find(|(_, r)| r.name == route)
+        .and_then(|(_, r)| r.response.as_ref())
+}
+
+/// Checks a complete 2xx response body against its route's contract. The denial (502) is what
+/// an enforcing gateway sends instead; it names pointers and keywords, never values.
+pub fn check_response(
+    cfg: &SchemaConfig,
+    rule: &ResponseRule,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<(), Denial> {
+    let violation = |members: Vec<(&'static str, Value)>| {
+        let mut d = Denial::new(
+            FILTER,
+            502,
+            "response_contract_violation",
+            "The upstream response does not match the contract for this route.",
+        );
+        for (k, v) in members {
+            d = d.with_member(k, v);
+        }
+        d
+    };
+    let json_type = content_type.is_some_and(|ct| {
+        let mt = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        mt == "application/json" || (mt.starts_with("application/") && mt.ends_with("+json"))
+    });
+    if !json_type {
+        return Err(violation(vec![(
+            "errors",
+            json!([{"pointer": "", "keyword": "contentType"}]),
+        )]));
+    }
+    match violations(&rule.validator, &rule.limits, body, cfg.max_errors) {
+        Ok(()) => Ok(()),
+        Err(Problem::Structure(_)) => Err(violation(vec![(
+            "errors",
+            json!([{"pointer": "", "keyword": "json"}]),
+        )])),
+        Err(Problem::Schema { errors, total }) => Err(violation(vec![
+            ("errors", Value::Array(errors)),
+            ("error_count", json!(total)),
+        ])),
+    }
 }
