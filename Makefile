@@ -2,7 +2,7 @@
 # The Envoy version is pinned here and nowhere else.
 ENVOY_VERSION := 1.40.0
 WASM_TARGET   := wasm32-wasip1
-FILTERS       := authn ratelimit schema
+FILTERS       := authn ratelimit schema pii
 VENV          := .venv
 PYTHON        ?= python3
 CARGO         ?= cargo

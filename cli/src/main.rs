@@ -140,6 +140,19 @@ fn check(args: &[String]) -> Result<()> {
         let rl = policy::compile_ratelimit(doc, file)?;
         println!("ok: {}/{file}: {} limit(s)", dir.display(), rl.limits.len());
     }
+    for (file, doc) in [
+        (policy::PII_FILE, &p.pii),
+        (policy::PII_EGRESS_FILE, &p.pii_egress),
+    ] {
+        let pii = policy::compile_pii(doc, file)?;
+        println!(
+            "ok: {}/{file}: {} rule(s), {} profile(s), {} route(s)",
+            dir.display(),
+            pii.rules.len(),
+            pii.profiles.len(),
+            pii.routes.len()
+        );
+    }
     Ok(())
 }
 

@@ -7,6 +7,7 @@
 
 use crate::{CliError, Result};
 use portcullis_authn::config::AuthnConfig;
+use portcullis_pii::config::PiiConfig;
 use portcullis_ratelimit::config::RateLimitConfig;
 use portcullis_schema::config::SchemaConfig;
 use serde_json::Value;
@@ -20,6 +21,10 @@ pub const SCHEMA_FILE: &str = "schema.yaml";
 pub const RATELIMIT_FILE: &str = "ratelimit.yaml";
 /// The pre-authn (per-IP) ratelimit policy file.
 pub const RATELIMIT_IP_FILE: &str = "ratelimit-ip.yaml";
+/// The masking policy of the gateway (responses to callers).
+pub const PII_FILE: &str = "pii.yaml";
+/// The masking policy of the egress listener (request bodies synced out to external CRMs).
+pub const PII_EGRESS_FILE: &str = "pii-egress.yaml";
 
 /// A loaded, validated policy set: the filter configs as JSON, ready to inline.
 #[derive(Debug, Clone)]
@@ -36,6 +41,27 @@ pub struct Policies {
     pub ratelimit: Value,
     /// ratelimit configuration of the per-IP instance before authn.
     pub ratelimit_ip: Value,
+    /// pii configuration of the gateway.
+    pub pii: Value,
+    /// pii configuration of the egress listener.
+    pub pii_egress: Value,
+    /// Largest request body the egress masking buffers: the egress buffer filter's limit.
+    pub pii_egress_max_body_bytes: usize,
+    /// Largest body the gateway's pii filter buffers.
+    pub pii_max_body_bytes: usize,
+}
+
+impl Policies {
+    /// Envoy's per-connection buffer limit for the listeners: above every body a filter
+    /// buffers (twice the largest, so a body over a filter's own limit meets that filter's
+    /// clear refusal, not Envoy's bare 500), and never below Envoy's 1 MiB default.
+    pub fn connection_buffer_bytes(&self) -> usize {
+        let largest = self
+            .schema_max_body_bytes
+            .max(self.pii_max_body_bytes)
+            .max(self.pii_egress_max_body_bytes);
+        largest.saturating_mul(2).max(1 << 20)
+    }
 }
 
 fn read_yaml(path: &Path) -> Result<Value> {
@@ -98,6 +124,11 @@ pub fn compile_ratelimit(doc: &Value, file: &str) -> Result<RateLimitConfig> {
     RateLimitConfig::from_value(doc.clone()).map_err(|e| CliError(format!("{file}: {e}")))
 }
 
+/// Compiles a pii config with the filter's own code.
+pub fn compile_pii(doc: &Value, file: &str) -> Result<PiiConfig> {
+    PiiConfig::from_value(doc.clone()).map_err(|e| CliError(format!("{file}: {e}")))
+}
+
 /// Loads and validates every policy file in a directory.
 pub fn load(dir: &Path) -> Result<Policies> {
     let authn = prepare_authn(read_yaml(&dir.join(AUTHN_FILE))?, dir)?;
@@ -108,6 +139,11 @@ pub fn load(dir: &Path) -> Result<Policies> {
     compile_ratelimit(&ratelimit, RATELIMIT_FILE)?;
     let ratelimit_ip = read_yaml(&dir.join(RATELIMIT_IP_FILE))?;
     compile_ratelimit(&ratelimit_ip, RATELIMIT_IP_FILE)?;
+    let pii = read_yaml(&dir.join(PII_FILE))?;
+    let pii_max_body_bytes = compile_pii(&pii, PII_FILE)?.max_body_bytes();
+    let pii_egress = read_yaml(&dir.join(PII_EGRESS_FILE))?;
+    let pii_egress_max_body_bytes =
+        compile_pii(&pii_egress, PII_EGRESS_FILE)?.max_request_body_bytes();
     Ok(Policies {
         dir: dir.to_path_buf(),
         authn,
@@ -115,6 +151,10 @@ pub fn load(dir: &Path) -> Result<Policies> {
         schema_max_body_bytes,
         ratelimit,
         ratelimit_ip,
+        pii,
+        pii_egress,
+        pii_egress_max_body_bytes,
+        pii_max_body_bytes,
     })
 }
 

@@ -98,6 +98,23 @@ pub fn render(template: &str, policies: &Policies, opts: &RenderOptions) -> Resu
             "RATELIMIT_IP_CONFIGURATION",
             plugin_configuration(&policies.ratelimit_ip, opts.format),
         ),
+        (
+            "PII_CONFIGURATION",
+            plugin_configuration(&policies.pii, opts.format),
+        ),
+        (
+            "PII_EGRESS_CONFIGURATION",
+            plugin_configuration(&policies.pii_egress, opts.format),
+        ),
+        (
+            "CONNECTION_BUFFER_BYTES",
+            policies.connection_buffer_bytes().to_string(),
+        ),
+        // The egress buffer filter holds whole request bodies while pii masks them.
+        (
+            "EGRESS_BUFFER_MAX_BYTES",
+            policies.pii_egress_max_body_bytes.max(1024).to_string(),
+        ),
         // The buffer filter must hold at least the largest body the schema filter accepts.
         (
             "BUFFER_MAX_BYTES",

@@ -85,6 +85,8 @@ pub struct GatewayOptions {
     pub envoy_normalize_path: bool,
     /// Config embedding.
     pub format: ConfigFormat,
+    /// Template in `envoy/` (default `gateway.yaml.tmpl`; `egress.yaml.tmpl` for egress).
+    pub template: &'static str,
 }
 
 impl Default for GatewayOptions {
@@ -94,6 +96,7 @@ impl Default for GatewayOptions {
             concurrency: 2,
             envoy_normalize_path: false,
             format: ConfigFormat::Struct,
+            template: "gateway.yaml.tmpl",
         }
     }
 }
@@ -209,7 +212,7 @@ impl Gateway {
         // Registered at once, so a panic while rendering cannot leak the upstream.
         reap_with_parent(&[upstream.id()]);
         let (listen, admin) = (free_port(), free_port());
-        let template = std::fs::read_to_string(repo_root().join("envoy/gateway.yaml.tmpl"))
+        let template = std::fs::read_to_string(repo_root().join("envoy").join(opts.template))
             .unwrap_or_default();
         let ro = RenderOptions {
             listen_port: listen,

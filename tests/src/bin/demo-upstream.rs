@@ -46,26 +46,128 @@ struct Resp {
     content_type: &'static str,
     body: Vec<u8>,
     seq: Option<u64>,
+    /// `content-encoding` the body was compressed with.
+    encoding: Option<&'static str>,
+    /// Send with `transfer-encoding: chunked` instead of `content-length`.
+    chunked: bool,
+}
+
+impl Resp {
+    fn new(status: u16, content_type: &'static str, body: Vec<u8>) -> Self {
+        Resp {
+            status,
+            content_type,
+            body,
+            seq: None,
+            encoding: None,
+            chunked: false,
+        }
+    }
 }
 
 fn json_resp(status: u16, v: Value) -> Resp {
-    Resp {
-        status,
-        content_type: "application/json",
-        body: v.to_string().into_bytes(),
-        seq: None,
-    }
+    Resp::new(status, "application/json", v.to_string().into_bytes())
 }
 
 fn problem(status: u16, title: &str) -> Resp {
-    Resp {
+    Resp::new(
         status,
-        content_type: "application/problem+json",
-        body: json!({"type": "about:blank", "title": title, "status": status})
+        "application/problem+json",
+        json!({"type": "about:blank", "title": title, "status": status})
             .to_string()
             .into_bytes(),
-        seq: None,
+    )
+}
+
+/// Masking fixtures: bodies shaped to exercise every rule, detector and body path of the pii
+/// filter (`?encoding=gzip|deflate|deflate-raw|br|zstd` compresses, `?chunked=1` streams).
+fn fixture(tenant: &str, name: &str, query: &str) -> Resp {
+    let param = |k: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+    };
+    let text = |ct: &'static str, b: &str| Resp::new(200, ct, b.as_bytes().to_vec());
+    let mut resp = match name {
+        "customers" => json_resp(200, json!({"tenant": tenant, "customers": customers(tenant)})),
+        // Keys written with escapes (`s\u0073n` is `ssn`), arrays inside arrays.
+        "nested" => text(
+            "application/json",
+            r#"{"accounts":[{"name":"Acme","contacts":[[{"s\u0073n":"123-45-6789","emails":["ada@acme.example.com","grace@acme.example.com"]}]],"notes":"call +1-555-123-4567"}]}"#,
+        ),
+        "numbers" => text(
+            "application/json",
+            r#"{"card_as_number":4111111111111111,"created_at":1700000000000,"amount":12.50,"big_id":12345678901234567890123}"#,
+        ),
+        "text" => text(
+            "text/plain; charset=utf-8",
+            "Contact ada@acme.example.com or +1-555-123-4567.\nSSN 123-45-6789, card 4111 1111 1111 1111.\n",
+        ),
+        "csv" => text(
+            "text/csv",
+            "name,email,ssn\nAda,ada@acme.example.com,123-45-6789\nAlan,alan@acme.example.com,125-45-6782\n",
+        ),
+        "binary" => Resp::new(200, "application/octet-stream", b"\x00\x01ada@acme.example.com\xff".to_vec()),
+        "empty" => Resp::new(204, "application/json", Vec::new()),
+        "invalid" => text("application/json", r#"{"ssn":"123-45-6789""#),
+        "large" => {
+            let item = json!({"email": "ada@acme.example.com", "pad": "x".repeat(1000)});
+            json_resp(200, json!({"items": vec![item; 1500]}))
+        }
+        // 64 MiB of JSON whitespace inside an array: ~64 KiB gzipped.
+        "bomb" => {
+            let mut body = b"[".to_vec();
+            body.resize(64 << 20, b' ');
+            body.push(b']');
+            let mut r = Resp::new(200, "application/json", compress("gzip", &body));
+            r.encoding = Some("gzip");
+            return r;
+        }
+        _ => return problem(404, "Not Found"),
+    };
+    if let Some(enc) = param("encoding") {
+        let (header, body): (&'static str, Vec<u8>) = match enc {
+            "gzip" => ("gzip", compress("gzip", &resp.body)),
+            "deflate" => ("deflate", compress("deflate", &resp.body)),
+            "deflate-raw" => ("deflate", compress("deflate-raw", &resp.body)),
+            "br" => ("br", compress("br", &resp.body)),
+            // Not really zstd: the filter must refuse the coding without reading it.
+            "zstd" => ("zstd", resp.body.clone()),
+            _ => return problem(400, "Bad Request"),
+        };
+        resp.encoding = Some(header);
+        resp.body = body;
     }
+    resp.chunked = param("chunked") == Some("1");
+    resp
+}
+
+fn compress(coding: &str, data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let level = flate2::Compression::default();
+    let out = match coding {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), level);
+            e.write_all(data).and_then(|()| e.finish())
+        }
+        "deflate" => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), level);
+            e.write_all(data).and_then(|()| e.finish())
+        }
+        "deflate-raw" => {
+            let mut e = flate2::write::DeflateEncoder::new(Vec::new(), level);
+            e.write_all(data).and_then(|()| e.finish())
+        }
+        _ => {
+            let mut out = Vec::new();
+            {
+                let mut e = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                let _ = e.write_all(data);
+            }
+            Ok(out)
+        }
+    };
+    out.unwrap_or_default()
 }
 
 fn reason(status: u16) -> &'static str {
@@ -116,7 +218,7 @@ fn customers(tenant: &str) -> Vec<Value> {
 }
 
 fn route(req: &Req) -> Resp {
-    let path = req.target.split('?').next().unwrap_or("");
+    let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (req.method.as_str(), segs.as_slice()) {
         ("GET" | "HEAD", ["healthz"]) => json_resp(200, json!({"status": "ok"})),
@@ -139,6 +241,9 @@ fn route(req: &Req) -> Resp {
                 _ => problem(400, "Bad Request"),
             }
         }
+        ("GET" | "HEAD", ["api", "v1", "tenants", t, "fixtures", name]) => fixture(t, name, query),
+        // Egress target: an external CRM receiving a sync (the recorder keeps what arrived).
+        ("POST" | "PUT", ["crm", "v1", "sync", ..]) => json_resp(202, json!({"accepted": true})),
         ("POST", ["api", "v1", "tenants", t, "reports", "export"]) => json_resp(
             202,
             json!({"export_id": format!("exp-{t}-1"), "status": "queued"}),
@@ -170,12 +275,7 @@ fn admin(req: &Req, rec: &Shared) -> Option<Resp> {
         }),
         ("POST", "/__admin/reset") => {
             r.records.clear();
-            Some(Resp {
-                status: 204,
-                content_type: "application/json",
-                body: Vec::new(),
-                seq: None,
-            })
+            Some(Resp::new(204, "application/json", Vec::new()))
         }
         _ => None,
     }
@@ -284,12 +384,19 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Result<Req, ReadError> {
 
 fn write_response(s: &mut TcpStream, resp: &Resp, head: bool, close: bool) -> std::io::Result<()> {
     let mut out = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n",
+        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\n",
         resp.status,
         reason(resp.status),
         resp.content_type,
-        resp.body.len()
     );
+    if resp.chunked {
+        out.push_str("transfer-encoding: chunked\r\n");
+    } else if resp.status != 204 {
+        out.push_str(&format!("content-length: {}\r\n", resp.body.len()));
+    }
+    if let Some(enc) = resp.encoding {
+        out.push_str(&format!("content-encoding: {enc}\r\n"));
+    }
     if let Some(seq) = resp.seq {
         out.push_str(&format!("x-demo-request-seq: {seq}\r\n"));
     }
@@ -300,7 +407,16 @@ fn write_response(s: &mut TcpStream, resp: &Resp, head: bool, close: bool) -> st
     // One write per response: a separate body write would meet Nagle + delayed ACK (40 ms).
     let mut buf = out.into_bytes();
     if !head && resp.status != 204 {
-        buf.extend_from_slice(&resp.body);
+        if resp.chunked {
+            for chunk in resp.body.chunks(700) {
+                buf.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                buf.extend_from_slice(chunk);
+                buf.extend_from_slice(b"\r\n");
+            }
+            buf.extend_from_slice(b"0\r\n\r\n");
+        } else {
+            buf.extend_from_slice(&resp.body);
+        }
     }
     s.write_all(&buf)?;
     s.flush()

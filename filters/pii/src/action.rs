@@ -1,0 +1,289 @@
+//! What happens to a value found to be personal data.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+
+/// How a tokenized value is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenFormat {
+    /// `tok_` + 24 base64url characters (144 bits of HMAC-SHA-256).
+    #[default]
+    Opaque,
+    /// Same length and separators as the value, every ASCII digit replaced by a keyed digit
+    /// (`4111-1111-1111-1111` → `8302-5719-…`): fits columns that expect the original format.
+    /// A pseudonym, not reversible encryption.
+    Digits,
+}
+
+/// A masking action, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Replace with a placeholder.
+    Redact {
+        /// The replacement text.
+        placeholder: String,
+    },
+    /// Keep some characters, mask the other letters and digits (separators kept).
+    Partial {
+        /// Letters/digits kept at the start.
+        keep_first: usize,
+        /// Letters/digits kept at the end.
+        keep_last: usize,
+        /// For e-mail addresses: keep the domain, mask the local part.
+        keep_domain: bool,
+        /// Replacement character.
+        mask_char: char,
+    },
+    /// Keyed HMAC-SHA-256 pseudonym: stable per tenant key, so records can still be joined.
+    Tokenize {
+        /// Output format.
+        format: TokenFormat,
+        /// Domain-separation label (values of different classes never share a token).
+        class: String,
+        /// Prefix of opaque tokens.
+        prefix: String,
+    },
+    /// Remove the member (field rules only).
+    Drop,
+}
+
+/// A tokenization key is needed and none is configured for the caller's tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoKey;
+
+impl Action {
+    /// The replacement text for `value`. `key` is the caller's tenant tokenization key.
+    pub fn apply(&self, value: &str, key: Option<&[u8]>) -> Result<String, NoKey> {
+        match self {
+            Action::Redact { placeholder } => Ok(placeholder.clone()),
+            Action::Drop => Ok(String::new()),
+            Action::Partial {
+                keep_first,
+                keep_last,
+                keep_domain,
+                mask_char,
+            } => Ok(partial(
+                value,
+                *keep_first,
+                *keep_last,
+                *keep_domain,
+                *mask_char,
+            )),
+            Action::Tokenize {
+                format,
+                class,
+                prefix,
+            } => {
+                let key = key.ok_or(NoKey)?;
+                Ok(tokenize(key, class, value, *format, prefix))
+            }
+        }
+    }
+}
+
+fn partial(
+    value: &str,
+    keep_first: usize,
+    keep_last: usize,
+    keep_domain: bool,
+    mask: char,
+) -> String {
+    if keep_domain {
+        if let Some(at) = value.rfind('@') {
+            // Fixed-width local part: the length of the original is not revealed either.
+            let domain = value.get(at..).unwrap_or_default();
+            return format!("{mask}{mask}{mask}{domain}");
+        }
+    }
+    let total = value.chars().filter(|c| c.is_alphanumeric()).count();
+    // Keeping as many characters as the value has would reveal all of it: mask everything.
+    let (kf, kl) = if keep_first + keep_last >= total {
+        (0, 0)
+    } else {
+        (keep_first, keep_last)
+    };
+    let mut seen = 0usize;
+    value
+        .chars()
+        .map(|c| {
+            if !c.is_alphanumeric() {
+                return c;
+            }
+            seen += 1;
+            if seen <= kf || seen > total - kl {
+                c
+            } else {
+                mask
+            }
+        })
+        .collect()
+}
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = hmac_sha256::HMAC::new(key);
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize()
+}
+
+fn tokenize(key: &[u8], class: &str, value: &str, format: TokenFormat, prefix: &str) -> String {
+    match format {
+        TokenFormat::Opaque => {
+            let mac = hmac(
+                key,
+                &[
+                    b"portcullis-token-v1\0",
+                    class.as_bytes(),
+                    b"\0",
+                    value.as_bytes(),
+                ],
+            );
+            format!("{prefix}{}", URL_SAFE_NO_PAD.encode(&mac[..18]))
+        }
+        TokenFormat::Digits => {
+            // Digits are drawn from an HMAC stream (counter mode); the modulo bias (256 mod 10)
+            // is irrelevant for a pseudonym.
+            let mut out = String::with_capacity(value.len());
+            let mut block = [0u8; 32];
+            let mut used = 32usize;
+            let mut counter = 0u32;
+            for c in value.chars() {
+                if c.is_ascii_digit() {
+                    if used == block.len() {
+                        block = hmac(
+                            key,
+                            &[
+                                b"portcullis-digits-v1\0",
+                                class.as_bytes(),
+                                b"\0",
+                                value.as_bytes(),
+                                &counter.to_be_bytes(),
+                            ],
+                        );
+                        counter += 1;
+                        used = 0;
+                    }
+                    let d = block.get(used).copied().unwrap_or(0) % 10;
+                    used += 1;
+                    out.push(char::from(b'0' + d));
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partial_of(v: &str, kf: usize, kl: usize, dom: bool) -> String {
+        Action::Partial {
+            keep_first: kf,
+            keep_last: kl,
+            keep_domain: dom,
+            mask_char: '*',
+        }
+        .apply(v, None)
+        .unwrap()
+    }
+
+    #[test]
+    fn partial_masks_keep_format() {
+        assert_eq!(
+            partial_of("4111 1111 1111 1111", 0, 4, false),
+            "**** **** **** 1111"
+        );
+        assert_eq!(partial_of("123-45-6789", 0, 4, false), "***-**-6789");
+        assert_eq!(
+            partial_of("ada@acme.example.com", 0, 0, true),
+            "***@acme.example.com"
+        );
+        assert_eq!(
+            partial_of("+1-555-123-4567", 4, 0, false),
+            "+1-555-***-****"
+        );
+        // Keeping everything would reveal everything.
+        assert_eq!(partial_of("1234", 0, 4, false), "****");
+        assert_eq!(
+            Action::Partial {
+                keep_first: 4,
+                keep_last: 0,
+                keep_domain: false,
+                mask_char: 'X'
+            }
+            .apply("+1-555-123-4567", None)
+            .unwrap(),
+            "+1-555-XXX-XXXX"
+        );
+    }
+
+    #[test]
+    fn tokens_are_keyed_stable_and_separated() {
+        let t = |key: &[u8], class: &str, v: &str, f| {
+            Action::Tokenize {
+                format: f,
+                class: class.into(),
+                prefix: "tok_".into(),
+            }
+            .apply(v, Some(key))
+            .unwrap()
+        };
+        let a = t(
+            b"key-of-tenant-acme-0123456789",
+            "email",
+            "ada@x.com",
+            TokenFormat::Opaque,
+        );
+        assert_eq!(
+            a,
+            t(
+                b"key-of-tenant-acme-0123456789",
+                "email",
+                "ada@x.com",
+                TokenFormat::Opaque
+            )
+        );
+        assert!(a.starts_with("tok_") && a.len() == 28);
+        assert_ne!(
+            a,
+            t(
+                b"key-of-tenant-globex-01234567",
+                "email",
+                "ada@x.com",
+                TokenFormat::Opaque
+            )
+        );
+        assert_ne!(
+            a,
+            t(
+                b"key-of-tenant-acme-0123456789",
+                "other",
+                "ada@x.com",
+                TokenFormat::Opaque
+            )
+        );
+        let d = t(
+            b"k0123456789abcdef",
+            "card",
+            "4111-1111-1111-1111",
+            TokenFormat::Digits,
+        );
+        assert_eq!(d.len(), 19);
+        assert_eq!(d.as_bytes()[4], b'-');
+        assert_ne!(d, "4111-1111-1111-1111");
+        assert_eq!(
+            Action::Tokenize {
+                format: TokenFormat::Opaque,
+                class: String::new(),
+                prefix: String::new()
+            }
+            .apply("x", None),
+            Err(NoKey)
+        );
+    }
+}

@@ -1,0 +1,695 @@
+//! Detectors: find personal data inside free text (string values, text bodies).
+//!
+//! Each built-in detector pairs a loose pattern with a check that removes look-alikes: Luhn plus
+//! issuer prefix and length for cards (a 13-digit epoch-millisecond timestamp starts with `1`,
+//! which no issuer uses), ISO 13616 country length plus mod-97 for IBANs, the SSA's never-issued
+//! ranges for SSNs, digit counts for phone numbers.
+//!
+//! Digits: patterns are written with `[0-9]`, never `\d`. Before matching, decimal digits of the
+//! scripts in [`DIGIT_ZEROS`] (Arabic-Indic, Devanagari, full-width, mathematical…) are folded to
+//! ASCII, so `４１１１…` is recognised as the card it is and masked in its original characters.
+
+use regex::bytes::{Regex, RegexBuilder};
+
+/// A built-in detector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Builtin {
+    /// E-mail address.
+    Email,
+    /// Phone number: E.164 / international with `+`, North American and common national formats.
+    Phone,
+    /// US social security number, `123-45-6789` or `123 45 6789`.
+    Ssn,
+    /// Payment card number, 13–19 digits, contiguous or grouped by spaces or dashes.
+    PaymentCard,
+    /// International bank account number.
+    Iban,
+}
+
+impl Builtin {
+    /// Name used in config and docs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Builtin::Email => "email",
+            Builtin::Phone => "phone",
+            Builtin::Ssn => "ssn",
+            Builtin::PaymentCard => "payment_card",
+            Builtin::Iban => "iban",
+        }
+    }
+}
+
+/// One detector of a profile.
+#[derive(Debug, Clone)]
+pub enum Detector {
+    /// Built in.
+    Builtin(Builtin),
+    /// A custom regular expression (Rust `regex` syntax; the whole match is personal data).
+    Custom(Regex),
+}
+
+/// A detection: byte range in the original text and which detector (index in the list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    /// Start byte.
+    pub start: usize,
+    /// End byte (exclusive).
+    pub end: usize,
+    /// Index of the detector in the list given to [`Detectors::new`].
+    pub detector: usize,
+}
+
+/// Compiled detectors for one profile.
+#[derive(Debug, Clone)]
+pub struct Detectors {
+    list: Vec<Detector>,
+    email: Regex,
+    phone: Vec<Regex>,
+    ssn: Regex,
+    digit_run: Regex,
+    iban: Regex,
+}
+
+fn re(p: &str) -> Regex {
+    // The patterns are constants checked by the unit tests; an impossible failure degrades to a
+    // pattern that matches nothing rather than a panic.
+    RegexBuilder::new(p)
+        .unicode(false)
+        .build()
+        .unwrap_or_else(|_| never())
+}
+
+#[allow(clippy::unwrap_used)] // a literal that always compiles
+fn never() -> Regex {
+    Regex::new("a^").unwrap()
+}
+
+/// Zero code points of decimal-digit runs that are folded to ASCII before matching.
+pub const DIGIT_ZEROS: &[u32] = &[
+    0x0660, 0x06F0, 0x07C0, 0x0966, 0x09E6, 0x0A66, 0x0AE6, 0x0B66, 0x0BE6, 0x0C66, 0x0CE6, 0x0D66,
+    0x0DE6, 0x0E50, 0x0ED0, 0x0F20, 0x1040, 0x1090, 0x17E0, 0x1810, 0x1946, 0x19D0, 0x1A80, 0x1A90,
+    0x1B50, 0x1BB0, 0x1C40, 0x1C50, 0xA620, 0xA8D0, 0xA900, 0xA9D0, 0xA9F0, 0xAA50, 0xABF0, 0xFF10,
+    0x104A0, 0x11066, 0x1D7CE, 0x1D7D8, 0x1D7E2, 0x1D7EC, 0x1D7F6, 0x1E950, 0x1FBF0,
+];
+
+fn fold_digit(c: char) -> Option<u8> {
+    let cp = c as u32;
+    DIGIT_ZEROS
+        .iter()
+        .find(|&&z| (z..z + 10).contains(&cp))
+        .and_then(|z| u8::try_from(cp - z).ok())
+        .map(|d| b'0' + d)
+}
+
+/// Text with non-ASCII decimal digits folded to ASCII, and the map back to original offsets.
+struct Folded {
+    text: Vec<u8>,
+    /// `orig[i]` is the original offset of folded byte `i` (one extra entry for the end).
+    orig: Vec<usize>,
+}
+
+fn fold(input: &[u8]) -> Option<Folded> {
+    if input.is_ascii() {
+        return None;
+    }
+    let s = std::str::from_utf8(input).ok()?;
+    if !s.chars().any(|c| fold_digit(c).is_some()) {
+        return None;
+    }
+    let mut text = Vec::with_capacity(input.len());
+    let mut orig = Vec::with_capacity(input.len() + 1);
+    for (i, c) in s.char_indices() {
+        if let Some(d) = fold_digit(c) {
+            text.push(d);
+            orig.push(i);
+        } else {
+            let mut buf = [0u8; 4];
+            for (j, b) in c.encode_utf8(&mut buf).bytes().enumerate() {
+                text.push(b);
+                orig.push(i + j);
+            }
+        }
+    }
+    orig.push(input.len());
+    Some(Folded { text, orig })
+}
+
+fn is_alnum(b: Option<&u8>) -> bool {
+    b.is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
+impl Detectors {
+    /// Compiles the built-in patterns once for a list of detectors.
+    pub fn new(list: Vec<Detector>) -> Self {
+        Detectors {
+            list,
+            email: re(
+                r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,63}",
+            ),
+            phone: vec![
+                // International: + country code, then digits with optional single separators.
+                re(r"\+[0-9](?:[ .\-]?\(?[0-9]+\)?)+"),
+                // North American: (555) 123-4567, 555-123-4567, 1-555-123-4567.
+                re(
+                    r"(?:1[ .\-]?)?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .\-])[0-9]{3}[ .\-][0-9]{4}",
+                ),
+                // National with trunk 0: 020 7946 0958, 07700 900123, 01 23 45 67 89.
+                re(r"0[1-9][0-9]{0,4}(?:[ .\-][0-9]{2,4}){1,4}"),
+            ],
+            ssn: re(r"[0-9]{3}[ \-][0-9]{2}[ \-][0-9]{4}"),
+            digit_run: re(r"[0-9]+(?:[ \-][0-9]+)*"),
+            iban: re(r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,32}"),
+        }
+    }
+
+    /// The detectors, in priority order.
+    pub fn list(&self) -> &[Detector] {
+        &self.list
+    }
+
+    /// True when there is nothing to detect.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Non-overlapping detections in `input`, sorted by position. Where detections overlap, the
+    /// earliest wins, then the longest, then the detector listed first.
+    pub fn find(&self, input: &[u8]) -> Vec<Found> {
+        if self.list.is_empty() {
+            return Vec::new();
+        }
+        let folded = fold(input);
+        let text = folded.as_ref().map_or(input, |f| f.text.as_slice());
+        let digits = text.iter().filter(|b| b.is_ascii_digit()).count();
+        let mut all = Vec::new();
+        for (idx, d) in self.list.iter().enumerate() {
+            let mut push = |s: usize, e: usize| {
+                all.push(Found {
+                    start: s,
+                    end: e,
+                    detector: idx,
+                })
+            };
+            match d {
+                Detector::Custom(r) => {
+                    // Custom patterns see the original text (their `\d` is Unicode-aware).
+                    for m in r.find_iter(input) {
+                        if m.end() > m.start() {
+                            all.push(Found {
+                                start: m.start(),
+                                end: m.end(),
+                                detector: idx,
+                            });
+                        }
+                    }
+                    continue;
+                }
+                Detector::Builtin(Builtin::Email) => {
+                    if text.contains(&b'@') {
+                        for m in self.email.find_iter(text) {
+                            push(m.start(), m.end());
+                        }
+                    }
+                }
+                Detector::Builtin(Builtin::Phone) => {
+                    if digits >= 7 {
+                        for r in &self.phone {
+                            for m in r.find_iter(text) {
+                                if phone_ok(text, m.start(), m.end()) {
+                                    push(m.start(), m.end());
+                                }
+                            }
+                        }
+                    }
+                }
+                Detector::Builtin(Builtin::Ssn) => {
+                    if digits >= 9 {
+                        for m in self.ssn.find_iter(text) {
+                            if ssn_ok(text, m.start(), m.end()) {
+                                push(m.start(), m.end());
+                            }
+                        }
+                    }
+                }
+                Detector::Builtin(Builtin::PaymentCard) => {
+                    if digits >= 13 {
+                        for m in self.digit_run.find_iter(text) {
+                            if is_alnum(text.get(m.start().wrapping_sub(1)))
+                                || is_alnum(text.get(m.end()))
+                            {
+                                continue;
+                            }
+                            cards_in_run(text, m.start(), m.end(), &mut push);
+                        }
+                    }
+                }
+                Detector::Builtin(Builtin::Iban) => {
+                    if digits >= 2 && text.len() >= 15 {
+                        for m in self.iban.find_iter(text) {
+                            if is_alnum(text.get(m.start().wrapping_sub(1))) {
+                                continue;
+                            }
+                            if let Some(end) = iban_at(text, m.start(), m.end()) {
+                                push(m.start(), end);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Map built-in detections found in the folded text back to original offsets.
+        if let Some(f) = &folded {
+            for found in &mut all {
+                if matches!(self.list.get(found.detector), Some(Detector::Builtin(_))) {
+                    found.start = f.orig.get(found.start).copied().unwrap_or(input.len());
+                    found.end = f.orig.get(found.end).copied().unwrap_or(input.len());
+                }
+            }
+        }
+        all.sort_by(|a, b| {
+            a.start
+                .cmp(&b.start)
+                .then((b.end - b.start).cmp(&(a.end - a.start)))
+                .then(a.detector.cmp(&b.detector))
+        });
+        let mut out: Vec<Found> = Vec::with_capacity(all.len());
+        for f in all {
+            if out.last().is_none_or(|l| f.start >= l.end) {
+                out.push(f);
+            }
+        }
+        out
+    }
+
+    /// True when `digits` (ASCII, no separators) is a payment card number.
+    pub fn is_card_number(digits: &str) -> bool {
+        let d = digits.as_bytes();
+        (13..=19).contains(&d.len()) && d.iter().all(u8::is_ascii_digit) && card_ok(d)
+    }
+}
+
+fn phone_ok(t: &[u8], s: usize, e: usize) -> bool {
+    let prev = t.get(s.wrapping_sub(1));
+    if is_alnum(prev) || prev == Some(&b'+') || is_alnum(t.get(e)) {
+        return false;
+    }
+    let part = t.get(s..e).unwrap_or_default();
+    let n = part.iter().filter(|b| b.is_ascii_digit()).count();
+    // E.164 allows at most 15 digits; fewer than 8 is too short to tell from other numbers.
+    (8..=15).contains(&n)
+        && !part.windows(2).any(|w| {
+            !(w[0].is_ascii_digit() || w[1].is_ascii_digit() || w == b") " || w == b" (")
+        })
+}
+
+fn ssn_ok(t: &[u8], s: usize, e: usize) -> bool {
+    let prev = t.get(s.wrapping_sub(1));
+    let next = t.get(e);
+    if is_alnum(prev) || is_alnum(next) || prev == Some(&b'-') || next == Some(&b'-') {
+        return false;
+    }
+    let Some(p) = t.get(s..e) else { return false };
+    if p.len() != 11 || p[3] != p[6] {
+        return false;
+    }
+    let num = |r: &[u8]| r.iter().fold(0u32, |a, b| a * 10 + u32::from(b - b'0'));
+    let (area, group, serial) = (num(&p[0..3]), num(&p[4..6]), num(&p[7..11]));
+    // Never issued: area 000, 666, 900–999; group 00; serial 0000.
+    area != 0 && area != 666 && area < 900 && group != 0 && serial != 0
+}
+
+fn luhn(d: &[u8]) -> bool {
+    let mut sum = 0u32;
+    for (i, b) in d.iter().rev().enumerate() {
+        let mut v = u32::from(b - b'0');
+        if i % 2 == 1 {
+            v *= 2;
+            if v > 9 {
+                v -= 9;
+            }
+        }
+        sum += v;
+    }
+    sum.is_multiple_of(10)
+}
+
+fn prefix(d: &[u8], n: usize) -> u32 {
+    d.iter()
+        .take(n)
+        .fold(0u32, |a, b| a * 10 + u32::from(b - b'0'))
+}
+
+/// Issuer prefix and length (IIN ranges of the major networks) plus Luhn.
+fn card_ok(d: &[u8]) -> bool {
+    let len = d.len();
+    let (p2, p3, p4, p6) = (prefix(d, 2), prefix(d, 3), prefix(d, 4), prefix(d, 6));
+    let issuer = match d.first() {
+        Some(b'4') => matches!(len, 13 | 16 | 19), // Visa
+        Some(b'3') => {
+            ((p2 == 34 || p2 == 37) && len == 15) // Amex
+                || ((3528..=3589).contains(&p4) && (16..=19).contains(&len)) // JCB
+                || (((300..=305).contains(&p3) || p2 == 36 || p2 == 38 || p2 == 39 || p4 == 3095)
+                    && (14..=19).contains(&len)) // Diners
+        }
+        Some(b'5') => {
+            ((51..=55).contains(&p2) && len == 16) // Mastercard
+                || ((p2 == 50 || (56..=59).contains(&p2)) && (13..=19).contains(&len))
+            // Maestro
+        }
+        Some(b'2') => {
+            ((2221..=2720).contains(&p4) && len == 16) // Mastercard 2-series
+                || ((2200..=2204).contains(&p4) && (16..=19).contains(&len)) // Mir
+        }
+        Some(b'6') => {
+            (16..=19).contains(&len)
+                && (p4 == 6011
+                    || (644..=649).contains(&p3)
+                    || p2 == 65
+                    || p2 == 62
+                    || (622_126..=622_925).contains(&p6)
+                    || p2 == 60)
+                || ((p2 >= 60) && (13..=19).contains(&len)) // Maestro 6x
+        }
+        Some(b'8') => (p2 == 81 || p2 == 82) && len == 16, // RuPay
+        _ => false,
+    };
+    issuer && luhn(d)
+}
+
+/// Looks for card numbers made of whole groups of a digit run (`4111 1111 1111 1111 exp 12 25`
+/// still finds the card, not a 19-digit non-card). Separators inside one candidate must agree.
+fn cards_in_run(t: &[u8], s: usize, e: usize, push: &mut impl FnMut(usize, usize)) {
+    let run = t.get(s..e).unwrap_or_default();
+    // Groups as (start, end) offsets within `t`, plus the separator before each group.
+    let mut groups: Vec<(usize, usize, u8)> = Vec::new();
+    let mut gs = s;
+    let mut sep = 0u8;
+    for (i, &b) in run.iter().enumerate() {
+        if !b.is_ascii_digit() {
+            groups.push((gs, s + i, sep));
+            sep = b;
+            gs = s + i + 1;
+        }
+    }
+    groups.push((gs, e, sep));
+    let mut i = 0;
+    while i < groups.len() {
+        let mut best = None;
+        let mut digits: Vec<u8> = Vec::with_capacity(19);
+        let mut run_sep = 0u8;
+        for (j, &(a, b, sp)) in groups.iter().enumerate().skip(i) {
+            if j > i {
+                if run_sep == 0 {
+                    run_sep = sp;
+                } else if sp != run_sep {
+                    break;
+                }
+            }
+            digits.extend_from_slice(t.get(a..b).unwrap_or_default());
+            if digits.len() > 19 {
+                break;
+            }
+            if digits.len() >= 13 && card_ok(&digits) {
+                best = Some((j, b));
+            }
+        }
+        if let (Some((j, end)), Some(&(start, _, _))) = (best, groups.get(i)) {
+            push(start, end);
+            i = j + 1;
+        } else {
+            i += 1;
+        }
+    }
+}
+
+/// ISO 13616 IBAN length by country.
+const IBAN_LENGTHS: &[(&[u8; 2], usize)] = &[
+    (b"AD", 24),
+    (b"AE", 23),
+    (b"AL", 28),
+    (b"AT", 20),
+    (b"AZ", 28),
+    (b"BA", 20),
+    (b"BE", 16),
+    (b"BG", 22),
+    (b"BH", 22),
+    (b"BR", 29),
+    (b"BY", 28),
+    (b"CH", 21),
+    (b"CR", 22),
+    (b"CY", 28),
+    (b"CZ", 24),
+    (b"DE", 22),
+    (b"DK", 18),
+    (b"DO", 28),
+    (b"EE", 20),
+    (b"EG", 29),
+    (b"ES", 24),
+    (b"FI", 18),
+    (b"FO", 18),
+    (b"FR", 27),
+    (b"GB", 22),
+    (b"GE", 22),
+    (b"GI", 23),
+    (b"GL", 18),
+    (b"GR", 27),
+    (b"GT", 28),
+    (b"HR", 21),
+    (b"HU", 28),
+    (b"IE", 22),
+    (b"IL", 23),
+    (b"IQ", 23),
+    (b"IS", 26),
+    (b"IT", 27),
+    (b"JO", 30),
+    (b"KW", 30),
+    (b"KZ", 20),
+    (b"LB", 28),
+    (b"LC", 32),
+    (b"LI", 21),
+    (b"LT", 20),
+    (b"LU", 20),
+    (b"LV", 21),
+    (b"MC", 27),
+    (b"MD", 24),
+    (b"ME", 22),
+    (b"MK", 19),
+    (b"MR", 27),
+    (b"MT", 31),
+    (b"MU", 30),
+    (b"NL", 18),
+    (b"NO", 15),
+    (b"PK", 24),
+    (b"PL", 28),
+    (b"PS", 29),
+    (b"PT", 25),
+    (b"QA", 29),
+    (b"RO", 24),
+    (b"RS", 22),
+    (b"SA", 24),
+    (b"SC", 31),
+    (b"SE", 24),
+    (b"SI", 19),
+    (b"SK", 24),
+    (b"SM", 27),
+    (b"ST", 25),
+    (b"SV", 28),
+    (b"TL", 23),
+    (b"TN", 24),
+    (b"TR", 26),
+    (b"UA", 29),
+    (b"VA", 22),
+    (b"VG", 24),
+    (b"XK", 20),
+];
+
+/// Takes exactly the country's IBAN length of characters from a candidate (single spaces
+/// allowed between them) and checks mod-97; returns the end offset.
+fn iban_at(t: &[u8], s: usize, e: usize) -> Option<usize> {
+    let cand = t.get(s..e)?;
+    let cc = cand.get(0..2)?;
+    let want = IBAN_LENGTHS.iter().find(|(c, _)| c.as_slice() == cc)?.1;
+    let mut chars = Vec::with_capacity(want);
+    let mut end = s;
+    for (i, &b) in cand.iter().enumerate() {
+        if chars.len() == want {
+            break;
+        }
+        if b != b' ' {
+            chars.push(b);
+            end = s + i + 1;
+        }
+    }
+    if chars.len() != want || is_alnum(t.get(end)) {
+        return None;
+    }
+    // Rearrange (first four to the end), letters to 10..35, remainder mod 97 must be 1.
+    let mut rem = 0u32;
+    for &b in chars.iter().skip(4).chain(chars.iter().take(4)) {
+        let v = match b {
+            b'0'..=b'9' => u32::from(b - b'0'),
+            b'A'..=b'Z' => u32::from(b - b'A') + 10,
+            _ => return None,
+        };
+        rem = if v >= 10 {
+            (rem * 100 + v) % 97
+        } else {
+            (rem * 10 + v) % 97
+        };
+    }
+    (rem == 1).then_some(end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn find(kind: Builtin, s: &str) -> Vec<String> {
+        let d = Detectors::new(vec![Detector::Builtin(kind)]);
+        d.find(s.as_bytes())
+            .into_iter()
+            .map(|f| s[f.start..f.end].to_string())
+            .collect()
+    }
+
+    #[test]
+    fn emails() {
+        assert_eq!(
+            find(Builtin::Email, "mail ada@acme.example.com now"),
+            ["ada@acme.example.com"]
+        );
+        assert_eq!(
+            find(Builtin::Email, "a.b+tag@x-y.io,c@d.org"),
+            ["a.b+tag@x-y.io", "c@d.org"]
+        );
+        assert!(find(Builtin::Email, "not an @ address, x@y").is_empty());
+    }
+
+    #[test]
+    fn phones() {
+        for p in [
+            "+15555550123",
+            "+1-555-555-0123",
+            "+44 20 7946 0958",
+            "(555) 123-4567",
+            "555-123-4567",
+            "1-555-123-4567",
+            "020 7946 0958",
+            "01 23 45 67 89",
+            "+33 (0)1 23 45 67 89",
+        ] {
+            assert_eq!(find(Builtin::Phone, &format!("call {p}.")), [p], "{p}");
+        }
+        for n in [
+            "2024-01-15",
+            "version 1.2.3",
+            "1700000000000",
+            "+12345",
+            "id 5551234567",
+        ] {
+            assert!(find(Builtin::Phone, n).is_empty(), "{n}");
+        }
+    }
+
+    #[test]
+    fn ssns() {
+        assert_eq!(find(Builtin::Ssn, "ssn 123-45-6789."), ["123-45-6789"]);
+        assert_eq!(find(Builtin::Ssn, "ssn 123 45 6789"), ["123 45 6789"]);
+        for n in [
+            "000-12-3456",
+            "666-12-3456",
+            "900-12-3456",
+            "123-00-4567",
+            "123-45-0000",
+            "123-45 6789",
+            "1123-45-6789",
+            "123-45-67890",
+        ] {
+            assert!(find(Builtin::Ssn, n).is_empty(), "{n}");
+        }
+    }
+
+    #[test]
+    fn cards() {
+        for c in [
+            "4111111111111111",
+            "4111 1111 1111 1111",
+            "4111-1111-1111-1111",
+            "5555555555554444",
+            "378282246310005",
+            "3782 822463 10005",
+            "6011111111111117",
+            "2223003122003222",
+            "3530111333300000",
+        ] {
+            assert_eq!(
+                find(Builtin::PaymentCard, &format!("card {c} ok")),
+                [c],
+                "{c}"
+            );
+        }
+        // Expiry after the number does not hide the card.
+        assert_eq!(
+            find(Builtin::PaymentCard, "4111 1111 1111 1111 12 25"),
+            ["4111 1111 1111 1111"]
+        );
+        for n in [
+            "1700000000000",       // epoch milliseconds
+            "1700000000000000000", // epoch nanoseconds
+            "4111111111111112",    // Luhn fails
+            "4111 1111-1111 1111", // mixed separators
+            "x4111111111111111",   // glued to a word
+            "9111111111111111",    // no issuer
+            "41111111111111111111",
+        ] {
+            assert!(find(Builtin::PaymentCard, n).is_empty(), "{n}");
+        }
+        assert!(Detectors::is_card_number("4111111111111111"));
+        assert!(!Detectors::is_card_number("1700000000000"));
+    }
+
+    #[test]
+    fn ibans() {
+        for i in [
+            "GB82WEST12345698765432",
+            "GB82 WEST 1234 5698 7654 32",
+            "DE89370400440532013000",
+            "FR1420041010050500013M02606",
+        ] {
+            assert_eq!(
+                find(Builtin::Iban, &format!("iban {i} BIC ABC")),
+                [i],
+                "{i}"
+            );
+        }
+        for n in [
+            "GB82WEST12345698765433",
+            "ZZ82WEST12345698765432",
+            "GB82WEST1234569876543",
+        ] {
+            assert!(find(Builtin::Iban, n).is_empty(), "{n}");
+        }
+    }
+
+    #[test]
+    fn non_ascii_digits_are_folded() {
+        let s = "card ４１１１１１１１１１１１１１１１ end";
+        let got = find(Builtin::PaymentCard, s);
+        assert_eq!(got, ["４１１１１１１１１１１１１１１１"]);
+        let arabic = "ssn ١٢٣-٤٥-٦٧٨٩";
+        assert_eq!(find(Builtin::Ssn, arabic), ["١٢٣-٤٥-٦٧٨٩"]);
+    }
+
+    #[test]
+    fn overlaps_prefer_earliest_then_longest() {
+        let d = Detectors::new(vec![
+            Detector::Builtin(Builtin::Phone),
+            Detector::Builtin(Builtin::PaymentCard),
+        ]);
+        let s = "4111 1111 1111 1111";
+        let f = d.find(s.as_bytes());
+        assert_eq!(f.len(), 1);
+        assert_eq!((f[0].start, f[0].end, f[0].detector), (0, s.len(), 1));
+    }
+}

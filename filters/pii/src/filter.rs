@@ -1,0 +1,377 @@
+//! proxy-wasm adapter: reads the verified identity (filter state written by authn), applies the
+//! header edits decided in [`crate::decide`], buffers bodies to the end, masks them and writes
+//! them back. Headers are read only in header callbacks (the host refuses them later).
+
+use crate::codec::Coding;
+use crate::config::{Mode, PiiConfig, Route};
+use crate::decide::{self, BodyPlan, Cause, HeaderEdit, Kind, Unmaskable};
+use crate::mask::{Caller, Report};
+use portcullis_core::host::{self, Counter};
+use portcullis_core::identity::{Identity, IDENTITY_PROPERTY};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, LogLevel, MapType};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(host::Root::new("pii", State::load, |state| {
+            Box::new(Pii { state, route: None, method: String::new(), scopes: Vec::new(), tenant: None, request: None, response: None })
+        }))
+    });
+}}
+
+struct Metrics {
+    masked: Vec<Counter>,
+    revealed: Vec<Counter>,
+    shadow_masked: Vec<Counter>,
+    blocked: HashMap<&'static str, Counter>,
+    passed_unmaskable: HashMap<&'static str, Counter>,
+    bodies_scanned: Counter,
+    bodies_masked: Counter,
+}
+
+impl Metrics {
+    fn define(cfg: &PiiConfig) -> Self {
+        let name = |s: &str| format!("portcullis.{}.{s}", cfg.stat_prefix);
+        let per_rule = |kind: &str| {
+            cfg.rules
+                .iter()
+                .map(|r| Counter::define(&name(&format!("{kind}.{}", r.name))))
+                .collect()
+        };
+        let per_cause = |kind: &str| {
+            Cause::ALL
+                .iter()
+                .map(|c| {
+                    (
+                        c.name(),
+                        Counter::define(&name(&format!("{kind}.{}", c.name()))),
+                    )
+                })
+                .collect()
+        };
+        Metrics {
+            masked: per_rule("masked"),
+            revealed: per_rule("revealed"),
+            shadow_masked: if cfg.mode == Mode::Shadow {
+                per_rule("shadow_masked")
+            } else {
+                Vec::new()
+            },
+            blocked: per_cause("blocked"),
+            passed_unmaskable: per_cause("passed_unmaskable"),
+            bodies_scanned: Counter::define(&name("bodies_scanned")),
+            bodies_masked: Counter::define(&name("bodies_masked")),
+        }
+    }
+}
+
+struct State {
+    config: PiiConfig,
+    metrics: Metrics,
+}
+
+impl State {
+    fn load(bytes: &[u8]) -> Result<Self, portcullis_core::config::ConfigError> {
+        let config = PiiConfig::from_bytes(bytes)?;
+        let metrics = Metrics::define(&config);
+        Ok(State { config, metrics })
+    }
+}
+
+/// A body being buffered for masking.
+struct Pending {
+    kind: Kind,
+    codings: Vec<Coding>,
+}
+
+struct Pii {
+    state: Rc<State>,
+    route: Option<usize>,
+    method: String,
+    scopes: Vec<String>,
+    tenant: Option<String>,
+    request: Option<Pending>,
+    response: Option<Pending>,
+}
+
+/// Asks the response-hold Lua filter (closest to the client) to keep the response until this
+/// filter is done, so an unmaskable body can still become a 502 instead of leaking.
+const HOLD_HEADER: &str = "x-portcullis-hold-response";
+
+impl Pii {
+    fn shadow(&self) -> bool {
+        self.state.config.mode == Mode::Shadow
+    }
+
+    fn route(&self) -> Option<&Route> {
+        self.route.and_then(|i| self.state.config.routes.get(i))
+    }
+
+    fn route_name(&self) -> String {
+        self.route().map_or_else(|| "-".into(), |r| r.name.clone())
+    }
+
+    fn edit(&self, map: MapType, edits: &[HeaderEdit]) {
+        if self.shadow() {
+            return;
+        }
+        for e in edits {
+            let _ = match e {
+                HeaderEdit::Set(n, v) => hostcalls::set_map_value(map, n, Some(v)),
+                HeaderEdit::Remove(n) => hostcalls::set_map_value(map, n, None),
+            };
+        }
+    }
+
+    /// Handles a body that cannot be masked; returns the action for the callback.
+    fn unmaskable(&mut self, cause: Cause, response: bool, codings_applied: bool) -> Action {
+        let Some(route) = self.route().cloned() else {
+            return Action::Continue;
+        };
+        let st = self.state.clone();
+        let direction = if response { "response" } else { "request" };
+        // A body whose coding header is already gone cannot be passed on intact: block it.
+        let verdict = if codings_applied {
+            Unmaskable::Block(cause.denial(response))
+        } else {
+            decide::unmaskable(&route, cause, response)
+        };
+        match verdict {
+            Unmaskable::Pass => {
+                if let Some(c) = st.metrics.passed_unmaskable.get(cause.name()) {
+                    c.inc();
+                }
+                log::warn!("portcullis pii: {direction} body passed unmasked route={} cause={} (on_unmaskable: pass)", route.name, cause.name());
+                Action::Continue
+            }
+            Unmaskable::Block(d) => {
+                if let Some(c) = st.metrics.blocked.get(cause.name()) {
+                    c.inc();
+                }
+                if self.shadow() {
+                    log::info!(
+                        "portcullis pii: shadow block {direction} route={} reason={} cause={}",
+                        route.name,
+                        d.reason,
+                        cause.name()
+                    );
+                    return Action::Continue;
+                }
+                log::warn!(
+                    "portcullis pii: blocked {direction} route={} status={} reason={} cause={}",
+                    route.name,
+                    d.status,
+                    d.reason,
+                    cause.name()
+                );
+                host::send_denial(&d);
+                Action::Pause
+            }
+        }
+    }
+
+    fn record(&self, report: &Report, direction: &str) {
+        let m = &self.state.metrics;
+        m.bodies_scanned.inc();
+        let counters = if self.shadow() {
+            &m.shadow_masked
+        } else {
+            &m.masked
+        };
+        for (c, n) in counters.iter().zip(&report.masked) {
+            c.add(*n);
+        }
+        for (c, n) in m.revealed.iter().zip(&report.revealed) {
+            c.add(*n);
+        }
+        if report.total() == 0 {
+            return;
+        }
+        m.bodies_masked.inc();
+        // Rule names and counts only; JSON pointers (which name keys, never values) at debug.
+        let rules: Vec<String> = self
+            .state
+            .config
+            .rules
+            .iter()
+            .zip(&report.masked)
+            .filter(|(_, n)| **n > 0)
+            .map(|(r, n)| format!("{}:{n}", r.name))
+            .collect();
+        let verb = if self.shadow() {
+            "shadow masked"
+        } else {
+            "masked"
+        };
+        log::info!(
+            "portcullis pii: {verb} {direction} route={} rules={}",
+            self.route_name(),
+            rules.join(",")
+        );
+        log::debug!("portcullis pii: masked at {}", report.pointers.join(" "));
+    }
+
+    /// Buffers, then masks, one body. `response` selects the direction.
+    fn on_body(&mut self, body_size: usize, end_of_stream: bool, response: bool) -> Action {
+        let pending = if response {
+            &self.response
+        } else {
+            &self.request
+        };
+        let Some(p) = pending else {
+            return Action::Continue;
+        };
+        let Some(route) = self.route().cloned() else {
+            return Action::Continue;
+        };
+        let applied = !p.codings.is_empty() && !self.shadow();
+        if body_size > route.max_body_bytes {
+            self.clear(response);
+            return self.unmaskable(Cause::TooLarge, response, applied);
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let (kind, codings) = (p.kind, p.codings.clone());
+        self.clear(response);
+        let raw = if response {
+            self.get_http_response_body(0, body_size)
+        } else {
+            self.get_http_request_body(0, body_size)
+        }
+        .unwrap_or_default();
+        let st = self.state.clone();
+        let caller = Caller {
+            scopes: &self.scopes,
+            key: st.config.keys.for_tenant(self.tenant.as_deref()),
+        };
+        match decide::mask_body(
+            &st.config,
+            &route,
+            kind,
+            &codings,
+            caller,
+            &raw,
+            self.shadow(),
+        ) {
+            Ok(m) => {
+                self.record(&m.report, if response { "response" } else { "request" });
+                if let Some(new) = m.body {
+                    if response {
+                        self.set_http_response_body(0, body_size, &new);
+                    } else {
+                        self.set_http_request_body(0, body_size, &new);
+                    }
+                }
+                Action::Continue
+            }
+            Err(cause) => self.unmaskable(cause, response, applied),
+        }
+    }
+
+    fn clear(&mut self, response: bool) {
+        if response {
+            self.response = None;
+        } else {
+            self.request = None;
+        }
+    }
+}
+
+impl Context for Pii {}
+
+impl HttpContext for Pii {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let headers = host::request_headers();
+        let h = |n: &str| portcullis_core::header(&headers, n);
+        self.method = h(":method").unwrap_or_default().to_string();
+        let st = self.state.clone();
+        let Some((index, route)) =
+            decide::route_for(&st.config, &self.method, h(":path").unwrap_or_default())
+        else {
+            return Action::Continue;
+        };
+        self.route = Some(index);
+        // Scopes and tenant come from the identity authn verified (filter state no client can
+        // write), never from request headers.
+        if let Some(id) =
+            Identity::from_filter_state(host::property(&[IDENTITY_PROPERTY]).as_deref())
+        {
+            self.scopes = id.scopes;
+            self.tenant = id.tenant;
+        }
+        self.edit(
+            MapType::HttpRequestHeaders,
+            &decide::request_edits(route, !end_of_stream),
+        );
+        match decide::plan_request(
+            route,
+            h("content-type"),
+            h("content-encoding"),
+            end_of_stream,
+        ) {
+            BodyPlan::Pass => Action::Continue,
+            BodyPlan::Refuse(cause) => self.unmaskable(cause, false, false),
+            plan @ BodyPlan::Mask { .. } => {
+                self.edit(
+                    MapType::HttpRequestHeaders,
+                    &decide::body_edits(&plan, false),
+                );
+                if let BodyPlan::Mask { kind, codings } = plan {
+                    self.request = Some(Pending { kind, codings });
+                }
+                // Never pause headers (body callbacks would stop); the native buffer filter
+                // behind this one holds the request until the body is masked.
+                Action::Continue
+            }
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.on_body(body_size, end_of_stream, false)
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(route) = self.route().cloned() else {
+            return Action::Continue;
+        };
+        let status = self
+            .get_http_response_header(":status")
+            .and_then(|s| s.parse::<u16>().ok())
+            .unwrap_or(0);
+        let ct = self.get_http_response_header("content-type");
+        let ce = self.get_http_response_header("content-encoding");
+        match decide::plan_response(
+            &route,
+            &self.method,
+            status,
+            ct.as_deref(),
+            ce.as_deref(),
+            end_of_stream,
+        ) {
+            BodyPlan::Pass => Action::Continue,
+            BodyPlan::Refuse(cause) => self.unmaskable(cause, true, false),
+            plan @ BodyPlan::Mask { .. } => {
+                self.edit(
+                    MapType::HttpResponseHeaders,
+                    &decide::body_edits(&plan, true),
+                );
+                if !self.shadow() {
+                    self.add_http_response_header(HOLD_HEADER, "1");
+                }
+                if let BodyPlan::Mask { kind, codings } = plan {
+                    self.response = Some(Pending { kind, codings });
+                }
+                Action::Continue
+            }
+        }
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.on_body(body_size, end_of_stream, true)
+    }
+}

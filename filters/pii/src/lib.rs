@@ -1,0 +1,22 @@
+//! Portcullis pii filter: masks personal data in response bodies (and, on egress routes, in
+//! request bodies) by JSON field rules and detectors, revealing a value only to callers whose
+//! scopes — verified by authn, read from filter state — allow it. Bodies it cannot read are
+//! refused, never passed on unmasked (unless a route says otherwise).
+//!
+//! - [`config`]: the policy, compiled once;
+//! - [`json`], [`jsonpath`]: the document model and field paths;
+//! - [`detect`], [`action`]: what is personal data and what happens to it;
+//! - [`mask`]: the engine; [`codec`]: content codings; [`decide`]: the filter's decisions;
+//! - `filter` (wasm32 only): the proxy-wasm adapter.
+
+pub mod action;
+pub mod codec;
+pub mod config;
+pub mod decide;
+pub mod detect;
+pub mod json;
+pub mod jsonpath;
+pub mod mask;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;

@@ -1,0 +1,426 @@
+//! The masking engine: walks a JSON document (or scans a text body) and applies a profile's
+//! rules for one caller. Pure: the caller's scopes and tokenization key come in as values.
+//!
+//! Precedence: a value matched by a field rule is decided by that rule alone (the first
+//! matching rule of the profile); other string values go through the detectors; numbers go
+//! through the payment-card detector only (a card number sent as a JSON number). A masked
+//! number becomes a string.
+
+use crate::action::{Action, NoKey};
+use crate::config::{PiiConfig, Profile, Rule};
+use crate::json::Json;
+use crate::jsonpath::Seg;
+
+/// Who the body is for.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// Scopes verified by authn (empty when there is no identity).
+    pub scopes: &'a [String],
+    /// Tokenization key for the caller's tenant.
+    pub key: Option<&'a [u8]>,
+}
+
+/// What masking did, for metrics and logs: counts by rule, and where (JSON pointers, never
+/// values).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Values masked, per rule index.
+    pub masked: Vec<u32>,
+    /// Values left unmasked because the caller's scope (and consent) allowed it, per rule.
+    pub revealed: Vec<u32>,
+    /// JSON pointers of the first masked locations (for text bodies: `#<byte offset>`).
+    pub pointers: Vec<String>,
+}
+
+/// How many locations a report lists.
+pub const MAX_POINTERS: usize = 16;
+
+impl Report {
+    fn new(rules: usize) -> Self {
+        Report {
+            masked: vec![0; rules],
+            revealed: vec![0; rules],
+            pointers: Vec::new(),
+        }
+    }
+
+    /// Total values masked.
+    pub fn total(&self) -> u32 {
+        self.masked.iter().sum()
+    }
+
+    fn hit(&mut self, rule: usize, at: impl FnOnce() -> String) {
+        if let Some(c) = self.masked.get_mut(rule) {
+            *c += 1;
+        }
+        if self.pointers.len() < MAX_POINTERS {
+            self.pointers.push(at());
+        }
+    }
+
+    fn reveal(&mut self, rule: usize) {
+        if let Some(c) = self.revealed.get_mut(rule) {
+            *c += 1;
+        }
+    }
+}
+
+fn allowed(rule: &Rule, caller: &Caller<'_>) -> bool {
+    rule.unmask_scopes
+        .iter()
+        .any(|s| caller.scopes.iter().any(|c| c == s))
+}
+
+struct Walker<'a> {
+    cfg: &'a PiiConfig,
+    profile: &'a Profile,
+    caller: Caller<'a>,
+    report: Report,
+    /// Path of the node being visited, for pointers.
+    stack: Vec<PathSeg>,
+}
+
+enum PathSeg {
+    Key(String),
+    Index(usize),
+}
+
+fn pointer(stack: &[PathSeg], last: Option<&PathSeg>) -> String {
+    let mut out = String::new();
+    for s in stack.iter().chain(last) {
+        out.push('/');
+        match s {
+            PathSeg::Key(k) => out.push_str(&k.replace('~', "~0").replace('/', "~1")),
+            PathSeg::Index(i) => out.push_str(&i.to_string()),
+        }
+    }
+    out
+}
+
+/// What a field rule decided for one member.
+enum Verdict {
+    Keep,
+    Replace(Json),
+    Remove,
+}
+
+impl<'a> Walker<'a> {
+    fn rule(&self, i: usize) -> Option<&'a Rule> {
+        self.cfg.rules.get(i)
+    }
+
+    /// Automaton states after stepping every field path of the profile into `seg`.
+    fn step(&self, states: &[u64], seg: Seg<'_>) -> Vec<u64> {
+        self.profile
+            .paths
+            .iter()
+            .zip(states)
+            .map(|(&(ri, pi), &s)| {
+                if s == 0 {
+                    return 0;
+                }
+                self.cfg
+                    .rules
+                    .get(ri)
+                    .and_then(|r| r.fields.get(pi))
+                    .map_or(0, |p| p.step(s, seg))
+            })
+            .collect()
+    }
+
+    /// The first field rule whose path accepts at these states.
+    fn matched_rule(&self, states: &[u64]) -> Option<usize> {
+        self.profile
+            .paths
+            .iter()
+            .zip(states)
+            .find(|(&(ri, pi), &s)| {
+                s != 0
+                    && self
+                        .cfg
+                        .rules
+                        .get(ri)
+                        .and_then(|r| r.fields.get(pi))
+                        .is_some_and(|p| p.accepts(s))
+            })
+            .map(|(&(ri, _), _)| ri)
+    }
+
+    /// True when no detector could change `value` (so the walk can skip it).
+    fn nothing_to_detect(&self, value: &Json) -> bool {
+        match value {
+            Json::Str(_) | Json::Arr(_) | Json::Obj(_) => self.profile.detectors.is_empty(),
+            Json::Num(_) => self.profile.card_rule.is_none(),
+            Json::Null | Json::Bool(_) => true,
+        }
+    }
+
+    fn apply(&self, action: &Action, value: &Json) -> Result<Verdict, NoKey> {
+        if *action == Action::Drop {
+            return Ok(Verdict::Remove);
+        }
+        let text = match value {
+            Json::Str(s) => s.clone(),
+            Json::Num(n) => n.clone(),
+            other => match action {
+                // Structures and literals have no characters to keep or pseudonymise sensibly
+                // except as their JSON text.
+                Action::Tokenize { .. } => String::from_utf8_lossy(&other.to_bytes()).into_owned(),
+                Action::Partial { mask_char, .. } => {
+                    return Ok(Verdict::Replace(Json::Str(mask_char.to_string().repeat(3))))
+                }
+                _ => String::new(),
+            },
+        };
+        Ok(Verdict::Replace(Json::Str(
+            action.apply(&text, self.caller.key)?,
+        )))
+    }
+
+    /// Decides a member matched by field rule `ri`; `record` holds the members of the object
+    /// holding it (for the consent flag), `None` for array elements (no flag: fail closed).
+    fn field_verdict(
+        &mut self,
+        ri: usize,
+        value: &Json,
+        record: Option<&[(String, Json)]>,
+        at: &PathSeg,
+    ) -> Result<Verdict, NoKey> {
+        let Some(rule) = self.rule(ri) else {
+            return Ok(Verdict::Keep);
+        };
+        let consent_ok = match &rule.consent {
+            None => true,
+            Some(path) => record.is_some_and(|r| consent_flag(r, path)),
+        };
+        let scope_ok = if rule.unmask_scopes.is_empty() {
+            rule.consent.is_some()
+        } else {
+            allowed(rule, &self.caller)
+        };
+        if scope_ok && consent_ok {
+            self.report.reveal(ri);
+            return Ok(Verdict::Keep);
+        }
+        let v = self.apply(&rule.action, value)?;
+        let stack = &self.stack;
+        self.report.hit(ri, || pointer(stack, Some(at)));
+        Ok(v)
+    }
+
+    fn visit(&mut self, node: &mut Json, states: &[u64]) -> Result<(), NoKey> {
+        match node {
+            Json::Obj(members) => {
+                let mut remove = Vec::new();
+                for i in 0..members.len() {
+                    let Some((key, value)) = members.get(i) else {
+                        break;
+                    };
+                    let child = self.step(states, Seg::Key(key));
+                    let at = PathSeg::Key(key.clone());
+                    if let Some(ri) = self.matched_rule(&child) {
+                        // Decided on the unchanged record (its consent flag), applied after.
+                        match self.field_verdict(ri, value, Some(members.as_slice()), &at)? {
+                            Verdict::Keep => {}
+                            Verdict::Replace(v) => {
+                                if let Some(m) = members.get_mut(i) {
+                                    m.1 = v;
+                                }
+                            }
+                            Verdict::Remove => remove.push(i),
+                        }
+                        continue;
+                    }
+                    if child.iter().all(|&s| s == 0) && self.nothing_to_detect(value) {
+                        continue;
+                    }
+                    self.stack.push(at);
+                    if let Some((_, v)) = members.get_mut(i) {
+                        self.visit(v, &child)?;
+                    }
+                    self.stack.pop();
+                }
+                for i in remove.into_iter().rev() {
+                    members.remove(i);
+                }
+            }
+            Json::Arr(items) => {
+                let mut remove = Vec::new();
+                for (i, item) in items.iter_mut().enumerate() {
+                    let child = self.step(states, Seg::Index(i));
+                    let at = PathSeg::Index(i);
+                    if let Some(ri) = self.matched_rule(&child) {
+                        match self.field_verdict(ri, item, None, &at)? {
+                            Verdict::Keep => {}
+                            Verdict::Replace(v) => *item = v,
+                            Verdict::Remove => remove.push(i),
+                        }
+                        continue;
+                    }
+                    self.stack.push(at);
+                    self.visit(item, &child)?;
+                    self.stack.pop();
+                }
+                for i in remove.into_iter().rev() {
+                    items.remove(i);
+                }
+            }
+            Json::Str(s) => {
+                if !self.profile.detectors.is_empty() {
+                    if let Some(new) = self.detect(s, None)? {
+                        *s = new;
+                    }
+                }
+            }
+            Json::Num(n) => {
+                if let Some(ri) = self.profile.card_rule {
+                    let digits = n.strip_prefix('-').unwrap_or(n);
+                    if crate::detect::Detectors::is_card_number(digits) {
+                        if let Some(rule) = self.rule(ri) {
+                            if allowed(rule, &self.caller) {
+                                self.report.reveal(ri);
+                            } else {
+                                let masked = rule.action.apply(n, self.caller.key)?;
+                                let stack = &self.stack;
+                                self.report.hit(ri, || pointer(stack, None));
+                                *node = Json::Str(masked);
+                            }
+                        }
+                    }
+                }
+            }
+            Json::Null | Json::Bool(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Applies the detectors to one string; `None` when nothing changes. `base` is the byte
+    /// offset of the string in a text body (pointers as `#offset`), `None` inside JSON.
+    fn detect(&mut self, s: &str, base: Option<usize>) -> Result<Option<String>, NoKey> {
+        let found = self.profile.detectors.find(s.as_bytes());
+        if found.is_empty() {
+            return Ok(None);
+        }
+        let mut out = String::with_capacity(s.len());
+        let mut last = 0;
+        let mut changed = false;
+        for f in found {
+            let Some(&ri) = self.profile.detector_rules.get(f.detector) else {
+                continue;
+            };
+            let Some(rule) = self.rule(ri) else { continue };
+            if allowed(rule, &self.caller) {
+                self.report.reveal(ri);
+                continue;
+            }
+            let (Some(before), Some(hit)) = (s.get(last..f.start), s.get(f.start..f.end)) else {
+                continue; // not on character boundaries (custom pattern): skip rather than split
+            };
+            out.push_str(before);
+            out.push_str(&rule.action.apply(hit, self.caller.key)?);
+            last = f.end;
+            changed = true;
+            let stack = &self.stack;
+            self.report.hit(ri, || match base {
+                Some(b) => format!("#{}", b + f.start),
+                None => pointer(stack, None),
+            });
+        }
+        if !changed {
+            return Ok(None);
+        }
+        out.push_str(s.get(last..).unwrap_or_default());
+        Ok(Some(out))
+    }
+}
+
+/// The consent flag at a dotted path in a record: revealed only on a literal `true`.
+fn consent_flag(record: &[(String, Json)], path: &[String]) -> bool {
+    let Some((first, rest)) = path.split_first() else {
+        return false;
+    };
+    // The last duplicate wins, as in most parsers that will read this body.
+    record
+        .iter()
+        .rev()
+        .find(|(k, _)| k == first)
+        .and_then(|(_, v)| v.dotted(rest))
+        .is_some_and(|v| *v == Json::Bool(true))
+}
+
+/// Masks a parsed JSON document in place.
+pub fn mask_json(
+    cfg: &PiiConfig,
+    profile: &Profile,
+    caller: Caller<'_>,
+    doc: &mut Json,
+) -> Result<Report, NoKey> {
+    let mut w = Walker {
+        cfg,
+        profile,
+        caller,
+        report: Report::new(cfg.rules.len()),
+        stack: Vec::new(),
+    };
+    let start: Vec<u64> = profile
+        .paths
+        .iter()
+        .map(|&(ri, pi)| {
+            cfg.rules
+                .get(ri)
+                .and_then(|r| r.fields.get(pi))
+                .map_or(0, |p| p.start())
+        })
+        .collect();
+    w.visit(doc, &start)?;
+    Ok(w.report)
+}
+
+/// Masks a text body with the profile's detectors. Bodies that are not UTF-8 are scanned as
+/// Latin-1-compatible bytes: only ASCII matches are possible there, and bytes outside the
+/// matches are kept exactly.
+pub fn mask_text(
+    cfg: &PiiConfig,
+    profile: &Profile,
+    caller: Caller<'_>,
+    body: &[u8],
+) -> Result<(Option<Vec<u8>>, Report), NoKey> {
+    let mut w = Walker {
+        cfg,
+        profile,
+        caller,
+        report: Report::new(cfg.rules.len()),
+        stack: Vec::new(),
+    };
+    if let Ok(s) = std::str::from_utf8(body) {
+        let out = w.detect(s, Some(0))?;
+        return Ok((out.map(String::into_bytes), w.report));
+    }
+    // Not UTF-8: work on bytes directly.
+    let found = profile.detectors.find(body);
+    let mut out = Vec::with_capacity(body.len());
+    let mut last = 0;
+    for f in found {
+        let Some(&ri) = profile.detector_rules.get(f.detector) else {
+            continue;
+        };
+        let Some(rule) = cfg.rules.get(ri) else {
+            continue;
+        };
+        if allowed(rule, &caller) {
+            w.report.reveal(ri);
+            continue;
+        }
+        let hit =
+            String::from_utf8_lossy(body.get(f.start..f.end).unwrap_or_default()).into_owned();
+        out.extend_from_slice(body.get(last..f.start).unwrap_or_default());
+        out.extend_from_slice(rule.action.apply(&hit, caller.key)?.as_bytes());
+        last = f.end;
+        w.report.hit(ri, || format!("#{}", f.start));
+    }
+    if last == 0 && w.report.total() == 0 {
+        return Ok((None, w.report));
+    }
+    out.extend_from_slice(body.get(last..).unwrap_or_default());
+    Ok((Some(out), w.report))
+}
