@@ -97,6 +97,12 @@ fn records_are_masked_for_a_caller_without_pii_scopes() {
     assert_eq!(c["created_at"], 1_700_000_000_000u64);
     assert_eq!(c["consent"]["marketing"], true);
     assert!(g.stat("wasmcustom.portcullis.pii.masked.ssn").unwrap_or(0) >= 3);
+    // The single-record route also passes schema's enforced response contract (checked on the
+    // upstream's response before pii masks it).
+    let r = get(g, "/api/v1/tenants/acme/customers/c-1001", BASE);
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    assert_length_consistent(&r);
+    assert_eq!(r.json()["ssn"], "***-**-6780");
 }
 
 #[test]

@@ -109,6 +109,13 @@ fn fixture(tenant: &str, name: &str, query: &str) -> Resp {
         ),
         "binary" => Resp::new(200, "application/octet-stream", b"\x00\x01ada@acme.example.com\xff".to_vec()),
         "empty" => Resp::new(204, "application/json", Vec::new()),
+        // `?n=` records (at most 5000) for throughput measurements.
+        "bulk" => {
+            let n: usize = param("n").and_then(|n| n.parse().ok()).unwrap_or(100).min(5000);
+            let base = customers(tenant);
+            let list: Vec<Value> = (0..n).filter_map(|i| base.get(i % base.len()).cloned()).collect();
+            json_resp(200, json!({"tenant": tenant, "customers": list}))
+        }
         "invalid" => text("application/json", r#"{"ssn":"123-45-6789""#),
         "large" => {
             let item = json!({"email": "ada@acme.example.com", "pad": "x".repeat(1000)});

@@ -1,0 +1,323 @@
+//! The masking engine and body decisions, natively, through the compiled config the filter
+//! uses: rules, precedence, scopes, consent, drop, tokens, text, codings and failure causes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use portcullis_pii::codec::Coding;
+use portcullis_pii::config::PiiConfig;
+use portcullis_pii::decide::{self, BodyPlan, Cause, Kind, Unmaskable};
+use portcullis_pii::json;
+use portcullis_pii::mask::{self, Caller};
+use serde_json::{json, Value};
+use std::io::Write;
+
+const KEY_A: &str = "YWNtZS1rZXktMDEyMzQ1Njc4OWFiY2RlZg"; // 25 bytes
+const KEY_B: &str = "Z2xvYmV4LWtleS0wMTIzNDU2Nzg5YWJjZGVm";
+
+fn config() -> PiiConfig {
+    PiiConfig::from_value(json!({
+        "tokenization": {"default_key": KEY_A, "tenant_keys": {"globex": KEY_B}},
+        "rules": [
+            {"name": "ssn", "fields": ["$..ssn"], "action": {"type": "partial", "keep_last": 4},
+             "unmask_scopes": ["pii:ssn:read"]},
+            {"name": "email", "fields": ["$.customers[*].email"], "action": {"type": "partial", "keep_domain": true},
+             "unmask_scopes": ["pii:email:read"], "consent": "consent.marketing"},
+            {"name": "secret", "fields": ["$..internal"], "action": "drop"},
+            {"name": "tags", "fields": ["$.tags[1]"], "action": "redact"},
+            {"name": "iban", "fields": ["$..iban"], "action": "tokenize"},
+            {"name": "card", "detector": "payment_card", "action": {"type": "partial", "keep_last": 4},
+             "unmask_scopes": ["pii:card:read"]},
+            {"name": "mail", "detector": "email", "action": "redact"},
+            {"name": "emp", "detector": {"regex": "EMP-[0-9]{6}"}, "action": {"type": "tokenize", "format": "digits"}}
+        ],
+        "profiles": {"p": ["ssn", "email", "secret", "tags", "iban", "card", "mail", "emp"]},
+        "routes": [
+            {"name": "egress", "match": {"prefix": "/out"}, "profile": "p", "direction": "request"},
+            {"name": "r", "match": {"prefix": "/"}, "profile": "p"}
+        ]
+    }))
+    .unwrap()
+}
+
+fn run(
+    cfg: &PiiConfig,
+    body: &str,
+    scopes: &[&str],
+    tenant: Option<&str>,
+) -> (Value, mask::Report) {
+    let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+    let caller = Caller {
+        scopes: &scopes,
+        key: cfg.keys.for_tenant(tenant),
+    };
+    let mut doc = json::parse(body.as_bytes()).unwrap();
+    let report = mask::mask_json(cfg, &cfg.profiles[0], caller, &mut doc).unwrap();
+    (serde_json::from_slice(&doc.to_bytes()).unwrap(), report)
+}
+
+#[test]
+fn field_rules_scopes_and_consent() {
+    let cfg = config();
+    let body = r#"{"customers":[
+        {"email":"a@x.com","ssn":"123-45-6789","consent":{"marketing":true}},
+        {"email":"b@x.com","ssn":"223-45-6789","consent":{"marketing":false}},
+        {"email":"c@x.com"}
+    ]}"#;
+    let (v, r) = run(&cfg, body, &[], None);
+    assert_eq!(v["customers"][0]["ssn"], "***-**-6789");
+    assert_eq!(v["customers"][0]["email"], "***@x.com");
+    assert_eq!(r.masked[0], 2);
+    assert_eq!(r.masked[1], 3);
+    assert_eq!(r.pointers[0], "/customers/0/email");
+
+    let (v, r) = run(&cfg, body, &["pii:ssn:read", "pii:email:read"], None);
+    assert_eq!(v["customers"][0]["ssn"], "123-45-6789");
+    // Scope and consent together reveal; a false or missing flag keeps it masked.
+    assert_eq!(v["customers"][0]["email"], "a@x.com");
+    assert_eq!(v["customers"][1]["email"], "***@x.com");
+    assert_eq!(v["customers"][2]["email"], "***@x.com");
+    assert_eq!(r.revealed[1], 1);
+    // A scope that merely starts like the right one reveals nothing.
+    let (v, _) = run(&cfg, body, &["pii:ssn", "pii:ssn:read:x"], None);
+    assert_eq!(v["customers"][0]["ssn"], "***-**-6789");
+}
+
+#[test]
+fn a_field_rule_decides_alone_and_detectors_cover_the_rest() {
+    let cfg = config();
+    let (v, _) = run(
+        &cfg,
+        r#"{"ssn":"x@y.com","note":"mail x@y.com, card 4111-1111-1111-1111"}"#,
+        &[],
+        None,
+    );
+    // `ssn` is decided by its field rule (partial), not by the e-mail detector.
+    assert_eq!(v["ssn"], "*@y.com");
+    assert_eq!(v["note"], "mail [REDACTED], card ****-****-****-1111");
+    let (v, _) = run(
+        &cfg,
+        r#"{"note":"card 4111-1111-1111-1111"}"#,
+        &["pii:card:read"],
+        None,
+    );
+    assert_eq!(v["note"], "card 4111-1111-1111-1111");
+}
+
+#[test]
+fn drop_index_paths_escaped_keys_and_duplicates() {
+    let cfg = config();
+    let (v, r) = run(
+        &cfg,
+        r#"{"a":{"internal":{"x":1},"keep":1},"tags":["t0","t1","t2"],"s\u0073n":"1","ssn":"123-45-6789","ssn":"223-45-6789"}"#,
+        &[],
+        None,
+    );
+    assert_eq!(v["a"], json!({"keep": 1}));
+    assert_eq!(v["tags"], json!(["t0", "[REDACTED]", "t2"]));
+    // Every duplicate is masked (a reader taking the last one sees a masked value too).
+    assert_eq!(r.masked[0], 3);
+    assert_eq!(v["ssn"], "***-**-6789");
+}
+
+#[test]
+fn tokens_depend_on_the_tenant_key_and_digits_keep_the_format() {
+    let cfg = config();
+    let body = r#"{"iban":"GB82WEST12345698765432","note":"EMP-123456"}"#;
+    let (a, _) = run(&cfg, body, &[], Some("acme"));
+    let (a2, _) = run(&cfg, body, &[], None);
+    let (b, _) = run(&cfg, body, &[], Some("globex"));
+    assert_eq!(a, a2, "acme has no key of its own: the default key");
+    assert_ne!(a["iban"], b["iban"]);
+    assert!(a["iban"].as_str().unwrap().starts_with("tok_"));
+    let emp = a["note"].as_str().unwrap();
+    assert!(
+        emp.starts_with("EMP-") && emp.len() == 10 && emp != "EMP-123456",
+        "{emp}"
+    );
+}
+
+#[test]
+fn numbers_only_meet_the_card_detector() {
+    let cfg = config();
+    let (v, _) = run(
+        &cfg,
+        r#"{"n":5555555555554444,"t":1700000000000,"f":4111111111111111.0}"#,
+        &[],
+        None,
+    );
+    assert_eq!(v["n"], "************4444");
+    assert_eq!(v["t"], 1_700_000_000_000u64);
+    assert_eq!(v["f"], 4_111_111_111_111_111.0);
+}
+
+#[test]
+fn text_bodies_and_non_utf8_bytes() {
+    let cfg = config();
+    let caller = Caller {
+        scopes: &[],
+        key: None,
+    };
+    let (out, r) = mask::mask_text(&cfg, &cfg.profiles[0], caller, b"to a@b.io\n").unwrap();
+    assert_eq!(out.unwrap(), b"to [REDACTED]\n".to_vec());
+    assert_eq!(r.pointers, ["#3"]);
+    let (out, _) =
+        mask::mask_text(&cfg, &cfg.profiles[0], caller, b"\xff\xfe a@b.io \xff").unwrap();
+    assert_eq!(out.unwrap(), b"\xff\xfe [REDACTED] \xff".to_vec());
+    let (out, _) = mask::mask_text(&cfg, &cfg.profiles[0], caller, b"nothing here").unwrap();
+    assert_eq!(out, None);
+}
+
+fn route(cfg: &PiiConfig, path: &str) -> portcullis_pii::config::Route {
+    decide::route_for(cfg, "GET", path).unwrap().1.clone()
+}
+
+#[test]
+fn plans_follow_method_status_type_and_coding() {
+    let cfg = config();
+    let r = route(&cfg, "/x");
+    let json_plan = BodyPlan::Mask {
+        kind: Kind::Json,
+        codings: vec![],
+    };
+    assert_eq!(
+        decide::plan_response(&r, "GET", 200, Some("application/json"), None, false),
+        json_plan
+    );
+    assert_eq!(
+        decide::plan_response(&r, "HEAD", 200, Some("application/json"), None, false),
+        BodyPlan::Pass
+    );
+    assert_eq!(
+        decide::plan_response(&r, "GET", 204, None, None, false),
+        BodyPlan::Pass
+    );
+    assert_eq!(
+        decide::plan_response(&r, "GET", 304, None, None, false),
+        BodyPlan::Pass
+    );
+    assert_eq!(
+        decide::plan_response(&r, "GET", 200, Some("application/json"), None, true),
+        BodyPlan::Pass
+    );
+    assert_eq!(
+        decide::plan_response(
+            &r,
+            "GET",
+            404,
+            Some("application/problem+json"),
+            None,
+            false
+        ),
+        json_plan
+    );
+    assert_eq!(
+        decide::plan_response(&r, "GET", 200, Some("text/csv"), Some("gzip"), false),
+        BodyPlan::Mask {
+            kind: Kind::Text,
+            codings: vec![Coding::Gzip]
+        }
+    );
+    assert_eq!(
+        decide::plan_response(&r, "GET", 200, Some("image/png"), None, false),
+        BodyPlan::Pass
+    );
+    assert_eq!(
+        decide::plan_response(
+            &r,
+            "GET",
+            200,
+            Some("application/json"),
+            Some("zstd"),
+            false
+        ),
+        BodyPlan::Refuse(Cause::UnsupportedEncoding)
+    );
+    // Egress routes mask requests, not responses.
+    let egress = decide::route_for(&cfg, "POST", "/out/sync")
+        .unwrap()
+        .1
+        .clone();
+    assert_eq!(
+        decide::plan_response(&egress, "POST", 200, Some("application/json"), None, false),
+        BodyPlan::Pass
+    );
+    assert_eq!(
+        decide::plan_request(&egress, Some("application/json"), None, false),
+        json_plan
+    );
+    // Encoded path tricks reach the same route (paths are normalised first).
+    assert_eq!(
+        decide::route_for(&cfg, "POST", "/%6Fut/sync")
+            .unwrap()
+            .1
+            .name,
+        "egress"
+    );
+}
+
+#[test]
+fn bodies_decode_mask_and_fail_with_a_cause() {
+    let cfg = config();
+    let r = route(&cfg, "/x");
+    let caller = Caller {
+        scopes: &[],
+        key: None,
+    };
+    let body = br#"{"ssn":"123-45-6789"}"#;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(body).unwrap();
+    let gz = gz.finish().unwrap();
+    let m = decide::mask_body(&cfg, &r, Kind::Json, &[Coding::Gzip], caller, &gz, false).unwrap();
+    assert_eq!(m.body.unwrap(), br#"{"ssn":"***-**-6789"}"#.to_vec());
+    // Shadow: counted, body untouched.
+    let m = decide::mask_body(&cfg, &r, Kind::Json, &[], caller, body, true).unwrap();
+    assert_eq!((m.body, m.report.masked[0]), (None, 1));
+    let err = |kind, codings: &[Coding], raw: &[u8]| {
+        decide::mask_body(&cfg, &r, kind, codings, caller, raw, false).unwrap_err()
+    };
+    assert_eq!(err(Kind::Json, &[], b"{\"a\":"), Cause::InvalidJson);
+    assert_eq!(
+        err(Kind::Json, &[Coding::Br], b"junk"),
+        Cause::CorruptEncoding
+    );
+    let deep = "[".repeat(300) + &"]".repeat(300);
+    assert_eq!(err(Kind::Json, &[], deep.as_bytes()), Cause::InvalidJson);
+    // No content type: JSON when it parses, else text.
+    let m = decide::mask_body(&cfg, &r, Kind::Sniff, &[], caller, b"mail a@b.io", false).unwrap();
+    assert_eq!(m.body.unwrap(), b"mail [REDACTED]".to_vec());
+    // Pass only where configured, and never for a missing tokenization key.
+    assert!(
+        matches!(decide::unmaskable(&r, Cause::TooLarge, true), Unmaskable::Block(d) if d.status == 502)
+    );
+    assert!(
+        matches!(decide::unmaskable(&r, Cause::TooLarge, false), Unmaskable::Block(d) if d.status == 413)
+    );
+}
+
+#[test]
+fn bad_configs_name_the_field() {
+    let base = || {
+        json!({"rules": [{"name": "a", "fields": ["$.a"], "action": "redact"}],
+               "profiles": {"p": ["a"]}, "routes": [{"name": "r", "match": {"prefix": "/"}, "profile": "p"}]})
+    };
+    let err = |f: &dyn Fn(&mut Value)| {
+        let mut v = base();
+        f(&mut v);
+        PiiConfig::from_value(v).unwrap_err().to_string()
+    };
+    assert!(PiiConfig::from_value(base()).is_ok());
+    assert!(err(&|v| v["rules"][0]["fields"] = json!(["a"])).contains("rules[0].fields[0]"));
+    assert!(err(&|v| v["rules"][0]["action"] = json!("tokenize")).contains("tokenize needs keys"));
+    assert!(err(&|v| v["rules"][0]["detector"] = json!("email")).contains("either"));
+    assert!(err(&|v| v["profiles"]["p"] = json!(["zz"])).contains("unknown rule `zz`"));
+    assert!(err(&|v| v["routes"][0]["profile"] = json!("q")).contains("unknown profile"));
+    assert!(err(&|v| v["tokenization"] = json!({"default_key": "c2hvcnQ"})).contains("16 bytes"));
+    assert!(err(
+        &|v| v["rules"][0] = json!({"name": "d", "detector": {"regex": "a*"}, "action": "redact"})
+    )
+    .contains("empty string"));
+    assert!(
+        err(&|v| v["rules"][0] = json!({"name": "d", "detector": "email", "action": "drop"}))
+            .contains("field rules")
+    );
+    assert!(err(&|v| v["rules"][0]["unknown"] = json!(1)).contains("unknown"));
+}
