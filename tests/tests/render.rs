@@ -1,4 +1,4 @@
-//! Rendered gateway configs (both embeddings of the filter config) pass `envoy --mode validate`.
+//! Rendered gateway and egress configs (both embeddings of the filter config) pass `envoy --mode validate`.
 
 use portcullis_cli::render::{self, ConfigFormat, RenderOptions};
 use portcullis_tests::harness::{self, TempDir};
@@ -10,30 +10,33 @@ fn rendered_configs_pass_envoy_validate() {
         return;
     };
     let policies = harness::demo_policies();
-    let template =
-        std::fs::read_to_string(harness::repo_root().join("envoy/gateway.yaml.tmpl")).unwrap();
     let dir = TempDir::new("validate");
-    for format in [ConfigFormat::Json, ConfigFormat::Struct] {
-        for normalize in [true, false] {
-            let opts = RenderOptions {
-                format,
-                envoy_normalize_path: normalize,
-                wasm_dir: harness::dist_dir(),
-                ..Default::default()
-            };
-            let path = dir.0.join(format!("envoy-{format:?}-{normalize}.yaml"));
-            std::fs::write(&path, render::render(&template, &policies, &opts).unwrap()).unwrap();
-            let out = Command::new(&envoy)
-                .args(["--mode", "validate", "--log-level", "warn", "-c"])
-                .arg(&path)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{format:?}/{normalize}: envoy --mode validate failed:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+    for file in ["gateway.yaml.tmpl", "egress.yaml.tmpl"] {
+        let template =
+            std::fs::read_to_string(harness::repo_root().join("envoy").join(file)).unwrap();
+        for format in [ConfigFormat::Json, ConfigFormat::Struct] {
+            for normalize in [true, false] {
+                let opts = RenderOptions {
+                    format,
+                    envoy_normalize_path: normalize,
+                    wasm_dir: harness::dist_dir(),
+                    ..Default::default()
+                };
+                let path = dir.0.join(format!("{file}-{format:?}-{normalize}.yaml"));
+                std::fs::write(&path, render::render(&template, &policies, &opts).unwrap())
+                    .unwrap();
+                let out = Command::new(&envoy)
+                    .args(["--mode", "validate", "--log-level", "warn", "-c"])
+                    .arg(&path)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{file} {format:?}/{normalize}: envoy --mode validate failed:\n{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
         }
     }
 }
