@@ -3,7 +3,10 @@
 //!
 //! The integration tests use this library too, so what `make run` renders is what is tested.
 
+pub mod chain;
+pub mod openapi;
 pub mod policy;
+pub mod policytest;
 pub mod render;
 pub mod token;
 

@@ -2,7 +2,7 @@
 
 use portcullis_cli::render::{self, ConfigFormat, RenderOptions};
 use portcullis_cli::token::{self, SigningAlg, TokenSpec};
-use portcullis_cli::{policy, CliError, Result};
+use portcullis_cli::{chain, openapi, policy, policytest, CliError, Result};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -20,6 +20,16 @@ USAGE:
       --upstream HOST:PORT  upstream address (default: 127.0.0.1:8080)
       --config-format json|struct   how filter configs are embedded (default: json)
       --no-envoy-normalize  leave path normalisation to the filters alone
+  portcullis test [TESTS] [options]        run policy test files through the filters' decision code
+      --policies DIR        policy directory (default: policies)
+      --min-coverage N      fail when fewer than N % of rules, routes and limits are exercised
+      TESTS: a test file or directory (default: POLICY_DIR/tests)
+  portcullis explain METHOD PATH [options] which rule of each filter matched one request, and why
+      --policies DIR  --header 'name: value' (repeatable)  --body JSON  --client-ip IP
+      --token JWT, or a demo token: --tenant T --scope \"a b\" --role R --claim NAME=VALUE
+      --upstream-status N  --upstream-body JSON  (what the upstream answers; default 200 {})
+  portcullis import openapi SPEC [options] policy files from an OpenAPI 3.x document
+      --out DIR             where to write authn.yaml, schema.yaml, pii.yaml (default: stdout summary)
   portcullis token [options]               mint a DEMO token signed with the demo key
       --tenant T  --scope \"a b\"  --role R (repeatable)  --sub S  --app A
       --ttl SECONDS (default 3600)  --alg RS256|ES256 (default RS256)
@@ -33,6 +43,9 @@ fn main() -> ExitCode {
         Some("check") => check(&args[1..]),
         Some("render") => render_cmd(&args[1..]),
         Some("token") => token_cmd(&args[1..]),
+        Some("test") => test_cmd(&args[1..]),
+        Some("explain") => explain_cmd(&args[1..]),
+        Some("import") => import_cmd(&args[1..]),
         Some("help" | "-h" | "--help") | None => {
             print!("{USAGE}");
             Ok(())
@@ -203,6 +216,165 @@ fn render_cmd(args: &[String]) -> Result<()> {
     match o.get("out") {
         Some(path) => std::fs::write(path, out).map_err(|e| CliError(format!("{path}: {e}")))?,
         None => print!("{out}"),
+    }
+    Ok(())
+}
+
+fn test_cmd(args: &[String]) -> Result<()> {
+    let o = Opts::parse(args, &[])?;
+    o.reject_unknown(&["policies", "min-coverage"])?;
+    let dir = PathBuf::from(o.get("policies").unwrap_or("policies"));
+    let tests = o
+        .positional
+        .first()
+        .map_or_else(|| dir.join("tests"), PathBuf::from);
+    let min: f64 = o.get("min-coverage").map_or(Ok(0.0), |v| {
+        v.parse()
+            .map_err(|_| CliError("--min-coverage: not a number".into()))
+    })?;
+    let policies = policy::load(&dir)?;
+    let suites = policytest::load(&tests)?;
+    let report = policytest::run(&policies, &suites, &mut std::io::stdout())?;
+    if report.failed > 0 {
+        return Err(CliError(format!("{} case(s) failed", report.failed)));
+    }
+    if report.percent() + 1e-9 < min {
+        return Err(CliError(format!(
+            "coverage {:.1} % is below --min-coverage {min}",
+            report.percent()
+        )));
+    }
+    Ok(())
+}
+
+/// A demo token from `--tenant/--scope/--role/--claim` (explain), or `None`.
+fn demo_token_from(o: &Opts) -> Result<Option<String>> {
+    if o.get("tenant").is_none() && o.all("scope").is_empty() && o.all("role").is_empty() {
+        return Ok(None);
+    }
+    let pem = std::fs::read_to_string("policies/demo-keys/demo-rs256.key.pem")
+        .map_err(|e| CliError(format!("policies/demo-keys/demo-rs256.key.pem: {e}")))?;
+    let mut extra = Vec::new();
+    for c in o.all("claim") {
+        let (k, v) = c
+            .split_once('=')
+            .ok_or_else(|| CliError("--claim must be NAME=VALUE".into()))?;
+        extra.push((k.to_string(), v.to_string()));
+    }
+    let spec = TokenSpec {
+        issuer: "https://idp.demo.portcullis.local".into(),
+        audience: "portcullis-demo-api".into(),
+        subject: "demo-user".into(),
+        tenant: o.get("tenant").map(str::to_string),
+        app: None,
+        scopes: o
+            .all("scope")
+            .iter()
+            .flat_map(|s| s.split_whitespace())
+            .map(str::to_string)
+            .collect(),
+        roles: o.all("role").iter().map(|s| s.to_string()).collect(),
+        extra,
+        ttl_secs: 600,
+    };
+    token::mint(&spec, SigningAlg::RS256, &pem, "demo-rs256").map(Some)
+}
+
+fn explain_cmd(args: &[String]) -> Result<()> {
+    let o = Opts::parse(args, &[])?;
+    o.reject_unknown(&[
+        "policies",
+        "header",
+        "body",
+        "client-ip",
+        "token",
+        "tenant",
+        "scope",
+        "role",
+        "claim",
+        "upstream-status",
+        "upstream-body",
+    ])?;
+    let (Some(method), Some(path)) = (o.positional.first(), o.positional.get(1)) else {
+        return Err(CliError(
+            "usage: portcullis explain METHOD PATH [options]".into(),
+        ));
+    };
+    let policies = policy::load(Path::new(o.get("policies").unwrap_or("policies")))?;
+    let compiled = chain::Compiled::new(&policies)?;
+    let mut headers = Vec::new();
+    for h in o.all("header") {
+        let (k, v) = h
+            .split_once(':')
+            .ok_or_else(|| CliError("--header must be 'name: value'".into()))?;
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let token = match o.get("token") {
+        Some(t) => Some(t.to_string()),
+        None => demo_token_from(&o)?,
+    };
+    if let Some(t) = token {
+        headers.push(("authorization".into(), format!("Bearer {t}")));
+    }
+    let body = o.get("body").map(|b| b.as_bytes().to_vec());
+    if body.is_some() && !headers.iter().any(|(k, _)| k == "content-type") {
+        headers.push(("content-type".into(), "application/json".into()));
+    }
+    let req = chain::SimRequest {
+        method: method.to_ascii_uppercase(),
+        path: path.clone(),
+        headers,
+        body,
+        client_ip: o.get("client-ip").unwrap_or("127.0.0.1").to_string(),
+    };
+    let resp = chain::SimResponse {
+        status: o.get("upstream-status").map_or(Ok(200), |v| {
+            v.parse()
+                .map_err(|_| CliError("--upstream-status: not a number".into()))
+        })?,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: o.get("upstream-body").unwrap_or("{}").as_bytes().to_vec(),
+    };
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let mut state = chain::ChainState::new(&compiled);
+    let out = chain::run(&compiled, &mut state, &req, &resp, now_ns);
+    println!("{} {}", req.method, req.path);
+    for s in &out.trace {
+        println!("  {:<13} {:<26} {}", s.filter, s.matched, s.outcome);
+    }
+    match &out.reason {
+        Some(r) => println!("=> {} {r} (decided by {})", out.status, out.decided_by),
+        None => println!("=> {} from the upstream", out.status),
+    }
+    if out.reason.is_some() || !out.body.is_empty() {
+        println!("{}", String::from_utf8_lossy(&out.body));
+    }
+    Ok(())
+}
+
+fn import_cmd(args: &[String]) -> Result<()> {
+    let o = Opts::parse(args, &[])?;
+    o.reject_unknown(&["out"])?;
+    let (Some(kind), Some(spec)) = (o.positional.first(), o.positional.get(1)) else {
+        return Err(CliError(
+            "usage: portcullis import openapi SPEC [--out DIR]".into(),
+        ));
+    };
+    if kind != "openapi" {
+        return Err(CliError(format!(
+            "import: `{kind}` is not supported (only `openapi`)"
+        )));
+    }
+    let text = std::fs::read_to_string(spec).map_err(|e| CliError(format!("{spec}: {e}")))?;
+    let imported = openapi::import(&text)?;
+    println!("{}", imported.summary());
+    if let Some(out) = o.get("out") {
+        imported.write(Path::new(out))?;
+        println!(
+            "wrote {out}/authn.yaml, {out}/schema.yaml, {out}/pii.yaml — review the REVIEW markers"
+        );
     }
     Ok(())
 }
