@@ -54,7 +54,9 @@ run: render ## Set up, build, and run the demo: Envoy on :$(LISTEN_PORT) in fron
 		trap "kill $$UP 2>/dev/null" EXIT INT TERM; \
 		"$(ENVOY)" -c $(BUILD)/envoy.yaml --concurrency 2 --log-level warn --component-log-level wasm:info
 
-test: build ## Run every test: unit, policy, Wycheproof, and integration tests against real Envoy
+test: build ## Run every test: policy suite (100 % coverage), unit, Wycheproof, and integration tests against real Envoy
+	./target/debug/portcullis check policies
+	./target/debug/portcullis test policies/tests --policies policies --min-coverage 100
 	PORTCULLIS_ENVOY="$(ENVOY)" PORTCULLIS_DIST="$(CURDIR)/dist" $(CARGO) test --workspace --no-fail-fast
 
 lint: setup ## rustfmt check and clippy (-D warnings) for native and wasm32

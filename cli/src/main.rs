@@ -234,7 +234,9 @@ fn test_cmd(args: &[String]) -> Result<()> {
     })?;
     let policies = policy::load(&dir)?;
     let suites = policytest::load(&tests)?;
-    let report = policytest::run(&policies, &suites, &mut std::io::stdout())?;
+    let mut stdout = std::io::stdout();
+    let report = policytest::run(&policies, &suites, &mut stdout)?;
+    let _ = std::io::Write::flush(&mut stdout);
     if report.failed > 0 {
         return Err(CliError(format!("{} case(s) failed", report.failed)));
     }
