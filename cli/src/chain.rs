@@ -280,6 +280,9 @@ pub fn run(
     };
     // authn strips forged identity headers and forwards its own.
     headers.retain(|(k, _)| !authn::is_identity_header(&c.authn, k));
+    if let Some(keys) = &c.authn.api_keys {
+        set_header(&mut headers, &keys.header, None);
+    }
     if let Some(id) = &identity {
         headers.extend(authn::identity_headers(&c.authn, id));
     }

@@ -30,6 +30,8 @@ USAGE:
       --upstream-status N  --upstream-body JSON  (what the upstream answers; default 200 {})
   portcullis import openapi SPEC [options] policy files from an OpenAPI 3.x document
       --out DIR             where to write authn.yaml, schema.yaml, pii.yaml (default: stdout summary)
+  portcullis apikey --app APP [options]    generate an API key; prints it once, and the policy entry
+      --tenant T  --scope \"a b\"  --tier TIER  --id ID (default: APP-<key prefix>)
   portcullis token [options]               mint a DEMO token signed with the demo key
       --tenant T  --scope \"a b\"  --role R (repeatable)  --sub S  --app A
       --ttl SECONDS (default 3600)  --alg RS256|ES256 (default RS256)
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         Some("render") => render_cmd(&args[1..]),
         Some("token") => token_cmd(&args[1..]),
         Some("test") => test_cmd(&args[1..]),
+        Some("apikey") => apikey_cmd(&args[1..]),
         Some("explain") => explain_cmd(&args[1..]),
         Some("import") => import_cmd(&args[1..]),
         Some("help" | "-h" | "--help") | None => {
@@ -378,6 +381,36 @@ fn import_cmd(args: &[String]) -> Result<()> {
             "wrote {out}/authn.yaml, {out}/schema.yaml, {out}/pii.yaml — review the REVIEW markers"
         );
     }
+    Ok(())
+}
+
+fn apikey_cmd(args: &[String]) -> Result<()> {
+    let o = Opts::parse(args, &[])?;
+    o.reject_unknown(&["app", "tenant", "scope", "tier", "id"])?;
+    let app = o
+        .get("app")
+        .ok_or_else(|| CliError("apikey: --app is required".into()))?;
+    let scopes: Vec<String> = o
+        .all("scope")
+        .iter()
+        .flat_map(|s| s.split_whitespace())
+        .map(str::to_string)
+        .collect();
+    let mut g =
+        portcullis_cli::apikey::generate(app, app, o.get("tenant"), &scopes, o.get("tier"))?;
+    let id = match o.get("id") {
+        Some(id) => id.to_string(),
+        None => format!(
+            "{app}-{}",
+            &g.key[portcullis_cli::apikey::KEY_PREFIX.len()..][..6]
+        ),
+    };
+    g.entry["id"] = serde_json::Value::from(id);
+    let entry = serde_yaml::to_string(&vec![g.entry]).map_err(|e| CliError(e.to_string()))?;
+    eprintln!("API key for `{app}` (shown once; give it to the app, store it as a secret):");
+    println!("{}", g.key);
+    eprintln!("\nAdd to authn.yaml under api_keys.keys (only the digest is stored):\n");
+    eprint!("{entry}");
     Ok(())
 }
 

@@ -3,8 +3,10 @@
 //! Everything is decided here, once: keys decoded and checked, algorithms resolved, routes
 //! compiled, claim names fixed. The request path only reads the compiled [`AuthnConfig`].
 
+use crate::cache::TokenDigest;
 use crate::jwk::{parse_jwks, Alg, Jwk, KeyPolicy};
 use portcullis_core::config::ConfigError;
+use portcullis_core::identity::{AuthMethod, Identity};
 use portcullis_core::route::{MatchSpec, RouteMatcher, RouteTable};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -37,6 +39,195 @@ pub struct RawConfig {
     /// Keep the `Authorization` header on the request sent upstream (default: removed).
     #[serde(default)]
     pub forward_token: bool,
+    /// API keys for micro apps (stored as SHA-256 digests only).
+    #[serde(default)]
+    pub api_keys: Option<RawApiKeys>,
+}
+
+/// API keys as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKeys {
+    /// Name routes use in `require.providers` to accept API keys (default `api-keys`). Routes
+    /// that do not list it never accept an API key.
+    #[serde(default = "default_api_key_provider")]
+    pub name: String,
+    /// Header carrying the key (default `x-api-key`). Keys in the query string are refused.
+    #[serde(default = "default_api_key_header")]
+    pub header: String,
+    /// The keys.
+    #[serde(default)]
+    pub keys: Vec<RawApiKey>,
+}
+
+fn default_api_key_provider() -> String {
+    "api-keys".into()
+}
+fn default_api_key_header() -> String {
+    "x-api-key".into()
+}
+
+/// One API key as written: its digest and what it grants, never the key itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKey {
+    /// Key id (logs, metrics, the identity's issuer).
+    pub id: String,
+    /// Hex SHA-256 of the key.
+    pub sha256: String,
+    /// The key's first characters, for humans recognising it (never used to match).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// App the key belongs to.
+    pub app: String,
+    /// Tenant.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Scopes granted.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Roles granted.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Plan tier.
+    #[serde(default)]
+    pub tier: Option<String>,
+    /// A revoked key (kept for the record; never accepted).
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// Compiled API keys: digests indexed by their first 8 bytes, compared in full in constant time.
+#[derive(Debug, Clone)]
+pub struct ApiKeys {
+    /// Provider name routes refer to.
+    pub name: String,
+    /// Header (lower-cased).
+    pub header: String,
+    /// Query parameters that would carry a key (refused).
+    pub query_names: Vec<String>,
+    index: std::collections::HashMap<u64, Vec<u32>>,
+    entries: Vec<(TokenDigest, std::rc::Rc<Identity>)>,
+}
+
+impl ApiKeys {
+    /// The identity of a key, if the key is known and enabled.
+    pub fn lookup(&self, key: &str) -> Option<std::rc::Rc<Identity>> {
+        let d = crate::cache::digest(key);
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&d[..8]);
+        let candidates = self.index.get(&u64::from_le_bytes(head))?;
+        let mut found = None;
+        for &i in candidates {
+            if let Some((digest, id)) = self.entries.get(i as usize) {
+                // Constant time over the whole digest, and every candidate is compared.
+                if ct_eq32(digest, &d) {
+                    found = Some(id.clone());
+                }
+            }
+        }
+        found
+    }
+
+    /// Number of enabled keys.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True without keys.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+fn ct_eq32(a: &TokenDigest, b: &TokenDigest) -> bool {
+    let mut diff = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        diff |= x ^ y;
+    }
+    diff == 0
+}
+
+fn compile_api_keys(raw: RawApiKeys, provider_names: &[String]) -> Result<ApiKeys, ConfigError> {
+    let header = raw.header.to_ascii_lowercase();
+    if !valid_header_name(&header) || header == "authorization" {
+        return Err(ConfigError::new(
+            "header",
+            "not a valid header name (and not `authorization`)",
+        ));
+    }
+    if provider_names.contains(&raw.name) {
+        return Err(ConfigError::new(
+            "name",
+            "a JWT provider already has this name",
+        ));
+    }
+    let mut index: std::collections::HashMap<u64, Vec<u32>> = std::collections::HashMap::new();
+    let mut entries = Vec::with_capacity(raw.keys.len());
+    let mut ids = std::collections::HashSet::new();
+    for (i, k) in raw.keys.into_iter().enumerate() {
+        let at = |f: &str| format!("keys[{i}].{f}");
+        if !ids.insert(k.id.clone()) {
+            return Err(ConfigError::new(
+                at("id"),
+                format!("duplicate key id `{}`", k.id),
+            ));
+        }
+        let hex = k.sha256.trim().to_ascii_lowercase();
+        let mut digest = [0u8; 32];
+        if hex.len() != 64 {
+            return Err(ConfigError::new(
+                at("sha256"),
+                "must be 64 hex digits (SHA-256 of the key)",
+            ));
+        }
+        for (j, b) in digest.iter_mut().enumerate() {
+            *b = u8::from_str_radix(hex.get(2 * j..2 * j + 2).unwrap_or("zz"), 16).map_err(
+                |_| ConfigError::new(at("sha256"), "must be 64 hex digits (SHA-256 of the key)"),
+            )?;
+        }
+        if k.disabled {
+            continue;
+        }
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&digest[..8]);
+        let slot = index.entry(u64::from_le_bytes(head)).or_default();
+        let idx =
+            u32::try_from(entries.len()).map_err(|_| ConfigError::new("keys", "too many keys"))?;
+        slot.push(idx);
+        let identity = Identity {
+            method: AuthMethod::ApiKey,
+            issuer: Some(k.id),
+            tenant: k.tenant,
+            subject: Some(k.app.clone()),
+            app: Some(k.app),
+            scopes: k.scopes,
+            roles: k.roles,
+            tier: k.tier,
+        };
+        entries.push((digest, std::rc::Rc::new(identity)));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (d, _) in &entries {
+        if !seen.insert(*d) {
+            return Err(ConfigError::new("keys", "two keys have the same digest"));
+        }
+    }
+    let mut query_names = vec![
+        "api_key".to_string(),
+        "apikey".to_string(),
+        "api-key".to_string(),
+    ];
+    if !query_names.contains(&header) {
+        query_names.push(header.clone());
+    }
+    Ok(ApiKeys {
+        name: raw.name,
+        header,
+        query_names,
+        index,
+        entries,
+    })
 }
 
 fn default_stat_prefix() -> String {
@@ -380,6 +571,9 @@ pub struct AuthnConfig {
     pub forward_token: bool,
     /// Claim names referenced by any route binding: the only claims kept in the cache.
     pub bound_claims: Vec<String>,
+    /// API keys, when configured. Routes accept them by listing their name in `providers`;
+    /// internally that name is provider index `providers.len()`.
+    pub api_keys: Option<ApiKeys>,
 }
 
 fn valid_header_name(h: &str) -> bool {
@@ -452,6 +646,12 @@ impl AuthnConfig {
                 ));
             }
         }
+        let names: Vec<String> = providers.iter().map(|p| p.name.clone()).collect();
+        let api_keys = match raw.api_keys {
+            Some(k) => Some(compile_api_keys(k, &names).map_err(|e| e.within("api_keys"))?),
+            None => None,
+        };
+        let api_key_provider = api_keys.as_ref().map(|k| (k.name.clone(), providers.len()));
         let mut routes = Vec::new();
         let mut bound_claims: Vec<String> = Vec::new();
         for (i, r) in raw.routes.into_iter().enumerate() {
@@ -467,7 +667,8 @@ impl AuthnConfig {
             }
             let matcher =
                 RouteMatcher::compile(&r.matcher).map_err(|e| e.within(&format!("{at}.match")))?;
-            let rule = compile_rule(&r, &matcher, &providers).map_err(|e| e.within(&at))?;
+            let rule = compile_rule(&r, &matcher, &providers, api_key_provider.as_ref())
+                .map_err(|e| e.within(&at))?;
             if let Rule::Require { claims, .. } = &rule {
                 for (c, _) in claims {
                     if !bound_claims.contains(c) {
@@ -487,6 +688,7 @@ impl AuthnConfig {
             cache_entries: raw.cache.max_entries,
             forward_token: raw.forward_token,
             bound_claims,
+            api_keys,
         })
     }
 }
@@ -562,6 +764,7 @@ fn compile_rule(
     r: &RawRoute,
     matcher: &RouteMatcher,
     providers: &[Provider],
+    api_key_provider: Option<&(String, usize)>,
 ) -> Result<Rule, ConfigError> {
     let params = matcher.param_names();
     match (&r.allow, &r.require) {
@@ -569,7 +772,10 @@ fn compile_rule(
         (None, Some(req)) => {
             let mut pidx = Vec::new();
             for (i, name) in req.providers.iter().enumerate() {
-                match providers.iter().position(|p| &p.name == name) {
+                let api = api_key_provider
+                    .filter(|(n, _)| n == name)
+                    .map(|(_, ix)| *ix);
+                match providers.iter().position(|p| &p.name == name).or(api) {
                     Some(ix) => pidx.push(ix),
                     None => {
                         return Err(ConfigError::new(

@@ -6,7 +6,7 @@
 //! come before the signature so an expired or foreign token costs no public-key operation.
 
 use crate::cache::{digest, TokenCache, Verified};
-use crate::config::{AuthnConfig, Expected, Provider, Rule};
+use crate::config::{AuthnConfig, Expected, Provider, Requirement, Rule};
 use crate::jws::{self, JwsError};
 use portcullis_core::deny::Denial;
 use portcullis_core::identity::{AuthMethod, Identity};
@@ -81,6 +81,10 @@ pub const REASONS: &[&str] = &[
     "missing_role",
     "tenant_boundary",
     "claim_mismatch",
+    "invalid_api_key",
+    "api_key_not_accepted",
+    "api_key_in_query",
+    "multiple_credentials",
 ];
 
 fn unauthorized(reason: &'static str, detail: &'static str) -> Denial {
@@ -147,15 +151,113 @@ pub fn authenticate(
             claims,
         } => (providers, scopes, roles, tenant_param, claims),
     };
-    let token = match extract_token(cfg, req) {
-        Ok(t) => t,
-        Err(d) => {
+    let verified = match api_key(cfg, req, providers) {
+        ApiKeyUse::Absent => match token_verdict(cfg, cache, req, now, &mut decision) {
+            Some(v) => v,
+            None => return decision,
+        },
+        ApiKeyUse::Valid(v) => v,
+        ApiKeyUse::Refused(d) => {
             decision.verdict = Err(d);
             return decision;
         }
     };
+    route_requirements(
+        decision,
+        &verified,
+        providers,
+        scopes,
+        roles,
+        tenant_param,
+        claims,
+        &m.params,
+        rewrite_path,
+    )
+}
+
+/// What an API key on the request amounts to.
+enum ApiKeyUse {
+    /// None sent: use the bearer token.
+    Absent,
+    /// A known key: its identity, as a verified credential.
+    Valid(std::rc::Rc<Verified>),
+    /// Refused outright.
+    Refused(Denial),
+}
+
+fn api_key(cfg: &AuthnConfig, req: &Request<'_>, providers: &[usize]) -> ApiKeyUse {
+    let Some(keys) = &cfg.api_keys else {
+        return ApiKeyUse::Absent;
+    };
+    // Keys in URLs end up in access logs, proxies and browser history: refused, never used.
+    if let (_, Some(q)) = path::split_query(req.path) {
+        let in_query = q.split('&').any(|kv| {
+            let name = kv.split('=').next().unwrap_or("");
+            keys.query_names
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name))
+        });
+        if in_query {
+            return ApiKeyUse::Refused(Denial::new(
+                FILTER,
+                400,
+                "api_key_in_query",
+                "API keys are accepted in a header only, never in the URL.",
+            ));
+        }
+    }
+    let sent: Vec<&str> = req
+        .headers
+        .iter()
+        .filter(|(k, _)| *k == keys.header)
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let Some(key) = sent.first() else {
+        return ApiKeyUse::Absent;
+    };
+    if sent.len() > 1 || req.headers.iter().any(|(k, _)| *k == cfg.token.header) {
+        return ApiKeyUse::Refused(Denial::new(
+            FILTER,
+            400,
+            "multiple_credentials",
+            "Send exactly one credential: one API key or one bearer token.",
+        ));
+    }
+    let api_index = cfg.providers.len();
+    if !providers.contains(&api_index) {
+        return ApiKeyUse::Refused(unauthorized(
+            "api_key_not_accepted",
+            "This route does not accept API keys.",
+        ));
+    }
+    match keys.lookup(key.trim()) {
+        Some(identity) => ApiKeyUse::Valid(std::rc::Rc::new(Verified {
+            provider: api_index,
+            valid_until: u64::MAX,
+            identity: (*identity).clone(),
+            bound: Vec::new(),
+        })),
+        None => ApiKeyUse::Refused(unauthorized("invalid_api_key", "The API key is not valid.")),
+    }
+}
+
+/// Extracts and verifies the bearer token (through the cache); `None` with the denial set.
+fn token_verdict(
+    cfg: &AuthnConfig,
+    cache: &mut TokenCache,
+    req: &Request<'_>,
+    now: u64,
+    decision: &mut Decision,
+) -> Option<std::rc::Rc<Verified>> {
+    let token = match extract_token(cfg, req) {
+        Ok(t) => t,
+        Err(d) => {
+            decision.verdict = Err(d);
+            return None;
+        }
+    };
     let key = digest(token);
-    let verified = match cache.get(&key, now) {
+    Some(match cache.get(&key, now) {
         Some(v) => {
             decision.cache = CacheUse::Hit;
             v
@@ -170,12 +272,26 @@ pub fn authenticate(
                 }
                 Err(d) => {
                     decision.verdict = Err(d);
-                    return decision;
+                    return None;
                 }
             }
         }
-    };
-    // Route requirements: evaluated on every request (they depend on the route, not the token).
+    })
+}
+
+/// Route requirements: evaluated on every request (they depend on the route, not the token).
+#[allow(clippy::too_many_arguments)]
+fn route_requirements(
+    mut decision: Decision,
+    verified: &Verified,
+    providers: &[usize],
+    scopes: &Requirement,
+    roles: &Requirement,
+    tenant_param: &Option<String>,
+    claims: &[(String, Expected)],
+    params: &portcullis_core::route::Params<'_>,
+    rewrite_path: Option<String>,
+) -> Decision {
     if !providers.is_empty() && !providers.contains(&verified.provider) {
         decision.verdict = Err(unauthorized(
             "invalid_issuer",
@@ -199,7 +315,7 @@ pub fn authenticate(
         return decision;
     }
     if let Some(tp) = tenant_param {
-        let want = m.params.get(tp);
+        let want = params.get(tp);
         if want.is_none() || id.tenant.as_deref() != want {
             decision.verdict = Err(forbidden(
                 "tenant_boundary",
@@ -210,7 +326,7 @@ pub fn authenticate(
     }
     for (claim, expected) in claims {
         let want = match expected {
-            Expected::Param(p) => m.params.get(p),
+            Expected::Param(p) => params.get(p),
             Expected::Literal(l) => Some(l.as_str()),
         };
         let got = verified

@@ -134,6 +134,10 @@ impl HttpContext for Authn {
                 {
                     self.set_http_request_header(&cfg.token.header, None);
                 }
+                // An API key is a long-lived secret: it never travels past the gateway.
+                if let Some(keys) = &cfg.api_keys {
+                    self.set_http_request_header(&keys.header, None);
+                }
                 Action::Continue
             }
             Err(denial) => {
