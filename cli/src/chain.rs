@@ -237,7 +237,7 @@ pub fn run(
         &authn::Request {
             method: &req.method,
             path: &path,
-            headers: &headers,
+            headers: &headers, peer_cert_sha256: None,
         },
         now_ns / 1_000_000_000,
     );

@@ -20,6 +20,8 @@ USAGE:
       --upstream HOST:PORT  upstream address (default: 127.0.0.1:8080)
       --config-format json|struct   how filter configs are embedded (default: json)
       --no-envoy-normalize  leave path normalisation to the filters alone
+      --tls-cert PEM --tls-key PEM [--tls-client-ca PEM]   serve the gateway over TLS
+                            (client certificates optional; needed for RFC 8705 bound tokens)
   portcullis test [TESTS] [options]        run policy test files through the filters' decision code
       --policies DIR        policy directory (default: policies)
       --min-coverage N      fail when fewer than N % of rules, routes and limits are exercised
@@ -183,6 +185,9 @@ fn render_cmd(args: &[String]) -> Result<()> {
         "admin-port",
         "upstream",
         "config-format",
+        "tls-cert",
+        "tls-key",
+        "tls-client-ca",
     ])?;
     let policies = policy::load(Path::new(o.get("policies").unwrap_or("policies")))?;
     let template_path = o.get("template").unwrap_or("envoy/gateway.yaml.tmpl");
@@ -214,6 +219,18 @@ fn render_cmd(args: &[String]) -> Result<()> {
         wasm_dir,
         envoy_normalize_path: !o.flags.iter().any(|f| f == "no-envoy-normalize"),
         format,
+        downstream_tls: match (o.get("tls-cert"), o.get("tls-key")) {
+            (Some(c), Some(k)) => Some(render::DownstreamTls {
+                cert: std::fs::canonicalize(c).map_err(|e| CliError(format!("{c}: {e}")))?,
+                key: std::fs::canonicalize(k).map_err(|e| CliError(format!("{k}: {e}")))?,
+                client_ca: o
+                    .get("tls-client-ca")
+                    .map(|a| std::fs::canonicalize(a).map_err(|e| CliError(format!("{a}: {e}"))))
+                    .transpose()?,
+            }),
+            (None, None) => None,
+            _ => return Err(CliError("--tls-cert and --tls-key go together".into())),
+        },
     };
     let out = render::render(&template, &policies, &opts)?;
     match o.get("out") {

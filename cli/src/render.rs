@@ -32,6 +32,49 @@ pub struct RenderOptions {
     pub envoy_normalize_path: bool,
     /// Embedding of filter configs.
     pub format: ConfigFormat,
+    /// Serve the gateway over TLS.
+    pub downstream_tls: Option<DownstreamTls>,
+}
+
+/// Files for a TLS gateway listener.
+#[derive(Debug, Clone)]
+pub struct DownstreamTls {
+    /// Server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Server private key (PEM).
+    pub key: PathBuf,
+    /// CA that signs client certificates (PEM); clients may still connect without one (the
+    /// authn filter decides per token and route).
+    pub client_ca: Option<PathBuf>,
+}
+
+impl DownstreamTls {
+    /// The `transport_socket` block, indented for the template's filter chain.
+    fn render(&self) -> String {
+        let q = |p: &PathBuf| serde_json::Value::from(p.to_string_lossy().to_string()).to_string();
+        let mut out = format!(
+            "transport_socket:
+            name: envoy.transport_sockets.tls
+            typed_config:
+              \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+              require_client_certificate: false
+              common_tls_context:
+                tls_certificates:
+                  - certificate_chain: {{ filename: {} }}
+                    private_key: {{ filename: {} }}",
+            q(&self.cert),
+            q(&self.key)
+        );
+        if let Some(ca) = &self.client_ca {
+            out.push_str(&format!(
+                "
+                validation_context:
+                  trusted_ca: {{ filename: {} }}",
+                q(ca)
+            ));
+        }
+        out
+    }
 }
 
 impl Default for RenderOptions {
@@ -44,6 +87,7 @@ impl Default for RenderOptions {
             wasm_dir: PathBuf::from("dist"),
             envoy_normalize_path: true,
             format: ConfigFormat::Json,
+            downstream_tls: None,
         }
     }
 }
@@ -97,6 +141,13 @@ pub fn render(template: &str, policies: &Policies, opts: &RenderOptions) -> Resu
         (
             "RATELIMIT_IP_CONFIGURATION",
             plugin_configuration(&policies.ratelimit_ip, opts.format),
+        ),
+        (
+            "DOWNSTREAM_TLS",
+            opts.downstream_tls
+                .as_ref()
+                .map(DownstreamTls::render)
+                .unwrap_or_default(),
         ),
         (
             "PII_CONFIGURATION",

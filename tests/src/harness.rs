@@ -87,6 +87,8 @@ pub struct GatewayOptions {
     pub format: ConfigFormat,
     /// Template in `envoy/` (default `gateway.yaml.tmpl`; `egress.yaml.tmpl` for egress).
     pub template: &'static str,
+    /// Serve the gateway over TLS (client certificates optional).
+    pub tls: Option<portcullis_cli::render::DownstreamTls>,
 }
 
 impl Default for GatewayOptions {
@@ -97,6 +99,7 @@ impl Default for GatewayOptions {
             envoy_normalize_path: false,
             format: ConfigFormat::Struct,
             template: "gateway.yaml.tmpl",
+            tls: None,
         }
     }
 }
@@ -222,6 +225,7 @@ impl Gateway {
             wasm_dir: dist_dir(),
             envoy_normalize_path: opts.envoy_normalize_path,
             format: opts.format,
+            downstream_tls: opts.tls.clone(),
         };
         let yaml = render::render(&template, &opts.policies, &ro)
             .unwrap_or_else(|e| panic!("render: {e}"));

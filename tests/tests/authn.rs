@@ -721,3 +721,61 @@ fn micro_apps_authenticate_with_an_api_key_that_never_reaches_the_upstream() {
         "the key never appears in Envoy's log"
     );
 }
+
+#[test]
+fn shadow_mode_runs_every_check_counts_would_be_denials_and_denies_nothing() {
+    let mut policies = harness::demo_policies();
+    policies.authn["mode"] = json!("shadow");
+    let Some(g) = Gateway::start(GatewayOptions {
+        policies,
+        ..GatewayOptions::default()
+    }) else {
+        return;
+    };
+    let _log = g.log_on_failure();
+    // No token, another tenant's token, an expired token: all pass through, each counted.
+    let mut expired = claims("acme", "customers:read");
+    expired["exp"] = json!(now() - 3600);
+    for (token, reason) in [
+        (None, "missing_token"),
+        (
+            Some(rs256(&claims("acme", "customers:read"))),
+            "tenant_boundary",
+        ),
+        (Some(rs256(&expired)), "token_expired"),
+    ] {
+        let id = harness::test_id("shadow");
+        let mut req = Request::get("/api/v1/tenants/globex/customers").header("x-test-id", &id);
+        if let Some(t) = &token {
+            req = req.bearer(t);
+        }
+        let r = g.send(&req);
+        assert_eq!(
+            r.status,
+            200,
+            "shadow never denies ({reason}): {}",
+            r.body_str()
+        );
+        assert!(g.upstream_saw(&id).is_some());
+        // The rest of the chain saw no verified identity: personal data stays masked.
+        assert_eq!(r.json()["customers"][0]["ssn"], "***-**-6780");
+        assert_eq!(
+            g.stat(&format!(
+                "wasmcustom.portcullis.authn.shadow_denied.{reason}"
+            )),
+            Some(1),
+            "{reason}"
+        );
+    }
+    assert_eq!(
+        g.stat("wasmcustom.portcullis.authn.denied.missing_token").unwrap_or(0),
+        0
+    );
+    let log = g.log();
+    assert_eq!(
+        log.matches("shadow deny route=list-customers status=403 reason=tenant_boundary")
+            .count(),
+        1,
+        "logged once per request"
+    );
+}

@@ -19,6 +19,9 @@ pub struct Verified {
     pub identity: Identity,
     /// Values of the claims route bindings refer to (only those are kept).
     pub bound: Vec<(String, serde_json::Value)>,
+    /// RFC 8705 certificate binding: `cnf["x5t#S256"]`, the base64url SHA-256 of the client
+    /// certificate the token was issued to.
+    pub cnf_x5t: Option<String>,
 }
 
 /// A cache key: the token's SHA-256, so the cache never holds the token itself.

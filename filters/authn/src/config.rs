@@ -469,6 +469,18 @@ pub struct RawRequire {
     /// literal. A claim that is an array matches when it contains the value.
     #[serde(default)]
     pub claims: BTreeMap<String, String>,
+    /// Sender-constrained tokens only: `mtls` (RFC 8705 certificate-bound).
+    #[serde(default)]
+    pub binding: Option<Binding>,
+}
+
+/// A sender constraint a route can demand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Binding {
+    /// RFC 8705: the token carries `cnf["x5t#S256"]` and the connection presents that
+    /// certificate.
+    Mtls,
 }
 
 /// A set requirement.
@@ -538,6 +550,8 @@ pub enum Rule {
         tenant_param: Option<String>,
         /// Claim bindings.
         claims: Vec<(String, Expected)>,
+        /// Sender constraint required.
+        binding: Option<Binding>,
     },
 }
 
@@ -815,6 +829,7 @@ fn compile_rule(
                 roles: req.roles.clone().unwrap_or_default(),
                 tenant_param: req.tenant_param.clone(),
                 claims,
+                binding: req.binding,
             })
         }
         _ => Err(ConfigError::new(

@@ -6,7 +6,7 @@
 //! come before the signature so an expired or foreign token costs no public-key operation.
 
 use crate::cache::{digest, TokenCache, Verified};
-use crate::config::{AuthnConfig, Expected, Provider, Requirement, Rule};
+use crate::config::{AuthnConfig, Binding, Expected, Provider, Requirement, Rule};
 use crate::jws::{self, JwsError};
 use portcullis_core::deny::Denial;
 use portcullis_core::identity::{AuthMethod, Identity};
@@ -25,6 +25,9 @@ pub struct Request<'a> {
     pub path: &'a str,
     /// All request headers, names lower-cased, duplicates kept.
     pub headers: &'a [(String, String)],
+    /// Hex SHA-256 of the client certificate presented on this connection (Envoy's
+    /// `connection.sha256_peer_certificate_digest`), if any.
+    pub peer_cert_sha256: Option<&'a str>,
 }
 
 /// Whether the verified-token cache answered.
@@ -85,6 +88,9 @@ pub const REASONS: &[&str] = &[
     "api_key_not_accepted",
     "api_key_in_query",
     "multiple_credentials",
+    "certificate_required",
+    "certificate_mismatch",
+    "token_not_bound",
 ];
 
 fn unauthorized(reason: &'static str, detail: &'static str) -> Denial {
@@ -135,7 +141,7 @@ pub fn authenticate(
         return decision;
     };
     decision.route = Some(m.route.name.clone());
-    let (providers, scopes, roles, tenant_param, claims) = match &m.route.rule {
+    let (providers, scopes, roles, tenant_param, claims, binding) = match &m.route.rule {
         Rule::Anonymous => {
             decision.verdict = Ok(Allowed {
                 identity: Identity::anonymous(),
@@ -149,7 +155,8 @@ pub fn authenticate(
             roles,
             tenant_param,
             claims,
-        } => (providers, scopes, roles, tenant_param, claims),
+            binding,
+        } => (providers, scopes, roles, tenant_param, claims, binding),
     };
     let verified = match api_key(cfg, req, providers) {
         ApiKeyUse::Absent => match token_verdict(cfg, cache, req, now, &mut decision) {
@@ -162,6 +169,10 @@ pub fn authenticate(
             return decision;
         }
     };
+    if let Err(d) = check_binding(&verified, *binding, req) {
+        decision.verdict = Err(d);
+        return decision;
+    }
     route_requirements(
         decision,
         &verified,
@@ -236,6 +247,7 @@ fn api_key(cfg: &AuthnConfig, req: &Request<'_>, providers: &[usize]) -> ApiKeyU
             valid_until: u64::MAX,
             identity: (*identity).clone(),
             bound: Vec::new(),
+            cnf_x5t: None,
         })),
         None => ApiKeyUse::Refused(unauthorized("invalid_api_key", "The API key is not valid.")),
     }
@@ -604,12 +616,75 @@ fn verify_token(cfg: &AuthnConfig, token: &str, now: u64) -> Result<Verified, De
         .iter()
         .filter_map(|c| claims.get(c).map(|v| (c.clone(), v.clone())))
         .collect();
+    // RFC 8705 §3: a certificate-bound token names its certificate's SHA-256 thumbprint.
+    let cnf_x5t = match claims.get("cnf").map(|c| c.get("x5t#S256")) {
+        None | Some(None) => None,
+        Some(Some(Value::String(t))) if !t.is_empty() && t.len() <= 64 => Some(t.clone()),
+        Some(Some(_)) => {
+            return Err(unauthorized(
+                "invalid_claim",
+                "The token's confirmation claim is malformed.",
+            ))
+        }
+    };
     Ok(Verified {
         provider: pidx,
         valid_until,
         identity,
         bound,
+        cnf_x5t,
     })
+}
+
+/// Hex (Envoy's digest format) to unpadded base64url (the `x5t#S256` format).
+fn hex_to_b64url(hex: &str) -> Option<String> {
+    use base64::Engine as _;
+    let hex = hex.trim();
+    if hex.len() != 64 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..32)
+        .map(|i| {
+            hex.get(2 * i..2 * i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect();
+    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes?))
+}
+
+fn ct_eq_str(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// Sender constraint: a bound token is only good on a connection presenting its certificate
+/// (checked on every request, cache or not: the binding is per connection, not per token);
+/// a route may also demand a bound token.
+fn check_binding(v: &Verified, binding: Option<Binding>, req: &Request<'_>) -> Result<(), Denial> {
+    if let Some(want) = &v.cnf_x5t {
+        let Some(have) = req.peer_cert_sha256.and_then(hex_to_b64url) else {
+            return Err(unauthorized(
+                "certificate_required",
+                "This token is bound to a client certificate; present it on the connection.",
+            ));
+        };
+        if !ct_eq_str(&have, want) {
+            return Err(unauthorized(
+                "certificate_mismatch",
+                "The client certificate is not the one this token is bound to.",
+            ));
+        }
+    }
+    if binding == Some(Binding::Mtls) && v.cnf_x5t.is_none() {
+        return Err(unauthorized(
+            "token_not_bound",
+            "This route requires a certificate-bound token.",
+        ));
+    }
+    Ok(())
 }
 
 /// `exp`, `nbf`, `iat` with the provider's skew; returns the last second the token is valid.

@@ -91,10 +91,16 @@ impl HttpContext for Authn {
             self.set_http_request_header(name, None);
         }
         let pseudo = |n: &str| portcullis_core::header(&headers, n).unwrap_or_default();
+        // The client certificate's SHA-256 (hex) on TLS connections that presented one: what
+        // RFC 8705 certificate-bound tokens are checked against.
+        let peer = host::property(&["connection", "sha256_peer_certificate_digest"])
+            .and_then(|b| String::from_utf8(b).ok())
+            .filter(|s| !s.is_empty());
         let req = Request {
             method: pseudo(":method"),
             path: pseudo(":path"),
             headers: &headers,
+            peer_cert_sha256: peer.as_deref(),
         };
         let decision =
             decide::authenticate(cfg, &mut st.cache.borrow_mut(), &req, host::now_unix());

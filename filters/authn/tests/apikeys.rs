@@ -59,7 +59,7 @@ fn run(
         &Request {
             method,
             path,
-            headers: &headers,
+            headers: &headers, peer_cert_sha256: None,
         },
         1_800_000_000,
     )

@@ -126,7 +126,7 @@ fn run(
         &Request {
             method,
             path,
-            headers: &headers,
+            headers: &headers, peer_cert_sha256: None,
         },
         NOW,
     )
@@ -501,7 +501,7 @@ fn token_extraction_edge_cases() {
             &Request {
                 method: "GET",
                 path: "/t/acme/customers",
-                headers: &h,
+                headers: &h, peer_cert_sha256: None,
             },
             NOW,
         ))
