@@ -84,6 +84,7 @@ mod tests {
             valid_until: until,
             identity: Identity::anonymous(),
             bound: vec![],
+            cnf_x5t: None,
         }
     }
 
