@@ -59,7 +59,8 @@ fn run(
         &Request {
             method,
             path,
-            headers: &headers, peer_cert_sha256: None,
+            headers: &headers,
+            peer_cert_sha256: None,
         },
         1_800_000_000,
     )

@@ -126,7 +126,8 @@ fn run(
         &Request {
             method,
             path,
-            headers: &headers, peer_cert_sha256: None,
+            headers: &headers,
+            peer_cert_sha256: None,
         },
         NOW,
     )
@@ -449,6 +450,7 @@ fn cache_serves_repeats_and_never_past_expiry() {
             method: "GET",
             path: "/t/acme/customers",
             headers: &[("authorization".into(), format!("Bearer {t}"))],
+            peer_cert_sha256: None,
         },
         NOW + 5 + 61,
     );
@@ -501,7 +503,8 @@ fn token_extraction_edge_cases() {
             &Request {
                 method: "GET",
                 path: "/t/acme/customers",
-                headers: &h, peer_cert_sha256: None,
+                headers: &h,
+                peer_cert_sha256: None,
             },
             NOW,
         ))
