@@ -237,14 +237,39 @@ pub fn run(
         &authn::Request {
             method: &req.method,
             path: &path,
-            headers: &headers, peer_cert_sha256: None,
+            headers: &headers,
+            peer_cert_sha256: None,
         },
         now_ns / 1_000_000_000,
     );
     if let Some(r) = &decision.route {
         hits.items.insert(format!("authn.route:{r}"));
     }
-    let identity = match decision.verdict {
+    // DPoP: first use of the proof's `jti` only (the store stands in for shared data).
+    let verdict = match (decision.verdict, &decision.replay, &c.authn.dpop) {
+        (Ok(a), Some(check), Some(d)) => {
+            let key = format!("dpop.{:04x}", check.slot);
+            let existing = st.store.get(&key).ok().and_then(|(v, _)| v);
+            match portcullis_authn::dpop::replay_update(
+                existing.as_deref(),
+                check,
+                now_ns / 1_000_000_000,
+            ) {
+                portcullis_authn::dpop::ReplayOutcome::Fresh(v) => {
+                    let _ = st.store.set(&key, &v, 0);
+                    Ok(a)
+                }
+                portcullis_authn::dpop::ReplayOutcome::Replayed => {
+                    Err(portcullis_authn::dpop::replayed(d))
+                }
+                portcullis_authn::dpop::ReplayOutcome::Full => {
+                    Err(portcullis_authn::dpop::replay_unavailable())
+                }
+            }
+        }
+        (v, _, _) => v,
+    };
+    let identity = match verdict {
         Ok(allowed) => {
             trace.push(Step {
                 filter: "authn",

@@ -89,6 +89,8 @@ pub struct GatewayOptions {
     pub template: &'static str,
     /// Serve the gateway over TLS (client certificates optional).
     pub tls: Option<portcullis_cli::render::DownstreamTls>,
+    /// Listen on this port (default: a free one), e.g. when the policy names the origin.
+    pub listen_port: Option<u16>,
 }
 
 impl Default for GatewayOptions {
@@ -100,6 +102,7 @@ impl Default for GatewayOptions {
             format: ConfigFormat::Struct,
             template: "gateway.yaml.tmpl",
             tls: None,
+            listen_port: None,
         }
     }
 }
@@ -214,7 +217,7 @@ impl Gateway {
         let (upstream, upstream_addr) = start_upstream();
         // Registered at once, so a panic while rendering cannot leak the upstream.
         reap_with_parent(&[upstream.id()]);
-        let (listen, admin) = (free_port(), free_port());
+        let (listen, admin) = (opts.listen_port.unwrap_or_else(free_port), free_port());
         let template = std::fs::read_to_string(repo_root().join("envoy").join(opts.template))
             .unwrap_or_default();
         let ro = RenderOptions {

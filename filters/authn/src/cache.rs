@@ -22,6 +22,8 @@ pub struct Verified {
     /// RFC 8705 certificate binding: `cnf["x5t#S256"]`, the base64url SHA-256 of the client
     /// certificate the token was issued to.
     pub cnf_x5t: Option<String>,
+    /// RFC 9449 key binding: `cnf.jkt`, the thumbprint of the key DPoP proofs must be signed with.
+    pub cnf_jkt: Option<String>,
 }
 
 /// A cache key: the token's SHA-256, so the cache never holds the token itself.
@@ -85,6 +87,7 @@ mod tests {
             identity: Identity::anonymous(),
             bound: vec![],
             cnf_x5t: None,
+            cnf_jkt: None,
         }
     }
 

@@ -42,6 +42,9 @@ pub struct RawConfig {
     /// API keys for micro apps (stored as SHA-256 digests only).
     #[serde(default)]
     pub api_keys: Option<RawApiKeys>,
+    /// DPoP (RFC 9449): accept `Authorization: DPoP` with a proof.
+    #[serde(default)]
+    pub dpop: Option<crate::dpop::RawDpop>,
 }
 
 /// API keys as written.
@@ -469,7 +472,8 @@ pub struct RawRequire {
     /// literal. A claim that is an array matches when it contains the value.
     #[serde(default)]
     pub claims: BTreeMap<String, String>,
-    /// Sender-constrained tokens only: `mtls` (RFC 8705 certificate-bound).
+    /// Sender-constrained tokens only: `mtls` (RFC 8705 certificate-bound), `dpop` (RFC 9449),
+    /// or `any` of the two.
     #[serde(default)]
     pub binding: Option<Binding>,
 }
@@ -481,6 +485,10 @@ pub enum Binding {
     /// RFC 8705: the token carries `cnf["x5t#S256"]` and the connection presents that
     /// certificate.
     Mtls,
+    /// RFC 9449: the token carries `cnf.jkt` and comes with a valid DPoP proof.
+    Dpop,
+    /// Either.
+    Any,
 }
 
 /// A set requirement.
@@ -588,6 +596,8 @@ pub struct AuthnConfig {
     /// API keys, when configured. Routes accept them by listing their name in `providers`;
     /// internally that name is provider index `providers.len()`.
     pub api_keys: Option<ApiKeys>,
+    /// DPoP, when configured.
+    pub dpop: Option<crate::dpop::Dpop>,
 }
 
 fn valid_header_name(h: &str) -> bool {
@@ -703,6 +713,10 @@ impl AuthnConfig {
             forward_token: raw.forward_token,
             bound_claims,
             api_keys,
+            dpop: match raw.dpop {
+                Some(d) => Some(crate::dpop::Dpop::compile(d).map_err(|e| e.within("dpop"))?),
+                None => None,
+            },
         })
     }
 }

@@ -60,6 +60,16 @@ pub struct Decision {
     pub route: Option<String>,
     /// Cache use.
     pub cache: CacheUse,
+    /// A DPoP proof passed every stateless check: the adapter must still record its `jti`
+    /// (first use across all workers) before allowing the request.
+    pub replay: Option<crate::dpop::ReplayCheck>,
+}
+
+/// How the access token was presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Bearer,
+    Dpop,
 }
 
 /// Every reason code authn can deny with, for metrics declared once.
@@ -91,6 +101,11 @@ pub const REASONS: &[&str] = &[
     "certificate_required",
     "certificate_mismatch",
     "token_not_bound",
+    "invalid_dpop_proof",
+    "dpop_key_mismatch",
+    "dpop_proof_replayed",
+    "dpop_replay_unavailable",
+    "dpop_downgrade",
 ];
 
 fn unauthorized(reason: &'static str, detail: &'static str) -> Denial {
@@ -118,6 +133,7 @@ pub fn authenticate(
         verdict: Err(Denial::new(FILTER, 500, "internal", "")),
         route: None,
         cache: CacheUse::NotUsed,
+        replay: None,
     };
     let normalized = match path::normalize(req.path) {
         Ok(p) => p,
@@ -158,18 +174,24 @@ pub fn authenticate(
             binding,
         } => (providers, scopes, roles, tenant_param, claims, binding),
     };
-    let verified = match api_key(cfg, req, providers) {
+    let (verified, scheme) = match api_key(cfg, req, providers) {
         ApiKeyUse::Absent => match token_verdict(cfg, cache, req, now, &mut decision) {
-            Some(v) => v,
+            Some((v, scheme, token)) => {
+                if let Err(d) = check_dpop(cfg, req, &v, scheme, token, now, &mut decision) {
+                    decision.verdict = Err(d);
+                    return decision;
+                }
+                (v, scheme)
+            }
             None => return decision,
         },
-        ApiKeyUse::Valid(v) => v,
+        ApiKeyUse::Valid(v) => (v, Scheme::Bearer),
         ApiKeyUse::Refused(d) => {
             decision.verdict = Err(d);
             return decision;
         }
     };
-    if let Err(d) = check_binding(&verified, *binding, req) {
+    if let Err(d) = check_binding(&verified, *binding, req, scheme == Scheme::Dpop) {
         decision.verdict = Err(d);
         return decision;
     }
@@ -248,20 +270,21 @@ fn api_key(cfg: &AuthnConfig, req: &Request<'_>, providers: &[usize]) -> ApiKeyU
             identity: (*identity).clone(),
             bound: Vec::new(),
             cnf_x5t: None,
+            cnf_jkt: None,
         })),
         None => ApiKeyUse::Refused(unauthorized("invalid_api_key", "The API key is not valid.")),
     }
 }
 
 /// Extracts and verifies the bearer token (through the cache); `None` with the denial set.
-fn token_verdict(
+fn token_verdict<'r>(
     cfg: &AuthnConfig,
     cache: &mut TokenCache,
-    req: &Request<'_>,
+    req: &Request<'r>,
     now: u64,
     decision: &mut Decision,
-) -> Option<std::rc::Rc<Verified>> {
-    let token = match extract_token(cfg, req) {
+) -> Option<(std::rc::Rc<Verified>, Scheme, &'r str)> {
+    let (token, scheme) = match extract_token(cfg, req) {
         Ok(t) => t,
         Err(d) => {
             decision.verdict = Err(d);
@@ -269,7 +292,7 @@ fn token_verdict(
         }
     };
     let key = digest(token);
-    Some(match cache.get(&key, now) {
+    let verified = match cache.get(&key, now) {
         Some(v) => {
             decision.cache = CacheUse::Hit;
             v
@@ -288,7 +311,50 @@ fn token_verdict(
                 }
             }
         }
-    })
+    };
+    Some((verified, scheme, token))
+}
+
+/// DPoP: a proof for `Authorization: DPoP` (stateless checks here, the `jti` replay check by
+/// the adapter); a DPoP-bound token presented as `Bearer` is a downgrade and refused.
+fn check_dpop(
+    cfg: &AuthnConfig,
+    req: &Request<'_>,
+    v: &Verified,
+    scheme: Scheme,
+    token: &str,
+    now: u64,
+    decision: &mut Decision,
+) -> Result<(), Denial> {
+    match (scheme, &cfg.dpop) {
+        (Scheme::Dpop, Some(d)) => {
+            let check = crate::dpop::check_proof(
+                d,
+                req.headers,
+                req.method,
+                req.path,
+                token,
+                v.cnf_jkt.as_deref(),
+                now,
+            )?;
+            decision.replay = Some(check);
+            Ok(())
+        }
+        (Scheme::Bearer, _) if v.cnf_jkt.is_some() => {
+            let challenge = cfg.dpop.as_ref().map_or_else(
+                || format!("{REALM}, error=\"invalid_token\""),
+                |d| d.challenge("invalid_token"),
+            );
+            Err(Denial::new(
+                FILTER,
+                401,
+                "dpop_downgrade",
+                "This token is DPoP-bound; present it with Authorization: DPoP and a proof.",
+            )
+            .with_header("www-authenticate", challenge))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Route requirements: evaluated on every request (they depend on the route, not the token).
@@ -372,7 +438,7 @@ fn claim_matches(got: Option<&Value>, want: &str) -> bool {
 }
 
 /// Finds exactly one token in the configured places.
-fn extract_token<'r>(cfg: &AuthnConfig, req: &Request<'r>) -> Result<&'r str, Denial> {
+fn extract_token<'r>(cfg: &AuthnConfig, req: &Request<'r>) -> Result<(&'r str, Scheme), Denial> {
     let src = &cfg.token;
     let mut found: Vec<&'r str> = req
         .headers
@@ -410,13 +476,18 @@ fn extract_token<'r>(cfg: &AuthnConfig, req: &Request<'r>) -> Result<&'r str, De
         [one] => *one,
         _ => return Err(multiple()),
     };
-    let token = if src.scheme.is_empty() {
-        raw.trim()
+    let (token, scheme) = if src.scheme.is_empty() {
+        (raw.trim(), Scheme::Bearer)
     } else {
         let raw = raw.trim();
         // RFC 7235: the scheme is case-insensitive, followed by one or more spaces.
         match raw.split_once(' ') {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case(&src.scheme) => rest.trim_start(),
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case(&src.scheme) => {
+                (rest.trim_start(), Scheme::Bearer)
+            }
+            Some((scheme, rest)) if cfg.dpop.is_some() && scheme.eq_ignore_ascii_case("DPoP") => {
+                (rest.trim_start(), Scheme::Dpop)
+            }
             _ => {
                 return Err(Denial::new(
                     FILTER,
@@ -444,7 +515,7 @@ fn extract_token<'r>(cfg: &AuthnConfig, req: &Request<'r>) -> Result<&'r str, De
             "The access token is malformed.",
         ));
     }
-    Ok(token)
+    Ok((token, scheme))
 }
 
 /// Numeric date (RFC 7519 §2): an integer or a finite decimal; anything else is malformed.
@@ -627,12 +698,24 @@ fn verify_token(cfg: &AuthnConfig, token: &str, now: u64) -> Result<Verified, De
             ))
         }
     };
+    // RFC 9449 §6.1: a DPoP-bound token names its key's RFC 7638 thumbprint.
+    let cnf_jkt = match claims.get("cnf").map(|c| c.get("jkt")) {
+        None | Some(None) => None,
+        Some(Some(Value::String(t))) if !t.is_empty() && t.len() <= 64 => Some(t.clone()),
+        Some(Some(_)) => {
+            return Err(unauthorized(
+                "invalid_claim",
+                "The token's confirmation claim is malformed.",
+            ))
+        }
+    };
     Ok(Verified {
         provider: pidx,
         valid_until,
         identity,
         bound,
         cnf_x5t,
+        cnf_jkt,
     })
 }
 
@@ -663,7 +746,12 @@ fn ct_eq_str(a: &str, b: &str) -> bool {
 /// Sender constraint: a bound token is only good on a connection presenting its certificate
 /// (checked on every request, cache or not: the binding is per connection, not per token);
 /// a route may also demand a bound token.
-fn check_binding(v: &Verified, binding: Option<Binding>, req: &Request<'_>) -> Result<(), Denial> {
+fn check_binding(
+    v: &Verified,
+    binding: Option<Binding>,
+    req: &Request<'_>,
+    dpop_proven: bool,
+) -> Result<(), Denial> {
     if let Some(want) = &v.cnf_x5t {
         let Some(have) = req.peer_cert_sha256.and_then(hex_to_b64url) else {
             return Err(unauthorized(
@@ -678,10 +766,16 @@ fn check_binding(v: &Verified, binding: Option<Binding>, req: &Request<'_>) -> R
             ));
         }
     }
-    if binding == Some(Binding::Mtls) && v.cnf_x5t.is_none() {
+    let satisfied = match binding {
+        None => true,
+        Some(Binding::Mtls) => v.cnf_x5t.is_some(),
+        Some(Binding::Dpop) => dpop_proven,
+        Some(Binding::Any) => v.cnf_x5t.is_some() || dpop_proven,
+    };
+    if !satisfied {
         return Err(unauthorized(
             "token_not_bound",
-            "This route requires a certificate-bound token.",
+            "This route requires a sender-constrained (mTLS- or DPoP-bound) token.",
         ));
     }
     Ok(())

@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod config;
 pub mod decide;
+pub mod dpop;
 pub mod jwk;
 pub mod jws;
 
