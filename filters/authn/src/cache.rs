@@ -65,7 +65,15 @@ impl TokenCache {
         }
     }
 
-    /// Entries held.
+    /// Drops every entry (e.g. when a provider's key set changed: a removed key must not keep
+    /// vouching for tokens verified with it).
+    pub fn clear(&mut self) {
+        if let Some(c) = self.inner.as_mut() {
+            c.clear();
+        }
+    }
+
+    /// Number of cached tokens.
     pub fn len(&self) -> usize {
         self.inner.as_ref().map_or(0, LruCache::len)
     }

@@ -291,7 +291,12 @@ pub struct RawProvider {
     /// Algorithms accepted from this issuer.
     pub algorithms: Vec<String>,
     /// Inline JWKS (`{"keys": [...]}`).
-    pub jwks: serde_json::Value,
+    #[serde(default)]
+    pub jwks: Option<serde_json::Value>,
+    /// Remote JWKS, fetched through an Envoy cluster and shared by all workers (instead of
+    /// `jwks`).
+    #[serde(default)]
+    pub jwks_uri: Option<crate::remote::RawRemoteJwks>,
     /// Allowed clock difference for `exp`, `nbf`, `iat` (default 60 s).
     #[serde(default = "default_skew")]
     pub clock_skew_seconds: u64,
@@ -522,8 +527,10 @@ pub struct Provider {
     pub audiences: Vec<String>,
     /// Accepted algorithms.
     pub algorithms: Vec<Alg>,
-    /// Verification keys.
+    /// Verification keys (inline JWKS; empty with `remote`).
     pub keys: Vec<Jwk>,
+    /// Remote JWKS settings.
+    pub remote: Option<crate::remote::RemoteJwks>,
     /// Clock skew in seconds.
     pub skew: u64,
     /// `exp` required.
@@ -749,9 +756,22 @@ fn compile_provider(p: RawProvider) -> Result<Provider, ConfigError> {
             "must be at most 600",
         ));
     }
-    let keys = parse_jwks(&p.jwks, &KeyPolicy::default())
+    let (jwks, remote) = match (p.jwks, p.jwks_uri) {
+        (Some(j), None) => (j, None),
+        (None, Some(r)) => (
+            serde_json::json!({"keys": []}),
+            Some(crate::remote::RemoteJwks::compile(r).map_err(|e| e.within("jwks_uri"))?),
+        ),
+        _ => {
+            return Err(ConfigError::new(
+                "jwks",
+                "give exactly one of `jwks` (inline), `jwks_file` (CLI) or `jwks_uri`",
+            ))
+        }
+    };
+    let keys = parse_jwks(&jwks, &KeyPolicy::default())
         .map_err(|(i, e)| ConfigError::new(format!("jwks.keys[{i}]"), e.0))?;
-    if keys.is_empty() {
+    if keys.is_empty() && remote.is_none() {
         return Err(ConfigError::new(
             "jwks.keys",
             "at least one key is required",
@@ -782,6 +802,7 @@ fn compile_provider(p: RawProvider) -> Result<Provider, ConfigError> {
         audiences: p.audiences,
         algorithms,
         keys,
+        remote,
         skew: p.clock_skew_seconds,
         require_exp: p.require_exp,
         claims: p.claims,

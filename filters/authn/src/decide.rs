@@ -8,6 +8,7 @@
 use crate::cache::{digest, TokenCache, Verified};
 use crate::config::{AuthnConfig, Binding, Expected, Provider, Requirement, Rule};
 use crate::jws::{self, JwsError};
+use crate::remote::KeyStore;
 use portcullis_core::deny::Denial;
 use portcullis_core::identity::{AuthMethod, Identity};
 use portcullis_core::path;
@@ -63,6 +64,9 @@ pub struct Decision {
     /// A DPoP proof passed every stateless check: the adapter must still record its `jti`
     /// (first use across all workers) before allowing the request.
     pub replay: Option<crate::dpop::ReplayCheck>,
+    /// A token named a `kid` this provider's remote key set does not have: the adapter asks
+    /// for a refetch (granted at most once per cooldown across workers).
+    pub refetch: Option<usize>,
 }
 
 /// How the access token was presented.
@@ -106,6 +110,7 @@ pub const REASONS: &[&str] = &[
     "dpop_proof_replayed",
     "dpop_replay_unavailable",
     "dpop_downgrade",
+    "jwks_unavailable",
 ];
 
 fn unauthorized(reason: &'static str, detail: &'static str) -> Denial {
@@ -129,11 +134,23 @@ pub fn authenticate(
     req: &Request<'_>,
     now: u64,
 ) -> Decision {
+    authenticate_with(cfg, cache, &KeyStore::default(), req, now)
+}
+
+/// Decides one request, with the remote key sets this worker has read from shared data.
+pub fn authenticate_with(
+    cfg: &AuthnConfig,
+    cache: &mut TokenCache,
+    keys: &KeyStore,
+    req: &Request<'_>,
+    now: u64,
+) -> Decision {
     let mut decision = Decision {
         verdict: Err(Denial::new(FILTER, 500, "internal", "")),
         route: None,
         cache: CacheUse::NotUsed,
         replay: None,
+        refetch: None,
     };
     let normalized = match path::normalize(req.path) {
         Ok(p) => p,
@@ -175,7 +192,7 @@ pub fn authenticate(
         } => (providers, scopes, roles, tenant_param, claims, binding),
     };
     let (verified, scheme) = match api_key(cfg, req, providers) {
-        ApiKeyUse::Absent => match token_verdict(cfg, cache, req, now, &mut decision) {
+        ApiKeyUse::Absent => match token_verdict(cfg, cache, keys, req, now, &mut decision) {
             Some((v, scheme, token)) => {
                 if let Err(d) = check_dpop(cfg, req, &v, scheme, token, now, &mut decision) {
                     decision.verdict = Err(d);
@@ -280,6 +297,7 @@ fn api_key(cfg: &AuthnConfig, req: &Request<'_>, providers: &[usize]) -> ApiKeyU
 fn token_verdict<'r>(
     cfg: &AuthnConfig,
     cache: &mut TokenCache,
+    keys: &KeyStore,
     req: &Request<'r>,
     now: u64,
     decision: &mut Decision,
@@ -295,11 +313,22 @@ fn token_verdict<'r>(
     let verified = match cache.get(&key, now) {
         Some(v) => {
             decision.cache = CacheUse::Hit;
+            // A token verified with remote keys is only as good as those keys are fresh.
+            if cfg
+                .providers
+                .get(v.provider)
+                .is_some_and(|p| p.remote.is_some())
+            {
+                if let Err(d) = remote_keys(cfg, keys, v.provider, now) {
+                    decision.verdict = Err(d);
+                    return None;
+                }
+            }
             v
         }
         None => {
             decision.cache = CacheUse::Miss;
-            match verify_token(cfg, token, now) {
+            match verify_token(cfg, keys, token, now, &mut decision.refetch) {
                 Ok(v) => {
                     let v = std::rc::Rc::new(v);
                     cache.put(key, v.clone());
@@ -617,8 +646,39 @@ fn map_jws(e: JwsError) -> Denial {
     }
 }
 
+/// A remote provider's keys, if fetched and not older than `max_staleness`; otherwise the
+/// gateway cannot judge the token, which is not the caller's fault (503, not 401).
+fn remote_keys<'k>(
+    cfg: &AuthnConfig,
+    keys: &'k KeyStore,
+    provider: usize,
+    now: u64,
+) -> Result<&'k [crate::jwk::Jwk], Denial> {
+    let staleness = cfg
+        .providers
+        .get(provider)
+        .and_then(|p| p.remote.as_ref())
+        .map_or(0, |r| r.max_staleness);
+    match keys.get(provider) {
+        Some(set) if now <= set.fetched_at + staleness => Ok(&set.keys),
+        _ => Err(Denial::new(
+            FILTER,
+            503,
+            "jwks_unavailable",
+            "The issuer's signing keys are not available right now.",
+        )
+        .with_header("retry-after", "5")),
+    }
+}
+
 /// Full verification of a token not in the cache.
-fn verify_token(cfg: &AuthnConfig, token: &str, now: u64) -> Result<Verified, Denial> {
+fn verify_token(
+    cfg: &AuthnConfig,
+    keys: &KeyStore,
+    token: &str,
+    now: u64,
+    refetch: &mut Option<usize>,
+) -> Result<Verified, Denial> {
     let compact = jws::parse(token).map_err(map_jws)?;
     let payload = jws::b64url(compact.payload_b64).map_err(map_jws)?;
     let claims: Map<String, Value> = serde_json::from_slice(&payload)
@@ -643,8 +703,15 @@ fn verify_token(cfg: &AuthnConfig, token: &str, now: u64) -> Result<Verified, De
     }
     let valid_until = check_times(provider, &claims, now)?;
     check_audience(provider, &claims)?;
-    let candidates = jws::candidate_keys(&provider.keys, &compact);
+    let key_list: &[crate::jwk::Jwk] = match provider.remote {
+        None => &provider.keys,
+        Some(_) => remote_keys(cfg, keys, pidx, now)?,
+    };
+    let candidates = jws::candidate_keys(key_list, &compact);
     if candidates.is_empty() {
+        if provider.remote.is_some() {
+            *refetch = Some(pidx);
+        }
         return Err(unauthorized(
             "unknown_key",
             "The token names a key that is not known.",

@@ -10,6 +10,7 @@ pub mod decide;
 pub mod dpop;
 pub mod jwk;
 pub mod jws;
+pub mod remote;
 pub mod rsa_fast;
 
 #[cfg(target_arch = "wasm32")]

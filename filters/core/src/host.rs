@@ -51,6 +51,30 @@ impl Counter {
     }
 }
 
+/// A gauge visible in Envoy's `/stats`.
+#[derive(Debug, Clone, Copy)]
+pub struct Gauge(Option<u32>);
+
+impl Gauge {
+    /// Defines (or finds) a gauge by name; a host failure leaves a gauge that does nothing.
+    pub fn define(name: &str) -> Self {
+        match hostcalls::define_metric(MetricType::Gauge, name) {
+            Ok(id) => Gauge(Some(id)),
+            Err(status) => {
+                log::warn!("portcullis: could not define metric {name}: {status:?}");
+                Gauge(None)
+            }
+        }
+    }
+
+    /// Sets the value.
+    pub fn set(self, v: i64) {
+        if let Some(id) = self.0 {
+            let _ = hostcalls::record_metric(id, u64::try_from(v).unwrap_or(0));
+        }
+    }
+}
+
 /// Reads a property (e.g. filter state written by another filter).
 pub fn property(path: &[&str]) -> Option<Vec<u8>> {
     hostcalls::get_property(path.to_vec()).ok().flatten()

@@ -21,6 +21,11 @@ const RECORD_LIMIT: usize = 10_000;
 struct Recorder {
     next_seq: u64,
     records: VecDeque<Value>,
+    /// What `GET /.well-known/jwks.json` serves (a local identity provider for the remote-JWKS
+    /// tests and the demo): the document (none: 503), a forced status, a delay.
+    jwks: Option<Vec<u8>>,
+    jwks_status: Option<u16>,
+    jwks_delay_ms: u64,
 }
 
 type Shared = Arc<Mutex<Recorder>>;
@@ -259,10 +264,37 @@ fn route(req: &Req) -> Resp {
     }
 }
 
+fn jwks_resp(rec: &Shared) -> Resp {
+    let (body, status, delay) = {
+        let r = rec.lock().unwrap_or_else(|p| p.into_inner());
+        (r.jwks.clone(), r.jwks_status, r.jwks_delay_ms)
+    };
+    if delay > 0 {
+        std::thread::sleep(Duration::from_millis(delay));
+    }
+    match (status, body) {
+        (Some(s), _) => problem(s, reason(s)),
+        (None, Some(b)) => Resp::new(200, "application/json", b),
+        (None, None) => problem(503, "Status"),
+    }
+}
+
 fn admin(req: &Req, rec: &Shared) -> Option<Resp> {
     let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
     let mut r = rec.lock().unwrap_or_else(|p| p.into_inner());
     match (req.method.as_str(), path) {
+        // The JWKS to serve (body: a JWKS document).
+        ("PUT", "/__admin/jwks") => {
+            r.jwks = Some(req.body.clone());
+            Some(Resp::new(204, "application/json", Vec::new()))
+        }
+        // {"status": 503} forces a status (null: normal), {"delay_ms": 3000} delays answers.
+        ("PUT", "/__admin/jwks-behavior") => {
+            let v: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+            r.jwks_status = v["status"].as_u64().and_then(|s| u16::try_from(s).ok());
+            r.jwks_delay_ms = v["delay_ms"].as_u64().unwrap_or(0);
+            Some(Resp::new(204, "application/json", Vec::new()))
+        }
         ("GET", "/__admin/requests") => {
             let since: u64 = query
                 .strip_prefix("since=")
@@ -452,9 +484,14 @@ fn serve(stream: TcpStream, rec: Shared, quiet: bool) {
             Some(r) => r,
             None => {
                 let seq = record(&req, &rec);
+                let resp = if req.target.split('?').next() == Some("/.well-known/jwks.json") {
+                    jwks_resp(&rec)
+                } else {
+                    route(&req)
+                };
                 Resp {
                     seq: Some(seq),
-                    ..route(&req)
+                    ..resp
                 }
             }
         };
@@ -501,6 +538,11 @@ fn main() {
     let rec: Shared = Arc::new(Mutex::new(Recorder {
         next_seq: 0,
         records: VecDeque::new(),
+        jwks: std::env::var("DEMO_UPSTREAM_JWKS")
+            .ok()
+            .and_then(|p| std::fs::read(p).ok()),
+        jwks_status: None,
+        jwks_delay_ms: 0,
     }));
     for stream in listener.incoming().flatten() {
         let rec = rec.clone();
