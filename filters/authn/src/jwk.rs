@@ -87,8 +87,8 @@ impl Alg {
 /// Verification key material.
 #[derive(Clone)]
 pub enum KeyMaterial {
-    /// RSA public key.
-    Rsa(rsa::RsaPublicKey),
+    /// RSA public key, in the form the fast verifier uses (validated by the `rsa` crate first).
+    Rsa(Box<crate::rsa_fast::RsaPublic>),
     /// P-256 public point.
     P256(p256::ecdsa::VerifyingKey),
     /// P-384 public point.
@@ -211,8 +211,9 @@ impl Jwk {
                         );
                     }
                 }
-                let n = rsa::BigUint::from_bytes_be(&b64(v, "n")?);
-                let e = rsa::BigUint::from_bytes_be(&b64(v, "e")?);
+                let (n_be, e_be) = (b64(v, "n")?, b64(v, "e")?);
+                let n = rsa::BigUint::from_bytes_be(&n_be);
+                let e = rsa::BigUint::from_bytes_be(&e_be);
                 let bits = n.bits();
                 if bits < policy.min_rsa_bits {
                     return bad(format!(
@@ -220,9 +221,14 @@ impl Jwk {
                         policy.min_rsa_bits
                     ));
                 }
-                match rsa::RsaPublicKey::new(n, e) {
-                    Ok(k) => KeyMaterial::Rsa(k),
-                    Err(e) => return bad(format!("invalid RSA key: {e}")),
+                // The `rsa` crate's checks (modulus size, exponent bounds) gate the key; the
+                // precomputed Montgomery form is what verifies, built once here.
+                if let Err(e) = rsa::RsaPublicKey::new(n, e) {
+                    return bad(format!("invalid RSA key: {e}"));
+                }
+                match crate::rsa_fast::RsaPublic::new(&n_be, &e_be) {
+                    Some(k) => KeyMaterial::Rsa(Box::new(k)),
+                    None => return bad("invalid RSA key"),
                 }
             }
             "EC" => {

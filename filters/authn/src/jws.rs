@@ -6,6 +6,7 @@
 //! `jku`, `x5u`, `jwk` and `x5c` are never read: keys come from configuration only.
 
 use crate::jwk::{Alg, Jwk, KeyMaterial};
+use crate::rsa_fast::{self, Hash};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::Deserialize;
@@ -111,53 +112,30 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 /// `alg` never verifies.
 pub fn verify_signature(key: &Jwk, alg: Alg, input: &[u8], signature: &[u8]) -> bool {
     use p256::ecdsa::signature::Verifier as _;
-    use sha2::Digest as _;
     if !key.supports(alg) {
         return false;
     }
     match (&key.material, alg) {
-        (KeyMaterial::Rsa(k), Alg::RS256) => k
-            .verify(
-                rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
-                &sha2::Sha256::digest(input),
-                signature,
-            )
-            .is_ok(),
-        (KeyMaterial::Rsa(k), Alg::RS384) => k
-            .verify(
-                rsa::Pkcs1v15Sign::new::<sha2::Sha384>(),
-                &sha2::Sha384::digest(input),
-                signature,
-            )
-            .is_ok(),
-        (KeyMaterial::Rsa(k), Alg::RS512) => k
-            .verify(
-                rsa::Pkcs1v15Sign::new::<sha2::Sha512>(),
-                &sha2::Sha512::digest(input),
-                signature,
-            )
-            .is_ok(),
-        (KeyMaterial::Rsa(k), Alg::PS256) => k
-            .verify(
-                rsa::Pss::new::<sha2::Sha256>(),
-                &sha2::Sha256::digest(input),
-                signature,
-            )
-            .is_ok(),
-        (KeyMaterial::Rsa(k), Alg::PS384) => k
-            .verify(
-                rsa::Pss::new::<sha2::Sha384>(),
-                &sha2::Sha384::digest(input),
-                signature,
-            )
-            .is_ok(),
-        (KeyMaterial::Rsa(k), Alg::PS512) => k
-            .verify(
-                rsa::Pss::new::<sha2::Sha512>(),
-                &sha2::Sha512::digest(input),
-                signature,
-            )
-            .is_ok(),
+        (KeyMaterial::Rsa(k), Alg::RS256) => {
+            rsa_fast::verify_pkcs1v15(k, Hash::Sha256, input, signature)
+        }
+        (KeyMaterial::Rsa(k), Alg::RS384) => {
+            rsa_fast::verify_pkcs1v15(k, Hash::Sha384, input, signature)
+        }
+        (KeyMaterial::Rsa(k), Alg::RS512) => {
+            rsa_fast::verify_pkcs1v15(k, Hash::Sha512, input, signature)
+        }
+        // PSS with salt length = hash length (RFC 7518 §3.5), and s < n enforced (the `rsa`
+        // crate's `RsaPublicKey::verify` did not, leaving PS* signatures malleable).
+        (KeyMaterial::Rsa(k), Alg::PS256) => {
+            rsa_fast::verify_pss(k, Hash::Sha256, input, signature)
+        }
+        (KeyMaterial::Rsa(k), Alg::PS384) => {
+            rsa_fast::verify_pss(k, Hash::Sha384, input, signature)
+        }
+        (KeyMaterial::Rsa(k), Alg::PS512) => {
+            rsa_fast::verify_pss(k, Hash::Sha512, input, signature)
+        }
         (KeyMaterial::P256(k), Alg::ES256) => {
             // P1363 (r || s); from_slice refuses wrong lengths and r or s of zero.
             p256::ecdsa::Signature::from_slice(signature)

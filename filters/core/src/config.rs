@@ -91,7 +91,22 @@ pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ConfigError> {
 }
 
 /// Parses raw plugin configuration bytes (JSON or `Struct`) into a strict config type.
+///
+/// JSON text is deserialized straight into the config type, without an intermediate
+/// `serde_json::Value`: a VM's linear memory never shrinks, so the peak of loading a large
+/// policy (100k API keys) is what every worker keeps.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { String::new() } else { path };
+            ConfigError::new(field, e.into_inner().to_string())
+        })?;
+        de.end()
+            .map_err(|e| ConfigError::new("", format!("configuration is not valid JSON: {e}")))?;
+        return Ok(value);
+    }
     from_value(raw_value(bytes)?)
 }
 
