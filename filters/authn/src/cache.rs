@@ -34,16 +34,22 @@ pub fn digest(token: &str) -> TokenDigest {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// Bounded LRU of verified tokens.
+/// Bounded LRU of verified tokens, and a smaller one of tokens whose signature failed: a
+/// forged token replayed in a flood costs one signature check, not one per request.
 pub struct TokenCache {
     inner: Option<LruCache<TokenDigest, Rc<Verified>>>,
+    rejected: Option<LruCache<TokenDigest, ()>>,
 }
+
+/// Most remembered bad signatures per worker.
+pub const MAX_REJECTED: usize = 4096;
 
 impl TokenCache {
     /// A cache holding at most `capacity` tokens (0 disables it).
     pub fn new(capacity: usize) -> Self {
         TokenCache {
             inner: NonZeroUsize::new(capacity).map(LruCache::new),
+            rejected: NonZeroUsize::new(capacity.min(MAX_REJECTED)).map(LruCache::new),
         }
     }
 
@@ -58,6 +64,19 @@ impl TokenCache {
         Some(hit)
     }
 
+    /// True when this exact token already failed signature verification.
+    pub fn is_rejected(&mut self, key: &TokenDigest) -> bool {
+        self.rejected.as_mut().is_some_and(|c| c.get(key).is_some())
+    }
+
+    /// Remembers a token whose signature failed (the digest covers header, claims and signature,
+    /// so a different signature or key id is a different entry).
+    pub fn reject(&mut self, key: TokenDigest) {
+        if let Some(c) = self.rejected.as_mut() {
+            c.put(key, ());
+        }
+    }
+
     /// Stores a verified token.
     pub fn put(&mut self, key: TokenDigest, v: Rc<Verified>) {
         if let Some(c) = self.inner.as_mut() {
@@ -69,6 +88,9 @@ impl TokenCache {
     /// vouching for tokens verified with it).
     pub fn clear(&mut self) {
         if let Some(c) = self.inner.as_mut() {
+            c.clear();
+        }
+        if let Some(c) = self.rejected.as_mut() {
             c.clear();
         }
     }

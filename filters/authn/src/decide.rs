@@ -310,6 +310,14 @@ fn token_verdict<'r>(
         }
     };
     let key = digest(token);
+    if cache.is_rejected(&key) {
+        decision.cache = CacheUse::Hit;
+        decision.verdict = Err(unauthorized(
+            "invalid_signature",
+            "The token signature is invalid.",
+        ));
+        return None;
+    }
     let verified = match cache.get(&key, now) {
         Some(v) => {
             decision.cache = CacheUse::Hit;
@@ -335,6 +343,9 @@ fn token_verdict<'r>(
                     v
                 }
                 Err(d) => {
+                    if d.reason == "invalid_signature" {
+                        cache.reject(key);
+                    }
                     decision.verdict = Err(d);
                     return None;
                 }

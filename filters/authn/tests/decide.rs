@@ -568,3 +568,42 @@ fn config_errors_name_the_field() {
     .to_string();
     assert!(e.contains("providers[0].jwks.keys[0]"), "{e}");
 }
+
+#[test]
+fn a_forged_signature_is_checked_once_then_refused_from_the_negative_cache() {
+    let k = keys();
+    let cfg = config(&k, json!([]));
+    let good = sign_es(&k, &claims("acme", "customers:read"));
+    // Same header and claims, another signature: a forgery naming a real kid.
+    let (input, _) = good.rsplit_once('.').unwrap();
+    let forged = format!("{input}.{}", b64(&[7u8; 64]));
+    let mut cache = TokenCache::new(16);
+    let first = run(&cfg, &mut cache, "GET", "/t/acme/customers", Some(&forged));
+    assert_eq!(
+        (reason(&first), first.cache),
+        ("invalid_signature", CacheUse::Miss)
+    );
+    let again = run(&cfg, &mut cache, "GET", "/t/acme/customers", Some(&forged));
+    assert_eq!(
+        (reason(&again), again.cache),
+        ("invalid_signature", CacheUse::Hit)
+    );
+    // The genuine token is unaffected.
+    assert_eq!(
+        reason(&run(
+            &cfg,
+            &mut cache,
+            "GET",
+            "/t/acme/customers",
+            Some(&good)
+        )),
+        "allowed"
+    );
+    // Bounded: a cache of 0 remembers nothing.
+    let mut none = TokenCache::new(0);
+    let _ = run(&cfg, &mut none, "GET", "/t/acme/customers", Some(&forged));
+    assert_eq!(
+        run(&cfg, &mut none, "GET", "/t/acme/customers", Some(&forged)).cache,
+        CacheUse::Miss
+    );
+}
