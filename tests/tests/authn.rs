@@ -768,7 +768,8 @@ fn shadow_mode_runs_every_check_counts_would_be_denials_and_denies_nothing() {
         );
     }
     assert_eq!(
-        g.stat("wasmcustom.portcullis.authn.denied.missing_token").unwrap_or(0),
+        g.stat("wasmcustom.portcullis.authn.denied.missing_token")
+            .unwrap_or(0),
         0
     );
     let log = g.log();

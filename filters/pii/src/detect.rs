@@ -298,9 +298,9 @@ fn phone_ok(t: &[u8], s: usize, e: usize) -> bool {
     let n = part.iter().filter(|b| b.is_ascii_digit()).count();
     // E.164 allows at most 15 digits; fewer than 8 is too short to tell from other numbers.
     (8..=15).contains(&n)
-        && !part.windows(2).any(|w| {
-            !(w[0].is_ascii_digit() || w[1].is_ascii_digit() || w == b") " || w == b" (")
-        })
+        && !part
+            .windows(2)
+            .any(|w| !(w[0].is_ascii_digit() || w[1].is_ascii_digit() || w == b") " || w == b" ("))
 }
 
 fn ssn_ok(t: &[u8], s: usize, e: usize) -> bool {
