@@ -194,6 +194,38 @@ fn set_header(h: &mut Vec<(String, String)>, name: &str, value: Option<&str>) {
     }
 }
 
+/// Records a filter's denial in the trace; true when it stops the request (not shadow mode).
+fn record_denial(
+    trace: &mut Vec<Step>,
+    filter: &'static str,
+    matched: String,
+    d: &Denial,
+    mode: Mode,
+) -> bool {
+    let shadow = mode == Mode::Shadow;
+    let outcome = if shadow {
+        format!("shadow ({})", describe(d))
+    } else {
+        describe(d)
+    };
+    trace.push(Step {
+        filter,
+        matched,
+        outcome,
+    });
+    !shadow
+}
+
+/// Applies pii's header edits to a header list.
+fn apply_edits(headers: &mut Vec<(String, String)>, edits: Vec<pii::HeaderEdit>) {
+    for e in edits {
+        match e {
+            pii::HeaderEdit::Set(k, v) => set_header(headers, k, Some(v)),
+            pii::HeaderEdit::Remove(k) => set_header(headers, k, None),
+        }
+    }
+}
+
 fn describe(d: &Denial) -> String {
     format!("deny {} {} — {}", d.status, d.reason, d.detail)
 }
@@ -287,17 +319,8 @@ pub fn run(
             Some(allowed.identity)
         }
         Err(d) => {
-            let shadow = c.authn.mode == Mode::Shadow;
-            trace.push(Step {
-                filter: "authn",
-                matched: decision.route.clone().unwrap_or_else(|| "-".into()),
-                outcome: if shadow {
-                    format!("shadow ({})", describe(&d))
-                } else {
-                    describe(&d)
-                },
-            });
-            if !shadow {
+            let matched = decision.route.clone().unwrap_or_else(|| "-".into());
+            if record_denial(&mut trace, "authn", matched, &d, c.authn.mode) {
                 return denied(&d, trace, hits, client_headers);
             }
             None
@@ -343,12 +366,7 @@ pub fn run(
     if let Some(route) = &pii_route {
         hits.items.insert(format!("pii.route:{}", route.name));
         if c.pii.mode == Mode::Enforce {
-            for e in pii::request_edits(route, body.is_some()) {
-                match e {
-                    pii::HeaderEdit::Set(k, v) => set_header(&mut headers, k, Some(v)),
-                    pii::HeaderEdit::Remove(k) => set_header(&mut headers, k, None),
-                }
-            }
+            apply_edits(&mut headers, pii::request_edits(route, body.is_some()));
         }
         let plan = pii::plan_request(
             route,
@@ -437,17 +455,13 @@ pub fn run(
             outcome: o,
         }),
         Err(d) => {
-            let shadow = c.schema.mode == Mode::Shadow;
-            trace.push(Step {
-                filter: "schema",
-                matched: schema_matched.clone(),
-                outcome: if shadow {
-                    format!("shadow ({})", describe(&d))
-                } else {
-                    describe(&d)
-                },
-            });
-            if !shadow {
+            if record_denial(
+                &mut trace,
+                "schema",
+                schema_matched.clone(),
+                &d,
+                c.schema.mode,
+            ) {
                 return denied(&d, trace, hits, client_headers);
             }
         }
@@ -522,12 +536,7 @@ pub fn run(
             BodyPlan::Mask { kind, codings } => {
                 let shadow = c.pii.mode == Mode::Shadow;
                 if !shadow {
-                    for e in pii::body_edits(&plan, true) {
-                        match e {
-                            pii::HeaderEdit::Set(k, v) => set_header(&mut resp_headers, k, Some(v)),
-                            pii::HeaderEdit::Remove(k) => set_header(&mut resp_headers, k, None),
-                        }
-                    }
+                    apply_edits(&mut resp_headers, pii::body_edits(&plan, true));
                 }
                 let result = if resp_body.len() > route.max_body_bytes {
                     Err(pii::Cause::TooLarge)
@@ -632,17 +641,8 @@ fn limit_step(
             if let Some(l) = &d.limited_by {
                 hits.items.insert(format!("{name}.limit:{l}"));
             }
-            let shadow = cfg.mode == Mode::Shadow;
-            trace.push(Step {
-                filter: name,
-                matched: d.limited_by.clone().unwrap_or_else(|| "-".into()),
-                outcome: if shadow {
-                    format!("shadow ({})", describe(&denial))
-                } else {
-                    describe(&denial)
-                },
-            });
-            (!shadow).then_some(denial)
+            let matched = d.limited_by.clone().unwrap_or_else(|| "-".into());
+            record_denial(trace, name, matched, &denial, cfg.mode).then_some(denial)
         }
     }
 }

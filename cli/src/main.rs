@@ -285,6 +285,20 @@ fn demo_token_from(o: &Opts) -> Result<Option<String>> {
     }
     let pem = std::fs::read_to_string("policies/demo-keys/demo-rs256.key.pem")
         .map_err(|e| CliError(format!("policies/demo-keys/demo-rs256.key.pem: {e}")))?;
+    token::mint(&token_spec(o, 600)?, SigningAlg::RS256, &pem, "demo-rs256").map(Some)
+}
+
+/// `--scope` values, each a space-separated list.
+fn scopes_of(o: &Opts) -> Vec<String> {
+    o.all("scope")
+        .iter()
+        .flat_map(|s| s.split_whitespace())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The demo token described by the token options (`token` and `explain`).
+fn token_spec(o: &Opts, default_ttl: u64) -> Result<TokenSpec> {
     let mut extra = Vec::new();
     for c in o.all("claim") {
         let (k, v) = c
@@ -292,23 +306,26 @@ fn demo_token_from(o: &Opts) -> Result<Option<String>> {
             .ok_or_else(|| CliError("--claim must be NAME=VALUE".into()))?;
         extra.push((k.to_string(), v.to_string()));
     }
-    let spec = TokenSpec {
-        issuer: "https://idp.demo.portcullis.local".into(),
-        audience: "portcullis-demo-api".into(),
-        subject: "demo-user".into(),
+    Ok(TokenSpec {
+        issuer: o
+            .get("issuer")
+            .unwrap_or("https://idp.demo.portcullis.local")
+            .to_string(),
+        audience: o
+            .get("audience")
+            .unwrap_or("portcullis-demo-api")
+            .to_string(),
+        subject: o.get("sub").unwrap_or("demo-user").to_string(),
         tenant: o.get("tenant").map(str::to_string),
-        app: None,
-        scopes: o
-            .all("scope")
-            .iter()
-            .flat_map(|s| s.split_whitespace())
-            .map(str::to_string)
-            .collect(),
+        app: o.get("app").map(str::to_string),
+        scopes: scopes_of(o),
         roles: o.all("role").iter().map(|s| s.to_string()).collect(),
         extra,
-        ttl_secs: 600,
-    };
-    token::mint(&spec, SigningAlg::RS256, &pem, "demo-rs256").map(Some)
+        ttl_secs: o.get("ttl").map_or(Ok(default_ttl), |v| {
+            v.parse()
+                .map_err(|_| CliError("--ttl: not a number".into()))
+        })?,
+    })
 }
 
 fn explain_cmd(args: &[String]) -> Result<()> {
@@ -416,12 +433,7 @@ fn apikey_cmd(args: &[String]) -> Result<()> {
     let app = o
         .get("app")
         .ok_or_else(|| CliError("apikey: --app is required".into()))?;
-    let scopes: Vec<String> = o
-        .all("scope")
-        .iter()
-        .flat_map(|s| s.split_whitespace())
-        .map(str::to_string)
-        .collect();
+    let scopes = scopes_of(&o);
     let mut g =
         portcullis_cli::apikey::generate(app, app, o.get("tenant"), &scopes, o.get("tier"))?;
     let id = match o.get("id") {
@@ -455,38 +467,7 @@ fn token_cmd(args: &[String]) -> Result<()> {
     };
     let pem = std::fs::read_to_string(keys.join(file))
         .map_err(|e| CliError(format!("{}: {e}", keys.join(file).display())))?;
-    let mut extra = Vec::new();
-    for c in o.all("claim") {
-        let (k, v) = c
-            .split_once('=')
-            .ok_or_else(|| CliError("--claim must be NAME=VALUE".into()))?;
-        extra.push((k.to_string(), v.to_string()));
-    }
-    let spec = TokenSpec {
-        issuer: o
-            .get("issuer")
-            .unwrap_or("https://idp.demo.portcullis.local")
-            .to_string(),
-        audience: o
-            .get("audience")
-            .unwrap_or("portcullis-demo-api")
-            .to_string(),
-        subject: o.get("sub").unwrap_or("demo-user").to_string(),
-        tenant: o.get("tenant").map(str::to_string),
-        app: o.get("app").map(str::to_string),
-        scopes: o
-            .all("scope")
-            .iter()
-            .flat_map(|s| s.split_whitespace())
-            .map(str::to_string)
-            .collect(),
-        roles: o.all("role").iter().map(|s| s.to_string()).collect(),
-        extra,
-        ttl_secs: o.get("ttl").map_or(Ok(3600), |v| {
-            v.parse()
-                .map_err(|_| CliError("--ttl: not a number".into()))
-        })?,
-    };
+    let spec = token_spec(&o, 3600)?;
     println!("{}", token::mint(&spec, alg, &pem, kid)?);
     Ok(())
 }

@@ -765,28 +765,10 @@ fn verify_token(
         .iter()
         .filter_map(|c| claims.get(c).map(|v| (c.clone(), v.clone())))
         .collect();
-    // RFC 8705 §3: a certificate-bound token names its certificate's SHA-256 thumbprint.
-    let cnf_x5t = match claims.get("cnf").map(|c| c.get("x5t#S256")) {
-        None | Some(None) => None,
-        Some(Some(Value::String(t))) if !t.is_empty() && t.len() <= 64 => Some(t.clone()),
-        Some(Some(_)) => {
-            return Err(unauthorized(
-                "invalid_claim",
-                "The token's confirmation claim is malformed.",
-            ))
-        }
-    };
+    // RFC 8705 §3: a certificate-bound token names its certificate's SHA-256 thumbprint;
     // RFC 9449 §6.1: a DPoP-bound token names its key's RFC 7638 thumbprint.
-    let cnf_jkt = match claims.get("cnf").map(|c| c.get("jkt")) {
-        None | Some(None) => None,
-        Some(Some(Value::String(t))) if !t.is_empty() && t.len() <= 64 => Some(t.clone()),
-        Some(Some(_)) => {
-            return Err(unauthorized(
-                "invalid_claim",
-                "The token's confirmation claim is malformed.",
-            ))
-        }
-    };
+    let cnf_x5t = cnf_member(&claims, "x5t#S256")?;
+    let cnf_jkt = cnf_member(&claims, "jkt")?;
     Ok(Verified {
         provider: pidx,
         valid_until,
@@ -795,6 +777,18 @@ fn verify_token(
         cnf_x5t,
         cnf_jkt,
     })
+}
+
+/// A thumbprint in the token's `cnf` (confirmation) claim: absent, or a short non-empty string.
+fn cnf_member(claims: &Map<String, Value>, name: &str) -> Result<Option<String>, Denial> {
+    match claims.get("cnf").and_then(|c| c.get(name)) {
+        None => Ok(None),
+        Some(Value::String(t)) if !t.is_empty() && t.len() <= 64 => Ok(Some(t.clone())),
+        Some(_) => Err(unauthorized(
+            "invalid_claim",
+            "The token's confirmation claim is malformed.",
+        )),
+    }
 }
 
 /// Hex (Envoy's digest format) to unpadded base64url (the `x5t#S256` format).

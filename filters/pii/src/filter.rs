@@ -129,16 +129,17 @@ impl Pii {
 
     /// Handles a body that cannot be masked; returns the action for the callback.
     fn unmaskable(&mut self, cause: Cause, response: bool, codings_applied: bool) -> Action {
-        let Some(route) = self.route().cloned() else {
+        // The route lives in the shared config: borrow it through a clone of the Rc, no copy.
+        let st = self.state.clone();
+        let Some(route) = self.route.and_then(|i| st.config.routes.get(i)) else {
             return Action::Continue;
         };
-        let st = self.state.clone();
         let direction = if response { "response" } else { "request" };
         // A body whose coding header is already gone cannot be passed on intact: block it.
         let verdict = if codings_applied {
             Unmaskable::Block(cause.denial(response))
         } else {
-            decide::unmaskable(&route, cause, response)
+            decide::unmaskable(route, cause, response)
         };
         match verdict {
             Unmaskable::Pass => {
@@ -225,7 +226,9 @@ impl Pii {
         let Some(p) = pending else {
             return Action::Continue;
         };
-        let Some(route) = self.route().cloned() else {
+        // The route lives in the shared config: borrow it through a clone of the Rc, no copy.
+        let st = self.state.clone();
+        let Some(route) = self.route.and_then(|i| st.config.routes.get(i)) else {
             return Action::Continue;
         };
         let applied = !p.codings.is_empty() && !self.shadow();
@@ -244,14 +247,13 @@ impl Pii {
             self.get_http_request_body(0, body_size)
         }
         .unwrap_or_default();
-        let st = self.state.clone();
         let caller = Caller {
             scopes: &self.scopes,
             key: st.config.keys.for_tenant(self.tenant.as_deref()),
         };
         match decide::mask_body(
             &st.config,
-            &route,
+            route,
             kind,
             &codings,
             caller,
@@ -336,7 +338,9 @@ impl HttpContext for Pii {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let Some(route) = self.route().cloned() else {
+        // The route lives in the shared config: borrow it through a clone of the Rc, no copy.
+        let st = self.state.clone();
+        let Some(route) = self.route.and_then(|i| st.config.routes.get(i)) else {
             return Action::Continue;
         };
         let status = self
@@ -346,7 +350,7 @@ impl HttpContext for Pii {
         let ct = self.get_http_response_header("content-type");
         let ce = self.get_http_response_header("content-encoding");
         match decide::plan_response(
-            &route,
+            route,
             &self.method,
             status,
             ct.as_deref(),
