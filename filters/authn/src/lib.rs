@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod conformance;
 pub mod decide;
 pub mod dpop;
 pub mod jwk;
