@@ -6,7 +6,8 @@
 # measurement in $OUT/results.jsonl, then docs/benchmarks.md and docs/benchmarks.svg.
 #
 # Knobs: REPS (default 3), DUR seconds per measurement (default 8), RATE for the fixed-rate
-# latency (default 400 req/s), OUT (default .build/bench).
+# latency (default 400 req/s), OUT (default .build/bench), ONLY=verify to run just the per-algorithm
+# verification section (prints its table, leaves docs/ untouched; ALGS="direct RS256" narrows it).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -30,6 +31,7 @@ EP=""
 cleanup() { [ -n "$EP" ] && kill "$EP" 2> /dev/null; kill $(jobs -p) 2> /dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 emit() { echo "$1" >> "$RESULTS"; echo "  $1"; }
+section() { [ -z "${ONLY:-}" ] || [ "$ONLY" = "$1" ]; }
 
 # Policies: the demo's, with limits out of the way and one route that carries both a 1 KiB
 # body (schema) and a 4 KiB response with fifteen personal values (pii).
@@ -104,6 +106,7 @@ wrk_run() {
 }
 ms() { $PY -c "import sys; v=sys.argv[1]; print(float(v[:-2])*1 if v.endswith('ms') else float(v[:-2])/1000 if v.endswith('us') else float(v[:-1])*1000)" "$1"; }
 
+if section throughput; then
 echo "== throughput and latency (c0…c5 interleaved, $REPS reps, ${DUR}s each, paced at ~${RATE} req/s)"
 for rep in $(seq 1 "$REPS"); do
   for c in c0 c1 c2 c3 c4 c5; do
@@ -117,6 +120,9 @@ for rep in $(seq 1 "$REPS"); do
   done
 done
 
+fi
+
+if section rss; then
 echo "== RSS per worker (1 vs 2 workers)"
 for c in c0 c3; do
   for n in 1 2; do
@@ -127,9 +133,12 @@ for c in c0 c3; do
   done
 done
 
+fi
+
+if section verify; then
 echo "== uncached verification per algorithm (every request verified), Portcullis vs jwt_authn"
 for rep in 1 2; do
-  for v in direct RS256 PS256 ES256 EdDSA HS256; do
+  for v in ${ALGS:-direct RS256 PS256 ES256 EdDSA HS256}; do
     for impl in wasm native; do
       if [ $v = direct ]; then [ $impl = native ] && continue; cfg=v-direct; tok=$TOKEN
       else cfg=v-$v-$impl; tok=$(cat "$WORK/keys/token-$v.txt"); fi
@@ -142,6 +151,25 @@ for rep in 1 2; do
     done
   done
 done
+
+fi
+
+if [ -n "${ONLY:-}" ]; then
+  # Partial run: the verification table from what was measured; docs/ keep the last full run.
+  $PY - "$RESULTS" <<'PY'
+import json, sys, statistics
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+v = [r for r in rows if r.get("kind") == "verify"]
+base = {r["rep"]: r["cpu_us"] for r in v if r["alg"] == "direct"}
+print("algorithm  Portcullis µs  native µs  ratio   (CPU per request minus the direct response)")
+for alg in ("RS256", "PS256", "ES256", "EdDSA", "HS256"):
+    f = lambda impl: statistics.median([r["cpu_us"] - base[r["rep"]] for r in v if r["alg"] == alg and r["impl"] == impl]) if any(r["alg"] == alg and r["impl"] == impl for r in v) else None
+    w, n = f("wasm"), f("native")
+    if w is not None and n is not None:
+        print(f"{alg:9}  {w:13.1f}  {n:9.1f}  {w / n:5.2f}")
+PY
+  exit 0
+fi
 
 echo "== rate limiting at 1 vs 2 workers (shared-data contention): authn + ratelimit, direct response"
 for n in 1 2; do
