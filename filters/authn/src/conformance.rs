@@ -249,6 +249,7 @@ fn raw_group(group: &Value, tests: &[Value], alg: Alg, report: &mut Report) -> R
     let policy = KeyPolicy {
         min_rsa_bits: 1024,
         allow_symmetric: false,
+        precompute: true,
     };
     let mut jwk = match group.get("publicKeyJwk").or_else(|| group.get("keyJwk")) {
         Some(j) => j.clone(),

@@ -246,8 +246,10 @@ pub fn check_proof(
             "The DPoP proof's jwk contains private key material.",
         ));
     }
+    // The proof's key verifies this one proof: a per-key table would cost more than it saves.
     let policy = KeyPolicy {
         allow_symmetric: false,
+        precompute: false,
         ..KeyPolicy::default()
     };
     let jwk = Jwk::parse(jwk_value, &policy)

@@ -10,6 +10,7 @@ use crate::rsa_fast::{self, Hash};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::Deserialize;
+use sha2::Digest as _;
 
 /// Why a compact JWS was refused before or during signature verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +112,7 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 /// Verifies `signature` over `input` with `key` under `alg`. A key that does not support
 /// `alg` never verifies.
 pub fn verify_signature(key: &Jwk, alg: Alg, input: &[u8], signature: &[u8]) -> bool {
-    use p256::ecdsa::signature::Verifier as _;
+    use p384::ecdsa::signature::Verifier as _;
     if !key.supports(alg) {
         return false;
     }
@@ -136,15 +137,13 @@ pub fn verify_signature(key: &Jwk, alg: Alg, input: &[u8], signature: &[u8]) -> 
         (KeyMaterial::Rsa(k), Alg::PS512) => {
             rsa_fast::verify_pss(k, Hash::Sha512, input, signature)
         }
+        // P1363 (r || s): wrong lengths and r or s outside [1, n-1] are refused.
         (KeyMaterial::P256(k), Alg::ES256) => {
-            // P1363 (r || s); from_slice refuses wrong lengths and r or s of zero.
-            p256::ecdsa::Signature::from_slice(signature)
-                .is_ok_and(|sig| k.verify(input, &sig).is_ok())
+            k.verify_prehashed(&sha2::Sha256::digest(input).into(), signature)
         }
         (KeyMaterial::P384(k), Alg::ES384) => p384::ecdsa::Signature::from_slice(signature)
             .is_ok_and(|sig| k.verify(input, &sig).is_ok()),
-        (KeyMaterial::Ed25519(k), Alg::EdDSA) => ed25519_compact::Signature::from_slice(signature)
-            .is_ok_and(|sig| k.verify(input, &sig).is_ok()),
+        (KeyMaterial::Ed25519(k), Alg::EdDSA) => k.verify(input, signature),
         (KeyMaterial::Oct(k), Alg::HS256) => ct_eq(&hmac_sha256::HMAC::mac(input, k), signature),
         (KeyMaterial::Oct(k), Alg::HS384) => {
             ct_eq(&hmac_sha512::sha384::HMAC::mac(input, k), signature)

@@ -9,8 +9,10 @@ pub mod config;
 pub mod conformance;
 pub mod decide;
 pub mod dpop;
+pub mod ed25519_fast;
 pub mod jwk;
 pub mod jws;
+pub mod p256_fast;
 pub mod remote;
 pub mod rsa_fast;
 
