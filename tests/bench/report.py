@@ -125,7 +125,10 @@ out.append("## Focused figures\n")
 out.append(f"- Masking: {f(mask.get('mb_per_s'), 1)} MB/s of JSON ({mask.get('bytes', 0):,} bytes of CRM records, {mask.get('extra_cpu_us', 0):,} µs extra CPU per response).")
 out.append(f"- Schema validation: {f(schema.get('us_per_kib'), 1)} µs per KiB ({schema.get('bytes', 0):,} bytes, {schema.get('extra_cpu_us', 0)} µs extra CPU).")
 out.append(f"- Rate limiting (C2) at 2 workers vs 1: {ratio(rl2, rl1)} ({f(rl1)} → {f(rl2)} req/s; authn + ratelimit with a direct response; the machine has {os.cpu_count()} cores, so at 2 workers Envoy shares them with wrk).")
-out.append(f"- Shared data for {shm.get('keys', 0):,} limiter keys: +{shm.get('rss_delta_mib', '–')} MiB ({shm.get('bytes_per_key', '–')} bytes per key).\n")
+out.append(f"- Shared data for {shm.get('keys', 0):,} limiter keys: +{shm.get('rss_delta_mib', '–')} MiB ({shm.get('bytes_per_key', '–')} bytes per key).")
+for fl in by("flood"):
+    out.append(f"- Garbage-token flood, {fl['alg']} (forged signatures with a real `kid`, one worker, authn only): {f(fl['forged_rps'])} forged req/s absorbed, {fl['refused']:,} of {fl['sent']:,} refused; a valid cached token's latency p50/p99 {fl['valid_p50_ms']:.2f}/{fl['valid_p99_ms']:.2f} ms alone, {fl['flood_p50_ms']:.2f}/{fl['flood_p99_ms']:.2f} ms under the flood.")
+out.append("")
 
 
 def status(ok):

@@ -211,5 +211,19 @@ m = re.search(r"keys=(\d+) .*rss_delta_kib=(-?\d+) bytes_per_key=(-?\d+)", t)
 print(json.dumps({"kind": "shared_data", "keys": int(m.group(1)), "rss_delta_mib": round(int(m.group(2)) / 1024, 1), "bytes_per_key": int(m.group(3))}))
 PY
 
+bash tests/bench/garbage-flood.sh | tee "$WORK/flood.txt"
+$PY - "$WORK/flood.txt" >> "$RESULTS" <<'PY'
+import re, sys, json
+t = open(sys.argv[1]).read()
+def ms(v):
+    return float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-1]) * 1000
+for alg in dict.fromkeys(re.findall(r"^(\S+) alone:", t, re.M)):
+    a = re.search(rf"^{alg} alone: +valid rps=\S+ p50=(\S+) p99=(\S+)", t, re.M)
+    w = re.search(rf"^{alg} with flood: +valid rps=\S+ p50=(\S+) p99=(\S+)", t, re.M)
+    f = re.search(rf"^{alg} forged absorbed: (\S+) req/s; refused: (\d*) of (\d+)", t, re.M)
+    print(json.dumps({"kind": "flood", "alg": alg, "forged_rps": float(f.group(1)), "refused": int(f.group(2) or 0), "sent": int(f.group(3)),
+                      "valid_p50_ms": ms(a.group(1)), "valid_p99_ms": ms(a.group(2)), "flood_p50_ms": ms(w.group(1)), "flood_p99_ms": ms(w.group(2))}))
+PY
+
 $PY tests/bench/report.py "$RESULTS" "$("$ENVOY" --version 2>&1 | grep -o 'version: [^ ]*' | head -1)" "$REPS" "$DUR" "$RATE" docs/benchmarks.md docs/benchmarks.svg
 echo "wrote docs/benchmarks.md and docs/benchmarks.svg (raw: $RESULTS)"
