@@ -20,13 +20,20 @@ for ALG in ${FLOOD_ALGS:-RS256 ES256}; do
 T=$(./target/debug/portcullis token --tenant acme --scope customers:read --alg "$ALG")
 HP=${T%.*}
 SIG=${T##*.}
-# A fresh random signature of the right length on every request.
+# A fresh random signature of the right length on every request, shaped to reach the
+# arithmetic: canonical base64url (the last character carries zero padding bits, or the token
+# is refused as malformed before any signature check) and a leading zero character (for RSA
+# s < n, or it is refused before the exponentiation). Forgers can do both; so does this flood.
+PAD=$(( ${#SIG} * 6 % 8 ))
+case $PAD in 4) LAST=AQgw ;; 2) LAST=AEIMQUYcgkosw048 ;; *) LAST=ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_ ;; esac
 cat > "$WORK/forged.lua" <<LUA
 local chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+local last = "$LAST"
 math.randomseed(os.time())
 request = function()
-  local sig = {}
-  for i = 1, ${#SIG} do local n = math.random(1, 64); sig[i] = chars:sub(n, n) end
+  local sig = { "A" }
+  for i = 2, ${#SIG} - 1 do local n = math.random(1, 64); sig[i] = chars:sub(n, n) end
+  local n = math.random(1, #last); sig[${#SIG}] = last:sub(n, n)
   return wrk.format("GET", nil, { ["authorization"] = "Bearer $HP." .. table.concat(sig) })
 end
 LUA
