@@ -304,7 +304,8 @@ fn ec_jwk(group: &Value) -> Value {
     })
 }
 
-fn hex(s: &str) -> Option<Vec<u8>> {
+/// Decodes lowercase or uppercase hex (the vectors' encoding); `None` if it is not hex.
+pub fn hex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }

@@ -18,11 +18,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use sha2::{Digest, Sha512};
 
 fn unhex(s: &str) -> Vec<u8> {
-    assert!(s.len().is_multiple_of(2), "odd hex length");
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    portcullis_authn::conformance::hex(s).unwrap_or_else(|| panic!("not hex: {s}"))
 }
 
 fn b64url(s: &str) -> Vec<u8> {

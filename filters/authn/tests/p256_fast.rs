@@ -19,11 +19,7 @@ const WYCHEPROOF_DIR: &str = concat!(
 );
 
 fn hex(s: &str) -> Vec<u8> {
-    assert!(s.len().is_multiple_of(2), "odd hex length: {s}");
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
+    portcullis_authn::conformance::hex(s).unwrap_or_else(|| panic!("not hex: {s}"))
 }
 
 fn arr32(b: &[u8]) -> [u8; 32] {

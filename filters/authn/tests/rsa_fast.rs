@@ -36,11 +36,7 @@ enum Scheme {
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    assert!(s.len().is_multiple_of(2), "odd-length hex {s:?}");
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
+    portcullis_authn::conformance::hex(s).unwrap_or_else(|| panic!("not hex: {s}"))
 }
 
 fn fast_verify(key: &RsaPublic, scheme: Scheme, hash: Hash, msg: &[u8], sig: &[u8]) -> bool {
