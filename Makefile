@@ -39,7 +39,8 @@ render: build ## Render $(BUILD)/envoy.yaml from envoy/ and policies/
 	@mkdir -p $(BUILD)
 	./target/debug/portcullis check policies
 	./target/debug/portcullis render --policies policies --wasm-dir dist --out $(BUILD)/envoy.yaml \
-		--listen-port $(LISTEN_PORT) --admin-port $(ADMIN_PORT) --upstream 127.0.0.1:$(UPSTREAM_PORT)
+		--listen-port $(LISTEN_PORT) --admin-port $(ADMIN_PORT) --upstream 127.0.0.1:$(UPSTREAM_PORT) \
+		--external-origin http://127.0.0.1:$(LISTEN_PORT)
 	"$(ENVOY)" --mode validate -c $(BUILD)/envoy.yaml --log-level warn
 
 run: render ## Set up, build, and run the demo: Envoy on :$(LISTEN_PORT) in front of the CRM upstream

@@ -17,11 +17,11 @@ use portcullis_pii::decide::{self as pii, BodyPlan, Unmaskable};
 use portcullis_pii::mask::Caller;
 use portcullis_ratelimit::config::RateLimitConfig;
 use portcullis_ratelimit::decide as ratelimit;
-use portcullis_ratelimit::store::{Store, StoreError};
+use portcullis_core::shared::memory::MemoryStore;
+use portcullis_core::slots::Secret;
 use portcullis_schema::config::{ContractMode, SchemaConfig};
 use portcullis_schema::validate::{self as schema, Head, HeadOutcome};
-use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 /// Every filter config of a policy directory, compiled.
 pub struct Compiled {
@@ -50,40 +50,10 @@ impl Compiled {
     }
 }
 
-/// Envoy's shared data, in memory: the same get / set-with-CAS contract (a CAS on a missing key
-/// is ignored, every write bumps a global counter).
-#[derive(Default)]
-pub struct MemStore {
-    data: RefCell<HashMap<String, (Vec<u8>, u32)>>,
-    next_cas: RefCell<u32>,
-}
-
-impl Store for MemStore {
-    fn get(&self, key: &str) -> std::result::Result<(Option<Vec<u8>>, u32), StoreError> {
-        Ok(match self.data.borrow().get(key) {
-            Some((v, c)) => (Some(v.clone()), *c),
-            None => (None, 0),
-        })
-    }
-
-    fn set(&self, key: &str, value: &[u8], cas: u32) -> std::result::Result<(), StoreError> {
-        let mut data = self.data.borrow_mut();
-        if let Some((_, current)) = data.get(key) {
-            if cas != 0 && cas != *current {
-                return Err(StoreError::CasMismatch);
-            }
-        }
-        let mut n = self.next_cas.borrow_mut();
-        *n = n.wrapping_add(1).max(1);
-        data.insert(key.to_string(), (value.to_vec(), *n));
-        Ok(())
-    }
-}
-
 /// State that lives across requests: the token cache and the limiter store.
 pub struct ChainState {
     cache: TokenCache,
-    store: MemStore,
+    store: MemoryStore,
 }
 
 impl ChainState {
@@ -91,7 +61,7 @@ impl ChainState {
     pub fn new(c: &Compiled) -> Self {
         ChainState {
             cache: TokenCache::new(c.authn.cache_entries.max(1)),
-            store: MemStore::default(),
+            store: MemoryStore::new(),
         }
     }
 }
@@ -279,26 +249,15 @@ pub fn run(
     }
     // DPoP: first use of the proof's `jti` only (the store stands in for shared data).
     let verdict = match (decision.verdict, &decision.replay, &c.authn.dpop) {
-        (Ok(a), Some(check), Some(d)) => {
-            let key = format!("dpop.{:04x}", check.slot);
-            let existing = st.store.get(&key).ok().and_then(|(v, _)| v);
-            match portcullis_authn::dpop::replay_update(
-                existing.as_deref(),
-                check,
-                now_ns / 1_000_000_000,
-            ) {
-                portcullis_authn::dpop::ReplayOutcome::Fresh(v) => {
-                    let _ = st.store.set(&key, &v, 0);
-                    Ok(a)
-                }
-                portcullis_authn::dpop::ReplayOutcome::Replayed => {
-                    Err(portcullis_authn::dpop::replayed(d))
-                }
-                portcullis_authn::dpop::ReplayOutcome::Full => {
-                    Err(portcullis_authn::dpop::replay_unavailable())
-                }
-            }
-        }
+        (Ok(a), Some(check), Some(d)) => portcullis_authn::dpop::record(
+            &st.store,
+            &Secret::from_bytes([0; 16]),
+            &c.authn.stat_prefix,
+            d,
+            check,
+            now_ns / 1_000_000_000,
+        )
+        .map(|()| a),
         (v, _, _) => v,
     };
     let identity = match verdict {
@@ -595,7 +554,7 @@ pub fn run(
 #[allow(clippy::too_many_arguments)]
 fn limit_step(
     cfg: &RateLimitConfig,
-    store: &MemStore,
+    store: &MemoryStore,
     req: &SimRequest,
     identity: Option<&Identity>,
     headers: &[(String, String)],
@@ -613,7 +572,8 @@ fn limit_step(
         identity,
         source_address: Some(&req.client_ip),
     };
-    let d = ratelimit::decide(cfg, store, &r, now_ns);
+    // Any fixed secret: which slot a key lands in does not change a verdict.
+    let d = ratelimit::decide(cfg, store, &Secret::from_bytes([0; 16]), &r, now_ns);
     match d.verdict {
         Ok(applied) => {
             for a in &applied {

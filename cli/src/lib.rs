@@ -6,6 +6,7 @@
 pub mod apikey;
 pub mod benchkeys;
 pub mod chain;
+pub mod gateway;
 pub mod openapi;
 pub mod policy;
 pub mod policytest;

@@ -22,6 +22,9 @@ USAGE:
       --no-envoy-normalize  leave path normalisation to the filters alone
       --tls-cert PEM --tls-key PEM [--tls-client-ca PEM]   serve the gateway over TLS
                             (client certificates optional; needed for RFC 8705 bound tokens)
+      --jwks-upstream HOST:PORT  where remote JWKS are fetched (default: the upstream)
+      --jwks-tls [--jwks-ca PEM] fetch them over TLS (default CA bundle: the system's)
+      --external-origin URL      the origin clients use (DPoP htu); overrides the policy's
   portcullis test [TESTS] [options]        run policy test files through the filters' decision code
       --policies DIR        policy directory (default: policies)
       --min-coverage N      fail when fewer than N % of rules, routes and limits are exercised
@@ -184,8 +187,11 @@ fn check(args: &[String]) -> Result<()> {
 }
 
 fn render_cmd(args: &[String]) -> Result<()> {
-    let o = Opts::parse(args, &["no-envoy-normalize"])?;
+    let o = Opts::parse(args, &["no-envoy-normalize", "jwks-tls"])?;
     o.reject_unknown(&[
+        "jwks-upstream",
+        "jwks-ca",
+        "external-origin",
         "policies",
         "template",
         "wasm-dir",
@@ -240,6 +246,29 @@ fn render_cmd(args: &[String]) -> Result<()> {
             (None, None) => None,
             _ => return Err(CliError("--tls-cert and --tls-key go together".into())),
         },
+        jwks_upstream: o
+            .get("jwks-upstream")
+            .map(|hp| {
+                let (h, p) = hp
+                    .rsplit_once(':')
+                    .ok_or_else(|| CliError("--jwks-upstream must be HOST:PORT".into()))?;
+                let p = p
+                    .parse()
+                    .map_err(|_| CliError("--jwks-upstream: bad port".into()))?;
+                Ok::<_, CliError>((h.to_string(), p))
+            })
+            .transpose()?,
+        jwks_tls: o
+            .flags
+            .iter()
+            .any(|f| f == "jwks-tls")
+            .then(|| render::JwksTls {
+                ca_file: PathBuf::from(
+                    o.get("jwks-ca")
+                        .unwrap_or("/etc/ssl/certs/ca-certificates.crt"),
+                ),
+            }),
+        external_origin: o.get("external-origin").map(str::to_string),
     };
     let out = render::render(&template, &policies, &opts)?;
     match o.get("out") {

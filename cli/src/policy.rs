@@ -5,6 +5,7 @@
 //! policy file) instead of an inline `jwks`; the CLI inlines the file, because a wasm filter
 //! cannot read files.
 
+use crate::gateway::{GatewaySettings, GATEWAY_FILE};
 use crate::{CliError, Result};
 use portcullis_authn::config::AuthnConfig;
 use portcullis_pii::config::PiiConfig;
@@ -49,6 +50,8 @@ pub struct Policies {
     pub pii_egress_max_body_bytes: usize,
     /// Largest body the gateway's pii filter buffers.
     pub pii_max_body_bytes: usize,
+    /// Envoy's edge settings (`gateway.yaml`; defaults when the file is absent).
+    pub gateway: GatewaySettings,
 }
 
 impl Policies {
@@ -144,6 +147,12 @@ pub fn load(dir: &Path) -> Result<Policies> {
     let pii_egress = read_yaml(&dir.join(PII_EGRESS_FILE))?;
     let pii_egress_max_body_bytes =
         compile_pii(&pii_egress, PII_EGRESS_FILE)?.max_request_body_bytes();
+    let gateway_path = dir.join(GATEWAY_FILE);
+    let gateway = if gateway_path.exists() {
+        GatewaySettings::from_value(read_yaml(&gateway_path)?)?
+    } else {
+        GatewaySettings::default()
+    };
     Ok(Policies {
         dir: dir.to_path_buf(),
         authn,
@@ -155,6 +164,7 @@ pub fn load(dir: &Path) -> Result<Policies> {
         pii_egress,
         pii_egress_max_body_bytes,
         pii_max_body_bytes,
+        gateway,
     })
 }
 

@@ -34,6 +34,21 @@ pub struct RenderOptions {
     pub format: ConfigFormat,
     /// Serve the gateway over TLS.
     pub downstream_tls: Option<DownstreamTls>,
+    /// Where the `portcullis_jwks` cluster sends remote JWKS fetches (host, port); the
+    /// upstream when unset (the demo upstream doubles as the identity provider).
+    pub jwks_upstream: Option<(String, u16)>,
+    /// Fetch remote JWKS over TLS (SNI and certificate checked against the host name).
+    pub jwks_tls: Option<JwksTls>,
+    /// The origin clients use to reach the gateway (DPoP `htu`); replaces the authn policy's
+    /// `dpop.external_origin` when set.
+    pub external_origin: Option<String>,
+}
+
+/// TLS toward the identity provider serving remote JWKS.
+#[derive(Debug, Clone)]
+pub struct JwksTls {
+    /// CA bundle the IdP's certificate must chain to (PEM).
+    pub ca_file: PathBuf,
 }
 
 /// Files for a TLS gateway listener.
@@ -88,6 +103,9 @@ impl Default for RenderOptions {
             envoy_normalize_path: true,
             format: ConfigFormat::Json,
             downstream_tls: None,
+            jwks_upstream: None,
+            jwks_tls: None,
+            external_origin: None,
         }
     }
 }
@@ -107,10 +125,115 @@ pub fn plugin_configuration(config: &Value, format: ConfigFormat) -> String {
     .to_string()
 }
 
+/// Seconds as an Envoy duration.
+fn secs(n: u64) -> String {
+    format!("{n}s")
+}
+
+/// The authn configuration as rendered: the policy, with the DPoP origin replaced when the
+/// gateway is reached at another origin than the policy names.
+fn authn_for(policies: &Policies, opts: &RenderOptions) -> Result<serde_json::Value> {
+    let mut authn = policies.authn.clone();
+    if let Some(origin) = &opts.external_origin {
+        match authn.get_mut("dpop").and_then(Value::as_object_mut) {
+            Some(dpop) => {
+                dpop.insert("external_origin".into(), Value::from(origin.as_str()));
+            }
+            None => {
+                return Err(CliError(
+                    "--external-origin given, but the authn policy has no `dpop` section".into(),
+                ))
+            }
+        }
+        crate::policy::compile_authn(&authn)?;
+    }
+    Ok(authn)
+}
+
+/// The `transport_socket` of the JWKS cluster, indented for the template.
+fn jwks_transport(host: &str, tls: Option<&JwksTls>) -> String {
+    let Some(tls) = tls else {
+        return String::new();
+    };
+    let q = |s: &str| Value::from(s).to_string();
+    format!(
+        "transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+          sni: {}
+          common_tls_context:
+            validation_context:
+              trusted_ca: {{ filename: {} }}
+              match_typed_subject_alt_names:
+                - san_type: DNS
+                  matcher: {{ exact: {} }}",
+        q(host),
+        q(&tls.ca_file.to_string_lossy()),
+        q(host)
+    )
+}
+
+/// Headers a client could forge about where it came from; with no trusted proxy in front they
+/// are removed before Envoy adds its own X-Forwarded-For.
+const UNTRUSTED_FORWARDING: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+];
+
+/// The HTTP connection manager's `early_header_mutation_extensions` (before Envoy's own
+/// X-Forwarded-For handling), indented for the template.
+fn early_header_mutation(trusted_hops: u32) -> String {
+    if trusted_hops > 0 {
+        return String::new();
+    }
+    let mut out = String::from(
+        "early_header_mutation_extensions:
+                  - name: envoy.http.early_header_mutation.header_mutation
+                    typed_config:
+                      \"@type\": type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation
+                      mutations:",
+    );
+    for h in UNTRUSTED_FORWARDING {
+        out.push_str(&format!(
+            "
+                        - remove: {h}"
+        ));
+    }
+    out
+}
+
 /// Fills the template; an unknown or unfilled placeholder is an error.
 pub fn render(template: &str, policies: &Policies, opts: &RenderOptions) -> Result<String> {
     let wasm_dir = opts.wasm_dir.to_string_lossy().to_string();
+    let gw = &policies.gateway;
+    let t = &gw.timeouts;
+    let (jwks_host, jwks_port) = opts
+        .jwks_upstream
+        .clone()
+        .unwrap_or_else(|| (opts.upstream_host.clone(), opts.upstream_port));
+    let authn = authn_for(policies, opts)?;
     let vars: Vec<(&str, String)> = vec![
+        ("TRUSTED_HOPS", gw.trusted_hops.to_string()),
+        ("EARLY_HEADER_MUTATION", early_header_mutation(gw.trusted_hops)),
+        ("UNDERSCORES_ACTION", gw.headers.underscores.envoy().to_string()),
+        ("CONNECTION_IDLE_TIMEOUT", secs(t.connection_idle_seconds)),
+        ("REQUEST_HEADERS_TIMEOUT", secs(t.request_headers_seconds)),
+        ("REQUEST_TIMEOUT", secs(t.request_seconds)),
+        ("STREAM_IDLE_TIMEOUT", secs(t.stream_idle_seconds)),
+        ("UPSTREAM_TIMEOUT", secs(t.upstream_seconds)),
+        (
+            "STRIPPED_HEADERS",
+            Value::from(gw.stripped_headers()).to_string(),
+        ),
+        ("JWKS_HOST", jwks_host.clone()),
+        ("JWKS_PORT", jwks_port.to_string()),
+        (
+            "JWKS_TRANSPORT_SOCKET",
+            jwks_transport(&jwks_host, opts.jwks_tls.as_ref()),
+        ),
         ("ADMIN_PORT", opts.admin_port.to_string()),
         ("LISTEN_PORT", opts.listen_port.to_string()),
         ("UPSTREAM_HOST", opts.upstream_host.clone()),
@@ -128,7 +251,7 @@ pub fn render(template: &str, policies: &Policies, opts: &RenderOptions) -> Resu
         ),
         (
             "AUTHN_CONFIGURATION",
-            plugin_configuration(&policies.authn, opts.format),
+            plugin_configuration(&authn, opts.format),
         ),
         (
             "SCHEMA_CONFIGURATION",

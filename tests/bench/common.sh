@@ -15,10 +15,11 @@ YAML
 cat > "$WORK/pol/ratelimit-ip.yaml" <<'YAML'
 stat_prefix: ratelimit_ip
 headers: none
-trusted_hops: 1
 limits:
   - { name: per-ip, key: ip, rate: { burst: 1000000000, refill: 1000000000 } }
 YAML
+# One trusted proxy in front: scripts pick client addresses with X-Forwarded-For.
+echo "trusted_hops: 1" > "$WORK/pol/gateway.yaml"
 # start_envoy CONFIG ADMIN_PORT: one worker pinned to core 0; waits until ready.
 start_envoy() {
   taskset -c 0 "$ENVOY" -c "$1" --concurrency 1 --disable-hot-restart --log-level error > "$WORK/envoy.log" 2>&1 &

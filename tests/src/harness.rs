@@ -91,6 +91,8 @@ pub struct GatewayOptions {
     pub tls: Option<portcullis_cli::render::DownstreamTls>,
     /// Listen on this port (default: a free one), e.g. when the policy names the origin.
     pub listen_port: Option<u16>,
+    /// The origin clients use (DPoP `htu`), replacing the policy's `dpop.external_origin`.
+    pub external_origin: Option<String>,
 }
 
 impl Default for GatewayOptions {
@@ -103,6 +105,7 @@ impl Default for GatewayOptions {
             template: "gateway.yaml.tmpl",
             tls: None,
             listen_port: None,
+            external_origin: None,
         }
     }
 }
@@ -229,6 +232,9 @@ impl Gateway {
             envoy_normalize_path: opts.envoy_normalize_path,
             format: opts.format,
             downstream_tls: opts.tls.clone(),
+            jwks_upstream: None,
+            jwks_tls: None,
+            external_origin: opts.external_origin.clone(),
         };
         let yaml = render::render(&template, &opts.policies, &ro)
             .unwrap_or_else(|e| panic!("render: {e}"));

@@ -12,7 +12,6 @@ fn policy() -> Value {
     json!({
         "stat_prefix": "ratelimit",
         "headers": "draft_and_legacy",
-        "trusted_hops": 1,
         "tenant_tiers": {"seq": "five", "conc": "fifty", "refill": "fast", "cost": "cost", "hier": "five", "quota": "fifty"},
         "limits": [
             {"name": "tenant", "key": "tenant", "rate": {"burst": 1000, "refill": 1000},
@@ -35,6 +34,9 @@ fn policy() -> Value {
 
 fn policies(ip_burst: u64) -> Policies {
     let mut p = harness::demo_policies();
+    // One trusted proxy in front (Envoy's xff_num_trusted_hops): tests pick client addresses
+    // by sending the X-Forwarded-For entry that proxy would have added.
+    p.gateway.trusted_hops = 1;
     p.ratelimit = policy();
     p.ratelimit_ip = json!({"stat_prefix": "ratelimit_ip", "headers": "none",
         "limits": [{"name": "per-ip", "key": "ip", "rate": {"burst": ip_burst, "refill": 1, "period_seconds": 3600}}]});
@@ -315,4 +317,64 @@ fn per_ip_limit_before_authn_stops_token_floods() {
         .stat("wasmcustom.portcullis.ratelimit_ip.limit.per-ip.limited")
         .unwrap_or(0);
     assert!(denied >= 1, "per-ip limited counter {denied}");
+}
+
+/// Shared data never forgets a key, so the per-IP instance keeps its keys in a fixed table:
+/// 10 000 client addresses create at most `max_keys / 8` shared-data keys, while a client that
+/// keeps sending during the flood still gets exactly its own burst.
+#[test]
+fn ten_thousand_addresses_stay_within_the_table_and_active_clients_stay_exact() {
+    let mut p = policies(5);
+    // Only the per-IP instance limits /healthz here.
+    p.ratelimit = json!({"stat_prefix": "ratelimit", "limits": [
+        {"name": "tenant", "key": "tenant", "rate": {"burst": 100000, "refill": 100000}}]});
+    p.ratelimit_ip = json!({"stat_prefix": "ratelimit_ip", "headers": "none", "max_keys": 1024,
+        "limits": [{"name": "per-ip", "key": "ip", "rate": {"burst": 5, "refill": 10, "period_seconds": 1}}]});
+    let Some(g) = Gateway::start(GatewayOptions {
+        policies: p,
+        ..GatewayOptions::default()
+    }) else {
+        return;
+    };
+    let _log = g.log_on_failure();
+    let addr = g.addr;
+    let flood: Vec<_> = (0..4u32)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut conn = Conn::connect(addr).unwrap();
+                for i in 0..2_500u32 {
+                    let ip = format!("10.{t}.{}.{}", i >> 8, i & 255);
+                    let r = Request::get("/healthz").header("x-forwarded-for", &ip);
+                    match conn.send(&r) {
+                        Ok(_) => {}
+                        Err(_) => conn = Conn::connect(addr).unwrap(),
+                    }
+                }
+            })
+        })
+        .collect();
+    // Three bursts of 10 back-to-back requests, 0.8 s apart (the bucket refills in 0.5 s).
+    let mut admitted = Vec::new();
+    for _ in 0..3 {
+        let mut conn = Conn::connect(addr).unwrap();
+        let ok = (0..10)
+            .filter(|_| {
+                let r = Request::get("/healthz").header("x-forwarded-for", "198.51.100.77");
+                conn.send(&r).is_ok_and(|r| r.status == 200)
+            })
+            .count();
+        admitted.push(ok);
+        std::thread::sleep(std::time::Duration::from_millis(800));
+    }
+    for f in flood {
+        f.join().unwrap();
+    }
+    assert_eq!(admitted, vec![5, 5, 5], "the active client's bucket stayed its own");
+    let created = g
+        .stat("wasmcustom.portcullis.ratelimit_ip.slots_created")
+        .unwrap_or(u64::MAX);
+    assert!(
+        (1..=128).contains(&created),
+        "{created} shared-data keys for 10 000 addresses; the table has 128 slots"
+    );
 }

@@ -2,15 +2,17 @@
 //!
 //! [`check_proof`] performs every check of RFC 9449 §4.3 that needs no state and returns what
 //! the replay check needs ([`ReplayCheck`]); the one stateful check — the `jti` was not seen
-//! before, across all workers — is a value the adapter applies to Envoy's shared data with
-//! [`replay_update`] under a CAS loop. Slots bound the memory: a `jti` lives in one of
-//! [`SLOTS`] keys, each holding at most [`SLOT_CAPACITY`] unexpired entries.
+//! before, across all workers — is [`record`]: [`replay_update`] applied to Envoy's shared data
+//! through the core's CAS loop. Slots bound the memory: a `jti` lives in one of [`SLOTS`] keys
+//! (chosen by a keyed hash), each holding at most [`SLOT_CAPACITY`] unexpired entries.
 
 use crate::jwk::{Alg, Jwk, KeyPolicy};
 use crate::jws;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use portcullis_core::deny::Denial;
+use portcullis_core::shared::{self, SharedStore, Step};
+use portcullis_core::slots::Secret;
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -147,12 +149,9 @@ pub fn thumbprint(jwk: &Value) -> Option<String> {
     Some(URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes())))
 }
 
-/// What the replay check needs: the shared-data slot, the proof's hash, and until when it
-/// must be remembered.
+/// What the replay check needs: the proof's hash, and until when it must be remembered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplayCheck {
-    /// Slot number (the adapter prefixes the key).
-    pub slot: u32,
     /// SHA-256 of (thumbprint, `jti`), first 16 bytes.
     pub id: [u8; 16],
     /// Unix second after which the entry may be dropped.
@@ -338,9 +337,7 @@ pub fn check_proof(
         .finalize();
     let mut id = [0u8; 16];
     id.copy_from_slice(&digest[..16]);
-    let slot = u32::from_be_bytes([0, 0, digest[16], digest[17]]) % SLOTS;
     Ok(ReplayCheck {
-        slot,
         id,
         until: iat.max(now) + cfg.window,
     })
@@ -356,6 +353,39 @@ pub fn replayed(cfg: &Dpop) -> Denial {
     )
     .with_header("www-authenticate", cfg.challenge("invalid_dpop_proof"))
 }
+
+/// The shared-data key of the slot a proof is remembered in. The slot comes from a keyed hash
+/// with the process secret: `jti` is chosen by the client, and a plain hash would let one
+/// aim proofs at a single slot until it is full (then every proof landing there is refused).
+pub fn replay_key(prefix: &str, secret: &Secret, check: &ReplayCheck) -> String {
+    let slot = secret.hash(&[b"dpop-replay", &check.id]) % u128::from(SLOTS);
+    format!("portcullis.{prefix}.dpop.{slot:04x}")
+}
+
+/// Records a proof's first use in shared data (CAS loop, bounded retries): `Ok` on first use,
+/// the replay denial when seen before, and 503 when the store cannot answer or the slot is
+/// full of unexpired proofs — the check fails closed.
+pub fn record(
+    store: &dyn SharedStore,
+    secret: &Secret,
+    prefix: &str,
+    cfg: &Dpop,
+    check: &ReplayCheck,
+    now: u64,
+) -> Result<(), Denial> {
+    let key = replay_key(prefix, secret, check);
+    let u = shared::update(store, &key, REPLAY_RETRIES, |v| {
+        match replay_update(v, check, now) {
+            ReplayOutcome::Fresh(next) => Step::Write(next, Ok(())),
+            ReplayOutcome::Replayed => Step::Keep(Err(replayed(cfg))),
+            ReplayOutcome::Full => Step::Keep(Err(replay_unavailable())),
+        }
+    });
+    u.result.unwrap_or_else(|_| Err(replay_unavailable()))
+}
+
+/// CAS retries for a replay record: proofs in one slot contend only with each other.
+pub const REPLAY_RETRIES: u32 = 32;
 
 /// The denial when the replay store cannot answer (full slot, host error): fail closed.
 pub fn replay_unavailable() -> Denial {
@@ -404,7 +434,6 @@ mod tests {
     #[test]
     fn replay_slots_remember_expire_and_fill() {
         let c = |i: u8, until| ReplayCheck {
-            slot: 0,
             id: [i; 16],
             until,
         };
@@ -427,7 +456,6 @@ mod tests {
             let ReplayOutcome::Fresh(n) = replay_update(
                 Some(&v),
                 &ReplayCheck {
-                    slot: 0,
                     id,
                     until: 1000,
                 },
@@ -441,5 +469,58 @@ mod tests {
             replay_update(Some(&v), &c(9, 1000), 10),
             ReplayOutcome::Full
         );
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod store_tests {
+    use super::*;
+    use portcullis_core::shared::memory::{Fault, MemoryStore};
+
+    fn cfg() -> Dpop {
+        Dpop::compile(RawDpop {
+            external_origin: "https://api.example.com".into(),
+            algorithms: default_algs(),
+            iat_window_seconds: 60,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_proof_is_recorded_once_under_cas_mismatches_and_host_errors() {
+        let (s, c) = (MemoryStore::new(), cfg());
+        let secret = Secret::from_bytes([5; 16]);
+        let check = ReplayCheck { id: [1; 16], until: 100 };
+        let key = replay_key("authn", &secret, &check);
+        // Another worker records a different proof between our read and our write.
+        let other = ReplayCheck { id: [2; 16], until: 100 };
+        let ReplayOutcome::Fresh(v) = replay_update(None, &other, 10) else { panic!() };
+        s.fault_next_set(Fault::CompetingWrite(key.clone(), v));
+        assert_eq!(record(&s, &secret, "authn", &c, &check, 10), Ok(()));
+        assert_eq!(s.value(&key).unwrap().len(), 2 * ENTRY, "both proofs kept");
+        let again = record(&s, &secret, "authn", &c, &check, 11).unwrap_err();
+        assert_eq!(again.reason, "dpop_proof_replayed");
+        // Exhausted retries and host errors fail closed.
+        for _ in 0..=REPLAY_RETRIES {
+            s.fault_next_set(Fault::Bump);
+        }
+        let third = ReplayCheck { id: [3; 16], until: 100 };
+        let key3 = replay_key("authn", &secret, &third);
+        s.raw_set(&key3, &[]);
+        assert_eq!(record(&s, &secret, "authn", &c, &third, 10).unwrap_err().reason, "dpop_replay_unavailable");
+        s.fault_next_get(Fault::HostError);
+        assert_eq!(record(&s, &secret, "authn", &c, &third, 10).unwrap_err().reason, "dpop_replay_unavailable");
+    }
+
+    #[test]
+    fn slots_depend_on_the_secret_so_jti_values_cannot_be_aimed() {
+        let (a, b) = (Secret::from_bytes([1; 16]), Secret::from_bytes([2; 16]));
+        let same = (0..64u8)
+            .filter(|i| {
+                let c = ReplayCheck { id: [*i; 16], until: 0 };
+                replay_key("p", &a, &c) == replay_key("p", &b, &c)
+            })
+            .count();
+        assert!(same < 4, "{same} of 64 proofs land in the same slot under two secrets");
     }
 }

@@ -430,9 +430,18 @@ impl HttpContext for Authn {
         // A DPoP proof that passed every stateless check is accepted only on first use of its
         // `jti`, across all workers (shared data, CAS).
         let verdict = match (decision.verdict, &decision.replay, &cfg.dpop) {
-            (Ok(allowed), Some(check), Some(d)) => {
-                record_proof(&cfg.stat_prefix, d, check, host::now_unix()).map(|()| allowed)
-            }
+            (Ok(allowed), Some(check), Some(d)) => match host::process_secret() {
+                Some(secret) => crate::dpop::record(
+                    &host::SharedData,
+                    &secret,
+                    &cfg.stat_prefix,
+                    d,
+                    check,
+                    host::now_unix(),
+                )
+                .map(|()| allowed),
+                None => Err(crate::dpop::replay_unavailable()),
+            },
             (v, _, _) => v,
         };
         match verdict {
@@ -460,10 +469,13 @@ impl HttpContext for Authn {
                 if let Some(p) = &allowed.rewrite_path {
                     self.set_http_request_header(":path", Some(p));
                 }
-                if !cfg.forward_token
-                    && allowed.identity.method != portcullis_core::identity::AuthMethod::Anonymous
-                {
+                // A credential never travels past the gateway unless the policy says so — on
+                // anonymous routes too, where nobody checked it.
+                if !cfg.forward_token {
                     self.set_http_request_header(&cfg.token.header, None);
+                    if cfg.dpop.is_some() {
+                        self.set_http_request_header("dpop", None);
+                    }
                 }
                 // An API key is a long-lived secret: it never travels past the gateway.
                 if let Some(keys) = &cfg.api_keys {
@@ -496,38 +508,4 @@ impl HttpContext for Authn {
             }
         }
     }
-}
-
-/// Records a DPoP proof's `jti` in its shared-data slot: `Ok` on first use, the replay denial
-/// otherwise; fails closed when the store cannot answer.
-fn record_proof(
-    prefix: &str,
-    cfg: &crate::dpop::Dpop,
-    check: &crate::dpop::ReplayCheck,
-    now: u64,
-) -> Result<(), portcullis_core::deny::Denial> {
-    use crate::dpop::{replay_update, ReplayOutcome};
-    use proxy_wasm::hostcalls;
-    let key = format!("portcullis.{prefix}.dpop.{:04x}", check.slot);
-    for _ in 0..32 {
-        let Ok((value, cas)) = hostcalls::get_shared_data(&key) else {
-            break;
-        };
-        match replay_update(value.as_deref(), check, now) {
-            ReplayOutcome::Replayed => return Err(crate::dpop::replayed(cfg)),
-            ReplayOutcome::Full => break,
-            ReplayOutcome::Fresh(next) => {
-                // A missing key is created with a CAS it cannot have: if another worker
-                // created it meanwhile, this write fails and the loop reads again.
-                let cas = Some(cas.unwrap_or(u32::MAX));
-                match hostcalls::set_shared_data(&key, Some(&next), cas) {
-                    Ok(()) => return Ok(()),
-                    Err(proxy_wasm::types::Status::CasMismatch) => continue,
-                    Err(_) => break,
-                }
-            }
-        }
-    }
-    log::warn!("portcullis authn: DPoP replay store unavailable for slot {key}");
-    Err(crate::dpop::replay_unavailable())
 }

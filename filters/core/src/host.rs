@@ -2,6 +2,9 @@
 //! the host. It turns host status codes into plain values and applies a [`Denial`].
 
 use crate::deny::Denial;
+use crate::shared::{SharedStore, StoreError};
+use crate::slots::Secret;
+use std::cell::Cell;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, MetricType, Status};
@@ -159,4 +162,49 @@ impl<S> RootContext for Root<S> {
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
+}
+
+/// Envoy's process-wide shared data (one lock, shared by every worker's VM).
+pub struct SharedData;
+
+impl SharedStore for SharedData {
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, u32), StoreError> {
+        hostcalls::get_shared_data(key)
+            .map(|(v, cas)| (v, cas.unwrap_or(0)))
+            .map_err(|_| StoreError::Unavailable)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+        match hostcalls::set_shared_data(key, Some(value), (cas != 0).then_some(cas)) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
+            Err(_) => Err(StoreError::Unavailable),
+        }
+    }
+}
+
+thread_local! {
+    static SECRET: Cell<Option<Secret>> = const { Cell::new(None) };
+}
+
+/// The process-wide keyed-hash secret, read (or created) once per VM. `None` only if shared
+/// data cannot answer; callers then fail as their failure mode says.
+pub fn process_secret() -> Option<Secret> {
+    if let Some(s) = SECRET.with(Cell::get) {
+        return Some(s);
+    }
+    // WASI `random_get`, which Envoy implements with its own CSPRNG.
+    let s = Secret::obtain(&SharedData, |buf| {
+        if getrandom::fill(buf).is_err() {
+            // Without randomness the secret is guessable, but still per process and never
+            // used as a credential: it only spreads keys over slots.
+            let t = now_unix_nanos().to_le_bytes();
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = t[i % 8] ^ (i as u8).wrapping_mul(151);
+            }
+        }
+    })
+    .ok()?;
+    SECRET.with(|c| c.set(Some(s)));
+    Some(s)
 }

@@ -7,7 +7,9 @@
 //! - [`path`]: normalise a request path once, so no encoding trick dodges a rule;
 //! - [`route`]: method + path matching (exact, prefix, `{param}` templates), first match wins;
 //! - [`identity`]: the verified caller handed from authn to the later filters;
-//! - [`deny`]: the one shape every filter denies with (status, reason code, problem+json).
+//! - [`deny`]: the one shape every filter denies with (status, reason code, problem+json);
+//! - [`shared`]: the shared-data port and the one CAS loop every filter uses on it;
+//! - [`slots`]: fixed-capacity, keyed-hash tables in shared data for state keyed by clients.
 
 pub mod config;
 pub mod deny;
@@ -23,6 +25,8 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
 pub mod path;
 pub mod pbstruct;
 pub mod route;
+pub mod shared;
+pub mod slots;
 
 #[cfg(target_arch = "wasm32")]
 pub mod host;

@@ -29,6 +29,9 @@ pub enum Limit {
     },
 }
 
+/// Bytes of an encoded [`State`].
+pub const STATE_BYTES: usize = 16;
+
 /// Stored state of one limit key (encoded in 16 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct State {

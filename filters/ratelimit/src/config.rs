@@ -4,6 +4,7 @@
 use crate::bucket::Limit;
 use portcullis_core::config::ConfigError;
 use portcullis_core::route::{MatchSpec, RouteMatcher, RouteTable};
+use portcullis_core::slots::SlotTable;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -44,7 +45,7 @@ pub enum KeySource {
     App,
     /// The verified subject.
     Subject,
-    /// The client IP (source address, or `x-forwarded-for` with trusted hops).
+    /// The client IP as Envoy established it (`source.address`), by prefix.
     Ip,
     /// The covering entry of the limit's `routes` (by position): one bucket per route.
     Route,
@@ -208,10 +209,21 @@ pub struct RawConfig {
     /// Headers sent (default `draft`).
     #[serde(default)]
     pub headers: HeaderStyle,
-    /// Proxies in front of Envoy whose `x-forwarded-for` entries are trusted (default 0: the
-    /// TCP source address is the client).
+    /// No longer a filter setting: who the client is is Envoy's decision (`source.address`,
+    /// from `use_remote_address` and `xff_num_trusted_hops`). Accepted only to explain that.
     #[serde(default)]
-    pub trusted_hops: usize,
+    pub trusted_hops: Option<serde::de::IgnoredAny>,
+    /// Keys each limit (per tier) can hold at once; the shared data a limit can ever use is
+    /// bounded by this, whatever clients send (default 65536).
+    #[serde(default = "default_max_keys")]
+    pub max_keys: usize,
+    /// IPv4 clients are keyed by this prefix length (default 32: one address).
+    #[serde(default = "default_v4_prefix")]
+    pub ipv4_prefix: u8,
+    /// IPv6 clients are keyed by this prefix length (default 64: one subnet, as a single
+    /// IPv6 client usually controls a whole /64).
+    #[serde(default = "default_v6_prefix")]
+    pub ipv6_prefix: u8,
     /// Tier per tenant, overriding the identity's own tier.
     #[serde(default)]
     pub tenant_tiers: BTreeMap<String, String>,
@@ -225,6 +237,18 @@ fn default_prefix() -> String {
 fn default_retries() -> u32 {
     16
 }
+fn default_max_keys() -> usize {
+    65_536
+}
+fn default_v4_prefix() -> u8 {
+    32
+}
+fn default_v6_prefix() -> u8 {
+    64
+}
+
+/// Entries per shared-data slot of a limit's key table.
+pub const WAYS: usize = 8;
 
 /// A compiled limit.
 #[derive(Debug)]
@@ -243,6 +267,21 @@ pub struct CompiledLimit {
     pub cost: u64,
     /// Route costs.
     pub route_costs: RouteTable<u64>,
+    /// Where the keys of the default amount live (bounded).
+    pub table: SlotTable,
+    /// Where the keys of each tier live: entries of one table share one amount, so a
+    /// collision charges a bucket of the same size.
+    pub tier_tables: BTreeMap<String, SlotTable>,
+}
+
+impl CompiledLimit {
+    /// The amount and key table for a tier (the default when the tier has no amount).
+    pub fn amount(&self, tier: Option<&str>) -> (Limit, &SlotTable) {
+        match tier.and_then(|t| Some((self.tiers.get(t)?, self.tier_tables.get(t)?))) {
+            Some((l, t)) => (*l, t),
+            None => (self.limit, &self.table),
+        }
+    }
 }
 
 /// The compiled configuration.
@@ -258,8 +297,12 @@ pub struct RateLimitConfig {
     pub max_cas_retries: u32,
     /// Headers.
     pub headers: HeaderStyle,
-    /// Trusted XFF hops.
-    pub trusted_hops: usize,
+    /// IPv4 key prefix length.
+    pub ipv4_prefix: u8,
+    /// IPv6 key prefix length.
+    pub ipv6_prefix: u8,
+    /// Keys per limit and tier.
+    pub max_keys: usize,
     /// Tenant tier overrides.
     pub tenant_tiers: BTreeMap<String, String>,
     /// Limits.
@@ -292,6 +335,30 @@ impl RateLimitConfig {
                 "letters, digits, `-` and `_` only",
             ));
         }
+        if raw.trusted_hops.is_some() {
+            return Err(ConfigError::new(
+                "trusted_hops",
+                "moved: the client address is Envoy's decision — set `trusted_hops` in \
+                 policies/gateway.yaml (rendered as xff_num_trusted_hops); the filter keys \
+                 clients by Envoy's source.address",
+            ));
+        }
+        if raw.ipv4_prefix == 0 || raw.ipv4_prefix > 32 {
+            return Err(ConfigError::new("ipv4_prefix", "between 1 and 32"));
+        }
+        if raw.ipv6_prefix == 0 || raw.ipv6_prefix > 128 {
+            return Err(ConfigError::new("ipv6_prefix", "between 1 and 128"));
+        }
+        if raw.max_keys == 0 || raw.max_keys > 16_777_216 {
+            return Err(ConfigError::new("max_keys", "between 1 and 16777216"));
+        }
+        let table = |limit: &str, tier: Option<&str>| {
+            let prefix = match tier {
+                Some(t) => format!("portcullis.{}.{limit}.tier.{t}", raw.stat_prefix),
+                None => format!("portcullis.{}.{limit}", raw.stat_prefix),
+            };
+            SlotTable::new(prefix, raw.max_keys, WAYS, crate::bucket::STATE_BYTES)
+        };
         let mut limits = Vec::new();
         for (i, l) in raw.limits.iter().enumerate() {
             let at = format!("limits[{i}]");
@@ -348,12 +415,20 @@ impl RateLimitConfig {
             .compile()
             .map_err(|e| e.within(&at))?;
             let mut tiers = BTreeMap::new();
+            let mut tier_tables = BTreeMap::new();
             for (t, a) in &l.tiers {
+                if !valid_name(t) {
+                    return Err(ConfigError::new(
+                        format!("{at}.tiers.{t}"),
+                        "tier names: letters, digits, `-` and `_` only",
+                    ));
+                }
                 tiers.insert(
                     t.clone(),
                     a.compile()
                         .map_err(|e| e.within(&format!("{at}.tiers.{t}")))?,
                 );
+                tier_tables.insert(t.clone(), table(&l.name, Some(t)));
             }
             let mut routes = Vec::new();
             for (j, m) in l.routes.iter().enumerate() {
@@ -375,6 +450,8 @@ impl RateLimitConfig {
                 routes,
                 cost: l.cost,
                 route_costs: RouteTable::new(costs),
+                table: table(&l.name, None),
+                tier_tables,
             });
         }
         Ok(RateLimitConfig {
@@ -383,7 +460,9 @@ impl RateLimitConfig {
             failure_mode: raw.failure_mode,
             max_cas_retries: raw.max_cas_retries,
             headers: raw.headers,
-            trusted_hops: raw.trusted_hops,
+            ipv4_prefix: raw.ipv4_prefix,
+            ipv6_prefix: raw.ipv6_prefix,
+            max_keys: raw.max_keys,
             tenant_tiers: raw.tenant_tiers,
             limits,
         })

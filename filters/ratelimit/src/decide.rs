@@ -4,7 +4,9 @@
 
 use crate::bucket::{Limit, Outcome};
 use crate::config::{CompiledLimit, FailureMode, HeaderStyle, KeySource, RateLimitConfig};
-use crate::store::{self, Store, TakeError};
+use crate::store::{self, Bucket, TakeError};
+use portcullis_core::shared::SharedStore;
+use portcullis_core::slots::Secret;
 use portcullis_core::deny::Denial;
 use portcullis_core::identity::{AuthMethod, Identity};
 use portcullis_core::path;
@@ -51,27 +53,18 @@ pub struct Decision {
     pub cas_retries: u32,
     /// The store gave no verdict and the failure mode decided.
     pub failure_mode_used: bool,
+    /// Shared-data keys this request created (each limit's table bounds them).
+    pub slots_created: u32,
 }
 
-/// The client IP: the source address, or with `trusted_hops` = N the N-th `x-forwarded-for`
-/// entry from the right (the address the first trusted proxy saw). Never a client-chosen value
-/// unless a trusted proxy vouches for it.
-pub fn client_ip(req: &Request<'_>, trusted_hops: usize) -> Option<String> {
-    if trusted_hops > 0 {
-        let xff: Vec<&str> = req
-            .headers
-            .iter()
-            .filter(|(k, _)| k == "x-forwarded-for")
-            .flat_map(|(_, v)| v.split(','))
-            .map(str::trim)
-            .collect();
-        if xff.len() >= trusted_hops {
-            return xff.get(xff.len() - trusted_hops).map(|s| (*s).to_string());
-        }
-    }
-    let src = req.source_address?;
-    // `1.2.3.4:5678` or `[::1]:5678`.
-    let ip = if let Some(rest) = src.strip_prefix('[') {
+/// The client's key: the address Envoy established as the downstream client
+/// (`source.address`, which follows `use_remote_address` / `xff_num_trusted_hops`; never a
+/// header), cut to its prefix — one IPv6 client usually controls a whole /64, so keying single
+/// addresses would hand it 2^64 buckets.
+pub fn client_ip(source_address: Option<&str>, v4_prefix: u8, v6_prefix: u8) -> Option<String> {
+    let src = source_address?;
+    // `1.2.3.4:5678`, `[::1]:5678`, or a bare address.
+    let host = if let Some(rest) = src.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
     } else {
         match src.rsplit_once(':') {
@@ -79,7 +72,30 @@ pub fn client_ip(req: &Request<'_>, trusted_hops: usize) -> Option<String> {
             _ => src,
         }
     };
-    Some(ip.to_string())
+    let ip: std::net::IpAddr = match host.parse() {
+        Ok(ip) => ip,
+        // Not an address (a pipe, an internal listener): one key for all such callers.
+        Err(_) => return Some("other".into()),
+    };
+    Some(match ip {
+        std::net::IpAddr::V4(v4) if v4_prefix >= 32 => v4.to_string(),
+        std::net::IpAddr::V4(v4) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(v4_prefix)).unwrap_or(0);
+            format!("{}/{v4_prefix}", std::net::Ipv4Addr::from(u32::from(v4) & mask))
+        }
+        std::net::IpAddr::V6(v6) => {
+            // An IPv4-mapped address is an IPv4 client.
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return client_ip(Some(&v4.to_string()), v4_prefix, v6_prefix);
+            }
+            if v6_prefix >= 128 {
+                v6.to_string()
+            } else {
+                let mask = u128::MAX.checked_shl(128 - u32::from(v6_prefix)).unwrap_or(0);
+                format!("{}/{v6_prefix}", std::net::Ipv6Addr::from(u128::from(v6) & mask))
+            }
+        }
+    })
 }
 
 /// The key of a limit for this request. Identity keys come only from a verified identity; a
@@ -114,27 +130,22 @@ fn tier<'c>(cfg: &'c RateLimitConfig, req: &Request<'c>) -> Option<&'c str> {
         .or(id.tier.as_deref())
 }
 
-/// The shared-data key of a limit: namespaced by instance; the value part is bounded input
-/// (verified identity fields, IPs, route names, allow-listed header values).
-pub fn store_key(cfg: &RateLimitConfig, limit: &str, key: &str) -> String {
-    format!("portcullis.{}.{limit}.{key}", cfg.stat_prefix)
-}
-
 /// Every reason code this filter can deny with.
 pub const REASONS: &[&str] = &["rate_limited", "quota_exceeded", "limiter_unavailable"];
 
 /// Decides one request at `now_ns`.
 pub fn decide(
     cfg: &RateLimitConfig,
-    store: &dyn Store,
+    store: &dyn SharedStore,
+    secret: &Secret,
     req: &Request<'_>,
     now_ns: u64,
 ) -> Decision {
     let normalized = path::normalize(req.path).unwrap_or_else(|_| req.path.to_string());
-    let ip = client_ip(req, cfg.trusted_hops);
+    let ip = client_ip(req.source_address, cfg.ipv4_prefix, cfg.ipv6_prefix);
     let tier = tier(cfg, req);
-    // Plan: (limit, key, amount, cost) for every applicable limit.
-    let mut plan: Vec<(&CompiledLimit, String, Limit, u64)> = Vec::new();
+    // Plan: (limit, bucket, cost) for every applicable limit.
+    let mut plan: Vec<(&CompiledLimit, Bucket<'_>, u64)> = Vec::new();
     for l in &cfg.limits {
         // The covering route's index is the `route` key: bounded by config, never by the path.
         let route = if l.routes.is_empty() {
@@ -152,36 +163,33 @@ pub fn decide(
         let Some(key) = key_for(l, req, route, ip.as_deref()) else {
             continue;
         };
-        let amount = tier
-            .and_then(|t| l.tiers.get(t))
-            .copied()
-            .unwrap_or(l.limit);
-        plan.push((l, store_key(cfg, &l.name, &key), amount, cost));
+        let (amount, table) = l.amount(tier);
+        let bucket = Bucket {
+            table,
+            slot: table.locate(secret, key.as_bytes()),
+            limit: amount,
+        };
+        plan.push((l, bucket, cost));
     }
     let mut d = Decision {
         verdict: Ok(Vec::new()),
         limited_by: None,
         cas_retries: 0,
         failure_mode_used: false,
+        slots_created: 0,
     };
     let fail = |d: &mut Decision| {
         d.failure_mode_used = true;
         if cfg.failure_mode == FailureMode::Deny {
-            d.verdict = Err(Denial::new(
-                FILTER,
-                503,
-                "limiter_unavailable",
-                "The rate limiter could not decide; retry shortly.",
-            )
-            .with_header("retry-after", "1"));
+            d.verdict = Err(unavailable());
         }
     };
     // Phase 1: check every limit without writing; the first refusal decides.
-    for (l, key, amount, cost) in &plan {
-        match store::peek(store, key, amount, now_ns, *cost) {
+    for (l, b, cost) in &plan {
+        match store::peek(store, b, now_ns, *cost) {
             Ok(o) if !o.allowed => {
                 d.limited_by = Some(l.name.clone());
-                d.verdict = Err(too_many(l, amount, &o, cfg.headers));
+                d.verdict = Err(too_many(l, &b.limit, &o, cfg.headers));
                 return d;
             }
             Ok(_) => {}
@@ -193,34 +201,36 @@ pub fn decide(
     }
     // Phase 2: take them all; if a race made one refuse, give back what was taken.
     let mut applied = Vec::new();
-    let mut taken: Vec<(&str, Limit, u64)> = Vec::new();
-    for (l, key, amount, cost) in &plan {
-        let t = store::take(store, key, amount, now_ns, *cost, cfg.max_cas_retries);
+    let mut taken: Vec<(&Bucket<'_>, u64)> = Vec::new();
+    let refund_all = |taken: &[(&Bucket<'_>, u64)]| {
+        for (b, c) in taken {
+            store::refund(store, b, now_ns, *c, cfg.max_cas_retries);
+        }
+    };
+    for (l, b, cost) in &plan {
+        let t = store::take(store, b, now_ns, *cost, cfg.max_cas_retries);
         d.cas_retries += t.retries;
+        d.slots_created += u32::from(t.created_slot);
         match t.result {
             Ok(o) if o.allowed => {
-                taken.push((key.as_str(), *amount, *cost));
+                taken.push((b, *cost));
                 applied.push(Applied {
                     name: l.name.clone(),
-                    capacity: amount.capacity(),
-                    window_secs: amount.window_secs(),
+                    capacity: b.limit.capacity(),
+                    window_secs: b.limit.window_secs(),
                     outcome: o,
                 });
             }
             Ok(o) => {
-                for (k, a, c) in &taken {
-                    store::refund(store, k, a, *c, cfg.max_cas_retries);
-                }
+                refund_all(&taken);
                 d.limited_by = Some(l.name.clone());
-                d.verdict = Err(too_many(l, amount, &o, cfg.headers));
+                d.verdict = Err(too_many(l, &b.limit, &o, cfg.headers));
                 return d;
             }
             Err(TakeError::Contended | TakeError::Unavailable) => {
                 fail(&mut d);
                 if d.verdict.is_err() {
-                    for (k, a, c) in &taken {
-                        store::refund(store, k, a, *c, cfg.max_cas_retries);
-                    }
+                    refund_all(&taken);
                     return d;
                 }
             }
@@ -228,6 +238,17 @@ pub fn decide(
     }
     d.verdict = Ok(applied);
     d
+}
+
+/// The refusal when the limiter cannot decide and the failure mode is `deny`.
+pub fn unavailable() -> Denial {
+    Denial::new(
+        FILTER,
+        503,
+        "limiter_unavailable",
+        "The rate limiter could not decide; retry shortly.",
+    )
+    .with_header("retry-after", "1")
 }
 
 fn too_many(l: &CompiledLimit, amount: &Limit, o: &Outcome, style: HeaderStyle) -> Denial {
@@ -291,8 +312,24 @@ pub fn response_headers(style: HeaderStyle, applied: &[Applied]) -> Vec<(&'stati
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::fake::FakeStore;
+    use portcullis_core::shared::memory::{Fault, MemoryStore as FakeStore};
     use serde_json::json;
+
+    const SECRET: Secret = Secret::from_bytes([9; 16]);
+
+    /// The shared-data key and fingerprint of a limit's key (default amount).
+    fn slot_of(c: &RateLimitConfig, limit: &str, key: &str) -> portcullis_core::slots::Slot {
+        let l = c.limits.iter().find(|l| l.name == limit).unwrap();
+        l.table.locate(&SECRET, key.as_bytes())
+    }
+
+    /// Units left for a limit's key, read back from the store.
+    fn left(c: &RateLimitConfig, s: &FakeStore, limit: &str, key: &str) -> Option<u64> {
+        let l = c.limits.iter().find(|l| l.name == limit).unwrap();
+        let b = Bucket { table: &l.table, slot: slot_of(c, limit, key), limit: l.limit };
+        s.value(&b.slot.key)?;
+        Some(store::peek(s, &b, 100 * S, 0).unwrap().remaining)
+    }
 
     const S: u64 = 1_000_000_000;
 
@@ -324,6 +361,7 @@ mod tests {
         decide(
             c,
             s,
+            &SECRET,
             &Request {
                 method,
                 path,
@@ -347,9 +385,7 @@ mod tests {
         assert_eq!(d.verdict.as_ref().unwrap().len(), 2);
         let d = run(&c, &s, Some(&i), "GET", "/x", &[]);
         assert_eq!(d.limited_by.as_deref(), Some("app"));
-        let tenant_key = store_key(&c, "tenant", "tenant:acme");
-        let st = crate::bucket::State::decode(&s.data.borrow()[&tenant_key].0).unwrap();
-        assert_eq!(st.level, 9_000, "the app refusal took no tenant token");
+        assert_eq!(left(&c, &s, "tenant", "tenant:acme"), Some(9), "the app refusal took no tenant token");
     }
 
     #[test]
@@ -361,12 +397,8 @@ mod tests {
         run(&c, &s, None, "GET", "/", &[]);
         let anon = Identity::anonymous();
         run(&c, &s, Some(&anon), "GET", "/", &[]);
-        let keys: Vec<String> = s.data.borrow().keys().cloned().collect();
-        assert_eq!(
-            keys,
-            vec![store_key(&c, "t", "ip:192.0.2.7")],
-            "no shared `tenant:` bucket for anonymous callers"
-        );
+        assert_eq!(left(&c, &s, "t", "ip:192.0.2.7"), Some(3), "both fell back to the IP");
+        assert_eq!(s.len(), 1, "no shared `tenant:` bucket for anonymous callers");
     }
 
     #[test]
@@ -377,43 +409,37 @@ mod tests {
         let s = FakeStore::default();
         run(&c, &s, None, "GET", "/", &[("x-plan", "gold")]);
         run(&c, &s, None, "GET", "/", &[("x-plan", "random-123")]);
-        let mut keys: Vec<String> = s.data.borrow().keys().cloned().collect();
-        keys.sort();
-        assert_eq!(
-            keys,
-            vec![
-                store_key(&c, "h", "hdr:gold"),
-                store_key(&c, "h", "ip:192.0.2.7")
-            ]
-        );
+        assert_eq!(left(&c, &s, "h", "hdr:gold"), Some(4));
+        assert_eq!(left(&c, &s, "h", "ip:192.0.2.7"), Some(4));
+        assert_eq!(left(&c, &s, "h", "hdr:random-123"), None, "no key from client input");
     }
 
     #[test]
-    fn xff_is_used_only_with_trusted_hops() {
-        let headers = vec![(
-            "x-forwarded-for".to_string(),
-            "198.51.100.1, 203.0.113.9".to_string(),
-        )];
-        let req = Request {
-            method: "GET",
-            path: "/",
-            headers: &headers,
-            identity: None,
-            source_address: Some("10.0.0.1:1"),
-        };
-        assert_eq!(client_ip(&req, 0).as_deref(), Some("10.0.0.1"));
-        assert_eq!(client_ip(&req, 1).as_deref(), Some("203.0.113.9"));
-        assert_eq!(client_ip(&req, 2).as_deref(), Some("198.51.100.1"));
+    fn clients_are_keyed_by_envoys_address_and_prefix() {
+        let ip = |src: &str, v4: u8, v6: u8| client_ip(Some(src), v4, v6);
+        assert_eq!(ip("10.0.0.1:1", 32, 64).as_deref(), Some("10.0.0.1"));
+        assert_eq!(ip("10.1.2.3:1", 24, 64).as_deref(), Some("10.1.2.0/24"));
+        assert_eq!(ip("[2001:db8:1:2:3:4:5:6]:443", 32, 64).as_deref(), Some("2001:db8:1:2::/64"));
         assert_eq!(
-            client_ip(&req, 3).as_deref(),
-            Some("10.0.0.1"),
-            "too few entries: the source address"
+            ip("[2001:db8:1:2:ffff::1]:443", 32, 64),
+            ip("[2001:db8:1:2::9]:1", 32, 64),
+            "one /64, one bucket"
         );
-        let v6 = Request {
-            source_address: Some("[::1]:8080"),
-            ..req
-        };
-        assert_eq!(client_ip(&v6, 0).as_deref(), Some("::1"));
+        assert_eq!(ip("[::1]:8080", 32, 128).as_deref(), Some("::1"));
+        assert_eq!(ip("[::ffff:192.0.2.9]:1", 32, 64).as_deref(), Some("192.0.2.9"), "IPv4-mapped");
+        assert_eq!(ip("envoy://internal", 32, 64).as_deref(), Some("other"));
+        assert_eq!(client_ip(None, 32, 64), None);
+    }
+
+    #[test]
+    fn forwarding_headers_never_change_the_key() {
+        let c = cfg(json!({"limits": [{"name": "ip", "key": "ip", "rate": {"burst": 1, "refill": 1, "period_seconds": 3600}}]}));
+        let s = FakeStore::default();
+        assert!(run(&c, &s, None, "GET", "/", &[]).verdict.is_ok());
+        for (h, v) in [("x-forwarded-for", "203.0.113.5"), ("x-real-ip", "203.0.113.6"), ("forwarded", "for=203.0.113.7")] {
+            let d = run(&c, &s, None, "GET", "/", &[(h, v)]);
+            assert_eq!(d.limited_by.as_deref(), Some("ip"), "{h} minted no fresh bucket");
+        }
     }
 
     #[test]
@@ -424,16 +450,7 @@ mod tests {
             let s = FakeStore::default();
             run(&c, &s, None, "GET", "/", &[]);
             for _ in 0..4 {
-                s.interfere.borrow_mut().push(Box::new(|s: &FakeStore| {
-                    let (k, v) = s
-                        .data
-                        .borrow()
-                        .iter()
-                        .next()
-                        .map(|(k, (v, _))| (k.clone(), v.clone()))
-                        .unwrap();
-                    s.raw_set(&k, &v);
-                }));
+                s.fault_next_set(Fault::Bump);
             }
             let d = run(&c, &s, None, "GET", "/", &[]);
             assert!(d.failure_mode_used);
@@ -465,5 +482,10 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("refil"), "{e}");
+        let e = RateLimitConfig::from_value(
+            json!({"trusted_hops": 1, "limits": [{"name": "x", "key": "ip", "rate": {"burst": 1, "refill": 1}}]}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("gateway.yaml"), "{e}");
     }
 }

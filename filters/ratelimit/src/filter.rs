@@ -3,12 +3,10 @@
 
 use crate::config::{FailureMode, Mode, RateLimitConfig};
 use crate::decide::{self, Request, REASONS};
-use crate::store::{Store, StoreError};
 use portcullis_core::host::{self, Counter};
 use portcullis_core::identity::{Identity, IDENTITY_PROPERTY};
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, LogLevel, Status};
+use proxy_wasm::types::{Action, LogLevel};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -21,31 +19,13 @@ proxy_wasm::main! {{
     });
 }}
 
-/// Envoy's process-wide shared data (one lock, shared by every worker's VM).
-struct SharedData;
-
-impl Store for SharedData {
-    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, u32), StoreError> {
-        hostcalls::get_shared_data(key)
-            .map(|(v, cas)| (v, cas.unwrap_or(0)))
-            .map_err(|_| StoreError::Unavailable)
-    }
-
-    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
-        match hostcalls::set_shared_data(key, Some(value), (cas != 0).then_some(cas)) {
-            Ok(()) => Ok(()),
-            Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
-            Err(_) => Err(StoreError::Unavailable),
-        }
-    }
-}
-
 struct Metrics {
     allowed: HashMap<String, Counter>,
     limited: HashMap<String, Counter>,
     denied: HashMap<&'static str, Counter>,
     shadow_limited: Counter,
     cas_retries: Counter,
+    slots_created: Counter,
     failure_allowed: Counter,
     failure_denied: Counter,
 }
@@ -73,6 +53,7 @@ impl Metrics {
                 .collect(),
             shadow_limited: Counter::define(&name("shadow_limited")),
             cas_retries: Counter::define(&name("cas_retries")),
+            slots_created: Counter::define(&name("slots_created")),
             failure_allowed: Counter::define(&name("failure_mode.allowed")),
             failure_denied: Counter::define(&name("failure_mode.denied")),
         }
@@ -115,8 +96,26 @@ impl HttpContext for RateLimit {
             identity: identity.as_ref(),
             source_address: source.as_deref(),
         };
-        let d = decide::decide(cfg, &SharedData, &req, host::now_unix_nanos());
+        let Some(secret) = host::process_secret() else {
+            log::warn!(
+                "portcullis ratelimit: shared data unavailable; failure mode {:?}",
+                cfg.failure_mode
+            );
+            return match cfg.failure_mode {
+                FailureMode::Allow => {
+                    st.metrics.failure_allowed.inc();
+                    Action::Continue
+                }
+                FailureMode::Deny => {
+                    st.metrics.failure_denied.inc();
+                    host::send_denial(&decide::unavailable());
+                    Action::Pause
+                }
+            };
+        };
+        let d = decide::decide(cfg, &host::SharedData, &secret, &req, host::now_unix_nanos());
         st.metrics.cas_retries.add(d.cas_retries);
+        st.metrics.slots_created.add(d.slots_created);
         if d.failure_mode_used {
             match cfg.failure_mode {
                 FailureMode::Allow => st.metrics.failure_allowed.inc(),

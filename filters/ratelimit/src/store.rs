@@ -1,44 +1,19 @@
-//! Atomic updates of limit state through a narrow store port: get → compute → set-with-CAS,
-//! retried on mismatch up to a bound. Envoy's shared data implements the port in the adapter;
-//! a fleet-wide backend (Envoy's rate limit service) would implement the same trait.
+//! Limit state in shared data, through the core's store port and CAS loop
+//! ([`portcullis_core::shared::update`]), in bounded key tables ([`SlotTable`]).
 //!
-//! Creation needs care: the host ignores the CAS value on a key that does not exist yet, so two
-//! workers could both "create" a bucket and both start from full. A new key is therefore written
-//! with CAS [`CREATE_CAS`]: on a missing key the host ignores it (the write creates the key); if
-//! another worker created the key in the meantime its real CAS differs, the write fails with a
-//! mismatch, and the loop starts over from the stored state.
+//! Each limit (per tier) owns a table: a key such as `tenant:acme` or `ip:192.0.2.7` is hashed
+//! with the process secret to one slot, where its bucket is one entry. A bucket that has refilled
+//! completely (a quota whose window has passed) holds nothing a fresh one would not, so another key
+//! may take its place; when every entry of the slot is busy, the key is charged to the busiest
+//! one (fewest units left) — the two share a bucket of the same size, so a collision can only make
+//! a limit stricter. The shared data a limit can ever use is therefore `max_keys` entries.
 
 use crate::bucket::{Limit, Outcome, State};
-
-/// CAS used when creating a key; never the CAS of an existing key in practice (the host's CAS
-/// counter would have to land on exactly this value for this key at this moment).
-pub const CREATE_CAS: u32 = u32::MAX;
-
-/// Why a store call failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreError {
-    /// Someone else wrote the key since our read.
-    CasMismatch,
-    /// The host refused the call.
-    Unavailable,
-}
-
-/// The state store: Envoy shared data, or a fake in tests.
-pub trait Store {
-    /// The value and CAS of a key (`None` when absent).
-    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, u32), StoreError>;
-    /// Writes a value if the key's CAS still equals `cas`.
-    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError>;
-}
+use portcullis_core::shared::{self, SharedStore, Step, UpdateError};
+use portcullis_core::slots::{Place, Slot, SlotTable};
 
 /// Why an atomic take gave no verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TakeError {
-    /// Every attempt lost the CAS race.
-    Contended,
-    /// The store failed.
-    Unavailable,
-}
+pub type TakeError = UpdateError;
 
 /// Result of [`take`]: the outcome or an error, plus how many CAS retries it took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,221 +22,246 @@ pub struct Taken {
     pub result: Result<Outcome, TakeError>,
     /// CAS mismatches encountered.
     pub retries: u32,
+    /// This take created the slot's shared-data key (counted: the number of keys a limit
+    /// ever creates is bounded by its table).
+    pub created_slot: bool,
+}
+
+/// Where a key's bucket lives.
+#[derive(Debug, Clone)]
+pub struct Bucket<'t> {
+    /// The table of the limit (and tier).
+    pub table: &'t SlotTable,
+    /// The key's slot and fingerprint.
+    pub slot: Slot,
+    /// The amount the table's entries share.
+    pub limit: Limit,
+}
+
+fn decode(payload: &[u8]) -> Option<State> {
+    State::decode(payload)
+}
+
+impl Bucket<'_> {
+    /// The key's state in a slot value, and where it is (or would go).
+    fn place<'v>(&self, value: Option<&'v [u8]>, now_ns: u64) -> (Place<'v>, Option<State>) {
+        let left = |p: &[u8]| self.limit.take(decode(p), now_ns, 0).remaining;
+        let capacity = self.limit.capacity();
+        let place = self.table.find(
+            value,
+            self.slot.fingerprint,
+            |p| left(p) >= capacity,
+            left,
+        );
+        let state = match place {
+            Place::Own(_, p) | Place::Shared(_, p) => decode(p),
+            Place::Reuse(_) | Place::Append => None,
+        };
+        (place, state)
+    }
 }
 
 /// Reads the current outcome without writing (used to check every limit before taking any).
 pub fn peek(
-    store: &dyn Store,
-    key: &str,
-    limit: &Limit,
+    store: &dyn SharedStore,
+    b: &Bucket<'_>,
     now_ns: u64,
     cost: u64,
 ) -> Result<Outcome, TakeError> {
-    let (value, _) = store.get(key).map_err(|_| TakeError::Unavailable)?;
-    Ok(limit.take(value.as_deref().and_then(State::decode), now_ns, cost))
+    shared::read(store, &b.slot.key, |v| {
+        let (_, state) = b.place(v, now_ns);
+        b.limit.take(state, now_ns, cost)
+    })
 }
 
 /// Atomically takes `cost` units (or, when denied, changes nothing).
 pub fn take(
-    store: &dyn Store,
-    key: &str,
-    limit: &Limit,
+    store: &dyn SharedStore,
+    b: &Bucket<'_>,
     now_ns: u64,
     cost: u64,
     max_retries: u32,
 ) -> Taken {
-    let mut retries = 0;
-    loop {
-        let (value, cas) = match store.get(key) {
-            Ok(v) => v,
-            Err(_) => {
-                return Taken {
-                    result: Err(TakeError::Unavailable),
-                    retries,
-                }
-            }
-        };
-        let state = value.as_deref().and_then(State::decode);
-        let outcome = limit.take(state, now_ns, cost);
+    let u = shared::update(store, &b.slot.key, max_retries, |v| {
+        let (place, state) = b.place(v, now_ns);
+        let outcome = b.limit.take(state, now_ns, cost);
         if !outcome.allowed {
-            // Nothing to write: a denied request leaves the bucket as it is.
-            return Taken {
-                result: Ok(outcome),
-                retries,
-            };
+            // A denied request leaves the bucket as it is.
+            return Step::Keep((outcome, false));
         }
-        let cas = if value.is_none() { CREATE_CAS } else { cas };
-        match store.set(key, &outcome.next.encode(), cas) {
-            Ok(()) => {
-                return Taken {
-                    result: Ok(outcome),
-                    retries,
-                }
-            }
-            Err(StoreError::CasMismatch) if retries < max_retries => retries += 1,
-            Err(StoreError::CasMismatch) => {
-                return Taken {
-                    result: Err(TakeError::Contended),
-                    retries,
-                }
-            }
-            Err(StoreError::Unavailable) => {
-                return Taken {
-                    result: Err(TakeError::Unavailable),
-                    retries,
-                }
-            }
-        }
+        let value = b
+            .table
+            .put(v, place, b.slot.fingerprint, &outcome.next.encode());
+        Step::Write(value, (outcome, v.is_none()))
+    });
+    Taken {
+        result: u.result.map(|(o, _)| o),
+        retries: u.retries,
+        created_slot: u.result.is_ok_and(|(_, created)| created),
     }
 }
 
 /// Gives `cost` units back (after a later limit of the same request denied), best effort.
-pub fn refund(store: &dyn Store, key: &str, limit: &Limit, cost: u64, max_retries: u32) {
-    for _ in 0..=max_retries {
-        let Ok((Some(value), cas)) = store.get(key) else {
-            return;
+pub fn refund(store: &dyn SharedStore, b: &Bucket<'_>, now_ns: u64, cost: u64, max_retries: u32) {
+    let _ = shared::update(store, &b.slot.key, max_retries, |v| {
+        let (place, state) = b.place(v, now_ns);
+        let Some(mut st) = state else {
+            return Step::Keep(());
         };
-        let Some(mut st) = State::decode(&value) else {
-            return;
-        };
-        match *limit {
+        match b.limit {
             Limit::Bucket { burst, .. } => st.level = (st.level + cost * 1_000).min(burst * 1_000),
             Limit::Quota { .. } => st.level = st.level.saturating_sub(cost),
         }
-        if store.set(key, &st.encode(), cas) != Err(StoreError::CasMismatch) {
-            return;
-        }
-    }
-}
-
-#[cfg(test)]
-pub mod fake {
-    //! An in-memory store with the host's CAS semantics, able to inject mismatches.
-    use super::*;
-    use std::cell::RefCell;
-    use std::collections::HashMap;
-
-    /// A competing write run just before one of our `set`s.
-    pub type Interference = Box<dyn Fn(&FakeStore)>;
-
-    /// Mirrors proxy-wasm-cpp-host: CAS checked only on existing keys; every write bumps a
-    /// global CAS counter.
-    #[derive(Default)]
-    pub struct FakeStore {
-        pub data: RefCell<HashMap<String, (Vec<u8>, u32)>>,
-        pub next_cas: RefCell<u32>,
-        /// Before each `set`, run this (e.g. a competing worker's write).
-        pub interfere: RefCell<Vec<Interference>>,
-    }
-
-    impl FakeStore {
-        pub fn raw_set(&self, key: &str, value: &[u8]) {
-            let mut c = self.next_cas.borrow_mut();
-            *c += 1;
-            self.data
-                .borrow_mut()
-                .insert(key.to_string(), (value.to_vec(), *c));
-        }
-    }
-
-    impl Store for FakeStore {
-        fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, u32), StoreError> {
-            Ok(match self.data.borrow().get(key) {
-                Some((v, c)) => (Some(v.clone()), *c),
-                None => (None, 0),
-            })
-        }
-
-        fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
-            let hook = self.interfere.borrow_mut().pop();
-            if let Some(h) = hook {
-                h(self);
-            }
-            if let Some((_, current)) = self.data.borrow().get(key) {
-                if cas != 0 && cas != *current {
-                    return Err(StoreError::CasMismatch);
-                }
-            }
-            self.raw_set(key, value);
-            Ok(())
-        }
-    }
+        Step::Write(
+            b.table.put(v, place, b.slot.fingerprint, &st.encode()),
+            (),
+        )
+    });
 }
 
 #[cfg(test)]
 mod tests {
-    use super::fake::FakeStore;
     use super::*;
+    use portcullis_core::shared::memory::{Fault, MemoryStore};
+    use portcullis_core::slots::Secret;
 
     const L: Limit = Limit::Bucket {
         burst: 5,
         refill: 1,
         period_secs: 3600,
     };
+    const SECRET: Secret = Secret::from_bytes([3; 16]);
 
-    fn level(s: &FakeStore, key: &str) -> u64 {
-        State::decode(&s.data.borrow()[key].0).unwrap().level / 1000
+    fn bucket<'t>(t: &'t SlotTable, id: &str) -> Bucket<'t> {
+        Bucket {
+            table: t,
+            slot: t.locate(&SECRET, id.as_bytes()),
+            limit: L,
+        }
+    }
+
+    fn left(s: &MemoryStore, b: &Bucket<'_>) -> u64 {
+        peek(s, b, 0, 0).unwrap().remaining
     }
 
     #[test]
     fn cas_mismatch_is_retried_from_the_fresh_state() {
-        let s = FakeStore::default();
-        take(&s, "k", &L, 0, 1, 3);
+        let t = SlotTable::new("t", 64, 8, 16);
+        let s = MemoryStore::new();
+        let b = bucket(&t, "k");
+        take(&s, &b, 0, 1, 3);
         // Another worker takes 2 between our read and our write.
-        s.interfere.borrow_mut().push(Box::new(|s: &FakeStore| {
-            let st = State::decode(&s.data.borrow()["k"].0).unwrap();
-            let st = State {
+        let mut other = s.value(&b.slot.key).unwrap();
+        let st = State::decode(&other[8..24]).unwrap();
+        other[8..24].copy_from_slice(
+            &State {
                 level: st.level - 2_000,
                 ..st
-            };
-            s.raw_set("k", &st.encode());
-        }));
-        let t = take(&s, "k", &L, 0, 1, 3);
-        assert_eq!(t.retries, 1);
-        assert_eq!(t.result.unwrap().remaining, 1);
-        assert_eq!(
-            level(&s, "k"),
-            1,
-            "5 - 1 - 2 - 1: the competing take was not overwritten"
+            }
+            .encode(),
         );
+        s.fault_next_set(Fault::CompetingWrite(b.slot.key.clone(), other));
+        let tk = take(&s, &b, 0, 1, 3);
+        assert_eq!(tk.retries, 1);
+        assert_eq!(tk.result.unwrap().remaining, 1);
+        assert_eq!(left(&s, &b), 1, "5 - 1 - 2 - 1: the competing take counted");
     }
 
     #[test]
     fn retries_are_bounded() {
-        let s = FakeStore::default();
-        take(&s, "k", &L, 0, 1, 3);
+        let t = SlotTable::new("t", 64, 8, 16);
+        let s = MemoryStore::new();
+        let b = bucket(&t, "k");
+        take(&s, &b, 0, 1, 3);
         for _ in 0..10 {
-            s.interfere.borrow_mut().push(Box::new(|s: &FakeStore| {
-                let v = s.data.borrow()["k"].0.clone();
-                s.raw_set("k", &v);
-            }));
+            s.fault_next_set(Fault::Bump);
         }
-        let t = take(&s, "k", &L, 0, 1, 3);
-        assert_eq!(t.result, Err(TakeError::Contended));
-        assert_eq!(t.retries, 3);
+        let tk = take(&s, &b, 0, 1, 3);
+        assert_eq!(tk.result, Err(UpdateError::Contended));
+        assert_eq!(tk.retries, 4);
     }
 
     #[test]
     fn concurrent_creation_cannot_start_two_full_buckets() {
-        let s = FakeStore::default();
-        // Worker B creates the key (and takes 1) between A's read (absent) and A's create.
-        s.interfere.borrow_mut().push(Box::new(|s: &FakeStore| {
-            let t = take(s, "k", &L, 0, 1, 0);
-            assert!(t.result.unwrap().allowed);
-        }));
-        let t = take(&s, "k", &L, 0, 1, 3);
-        assert_eq!(t.retries, 1, "A's create hit B's key and was retried");
-        assert_eq!(level(&s, "k"), 3, "both takes counted: 5 - 1 - 1");
+        let t = SlotTable::new("t", 64, 8, 16);
+        let s = MemoryStore::new();
+        let b = bucket(&t, "k");
+        // Worker B creates the slot (taking 1) between A's read (absent) and A's create.
+        let other = MemoryStore::new();
+        take(&other, &b, 0, 1, 0);
+        s.fault_next_set(Fault::CompetingWrite(
+            b.slot.key.clone(),
+            other.value(&b.slot.key).unwrap(),
+        ));
+        let tk = take(&s, &b, 0, 1, 3);
+        assert_eq!(tk.retries, 1, "A's create hit B's key and was retried");
+        assert_eq!(left(&s, &b), 3, "both takes counted: 5 - 1 - 1");
+    }
+
+    #[test]
+    fn host_errors_give_no_verdict() {
+        let t = SlotTable::new("t", 64, 8, 16);
+        let s = MemoryStore::new();
+        let b = bucket(&t, "k");
+        s.fault_next_get(Fault::HostError);
+        assert_eq!(take(&s, &b, 0, 1, 3).result, Err(UpdateError::Unavailable));
+        s.fault_next_get(Fault::HostError);
+        assert_eq!(peek(&s, &b, 0, 1), Err(UpdateError::Unavailable));
+        s.fault_next_set(Fault::HostError);
+        assert_eq!(take(&s, &b, 0, 1, 3).result, Err(UpdateError::Unavailable));
     }
 
     #[test]
     fn denied_take_writes_nothing_and_refund_restores() {
-        let s = FakeStore::default();
-        assert!(take(&s, "k", &L, 0, 5, 3).result.unwrap().allowed);
-        let before = s.data.borrow()["k"].clone();
-        assert!(!take(&s, "k", &L, 0, 1, 3).result.unwrap().allowed);
-        assert_eq!(s.data.borrow()["k"], before);
-        refund(&s, "k", &L, 2, 3);
-        assert_eq!(level(&s, "k"), 2);
+        let t = SlotTable::new("t", 64, 8, 16);
+        let s = MemoryStore::new();
+        let b = bucket(&t, "k");
+        assert!(take(&s, &b, 0, 5, 3).result.unwrap().allowed);
+        let before = s.value(&b.slot.key);
+        assert!(!take(&s, &b, 0, 1, 3).result.unwrap().allowed);
+        assert_eq!(s.value(&b.slot.key), before);
+        refund(&s, &b, 0, 2, 3);
+        assert_eq!(left(&s, &b), 2);
+        // A refund under contention is retried too.
+        s.fault_next_set(Fault::Bump);
+        refund(&s, &b, 0, 1, 3);
+        assert_eq!(left(&s, &b), 3);
+    }
+
+    /// A million client addresses through one limit: shared data stays within the table, and a
+    /// client that keeps sending keeps its own exact bucket.
+    #[test]
+    fn a_million_keys_stay_within_the_table_and_active_keys_stay_exact() {
+        let limit = Limit::Bucket {
+            burst: 10,
+            refill: 100,
+            period_secs: 1,
+        };
+        let t = SlotTable::new("t", 4096, 8, 16);
+        let s = MemoryStore::new();
+        let mk = |id: &str| Bucket {
+            table: &t,
+            slot: t.locate(&SECRET, id.as_bytes()),
+            limit,
+        };
+        let active = mk("ip:198.51.100.1");
+        let mut admitted = 0;
+        // 1M distinct addresses, 20 000 per (simulated) second. Twice during the flood the
+        // active client sends 20 requests within 1 ms: exactly its burst (10) passes each time,
+        // so its bucket was neither reset nor shared while in use.
+        let mut now = 0u64;
+        for i in 0..1_000_000u32 {
+            now += 50_000; // 50 µs
+            let id = format!("ip:10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+            assert!(take(&s, &mk(&id), now, 1, 8).result.is_ok());
+            if (1_000..1_020).contains(&i) || (600_000..600_020).contains(&i) {
+                if take(&s, &active, now, 1, 8).result.unwrap().allowed {
+                    admitted += 1;
+                }
+            }
+        }
+        assert_eq!(admitted, 20, "10 per burst, exactly");
+        assert!(s.len() <= t.slots() as usize, "{} keys for {} slots", s.len(), t.slots());
+        assert!(s.bytes() <= t.slots() as usize * (t.max_value_bytes() + 16));
     }
 }
