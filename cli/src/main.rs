@@ -170,6 +170,15 @@ fn check(args: &[String]) -> Result<()> {
         let rl = policy::compile_ratelimit(doc, file)?;
         println!("ok: {}/{file}: {} limit(s)", dir.display(), rl.limits.len());
     }
+    let gw = &p.gateway;
+    println!(
+        "ok: {}/{}: trusted_hops {}, request timeout {} s, {} header(s) stripped",
+        dir.display(),
+        portcullis_cli::gateway::GATEWAY_FILE,
+        gw.trusted_hops,
+        gw.timeouts.request_seconds,
+        gw.stripped_headers().len()
+    );
     for (file, doc) in [
         (policy::PII_FILE, &p.pii),
         (policy::PII_EGRESS_FILE, &p.pii_egress),
