@@ -203,12 +203,13 @@ wo = sorted(int(x) for x in re.findall(r"^without-schema .*cpu_us_per_req=(\d+)"
 extra = w[len(w)//2] - wo[len(wo)//2]
 print(json.dumps({"kind": "schema", "bytes": size, "extra_cpu_us": extra, "us_per_kib": round(extra * 1024 / size, 1)}))
 PY
-bash tests/bench/shared-data-memory.sh 100000 | tee "$WORK/shm.txt"
+bash tests/bench/shared-data-memory.sh 1000000 | tee "$WORK/shm.txt"
 $PY - "$WORK/shm.txt" >> "$RESULTS" <<'PY'
 import re, sys, json
 t = open(sys.argv[1]).read()
-m = re.search(r"keys=(\d+) .*rss_delta_kib=(-?\d+) bytes_per_key=(-?\d+)", t)
-print(json.dumps({"kind": "shared_data", "keys": int(m.group(1)), "rss_delta_mib": round(int(m.group(2)) / 1024, 1), "bytes_per_key": int(m.group(3))}))
+m = re.search(r"keys=(\d+) requests=(\S+) rss_delta_kib=(-?\d+) bytes_per_key=(-?\d+) slots_created=(\d+) slot_bound=(\d+) max_keys=(\d+)", t)
+print(json.dumps({"kind": "shared_data", "keys": int(m.group(1)), "requests": m.group(2), "rss_delta_mib": round(int(m.group(3)) / 1024, 1),
+                  "bytes_per_key": int(m.group(4)), "slots_created": int(m.group(5)), "slot_bound": int(m.group(6)), "max_keys": int(m.group(7))}))
 PY
 
 bash tests/bench/garbage-flood.sh | tee "$WORK/flood.txt"
