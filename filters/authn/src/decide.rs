@@ -14,7 +14,6 @@ use portcullis_core::identity::{AuthMethod, Identity};
 use portcullis_core::path;
 use serde_json::{Map, Value};
 
-const FILTER: &str = "authn";
 const REALM: &str = "Bearer realm=\"portcullis\"";
 
 /// The parts of a request authn looks at.
@@ -76,52 +75,55 @@ enum Scheme {
     Dpop,
 }
 
-/// Every reason code authn can deny with, for metrics declared once.
-pub const REASONS: &[&str] = &[
-    "invalid_path",
-    "route_not_allowed",
-    "missing_token",
-    "multiple_tokens",
-    "token_too_large",
-    "malformed_token",
-    "unsupported_algorithm",
-    "invalid_token",
-    "invalid_issuer",
-    "invalid_audience",
-    "missing_claim",
-    "token_expired",
-    "token_not_yet_valid",
-    "unknown_key",
-    "invalid_signature",
-    "invalid_claim",
-    "missing_scope",
-    "missing_role",
-    "tenant_boundary",
-    "claim_mismatch",
-    "invalid_api_key",
-    "api_key_not_accepted",
-    "api_key_in_query",
-    "multiple_credentials",
-    "certificate_required",
-    "certificate_mismatch",
-    "token_not_bound",
-    "invalid_dpop_proof",
-    "dpop_key_mismatch",
-    "dpop_proof_replayed",
-    "dpop_replay_unavailable",
-    "dpop_downgrade",
-    "jwks_unavailable",
-];
+portcullis_core::reasons! {
+    /// Every reason code authn answers with (the README's table lists the same).
+    pub enum AuthnReason for "authn" {
+        InvalidPath = ("invalid_path", 400),
+        RouteNotAllowed = ("route_not_allowed", 403),
+        MissingToken = ("missing_token", 401),
+        MultipleTokens = ("multiple_tokens", 400),
+        TokenTooLarge = ("token_too_large", 401),
+        MalformedToken = ("malformed_token", 401),
+        UnsupportedAlgorithm = ("unsupported_algorithm", 401),
+        InvalidToken = ("invalid_token", 401),
+        InvalidIssuer = ("invalid_issuer", 401),
+        InvalidAudience = ("invalid_audience", 401),
+        MissingClaim = ("missing_claim", 401),
+        TokenExpired = ("token_expired", 401),
+        TokenNotYetValid = ("token_not_yet_valid", 401),
+        UnknownKey = ("unknown_key", 401),
+        InvalidSignature = ("invalid_signature", 401),
+        InvalidClaim = ("invalid_claim", 401),
+        MissingScope = ("missing_scope", 403),
+        MissingRole = ("missing_role", 403),
+        TenantBoundary = ("tenant_boundary", 403),
+        ClaimMismatch = ("claim_mismatch", 403),
+        InvalidApiKey = ("invalid_api_key", 401),
+        ApiKeyNotAccepted = ("api_key_not_accepted", 401),
+        ApiKeyInQuery = ("api_key_in_query", 400),
+        MultipleCredentials = ("multiple_credentials", 400),
+        CertificateRequired = ("certificate_required", 401),
+        CertificateMismatch = ("certificate_mismatch", 401),
+        TokenNotBound = ("token_not_bound", 401),
+        InvalidDpopProof = ("invalid_dpop_proof", 401),
+        DpopKeyMismatch = ("dpop_key_mismatch", 401),
+        DpopProofReplayed = ("dpop_proof_replayed", 401),
+        DpopReplayUnavailable = ("dpop_replay_unavailable", 503),
+        DpopDowngrade = ("dpop_downgrade", 401),
+        JwksUnavailable = ("jwks_unavailable", 503),
+        InternalError = ("internal_error", 500),
+    }
+}
 
-fn unauthorized(reason: &'static str, detail: &'static str) -> Denial {
-    Denial::new(FILTER, 401, reason, detail).with_header(
+fn unauthorized(reason: AuthnReason, detail: &'static str) -> Denial {
+    Denial::of(reason, detail).with_header(
         "www-authenticate",
         format!("{REALM}, error=\"invalid_token\""),
     )
 }
 
-fn forbidden(reason: &'static str, detail: &'static str) -> Denial {
-    Denial::new(FILTER, 403, reason, detail).with_header(
+fn forbidden(reason: AuthnReason, detail: &'static str) -> Denial {
+    Denial::of(reason, detail).with_header(
         "www-authenticate",
         format!("{REALM}, error=\"insufficient_scope\""),
     )
@@ -146,7 +148,7 @@ pub fn authenticate_with(
     now: u64,
 ) -> Decision {
     let mut decision = Decision {
-        verdict: Err(Denial::new(FILTER, 500, "internal", "")),
+        verdict: Err(Denial::of(AuthnReason::InternalError, "")),
         route: None,
         cache: CacheUse::NotUsed,
         replay: None,
@@ -155,7 +157,7 @@ pub fn authenticate_with(
     let normalized = match path::normalize(req.path) {
         Ok(p) => p,
         Err(e) => {
-            decision.verdict = Err(Denial::new(FILTER, 400, "invalid_path", e.describe()));
+            decision.verdict = Err(Denial::of(AuthnReason::InvalidPath, e.describe()));
             return decision;
         }
     };
@@ -165,10 +167,7 @@ pub fn authenticate_with(
         None => normalized.clone(),
     });
     let Some(m) = cfg.routes.find(req.method, &normalized) else {
-        decision.verdict = Err(Denial::new(
-            FILTER,
-            403,
-            "route_not_allowed",
+        decision.verdict = Err(Denial::of(AuthnReason::RouteNotAllowed,
             "No rule allows this method and path.",
         ));
         return decision;
@@ -248,10 +247,7 @@ fn api_key(cfg: &AuthnConfig, req: &Request<'_>, providers: &[usize]) -> ApiKeyU
                 .any(|n| n.eq_ignore_ascii_case(name))
         });
         if in_query {
-            return ApiKeyUse::Refused(Denial::new(
-                FILTER,
-                400,
-                "api_key_in_query",
+            return ApiKeyUse::Refused(Denial::of(AuthnReason::ApiKeyInQuery,
                 "API keys are accepted in a header only, never in the URL.",
             ));
         }
@@ -266,17 +262,13 @@ fn api_key(cfg: &AuthnConfig, req: &Request<'_>, providers: &[usize]) -> ApiKeyU
         return ApiKeyUse::Absent;
     };
     if sent.len() > 1 || req.headers.iter().any(|(k, _)| *k == cfg.token.header) {
-        return ApiKeyUse::Refused(Denial::new(
-            FILTER,
-            400,
-            "multiple_credentials",
+        return ApiKeyUse::Refused(Denial::of(AuthnReason::MultipleCredentials,
             "Send exactly one credential: one API key or one bearer token.",
         ));
     }
     let api_index = cfg.providers.len();
     if !providers.contains(&api_index) {
-        return ApiKeyUse::Refused(unauthorized(
-            "api_key_not_accepted",
+        return ApiKeyUse::Refused(unauthorized(AuthnReason::ApiKeyNotAccepted,
             "This route does not accept API keys.",
         ));
     }
@@ -289,7 +281,7 @@ fn api_key(cfg: &AuthnConfig, req: &Request<'_>, providers: &[usize]) -> ApiKeyU
             cnf_x5t: None,
             cnf_jkt: None,
         })),
-        None => ApiKeyUse::Refused(unauthorized("invalid_api_key", "The API key is not valid.")),
+        None => ApiKeyUse::Refused(unauthorized(AuthnReason::InvalidApiKey, "The API key is not valid.")),
     }
 }
 
@@ -312,8 +304,7 @@ fn token_verdict<'r>(
     let key = digest(token);
     if cache.is_rejected(&key) {
         decision.cache = CacheUse::Hit;
-        decision.verdict = Err(unauthorized(
-            "invalid_signature",
+        decision.verdict = Err(unauthorized(AuthnReason::InvalidSignature,
             "The token signature is invalid.",
         ));
         return None;
@@ -385,10 +376,7 @@ fn check_dpop(
                 || format!("{REALM}, error=\"invalid_token\""),
                 |d| d.challenge("invalid_token"),
             );
-            Err(Denial::new(
-                FILTER,
-                401,
-                "dpop_downgrade",
+            Err(Denial::of(AuthnReason::DpopDowngrade,
                 "This token is DPoP-bound; present it with Authorization: DPoP and a proof.",
             )
             .with_header("www-authenticate", challenge))
@@ -411,23 +399,20 @@ fn route_requirements(
     rewrite_path: Option<String>,
 ) -> Decision {
     if !providers.is_empty() && !providers.contains(&verified.provider) {
-        decision.verdict = Err(unauthorized(
-            "invalid_issuer",
+        decision.verdict = Err(unauthorized(AuthnReason::InvalidIssuer,
             "Tokens from this issuer are not accepted on this route.",
         ));
         return decision;
     }
     let id = &verified.identity;
     if !scopes.satisfied_by(&id.scopes) {
-        decision.verdict = Err(forbidden(
-            "missing_scope",
+        decision.verdict = Err(forbidden(AuthnReason::MissingScope,
             "The token lacks a scope this route requires.",
         ));
         return decision;
     }
     if !roles.satisfied_by(&id.roles) {
-        decision.verdict = Err(forbidden(
-            "missing_role",
+        decision.verdict = Err(forbidden(AuthnReason::MissingRole,
             "The token lacks a role this route requires.",
         ));
         return decision;
@@ -435,8 +420,7 @@ fn route_requirements(
     if let Some(tp) = tenant_param {
         let want = params.get(tp);
         if want.is_none() || id.tenant.as_deref() != want {
-            decision.verdict = Err(forbidden(
-                "tenant_boundary",
+            decision.verdict = Err(forbidden(AuthnReason::TenantBoundary,
                 "The token does not belong to the tenant in the path.",
             ));
             return decision;
@@ -453,8 +437,7 @@ fn route_requirements(
             .find(|(c, _)| c == claim)
             .map(|(_, v)| v);
         if !want.is_some_and(|w| claim_matches(got, w)) {
-            decision.verdict = Err(forbidden(
-                "claim_mismatch",
+            decision.verdict = Err(forbidden(AuthnReason::ClaimMismatch,
                 "A token claim does not match what this route requires.",
             ));
             return decision;
@@ -495,10 +478,7 @@ fn extract_token<'r>(cfg: &AuthnConfig, req: &Request<'r>) -> Result<(&'r str, S
         }
     }
     let multiple = || {
-        Denial::new(
-            FILTER,
-            400,
-            "multiple_tokens",
+        Denial::of(AuthnReason::MultipleTokens,
             "More than one access token was sent.",
         )
         .with_header(
@@ -509,7 +489,7 @@ fn extract_token<'r>(cfg: &AuthnConfig, req: &Request<'r>) -> Result<(&'r str, S
     let raw = match found.as_slice() {
         [] => {
             return Err(
-                Denial::new(FILTER, 401, "missing_token", "An access token is required.")
+                Denial::of(AuthnReason::MissingToken, "An access token is required.")
                     .with_header("www-authenticate", REALM),
             )
         }
@@ -529,10 +509,7 @@ fn extract_token<'r>(cfg: &AuthnConfig, req: &Request<'r>) -> Result<(&'r str, S
                 (rest.trim_start(), Scheme::Dpop)
             }
             _ => {
-                return Err(Denial::new(
-                    FILTER,
-                    401,
-                    "missing_token",
+                return Err(Denial::of(AuthnReason::MissingToken,
                     "An access token is required.",
                 )
                 .with_header("www-authenticate", REALM))
@@ -540,8 +517,7 @@ fn extract_token<'r>(cfg: &AuthnConfig, req: &Request<'r>) -> Result<(&'r str, S
         }
     };
     if token.len() > src.max_token_bytes {
-        return Err(unauthorized(
-            "token_too_large",
+        return Err(unauthorized(AuthnReason::TokenTooLarge,
             "The access token is too large.",
         ));
     }
@@ -550,8 +526,7 @@ fn extract_token<'r>(cfg: &AuthnConfig, req: &Request<'r>) -> Result<(&'r str, S
         return Err(multiple());
     }
     if token.is_empty() {
-        return Err(unauthorized(
-            "malformed_token",
+        return Err(unauthorized(AuthnReason::MalformedToken,
             "The access token is malformed.",
         ));
     }
@@ -570,15 +545,13 @@ fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, 
                     // Floor of a non-negative finite date; the cast saturates, never wraps.
                     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
                     Some(f) if f.is_finite() && f >= 0.0 => Ok(Some(f.floor() as u64)),
-                    _ => Err(unauthorized(
-                        "malformed_token",
+                    _ => Err(unauthorized(AuthnReason::MalformedToken,
                         "A time claim of the token is not a valid date.",
                     )),
                 }
             }
         }
-        Some(_) => Err(unauthorized(
-            "malformed_token",
+        Some(_) => Err(unauthorized(AuthnReason::MalformedToken,
             "A time claim of the token is not a valid date.",
         )),
     }
@@ -598,8 +571,7 @@ fn string_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<String
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if clean(s) => Ok(Some(s.clone())),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(_) => Err(unauthorized(
-            "invalid_claim",
+        Some(_) => Err(unauthorized(AuthnReason::InvalidClaim,
             "An identity claim of the token is malformed.",
         )),
     }
@@ -615,8 +587,7 @@ fn list_claim(v: Option<&Value>) -> Result<Vec<String>, Denial> {
                 match x.as_str() {
                     Some(s) => out.push(s.to_string()),
                     None => {
-                        return Err(unauthorized(
-                            "invalid_claim",
+                        return Err(unauthorized(AuthnReason::InvalidClaim,
                             "A scope or role claim of the token is malformed.",
                         ))
                     }
@@ -625,15 +596,13 @@ fn list_claim(v: Option<&Value>) -> Result<Vec<String>, Denial> {
             out
         }
         Some(_) => {
-            return Err(unauthorized(
-                "invalid_claim",
+            return Err(unauthorized(AuthnReason::InvalidClaim,
                 "A scope or role claim of the token is malformed.",
             ))
         }
     };
     if items.len() > MAX_CLAIM_ITEMS || !items.iter().all(|s| clean(s) && !s.contains(' ')) {
-        return Err(unauthorized(
-            "invalid_claim",
+        return Err(unauthorized(AuthnReason::InvalidClaim,
             "A scope or role claim of the token is malformed.",
         ));
     }
@@ -642,17 +611,15 @@ fn list_claim(v: Option<&Value>) -> Result<Vec<String>, Denial> {
 
 fn map_jws(e: JwsError) -> Denial {
     match e {
-        JwsError::Malformed => unauthorized("malformed_token", "The access token is malformed."),
-        JwsError::UnsupportedAlgorithm => unauthorized(
-            "unsupported_algorithm",
+        JwsError::Malformed => unauthorized(AuthnReason::MalformedToken, "The access token is malformed."),
+        JwsError::UnsupportedAlgorithm => unauthorized(AuthnReason::UnsupportedAlgorithm,
             "The token's signing algorithm is not accepted.",
         ),
-        JwsError::UnsupportedHeader => unauthorized(
-            "invalid_token",
+        JwsError::UnsupportedHeader => unauthorized(AuthnReason::InvalidToken,
             "The token uses a header extension that is not supported.",
         ),
         JwsError::BadSignature => {
-            unauthorized("invalid_signature", "The token signature is invalid.")
+            unauthorized(AuthnReason::InvalidSignature, "The token signature is invalid.")
         }
     }
 }
@@ -672,10 +639,7 @@ fn remote_keys<'k>(
         .map_or(0, |r| r.max_staleness);
     match keys.get(provider) {
         Some(set) if now <= set.fetched_at + staleness => Ok(&set.keys),
-        _ => Err(Denial::new(
-            FILTER,
-            503,
-            "jwks_unavailable",
+        _ => Err(Denial::of(AuthnReason::JwksUnavailable,
             "The issuer's signing keys are not available right now.",
         )
         .with_header("retry-after", "5")),
@@ -693,7 +657,7 @@ fn verify_token(
     let compact = jws::parse(token).map_err(map_jws)?;
     let payload = jws::b64url(compact.payload_b64).map_err(map_jws)?;
     let claims: Map<String, Value> = serde_json::from_slice(&payload)
-        .map_err(|_| unauthorized("malformed_token", "The token claims are not a JSON object."))?;
+        .map_err(|_| unauthorized(AuthnReason::MalformedToken, "The token claims are not a JSON object."))?;
     let issuer = claims.get("iss").and_then(Value::as_str);
     let Some((pidx, provider)) = cfg
         .providers
@@ -701,14 +665,12 @@ fn verify_token(
         .enumerate()
         .find(|(_, p)| Some(p.issuer.as_str()) == issuer)
     else {
-        return Err(unauthorized(
-            "invalid_issuer",
+        return Err(unauthorized(AuthnReason::InvalidIssuer,
             "The token issuer is not trusted.",
         ));
     };
     if !provider.algorithms.contains(&compact.alg) {
-        return Err(unauthorized(
-            "unsupported_algorithm",
+        return Err(unauthorized(AuthnReason::UnsupportedAlgorithm,
             "The token's signing algorithm is not accepted.",
         ));
     }
@@ -723,8 +685,7 @@ fn verify_token(
         if provider.remote.is_some() {
             *refetch = Some(pidx);
         }
-        return Err(unauthorized(
-            "unknown_key",
+        return Err(unauthorized(AuthnReason::UnknownKey,
             "The token names a key that is not known.",
         ));
     }
@@ -733,8 +694,7 @@ fn verify_token(
         .into_iter()
         .any(|k| jws::verify_signature(k, compact.alg, input, &compact.signature))
     {
-        return Err(unauthorized(
-            "invalid_signature",
+        return Err(unauthorized(AuthnReason::InvalidSignature,
             "The token signature is invalid.",
         ));
     }
@@ -784,8 +744,7 @@ fn cnf_member(claims: &Map<String, Value>, name: &str) -> Result<Option<String>,
     match claims.get("cnf").and_then(|c| c.get(name)) {
         None => Ok(None),
         Some(Value::String(t)) if !t.is_empty() && t.len() <= 64 => Ok(Some(t.clone())),
-        Some(_) => Err(unauthorized(
-            "invalid_claim",
+        Some(_) => Err(unauthorized(AuthnReason::InvalidClaim,
             "The token's confirmation claim is malformed.",
         )),
     }
@@ -826,14 +785,12 @@ fn check_binding(
 ) -> Result<(), Denial> {
     if let Some(want) = &v.cnf_x5t {
         let Some(have) = req.peer_cert_sha256.and_then(hex_to_b64url) else {
-            return Err(unauthorized(
-                "certificate_required",
+            return Err(unauthorized(AuthnReason::CertificateRequired,
                 "This token is bound to a client certificate; present it on the connection.",
             ));
         };
         if !ct_eq_str(&have, want) {
-            return Err(unauthorized(
-                "certificate_mismatch",
+            return Err(unauthorized(AuthnReason::CertificateMismatch,
                 "The client certificate is not the one this token is bound to.",
             ));
         }
@@ -845,8 +802,7 @@ fn check_binding(
         Some(Binding::Any) => v.cnf_x5t.is_some() || dpop_proven,
     };
     if !satisfied {
-        return Err(unauthorized(
-            "token_not_bound",
+        return Err(unauthorized(AuthnReason::TokenNotBound,
             "This route requires a sender-constrained (mTLS- or DPoP-bound) token.",
         ));
     }
@@ -861,23 +817,20 @@ fn check_times(p: &Provider, claims: &Map<String, Value>, now: u64) -> Result<u6
     let valid_until = match exp {
         Some(e) => e.saturating_add(p.skew),
         None if p.require_exp => {
-            return Err(unauthorized(
-                "missing_claim",
+            return Err(unauthorized(AuthnReason::MissingClaim,
                 "The token has no expiry (`exp`).",
             ))
         }
         None => u64::MAX,
     };
     if now > valid_until {
-        return Err(unauthorized(
-            "token_expired",
+        return Err(unauthorized(AuthnReason::TokenExpired,
             "The access token has expired.",
         ));
     }
     let horizon = now.saturating_add(p.skew);
     if nbf.is_some_and(|n| n > horizon) || iat.is_some_and(|i| i > horizon) {
-        return Err(unauthorized(
-            "token_not_yet_valid",
+        return Err(unauthorized(AuthnReason::TokenNotYetValid,
             "The access token is not valid yet.",
         ));
     }
@@ -899,8 +852,7 @@ fn check_audience(p: &Provider, claims: &Map<String, Value>) -> Result<(), Denia
     if ok {
         Ok(())
     } else {
-        Err(unauthorized(
-            "invalid_audience",
+        Err(unauthorized(AuthnReason::InvalidAudience,
             "The token is not meant for this API.",
         ))
     }

@@ -10,6 +10,7 @@ use crate::jwk::{Alg, Jwk, KeyPolicy};
 use crate::jws;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use crate::decide::AuthnReason;
 use portcullis_core::deny::Denial;
 use portcullis_core::shared::{self, SharedStore, Step};
 use portcullis_core::slots::Secret;
@@ -192,7 +193,7 @@ pub fn replay_update(existing: Option<&[u8]>, check: &ReplayCheck, now: u64) -> 
 }
 
 fn invalid(cfg: &Dpop, detail: &'static str) -> Denial {
-    Denial::new("authn", 401, "invalid_dpop_proof", detail)
+    Denial::of(AuthnReason::InvalidDpopProof, detail)
         .with_header("www-authenticate", cfg.challenge("invalid_dpop_proof"))
 }
 
@@ -312,19 +313,13 @@ pub fn check_proof(
     match cnf_jkt {
         Some(want) if want == jkt => {}
         Some(_) => {
-            return Err(Denial::new(
-                "authn",
-                401,
-                "dpop_key_mismatch",
+            return Err(Denial::of(AuthnReason::DpopKeyMismatch,
                 "The access token is bound to a different key.",
             )
             .with_header("www-authenticate", cfg.challenge("invalid_token")))
         }
         None => {
-            return Err(Denial::new(
-                "authn",
-                401,
-                "token_not_bound",
+            return Err(Denial::of(AuthnReason::TokenNotBound,
                 "A DPoP proof needs a DPoP-bound access token.",
             )
             .with_header("www-authenticate", cfg.challenge("invalid_token")))
@@ -345,10 +340,7 @@ pub fn check_proof(
 
 /// The denial for a replayed proof.
 pub fn replayed(cfg: &Dpop) -> Denial {
-    Denial::new(
-        "authn",
-        401,
-        "dpop_proof_replayed",
+    Denial::of(AuthnReason::DpopProofReplayed,
         "This DPoP proof was already used.",
     )
     .with_header("www-authenticate", cfg.challenge("invalid_dpop_proof"))
@@ -389,10 +381,7 @@ pub const REPLAY_RETRIES: u32 = 32;
 
 /// The denial when the replay store cannot answer (full slot, host error): fail closed.
 pub fn replay_unavailable() -> Denial {
-    Denial::new(
-        "authn",
-        503,
-        "dpop_replay_unavailable",
+    Denial::of(AuthnReason::DpopReplayUnavailable,
         "DPoP proofs cannot be checked for replay right now.",
     )
     .with_header("retry-after", "1")

@@ -8,9 +8,10 @@
 //! read the document when its CAS changes. A token with an unknown `kid` sets a refetch
 //! request, granted at most once per cooldown across all workers.
 //!
-//! Everything here is pure; `filter.rs` does the host calls.
+//! Everything here is pure or works through the shared-data port; `filter.rs` makes the calls.
 
 use crate::config::Provider;
+use portcullis_core::shared::{self, SharedStore, Step};
 use crate::jwk::{Jwk, KeyPolicy};
 use serde::Deserialize;
 use serde_json::Value;
@@ -347,9 +348,91 @@ impl Ctl {
     }
 }
 
+/// CAS retries of every update of a provider's control record or document (workers contend
+/// once a second at most).
+pub const CTL_RETRIES: u32 = 4;
+
+/// Shared-data keys of one provider's remote JWKS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedKeys {
+    /// The last good document.
+    pub doc: String,
+    /// The control record.
+    pub ctl: String,
+}
+
+impl SharedKeys {
+    /// The keys of `provider` under a filter's stat prefix.
+    pub fn new(stat_prefix: &str, provider: &str) -> Self {
+        SharedKeys {
+            doc: format!("portcullis.{stat_prefix}.jwks.{provider}.doc"),
+            ctl: format!("portcullis.{stat_prefix}.jwks.{provider}.ctl"),
+        }
+    }
+}
+
+/// Asks for a refetch after an unknown `kid`: granted once per cooldown across workers; a
+/// store that cannot answer grants nothing (the regular refresh still comes).
+pub fn request_refetch(store: &dyn SharedStore, keys: &SharedKeys, r: &RemoteJwks, now: u64) {
+    let _ = shared::update(store, &keys.ctl, CTL_RETRIES, |v| {
+        match Ctl::decode(v).with_refetch(r, now) {
+            Some(next) => Step::Write(next.encode(), ()),
+            None => Step::Keep(()),
+        }
+    });
+}
+
+/// Claims the fetch when one is due: `Some` on exactly one worker (the CAS winner), which then
+/// performs it and must report with [`record_fetch`].
+pub fn claim_fetch(
+    store: &dyn SharedStore,
+    keys: &SharedKeys,
+    r: &RemoteJwks,
+    now: u64,
+) -> Option<Ctl> {
+    shared::update(store, &keys.ctl, CTL_RETRIES, |v| {
+        let ctl = Ctl::decode(v);
+        if ctl.due(r, now) {
+            let claimed = ctl.claim(r, now);
+            Step::Write(claimed.encode(), Some(claimed))
+        } else {
+            Step::Keep(None)
+        }
+    })
+    .result
+    .ok()
+    .flatten()
+}
+
+/// Records a fetch's outcome: on success the document (the body, stamped `now`) is published
+/// first, then the control record is released as succeeded; on failure only the control record
+/// changes (last-good keys stay). `false` when the store could not take it.
+pub fn record_fetch(
+    store: &dyn SharedStore,
+    keys: &SharedKeys,
+    body: Result<&[u8], ()>,
+    now: u64,
+) -> bool {
+    if let Ok(b) = body {
+        let doc = encode_doc(now, b);
+        let u = shared::update(store, &keys.doc, CTL_RETRIES, |_| Step::Write(doc.clone(), ()));
+        if u.result.is_err() {
+            return false;
+        }
+    }
+    shared::update(store, &keys.ctl, CTL_RETRIES, |v| {
+        let ctl = Ctl::decode(v);
+        let next = if body.is_ok() { ctl.succeeded(now) } else { ctl.failed() };
+        Step::Write(next.encode(), ())
+    })
+    .result
+    .is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use portcullis_core::shared::memory::{Fault, MemoryStore};
 
     fn remote() -> RemoteJwks {
         RemoteJwks::compile(RawRemoteJwks {
@@ -395,5 +478,37 @@ mod tests {
         let d = encode_doc(42, b"{\"keys\":[]}");
         assert_eq!(decode_doc(&d), Some((42, &b"{\"keys\":[]}"[..])));
         assert_eq!(decode_doc(b"short"), None);
+    }
+
+    #[test]
+    fn one_worker_claims_under_cas_races_and_outcomes_land() {
+        let (store, r) = (MemoryStore::new(), remote());
+        let k = SharedKeys::new("authn", "corp");
+        // Another worker claims between our read and our write: we lose, and see its lease.
+        let theirs = Ctl::default().claim(&r, 1000).encode();
+        store.fault_next_set(Fault::CompetingWrite(k.ctl.clone(), theirs));
+        assert_eq!(claim_fetch(&store, &k, &r, 1000), None, "the lease is taken");
+        // After the lease expires we claim; a bump on our write is retried and still wins.
+        store.fault_next_set(Fault::Bump);
+        assert!(claim_fetch(&store, &k, &r, 1010).is_some());
+        assert_eq!(claim_fetch(&store, &k, &r, 1010), None, "single flight");
+        // The outcome lands despite a mismatch on each write.
+        store.fault_next_set(Fault::Bump);
+        store.fault_next_set(Fault::Bump);
+        assert!(record_fetch(&store, &k, Ok(b"{\"keys\":[]}"), 1011));
+        assert_eq!(decode_doc(&store.value(&k.doc).unwrap()).unwrap().0, 1011);
+        let ctl = Ctl::decode(store.value(&k.ctl).as_deref());
+        assert_eq!((ctl.lease_until, ctl.last_success), (0, 1011));
+        // A refetch request races too, and is granted once.
+        store.fault_next_set(Fault::Bump);
+        request_refetch(&store, &k, &r, 1100);
+        assert!(Ctl::decode(store.value(&k.ctl).as_deref()).refetch_requested);
+        // Retries are bounded: an endless race gives up without writing, and host errors too.
+        for _ in 0..=CTL_RETRIES {
+            store.fault_next_set(Fault::Bump);
+        }
+        assert!(!record_fetch(&store, &k, Err(()), 1200));
+        store.fault_next_get(Fault::HostError);
+        assert_eq!(claim_fetch(&store, &k, &r, 5000), None);
     }
 }

@@ -83,6 +83,54 @@ impl Denial {
     }
 }
 
+/// A filter's reason codes as a type: every code a filter can answer with is one variant,
+/// carrying its status; metrics and the README's tables are checked against [`Reason::ALL`].
+pub trait Reason: Copy + Eq + std::fmt::Debug + 'static {
+    /// The filter answering with these reasons.
+    const FILTER: &'static str;
+    /// Every variant, in declaration order.
+    const ALL: &'static [Self];
+    /// The stable code (`token_expired`).
+    fn code(self) -> &'static str;
+    /// The HTTP status.
+    fn status(self) -> u16;
+}
+
+/// Declares a filter's reason enum: `Variant = ("code", status)` lines.
+#[macro_export]
+macro_rules! reasons {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident for $filter:literal {
+            $( $(#[$vmeta:meta])* $variant:ident = ($code:literal, $status:literal) ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant ),+
+        }
+
+        impl $crate::deny::Reason for $name {
+            const FILTER: &'static str = $filter;
+            const ALL: &'static [Self] = &[ $( $name::$variant ),+ ];
+            fn code(self) -> &'static str {
+                match self { $( $name::$variant => $code ),+ }
+            }
+            fn status(self) -> u16 {
+                match self { $( $name::$variant => $status ),+ }
+            }
+        }
+    };
+}
+
+impl Denial {
+    /// A denial for a reason of a filter's enum (its status and filter come with it).
+    pub fn of<R: Reason>(reason: R, detail: &'static str) -> Self {
+        Denial::new(R::FILTER, reason.status(), reason.code(), detail)
+    }
+}
+
 /// The IANA reason phrase for the statuses Portcullis answers with.
 pub fn status_phrase(status: u16) -> &'static str {
     match status {

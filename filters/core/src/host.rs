@@ -1,173 +1,49 @@
-//! The thin proxy-wasm adapter shared by the filters: the only place in the core that talks to
-//! the host. It turns host status codes into plain values and applies a [`Denial`].
+//! The proxy-wasm adapter: [`Host`] over Envoy's ABI, and the root and HTTP contexts that run a
+//! [`Filter`]'s callbacks. The only module of the project that names proxy-wasm; it decides
+//! nothing, it only turns host status codes into plain values and back.
 
-use crate::deny::Denial;
+use crate::port::{
+    CallResponse, Filter, Flow, GrpcCall, Host, HostError, HttpCall, MetricId, MetricKind, Stream,
+};
 use crate::shared::{SharedStore, StoreError};
-use crate::slots::Secret;
-use std::cell::Cell;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{ContextType, MetricType, Status};
+use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType, Status};
 use std::rc::Rc;
+use std::time::Duration;
 
-/// Answers the client locally with a denial (problem+json body and its headers).
-pub fn send_denial(denial: &Denial) {
-    let headers = denial.response_headers();
-    let body = denial.body();
-    if let Err(status) =
-        hostcalls::send_http_response(u32::from(denial.status), headers, Some(&body))
-    {
-        log::error!(
-            "portcullis: could not send local reply ({status:?}) for reason {}",
-            denial.reason
-        );
-    }
-}
+/// Envoy, as seen from inside a callback: every call acts on the context the host is
+/// currently running (proxy-wasm sets it before each callback).
+pub struct WasmHost;
 
-/// A counter visible in Envoy's `/stats` (Envoy prefixes wasm metrics with `wasmcustom.`).
-#[derive(Debug, Clone, Copy)]
-pub struct Counter(Option<u32>);
-
-impl Counter {
-    /// Defines (or finds) a counter by name; a host failure leaves a counter that does nothing
-    /// rather than failing the request path.
-    pub fn define(name: &str) -> Self {
-        match hostcalls::define_metric(MetricType::Counter, name) {
-            Ok(id) => Counter(Some(id)),
-            Err(status) => {
-                log::warn!("portcullis: could not define metric {name}: {status:?}");
-                Counter(None)
-            }
-        }
-    }
-
-    /// Adds one.
-    pub fn inc(self) {
-        self.add(1);
-    }
-
-    /// Adds `n`.
-    pub fn add(self, n: u32) {
-        if let (Some(id), true) = (self.0, n > 0) {
-            let _ = hostcalls::increment_metric(id, i64::from(n));
-        }
-    }
-}
-
-/// A gauge visible in Envoy's `/stats`.
-#[derive(Debug, Clone, Copy)]
-pub struct Gauge(Option<u32>);
-
-impl Gauge {
-    /// Defines (or finds) a gauge by name; a host failure leaves a gauge that does nothing.
-    pub fn define(name: &str) -> Self {
-        match hostcalls::define_metric(MetricType::Gauge, name) {
-            Ok(id) => Gauge(Some(id)),
-            Err(status) => {
-                log::warn!("portcullis: could not define metric {name}: {status:?}");
-                Gauge(None)
-            }
-        }
-    }
-
-    /// Sets the value.
-    pub fn set(self, v: i64) {
-        if let Some(id) = self.0 {
-            let _ = hostcalls::record_metric(id, u64::try_from(v).unwrap_or(0));
-        }
-    }
-}
-
-/// Reads a property (e.g. filter state written by another filter).
-pub fn property(path: &[&str]) -> Option<Vec<u8>> {
-    hostcalls::get_property(path.to_vec()).ok().flatten()
-}
-
-/// Writes a property as filter state (readable by later filters, never by clients).
-pub fn set_property(path: &[&str], value: &[u8]) -> Result<(), Status> {
-    hostcalls::set_property(path.to_vec(), Some(value))
-}
-
-/// Seconds since the Unix epoch from the host clock.
-pub fn now_unix() -> u64 {
-    now_unix_nanos() / 1_000_000_000
-}
-
-/// Nanoseconds since the Unix epoch from the host clock (0 if the host has no clock).
-pub fn now_unix_nanos() -> u64 {
-    hostcalls::get_current_time()
+// Header values are read as bytes: the SDK's string readers unwrap UTF-8, and one client
+// header holding a Latin-1 byte (legal obs-text in HTTP/1.1) would panic the VM and fail every
+// later request on the worker. Such bytes become U+FFFD; no filter trusts them anyway.
+fn map_value(map: MapType, name: &str) -> Option<String> {
+    hostcalls::get_map_value_bytes(map, name)
         .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .flatten()
+        .map(|v| String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
-/// Request headers with lower-cased names (pseudo-headers included), as the cores expect.
-pub fn request_headers() -> Vec<(String, String)> {
-    let mut headers =
-        hostcalls::get_map(proxy_wasm::types::MapType::HttpRequestHeaders).unwrap_or_default();
-    for (k, _) in &mut headers {
-        k.make_ascii_lowercase();
-    }
-    headers
+fn map_all(map: MapType) -> Vec<(String, String)> {
+    hostcalls::get_map_bytes(map)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(mut k, v)| {
+            k.make_ascii_lowercase();
+            let v = String::from_utf8(v)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            (k, v)
+        })
+        .collect()
 }
 
-/// Builds a filter's per-VM state from its configuration bytes.
-pub type Loader<S> = fn(&[u8]) -> Result<S, crate::config::ConfigError>;
-/// Builds a request context around the shared per-VM state.
-pub type ContextMaker<S> = fn(Rc<S>) -> Box<dyn HttpContext>;
-
-/// The root context every Portcullis filter uses: configuration compiled once in
-/// `on_configure` (a bad one refuses to load, with one log line naming the field), then shared
-/// by every request context of the VM.
-pub struct Root<S> {
-    filter: &'static str,
-    load: Loader<S>,
-    make: ContextMaker<S>,
-    state: Option<Rc<S>>,
+fn buffer(kind: BufferType, start: usize, len: usize) -> Option<Vec<u8>> {
+    hostcalls::get_buffer(kind, start, len).ok().flatten()
 }
 
-impl<S> Root<S> {
-    /// A root for `filter` (used in the log line).
-    pub fn new(filter: &'static str, load: Loader<S>, make: ContextMaker<S>) -> Self {
-        Root {
-            filter,
-            load,
-            make,
-            state: None,
-        }
-    }
-}
-
-impl<S> Context for Root<S> {}
-
-impl<S> RootContext for Root<S> {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = self.get_plugin_configuration().unwrap_or_default();
-        match (self.load)(&bytes) {
-            Ok(state) => {
-                self.state = Some(Rc::new(state));
-                true
-            }
-            Err(e) => {
-                log::error!("portcullis {}: {e}", self.filter);
-                false
-            }
-        }
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        self.state.clone().map(self.make)
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
-}
-
-/// Envoy's process-wide shared data (one lock, shared by every worker's VM).
-pub struct SharedData;
-
-impl SharedStore for SharedData {
+impl SharedStore for WasmHost {
     fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, u32), StoreError> {
         hostcalls::get_shared_data(key)
             .map(|(v, cas)| (v, cas.unwrap_or(0)))
@@ -183,28 +59,260 @@ impl SharedStore for SharedData {
     }
 }
 
-thread_local! {
-    static SECRET: Cell<Option<Secret>> = const { Cell::new(None) };
-}
-
-/// The process-wide keyed-hash secret, read (or created) once per VM. `None` only if shared
-/// data cannot answer; callers then fail as their failure mode says.
-pub fn process_secret() -> Option<Secret> {
-    if let Some(s) = SECRET.with(Cell::get) {
-        return Some(s);
+impl Host for WasmHost {
+    fn request_header(&self, name: &str) -> Option<String> {
+        map_value(MapType::HttpRequestHeaders, name)
     }
-    // WASI `random_get`, which Envoy implements with its own CSPRNG.
-    let s = Secret::obtain(&SharedData, |buf| {
+
+    fn request_headers(&self) -> Vec<(String, String)> {
+        map_all(MapType::HttpRequestHeaders)
+    }
+
+    fn set_request_header(&self, name: &str, value: Option<&str>) {
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
+    }
+
+    fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
+        buffer(BufferType::HttpRequestBody, start, len)
+    }
+
+    fn replace_request_body(&self, len: usize, body: &[u8]) -> Result<(), HostError> {
+        hostcalls::set_buffer(BufferType::HttpRequestBody, 0, len, body).map_err(|_| HostError)
+    }
+
+    fn resume_request(&self) {
+        let _ = hostcalls::resume_http_request();
+    }
+
+    fn response_header(&self, name: &str) -> Option<String> {
+        map_value(MapType::HttpResponseHeaders, name)
+    }
+
+    fn response_headers(&self) -> Vec<(String, String)> {
+        map_all(MapType::HttpResponseHeaders)
+    }
+
+    fn set_response_header(&self, name: &str, value: Option<&str>) {
+        let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value);
+    }
+
+    fn add_response_header(&self, name: &str, value: &str) {
+        let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
+    }
+
+    fn response_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
+        buffer(BufferType::HttpResponseBody, start, len)
+    }
+
+    fn replace_response_body(&self, len: usize, body: &[u8]) -> Result<(), HostError> {
+        hostcalls::set_buffer(BufferType::HttpResponseBody, 0, len, body).map_err(|_| HostError)
+    }
+
+    fn send_response(
+        &self,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(), HostError> {
+        hostcalls::send_http_response(u32::from(status), headers.to_vec(), Some(body))
+            .map_err(|_| HostError)
+    }
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        hostcalls::get_property(path.to_vec()).ok().flatten()
+    }
+
+    fn set_property(&self, path: &[&str], value: &[u8]) -> Result<(), HostError> {
+        hostcalls::set_property(path.to_vec(), Some(value)).map_err(|_| HostError)
+    }
+
+    fn now_nanos(&self) -> u64 {
+        hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    fn random_bytes(&self, buf: &mut [u8]) {
+        // WASI `random_get`, which Envoy serves from its own CSPRNG.
         if getrandom::fill(buf).is_err() {
-            // Without randomness the secret is guessable, but still per process and never
-            // used as a credential: it only spreads keys over slots.
-            let t = now_unix_nanos().to_le_bytes();
+            let t = self.now_nanos().to_le_bytes();
             for (i, b) in buf.iter_mut().enumerate() {
                 *b = t[i % 8] ^ (i as u8).wrapping_mul(151);
             }
         }
-    })
-    .ok()?;
-    SECRET.with(|c| c.set(Some(s)));
-    Some(s)
+    }
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> MetricId {
+        let t = match kind {
+            MetricKind::Counter => MetricType::Counter,
+            MetricKind::Gauge => MetricType::Gauge,
+        };
+        MetricId(hostcalls::define_metric(t, name).ok())
+    }
+
+    fn increment_metric(&self, id: MetricId, by: u64) {
+        if let Some(id) = id.0 {
+            let _ = hostcalls::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
+        }
+    }
+
+    fn record_metric(&self, id: MetricId, value: u64) {
+        if let Some(id) = id.0 {
+            let _ = hostcalls::record_metric(id, value);
+        }
+    }
+
+    fn http_call(&self, call: &HttpCall<'_>) -> Result<u32, HostError> {
+        hostcalls::dispatch_http_call(
+            call.cluster,
+            call.headers.clone(),
+            call.body,
+            vec![],
+            call.timeout,
+        )
+        .map_err(|_| HostError)
+    }
+
+    fn grpc_call(&self, call: &GrpcCall<'_>) -> Result<u32, HostError> {
+        hostcalls::dispatch_grpc_call(
+            call.cluster,
+            call.service,
+            call.method,
+            vec![],
+            Some(call.message),
+            call.timeout,
+        )
+        .map_err(|_| HostError)
+    }
+
+    fn set_tick_period(&self, period: Duration) {
+        let _ = hostcalls::set_tick_period(period);
+    }
+}
+
+fn action(f: Flow) -> Action {
+    match f {
+        Flow::Continue => Action::Continue,
+        Flow::Pause => Action::Pause,
+    }
+}
+
+/// Reads an HTTP call's answer while the host still holds it.
+fn http_answer(body_size: usize) -> CallResponse {
+    CallResponse {
+        headers: map_all(MapType::HttpCallResponseHeaders),
+        body: buffer(BufferType::HttpCallResponseBody, 0, body_size).unwrap_or_default(),
+        grpc_status: None,
+    }
+}
+
+/// Reads a gRPC call's answer while the host still holds it.
+fn grpc_answer(status: u32, size: usize) -> CallResponse {
+    CallResponse {
+        headers: Vec::new(),
+        body: buffer(BufferType::GrpcReceiveBuffer, 0, size).unwrap_or_default(),
+        grpc_status: Some(status),
+    }
+}
+
+/// The root context of a filter: configuration compiled once in `on_configure` (a bad one
+/// refuses the plugin, with one log line naming the field), ticks and root calls forwarded.
+pub struct Root<F: Filter> {
+    filter: Option<Rc<F>>,
+}
+
+impl<F: Filter> Context for Root<F> {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _t: usize) {
+        if let Some(f) = &self.filter {
+            f.on_call_response(&WasmHost, token, http_answer(body_size));
+        }
+    }
+
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
+        if let Some(f) = &self.filter {
+            f.on_call_response(&WasmHost, token, grpc_answer(status, size));
+        }
+    }
+}
+
+impl<F: Filter> RootContext for Root<F> {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        match F::configure(&WasmHost, &bytes) {
+            Ok(f) => {
+                self.filter = Some(Rc::new(f));
+                true
+            }
+            Err(e) => {
+                log::error!("portcullis {}: {e}", F::NAME);
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(f) = &self.filter {
+            f.on_tick(&WasmHost);
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let f = self.filter.as_ref()?;
+        Some(Box::new(Http::<F> {
+            stream: F::stream(f),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// One request's context: each callback is the filter's own, run on [`WasmHost`].
+struct Http<F: Filter> {
+    stream: F::Stream,
+}
+
+impl<F: Filter> Context for Http<F> {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _t: usize) {
+        self.stream
+            .on_call_response(&WasmHost, token, http_answer(body_size));
+    }
+
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
+        self.stream
+            .on_call_response(&WasmHost, token, grpc_answer(status, size));
+    }
+
+    fn on_done(&mut self) -> bool {
+        self.stream.on_done(&WasmHost);
+        true
+    }
+}
+
+impl<F: Filter> HttpContext for Http<F> {
+    fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
+        action(self.stream.on_request_headers(&WasmHost, end_of_stream))
+    }
+
+    fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        action(self.stream.on_request_body(&WasmHost, size, end_of_stream))
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
+        action(self.stream.on_response_headers(&WasmHost, end_of_stream))
+    }
+
+    fn on_http_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        action(self.stream.on_response_body(&WasmHost, size, end_of_stream))
+    }
+}
+
+/// Registers `F` as the module's filter: the whole of a filter's proxy-wasm entry point.
+pub fn register<F: Filter>() {
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(Root::<F> { filter: None })
+    });
 }

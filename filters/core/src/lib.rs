@@ -28,5 +28,11 @@ pub mod route;
 pub mod shared;
 pub mod slots;
 
+pub mod metrics;
+pub mod port;
+
 #[cfg(target_arch = "wasm32")]
 pub mod host;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod fake;

@@ -12,7 +12,17 @@ use portcullis_core::identity::{AuthMethod, Identity};
 use portcullis_core::path;
 use serde_json::json;
 
-const FILTER: &str = "ratelimit";
+portcullis_core::reasons! {
+    /// Every reason code the ratelimit filter answers with.
+    pub enum RateLimitReason for "ratelimit" {
+        /// A token bucket is empty.
+        RateLimited = ("rate_limited", 429),
+        /// A fixed-window quota is used up.
+        QuotaExceeded = ("quota_exceeded", 429),
+        /// The store gave no verdict and the failure mode is `deny`.
+        LimiterUnavailable = ("limiter_unavailable", 503),
+    }
+}
 
 /// What the limiter looks at.
 #[derive(Debug, Clone, Copy)]
@@ -130,8 +140,6 @@ fn tier<'c>(cfg: &'c RateLimitConfig, req: &Request<'c>) -> Option<&'c str> {
         .or(id.tier.as_deref())
 }
 
-/// Every reason code this filter can deny with.
-pub const REASONS: &[&str] = &["rate_limited", "quota_exceeded", "limiter_unavailable"];
 
 /// Decides one request at `now_ns`.
 pub fn decide(
@@ -242,10 +250,8 @@ pub fn decide(
 
 /// The refusal when the limiter cannot decide and the failure mode is `deny`.
 pub fn unavailable() -> Denial {
-    Denial::new(
-        FILTER,
-        503,
-        "limiter_unavailable",
+    Denial::of(
+        RateLimitReason::LimiterUnavailable,
         "The rate limiter could not decide; retry shortly.",
     )
     .with_header("retry-after", "1")
@@ -254,11 +260,11 @@ pub fn unavailable() -> Denial {
 fn too_many(l: &CompiledLimit, amount: &Limit, o: &Outcome, style: HeaderStyle) -> Denial {
     let (reason, detail) = match amount {
         Limit::Bucket { .. } => (
-            "rate_limited",
+            RateLimitReason::RateLimited,
             "Too many requests; slow down and retry after the indicated time.",
         ),
         Limit::Quota { .. } => (
-            "quota_exceeded",
+            RateLimitReason::QuotaExceeded,
             "The quota for this window is used up; retry after it resets.",
         ),
     };
@@ -268,7 +274,7 @@ fn too_many(l: &CompiledLimit, amount: &Limit, o: &Outcome, style: HeaderStyle) 
         window_secs: amount.window_secs(),
         outcome: *o,
     };
-    let mut d = Denial::new(FILTER, 429, reason, detail)
+    let mut d = Denial::of(reason, detail)
         .with_header("retry-after", o.retry_after_secs.to_string())
         .with_member("policy", json!(l.name));
     for (k, v) in response_headers(style, std::slice::from_ref(&applied)) {

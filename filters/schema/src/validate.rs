@@ -5,43 +5,60 @@
 use crate::config::{BodyRule, ResponseRule, Route, SchemaConfig, Unmatched};
 use crate::scan::{scan, ScanError};
 use portcullis_core::deny::Denial;
-use portcullis_core::header;
 use portcullis_core::path;
 use serde_json::{json, Value};
 
-const FILTER: &str = "schema";
-
-/// Every reason code the schema filter can deny with.
-pub const REASONS: &[&str] = &[
-    "invalid_path",
-    "route_not_allowed",
-    "missing_header",
-    "invalid_header",
-    "unsupported_media_type",
-    "missing_body",
-    "body_too_large",
-    "invalid_utf8",
-    "malformed_json",
-    "lone_surrogate",
-    "number_out_of_range",
-    "duplicate_key",
-    "too_deep",
-    "array_too_long",
-    "string_too_long",
-    "too_many_members",
-    "schema_violation",
-    "response_contract_violation",
-];
+portcullis_core::reasons! {
+    /// Every reason code the schema filter answers with.
+    pub enum SchemaReason for "schema" {
+        /// The path cannot be normalised safely.
+        InvalidPath = ("invalid_path", 400),
+        /// No route matches and `unmatched: deny`.
+        RouteNotAllowed = ("route_not_allowed", 403),
+        /// A required header is absent.
+        MissingHeader = ("missing_header", 400),
+        /// A header does not match its pattern.
+        InvalidHeader = ("invalid_header", 400),
+        /// A body with another media type.
+        UnsupportedMediaType = ("unsupported_media_type", 415),
+        /// The route requires a body and there is none.
+        MissingBody = ("missing_body", 400),
+        /// Over `max_body_bytes`.
+        BodyTooLarge = ("body_too_large", 413),
+        /// The body is not UTF-8.
+        InvalidUtf8 = ("invalid_utf8", 400),
+        /// The body is not JSON.
+        MalformedJson = ("malformed_json", 400),
+        /// An unpaired surrogate escape.
+        LoneSurrogate = ("lone_surrogate", 400),
+        /// A number that does not fit.
+        NumberOutOfRange = ("number_out_of_range", 400),
+        /// A member name repeated in one object.
+        DuplicateKey = ("duplicate_key", 400),
+        /// Nesting over `max_depth`.
+        TooDeep = ("too_deep", 400),
+        /// An array over `max_array_len`.
+        ArrayTooLong = ("array_too_long", 400),
+        /// A string over `max_string_len`.
+        StringTooLong = ("string_too_long", 400),
+        /// An object over `max_object_members`.
+        TooManyMembers = ("too_many_members", 400),
+        /// The body breaks the route's schema.
+        SchemaViolation = ("schema_violation", 422),
+        /// An enforced response contract was broken.
+        ResponseContractViolation = ("response_contract_violation", 502),
+    }
+}
 
 /// The request head as the schema filter sees it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Head<'a> {
     /// `:method`.
     pub method: &'a str,
     /// `:path`.
     pub path: &'a str,
-    /// Headers, names lower-cased.
-    pub headers: &'a [(String, String)],
+    /// Looks up a request header by lower-case name (only the ones a route names are read).
+    pub header: &'a dyn Fn(&str) -> Option<String>,
     /// False when the headers ended the stream (no body follows).
     pub has_body: bool,
 }
@@ -81,7 +98,7 @@ pub fn check_head(cfg: &SchemaConfig, head: &Head<'_>) -> (Option<String>, HeadO
         Err(e) => {
             return (
                 None,
-                HeadOutcome::Deny(Denial::new(FILTER, 400, "invalid_path", e.describe())),
+                HeadOutcome::Deny(Denial::of(SchemaReason::InvalidPath, e.describe())),
             )
         }
     };
@@ -90,10 +107,7 @@ pub fn check_head(cfg: &SchemaConfig, head: &Head<'_>) -> (Option<String>, HeadO
             Unmatched::Allow => (None, HeadOutcome::Pass),
             Unmatched::Deny => (
                 None,
-                HeadOutcome::Deny(Denial::new(
-                    FILTER,
-                    403,
-                    "route_not_allowed",
+                HeadOutcome::Deny(Denial::of(SchemaReason::RouteNotAllowed,
                     "No schema rule covers this method and path.",
                 )),
             ),
@@ -102,22 +116,16 @@ pub fn check_head(cfg: &SchemaConfig, head: &Head<'_>) -> (Option<String>, HeadO
     let route: &Route = m.route;
     let name = Some(route.name.clone());
     for rule in &route.headers {
-        match header(head.headers, &rule.name) {
+        match (head.header)(&rule.name).as_deref() {
             None if rule.required => {
-                let d = Denial::new(
-                    FILTER,
-                    400,
-                    "missing_header",
+                let d = Denial::of(SchemaReason::MissingHeader,
                     "A required request header is missing.",
                 )
                 .with_member("header", json!(rule.name));
                 return (name, HeadOutcome::Deny(d));
             }
             Some(v) if rule.pattern.as_ref().is_some_and(|p| !p.is_match(v)) => {
-                let d = Denial::new(
-                    FILTER,
-                    400,
-                    "invalid_header",
+                let d = Denial::of(SchemaReason::InvalidHeader,
                     "A request header does not have the required format.",
                 )
                 .with_member("header", json!(rule.name));
@@ -130,16 +138,13 @@ pub fn check_head(cfg: &SchemaConfig, head: &Head<'_>) -> (Option<String>, HeadO
         return (name, HeadOutcome::Pass);
     };
     let declared: Option<usize> =
-        header(head.headers, "content-length").and_then(|v| v.trim().parse().ok());
+        (head.header)("content-length").and_then(|v| v.trim().parse().ok());
     let has_body = head.has_body && declared != Some(0);
     if !has_body {
         return match req.body {
             BodyRule::Required => (
                 name,
-                HeadOutcome::Deny(Denial::new(
-                    FILTER,
-                    400,
-                    "missing_body",
+                HeadOutcome::Deny(Denial::of(SchemaReason::MissingBody,
                     "This request needs a JSON body.",
                 )),
             ),
@@ -149,12 +154,9 @@ pub fn check_head(cfg: &SchemaConfig, head: &Head<'_>) -> (Option<String>, HeadO
     if !media_type_ok(
         cfg,
         &req.content_types,
-        header(head.headers, "content-type"),
+        (head.header)("content-type").as_deref(),
     ) {
-        let d = Denial::new(
-            FILTER,
-            415,
-            "unsupported_media_type",
+        let d = Denial::of(SchemaReason::UnsupportedMediaType,
             "The request body must be JSON.",
         )
         .with_header("accept-post", req.content_types.join(", "));
@@ -174,52 +176,43 @@ pub fn check_head(cfg: &SchemaConfig, head: &Head<'_>) -> (Option<String>, HeadO
 
 /// The denial for a body over its limit.
 pub fn too_large() -> Denial {
-    Denial::new(
-        FILTER,
-        413,
-        "body_too_large",
+    Denial::of(SchemaReason::BodyTooLarge,
         "The request body is larger than this route accepts.",
     )
 }
 
 fn scan_denial(e: ScanError) -> Denial {
-    let (status, reason, detail) = match e {
+    let (reason, detail) = match e {
         ScanError::TooLarge => return too_large(),
-        ScanError::InvalidUtf8 => (400, "invalid_utf8", "The request body is not valid UTF-8."),
-        ScanError::Malformed => (400, "malformed_json", "The request body is not valid JSON."),
+        ScanError::InvalidUtf8 => (SchemaReason::InvalidUtf8, "The request body is not valid UTF-8."),
+        ScanError::Malformed => (SchemaReason::MalformedJson, "The request body is not valid JSON."),
         ScanError::LoneSurrogate => (
-            400,
-            "lone_surrogate",
+            SchemaReason::LoneSurrogate,
             "The request body contains an unpaired UTF-16 surrogate escape.",
         ),
         ScanError::NumberOutOfRange => (
-            400,
-            "number_out_of_range",
+            SchemaReason::NumberOutOfRange,
             "The request body contains a number that does not fit.",
         ),
         ScanError::DuplicateKey => (
-            400,
-            "duplicate_key",
+            SchemaReason::DuplicateKey,
             "The request body repeats a member name in one object.",
         ),
-        ScanError::TooDeep => (400, "too_deep", "The request body is nested too deeply."),
+        ScanError::TooDeep => (SchemaReason::TooDeep, "The request body is nested too deeply."),
         ScanError::ArrayTooLong => (
-            400,
-            "array_too_long",
+            SchemaReason::ArrayTooLong,
             "The request body has an array that is too long.",
         ),
         ScanError::StringTooLong => (
-            400,
-            "string_too_long",
+            SchemaReason::StringTooLong,
             "The request body has a string that is too long.",
         ),
         ScanError::TooManyMembers => (
-            400,
-            "too_many_members",
+            SchemaReason::TooManyMembers,
             "The request body has an object with too many members.",
         ),
     };
-    Denial::new(FILTER, status, reason, detail)
+    Denial::of(reason, detail)
 }
 
 /// Validates a complete body for the route at `route` (index from [`check_head`]).
@@ -232,10 +225,7 @@ pub fn check_body(cfg: &SchemaConfig, route: usize, body: &[u8]) -> Result<(), D
     };
     if body.is_empty() {
         return match req.body {
-            BodyRule::Required => Err(Denial::new(
-                FILTER,
-                400,
-                "missing_body",
+            BodyRule::Required => Err(Denial::of(SchemaReason::MissingBody,
                 "This request needs a JSON body.",
             )),
             BodyRule::Optional => Ok(()),
@@ -244,10 +234,7 @@ pub fn check_body(cfg: &SchemaConfig, route: usize, body: &[u8]) -> Result<(), D
     match violations(&req.validator, &req.limits, body, cfg.max_errors) {
         Ok(()) => Ok(()),
         Err(Problem::Structure(e)) => Err(scan_denial(e)),
-        Err(Problem::Schema { errors, total }) => Err(Denial::new(
-            FILTER,
-            422,
-            "schema_violation",
+        Err(Problem::Schema { errors, total }) => Err(Denial::of(SchemaReason::SchemaViolation,
             "The request body does not match the schema for this route.",
         )
         .with_member("errors", Value::Array(errors))
@@ -311,10 +298,7 @@ pub fn check_response(
     body: &[u8],
 ) -> Result<(), Denial> {
     let violation = |members: Vec<(&'static str, Value)>| {
-        let mut d = Denial::new(
-            FILTER,
-            502,
-            "response_contract_violation",
+        let mut d = Denial::of(SchemaReason::ResponseContractViolation,
             "The upstream response does not match the contract for this route.",
         );
         for (k, v) in members {

@@ -1,0 +1,187 @@
+//! Metrics declared once at configure time through the host port, and the one function every
+//! filter applies a denial with: shadow → count → log → send.
+
+use crate::config::Mode;
+use crate::deny::{Denial, Reason};
+use crate::port::{Flow, Host, MetricId, MetricKind, Step};
+
+/// A counter in Envoy's `/stats` (Envoy prefixes wasm metrics with `wasmcustom.`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counter(MetricId);
+
+impl Counter {
+    /// Defines (or finds) a counter; a host failure leaves one that counts nothing.
+    pub fn define<H: Host>(host: &H, name: &str) -> Self {
+        let id = host.define_metric(MetricKind::Counter, name);
+        if id.0.is_none() {
+            log::warn!("portcullis: could not define metric {name}");
+        }
+        Counter(id)
+    }
+
+    /// Adds one.
+    pub fn inc<H: Host>(self, host: &H) {
+        self.add(host, 1);
+    }
+
+    /// Adds `n`.
+    pub fn add<H: Host>(self, host: &H, n: u64) {
+        if n > 0 {
+            host.increment_metric(self.0, n);
+        }
+    }
+}
+
+/// A gauge in Envoy's `/stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gauge(MetricId);
+
+impl Gauge {
+    /// Defines (or finds) a gauge.
+    pub fn define<H: Host>(host: &H, name: &str) -> Self {
+        Gauge(host.define_metric(MetricKind::Gauge, name))
+    }
+
+    /// Sets the value (negative values read as 0).
+    pub fn set<H: Host>(self, host: &H, v: i64) {
+        host.record_metric(self.0, u64::try_from(v).unwrap_or(0));
+    }
+}
+
+/// One counter per reason code of a filter: `<prefix>.<kind>.<code>`, declared from the
+/// reason enum's list of all values, so no code can go uncounted.
+#[derive(Debug, Clone)]
+pub struct ReasonCounters(Vec<(&'static str, Counter)>);
+
+impl ReasonCounters {
+    /// Declares `<prefix>.<kind>.<code>` for every reason of `R`.
+    pub fn define<R: Reason, H: Host>(host: &H, prefix: &str, kind: &str) -> Self {
+        ReasonCounters(
+            R::ALL
+                .iter()
+                .map(|r| {
+                    let code = r.code();
+                    (code, Counter::define(host, &format!("{prefix}.{kind}.{code}")))
+                })
+                .collect(),
+        )
+    }
+
+    /// No counters (e.g. shadow counters in enforce mode, so enforce-mode stats stay readable).
+    pub fn none() -> Self {
+        ReasonCounters(Vec::new())
+    }
+
+    /// Counts one denial for `code`.
+    pub fn inc<H: Host>(&self, host: &H, code: &str) {
+        if let Some((_, c)) = self.0.iter().find(|(k, _)| *k == code) {
+            c.inc(host);
+        }
+    }
+}
+
+/// The counters a denial is applied with.
+#[derive(Debug, Clone)]
+pub struct DenialCounters {
+    /// `denied.<code>` (or the filter's own word, e.g. schema's `rejected`).
+    pub denied: ReasonCounters,
+    /// `shadow_denied.<code>` (defined only in shadow mode).
+    pub shadow: ReasonCounters,
+}
+
+impl DenialCounters {
+    /// Declares `<prefix>.<denied>.<code>` and, in shadow mode, `<prefix>.<shadow>.<code>`.
+    pub fn define<R: Reason, H: Host>(
+        host: &H,
+        prefix: &str,
+        mode: Mode,
+        denied: &str,
+        shadow: &str,
+    ) -> Self {
+        DenialCounters {
+            denied: ReasonCounters::define::<R, H>(host, prefix, denied),
+            shadow: if mode == Mode::Shadow {
+                ReasonCounters::define::<R, H>(host, prefix, shadow)
+            } else {
+                ReasonCounters::none()
+            },
+        }
+    }
+}
+
+/// How loudly a filter logs an enforced denial (a per-request line is a log flood under
+/// attack for some filters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyLog {
+    /// `info`.
+    Info,
+    /// `debug`.
+    Debug,
+}
+
+/// Applies a denial: in shadow mode counts and logs it and lets the request through;
+/// otherwise counts, logs (route and reason code only, never request data) and answers the
+/// client. Returns the flow for the callback.
+/// `hits` names the coverage items the decision exercised (built only when explaining).
+#[allow(clippy::too_many_arguments)]
+pub fn apply_denial<H: Host>(
+    host: &H,
+    filter: &str,
+    mode: Mode,
+    route: &str,
+    denial: &Denial,
+    counters: &DenialCounters,
+    level: DenyLog,
+    hits: impl FnOnce() -> Vec<String>,
+) -> Flow {
+    let shadow = mode == Mode::Shadow;
+    if host.explaining() {
+        let outcome = format!("deny {} {} — {}", denial.status, denial.reason, denial.detail);
+        host.explain(Step {
+            filter: String::new(),
+            matched: route.to_string(),
+            outcome: if shadow {
+                format!("shadow ({outcome})")
+            } else {
+                outcome
+            },
+            hits: hits(),
+        });
+    }
+    if shadow {
+        counters.shadow.inc(host, denial.reason);
+        log::info!(
+            "portcullis {filter}: shadow deny route={route} status={} reason={}",
+            denial.status,
+            denial.reason
+        );
+        return Flow::Continue;
+    }
+    counters.denied.inc(host, denial.reason);
+    match level {
+        DenyLog::Info => log::info!(
+            "portcullis {filter}: deny route={route} status={} reason={}",
+            denial.status,
+            denial.reason
+        ),
+        DenyLog::Debug => log::debug!(
+            "portcullis {filter}: deny route={route} status={} reason={}",
+            denial.status,
+            denial.reason
+        ),
+    }
+    send(host, denial);
+    Flow::Pause
+}
+
+/// Answers the client with a denial (problem+json body and its headers).
+pub fn send<H: Host>(host: &H, denial: &Denial) {
+    let headers = denial.response_headers();
+    let body = denial.body();
+    if host.send_response(denial.status, &headers, &body).is_err() {
+        log::error!(
+            "portcullis: could not send local reply for reason {}",
+            denial.reason
+        );
+    }
+}
