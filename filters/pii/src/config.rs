@@ -34,6 +34,13 @@ pub struct RawConfig {
     /// Limits on decompressing bodies the upstream compressed anyway.
     #[serde(default)]
     pub decompression: RawDecompression,
+    /// Largest body the filter writes back, after decoding and masking (default: the largest
+    /// of `max_body_bytes`, every route's `max_body_bytes` and `decompression.max_bytes`).
+    /// Envoy resets a stream whose replaced body exceeds the listener's
+    /// `per_connection_buffer_limit_bytes`, so that limit must be at least this large
+    /// (`portcullis render` sets it so); a body that would grow past it is refused.
+    #[serde(default)]
+    pub max_output_bytes: Option<usize>,
     /// Keys for the `tokenize` action.
     #[serde(default)]
     pub tokenization: RawTokenization,
@@ -288,6 +295,8 @@ pub struct Rule {
 pub struct Profile {
     /// Name.
     pub name: String,
+    /// Index of every rule of the profile, in the profile's order.
+    pub rules: Vec<usize>,
     /// (rule index, path index) for every field path of the profile's field rules, in order.
     pub paths: Vec<(usize, usize)>,
     /// Rule index of each detector in `detectors` (same order).
@@ -345,6 +354,8 @@ pub struct PiiConfig {
     pub max_decompressed_bytes: usize,
     /// Decompression ratio cap.
     pub max_ratio: usize,
+    /// Largest body written back (decoded and masked): never above Envoy's buffer limit.
+    pub max_output_bytes: usize,
     /// Tokenization keys.
     pub keys: Keys,
     /// Rules.
@@ -482,6 +493,20 @@ fn compile_rule(raw: &RawRule, cfg: &RawConfig) -> Result<Rule, ConfigError> {
     })
 }
 
+/// Largest size limit accepted: a body is held whole in Envoy's buffers and in the VM, once
+/// received and once masked, so limits stay far below what a worker can afford.
+pub const MAX_LIMIT_BYTES: usize = 64 << 20;
+
+fn check_limit(field: &str, n: usize) -> Result<(), ConfigError> {
+    if n == 0 || n > MAX_LIMIT_BYTES {
+        return Err(ConfigError::new(
+            field,
+            format!("must be between 1 and {MAX_LIMIT_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
 impl PiiConfig {
     /// Compiles a configuration value.
     pub fn from_value(value: serde_json::Value) -> Result<Self, ConfigError> {
@@ -496,11 +521,13 @@ impl PiiConfig {
 
     /// Compiles a parsed configuration.
     pub fn compile(raw: &RawConfig) -> Result<Self, ConfigError> {
-        if raw.max_body_bytes == 0 {
-            return Err(ConfigError::new("max_body_bytes", "must be positive"));
-        }
-        if raw.decompression.max_ratio == 0 || raw.decompression.max_bytes == 0 {
-            return Err(ConfigError::new("decompression", "limits must be positive"));
+        check_limit("max_body_bytes", raw.max_body_bytes)?;
+        check_limit("decompression.max_bytes", raw.decompression.max_bytes)?;
+        if raw.decompression.max_ratio == 0 {
+            return Err(ConfigError::new(
+                "decompression.max_ratio",
+                "must be positive",
+            ));
         }
         if raw.placeholder.is_empty() {
             return Err(ConfigError::new("placeholder", "must not be empty"));
@@ -522,6 +549,7 @@ impl PiiConfig {
             let mut detector_rules = Vec::new();
             let mut detectors = Vec::new();
             let mut card_rule = None;
+            let mut members = Vec::with_capacity(names.len());
             for n in names {
                 let Some(ri) = rules.iter().position(|r| &r.name == n) else {
                     return Err(ConfigError::new(
@@ -529,6 +557,7 @@ impl PiiConfig {
                         format!("unknown rule `{n}`"),
                     ));
                 };
+                members.push(ri);
                 let rule = &rules[ri];
                 paths.extend((0..rule.fields.len()).map(|pi| (ri, pi)));
                 if let Some(d) = &rule.detector {
@@ -542,6 +571,7 @@ impl PiiConfig {
             profile_index.insert(name.clone(), profiles.len());
             profiles.push(Profile {
                 name: name.clone(),
+                rules: members,
                 paths,
                 detector_rules,
                 detectors: Detectors::new(detectors),
@@ -559,9 +589,7 @@ impl PiiConfig {
                 ))
             })?;
             let max_body_bytes = r.max_body_bytes.unwrap_or(raw.max_body_bytes);
-            if max_body_bytes == 0 {
-                return Err(at(ConfigError::new("max_body_bytes", "must be positive")));
-            }
+            check_limit("max_body_bytes", max_body_bytes).map_err(at)?;
             routes.push((
                 matcher,
                 Route {
@@ -584,11 +612,30 @@ impl PiiConfig {
                 decode_key(&format!("tokenization.tenant_keys.{t}"), k)?,
             );
         }
+        let largest_input = routes
+            .iter()
+            .map(|(_, r)| r.max_body_bytes)
+            .fold(raw.max_body_bytes, usize::max);
+        let max_output_bytes = match raw.max_output_bytes {
+            None => largest_input.max(raw.decompression.max_bytes),
+            Some(n) => {
+                check_limit("max_output_bytes", n)?;
+                // A body masked without growing must always be writable.
+                if n < largest_input {
+                    return Err(ConfigError::new(
+                        "max_output_bytes",
+                        format!("must be at least the largest max_body_bytes ({largest_input})"),
+                    ));
+                }
+                n
+            }
+        };
         Ok(PiiConfig {
             mode: raw.mode,
             stat_prefix: raw.stat_prefix.clone(),
             max_decompressed_bytes: raw.decompression.max_bytes,
             max_ratio: raw.decompression.max_ratio,
+            max_output_bytes,
             keys,
             rules,
             profiles,
@@ -604,6 +651,22 @@ impl PiiConfig {
             .map(|(_, r)| r.max_body_bytes)
             .max()
             .unwrap_or(0)
+    }
+
+    /// Smallest `per_connection_buffer_limit_bytes` of a listener running this filter: Envoy
+    /// must hold every body the filter buffers (as received) and every body it writes back.
+    pub fn min_envoy_buffer_bytes(&self) -> usize {
+        self.max_body_bytes().max(self.max_output_bytes)
+    }
+
+    /// Largest request body that leaves the filter on a request-masking route (masked, or
+    /// passed as received): what a buffer filter behind it must accept. 0 without such routes.
+    pub fn max_request_output_bytes(&self) -> usize {
+        if self.max_request_body_bytes() == 0 {
+            0
+        } else {
+            self.max_output_bytes.max(self.max_request_body_bytes())
+        }
     }
 
     /// Largest request body a request-masking route buffers (for the native buffer filter).

@@ -29,11 +29,14 @@ pub enum Cause {
     Binary,
     /// A `tokenize` rule and no key for the caller's tenant.
     NoTokenKey,
+    /// The masked (or decoded) body is larger than `max_output_bytes`, the largest body the
+    /// filter may hand back to Envoy.
+    OutputTooLarge,
 }
 
 impl Cause {
     /// Every cause (for metrics).
-    pub const ALL: [Cause; 7] = [
+    pub const ALL: [Cause; 8] = [
         Cause::TooLarge,
         Cause::UnsupportedEncoding,
         Cause::DecompressionLimit,
@@ -41,6 +44,7 @@ impl Cause {
         Cause::InvalidJson,
         Cause::Binary,
         Cause::NoTokenKey,
+        Cause::OutputTooLarge,
     ];
 
     /// Name in metrics and the problem body.
@@ -53,6 +57,7 @@ impl Cause {
             Cause::InvalidJson => "invalid_json",
             Cause::Binary => "binary",
             Cause::NoTokenKey => "no_token_key",
+            Cause::OutputTooLarge => "output_too_large",
         }
     }
 
@@ -67,6 +72,9 @@ impl Cause {
             Cause::InvalidJson => "the body is declared as JSON but is not valid JSON",
             Cause::Binary => "binary bodies are not allowed on this route",
             Cause::NoTokenKey => "no tokenization key is configured for this tenant",
+            Cause::OutputTooLarge => {
+                "the masked body would exceed the largest body the gateway may write"
+            }
         }
     }
 
@@ -75,7 +83,7 @@ impl Cause {
     pub fn denial(self, response: bool) -> Denial {
         let status = match (response, self) {
             (true, _) => 502,
-            (false, Cause::TooLarge) => 413,
+            (false, Cause::TooLarge | Cause::OutputTooLarge) => 413,
             (false, _) => 422,
         };
         Denial::new("pii", status, "unmaskable_body", self.detail())
@@ -179,13 +187,38 @@ pub enum BodyPlan {
     Refuse(Cause),
 }
 
-/// Plans a response body from its headers. `method` is the request method.
+/// Every value of header `name` (lower case) in a list with lower-case names, in order.
+fn values<'h>(headers: &'h [(String, String)], name: &str) -> Vec<&'h str> {
+    headers
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+/// `Content-Length` when every copy of it states the same number; `None` otherwise (absent,
+/// unparseable or conflicting lengths are left to the body callbacks to measure).
+fn content_length(headers: &[(String, String)]) -> Option<usize> {
+    let mut found = None;
+    for v in values(headers, "content-length") {
+        for part in v.split(',') {
+            let n: usize = part.trim().parse().ok()?;
+            if found.is_some_and(|f| f != n) {
+                return None;
+            }
+            found = Some(n);
+        }
+    }
+    found
+}
+
+/// Plans a response body from its headers (names in lower case; every copy of a repeated
+/// header is seen). `method` is the request method.
 pub fn plan_response(
     route: &Route,
     method: &str,
     status: u16,
-    content_type: Option<&str>,
-    content_encoding: Option<&str>,
+    headers: &[(String, String)],
     end_of_stream: bool,
 ) -> BodyPlan {
     // No body to mask: HEAD answers, 204, 304 and 1xx carry none by definition.
@@ -198,38 +231,56 @@ pub fn plan_response(
     {
         return BodyPlan::Pass;
     }
-    plan_body(route, content_type, content_encoding)
+    plan_body(route, headers)
 }
 
-/// Plans a request body on an egress route.
-pub fn plan_request(
-    route: &Route,
-    content_type: Option<&str>,
-    content_encoding: Option<&str>,
-    end_of_stream: bool,
-) -> BodyPlan {
+/// Plans a request body on an egress route (headers as for [`plan_response`]).
+pub fn plan_request(route: &Route, headers: &[(String, String)], end_of_stream: bool) -> BodyPlan {
     if !route.direction.request() || end_of_stream {
         return BodyPlan::Pass;
     }
-    plan_body(route, content_type, content_encoding)
+    plan_body(route, headers)
 }
 
-fn plan_body(
-    route: &Route,
-    content_type: Option<&str>,
-    content_encoding: Option<&str>,
-) -> BodyPlan {
-    let kind = kind_of(content_type);
+fn plan_body(route: &Route, headers: &[(String, String)]) -> BodyPlan {
+    let content_type = values(headers, "content-type");
+    let kind = kind_of(content_type.first().copied());
     if kind == Kind::Binary {
         return match route.binary {
             BinaryPolicy::Pass => BodyPlan::Pass,
             BinaryPolicy::Block => BodyPlan::Refuse(Cause::Binary),
         };
     }
-    match codec::parse_codings(content_encoding) {
-        Ok(codings) => BodyPlan::Mask { kind, codings },
-        Err(_) => BodyPlan::Refuse(Cause::UnsupportedEncoding),
+    let encoding = values(headers, "content-encoding").join(",");
+    let codings = match codec::parse_codings(Some(&encoding)) {
+        Ok(c) => c,
+        Err(_) => return BodyPlan::Refuse(Cause::UnsupportedEncoding),
+    };
+    // A declared length over the cap is refused before a byte is buffered.
+    if content_length(headers).is_some_and(|n| n > route.max_body_bytes) {
+        return BodyPlan::Refuse(Cause::TooLarge);
     }
+    BodyPlan::Mask { kind, codings }
+}
+
+/// Whether the response must be held by the response-hold filter until this one is done:
+/// only when the body may still be refused after its headers have gone on. On a route that
+/// passes unmaskable bodies nothing is refused, unless a coding was undone (the coding header
+/// is already gone) or the profile tokenizes and the caller's tenant has no key; such a
+/// response then streams instead of meeting the hold's buffer limit.
+pub fn needs_hold(cfg: &PiiConfig, route: &Route, plan: &BodyPlan, key: Option<&[u8]>) -> bool {
+    let BodyPlan::Mask { codings, .. } = plan else {
+        return false;
+    };
+    let tokenizes = cfg.profiles.get(route.profile).is_some_and(|p| {
+        p.rules
+            .iter()
+            .filter_map(|&ri| cfg.rules.get(ri))
+            .any(|r| matches!(r.action, crate::action::Action::Tokenize { .. }))
+    });
+    route.on_unmaskable == OnUnmaskable::Block
+        || !codings.is_empty()
+        || (tokenizes && key.is_none())
 }
 
 /// Header changes when a response or request body will be replaced: its length, digests and
@@ -322,6 +373,91 @@ pub fn mask_body(
         mask::mask_text(cfg, profile, caller, body).map_err(|_| Cause::NoTokenKey)?;
     let out = if shadow { None } else { out.or_else(unchanged) };
     Ok(Masked { body: out, report })
+}
+
+/// How a buffered body ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finished {
+    /// Replace the body with this one (never longer than `max_output_bytes`).
+    Write(Vec<u8>, Report),
+    /// Leave the body as it is (nothing masked, shadow mode, or passed unmaskable).
+    Keep(Report),
+    /// Refuse it: the denial, and why.
+    Block(Denial, Cause),
+    /// Let it through unmasked because the route says `on_unmaskable: pass` (counted).
+    PassUnmaskable(Cause),
+}
+
+/// Whether a body being buffered has grown past the route's cap (`body_size` is what has
+/// arrived so far, counting the chunk in hand): checked on every chunk, before Envoy buffers
+/// it, so Envoy never holds more than the cap for this filter.
+pub fn over_cap(route: &Route, body_size: usize) -> bool {
+    body_size > route.max_body_bytes
+}
+
+/// Decides what becomes of a complete body: masked and written back, kept, passed, or
+/// refused. `shadow` computes and counts only (a block is the adapter's to count, not apply). The one place that applies the route's
+/// `on_unmaskable` policy and the output cap, for the filter and the policy simulator alike.
+#[allow(clippy::too_many_arguments)]
+pub fn finish(
+    cfg: &PiiConfig,
+    route: &Route,
+    kind: Kind,
+    codings: &[Coding],
+    caller: Caller<'_>,
+    raw: &[u8],
+    shadow: bool,
+    response: bool,
+) -> Finished {
+    let result = if over_cap(route, raw.len()) {
+        Err(Cause::TooLarge)
+    } else {
+        // Masked for real even in shadow mode, so a body that would grow too large is counted.
+        mask_body(cfg, route, kind, codings, caller, raw, false)
+    };
+    let cause = match result {
+        Ok(Masked {
+            body: Some(new),
+            report,
+        }) => {
+            // Envoy resets the stream, from inside the very call that writes the body, when the
+            // body exceeds the listener's buffer limit; the reset re-enters the VM and kills it.
+            // `max_output_bytes` is rendered at or below that limit: never write past it.
+            if new.len() <= cfg.max_output_bytes {
+                return if shadow {
+                    Finished::Keep(report)
+                } else {
+                    Finished::Write(new, report)
+                };
+            }
+            Cause::OutputTooLarge
+        }
+        Ok(Masked { body: None, report }) => return Finished::Keep(report),
+        Err(cause) => cause,
+    };
+    refusal(route, cause, codings, shadow, response)
+}
+
+/// A body that cannot be masked, for `cause`: blocked, or passed when the route allows it.
+/// `codings` are those undone on it (their header is gone, unless in `shadow` mode, where no
+/// header changes and a block is only counted by the adapter).
+pub fn refusal(
+    route: &Route,
+    cause: Cause,
+    codings: &[Coding],
+    shadow: bool,
+    response: bool,
+) -> Finished {
+    // A body whose coding header is already gone cannot be passed on intact: block it.
+    let verdict = if codings.is_empty() || shadow {
+        unmaskable(route, cause, response)
+    } else {
+        Unmaskable::Block(cause.denial(response))
+    };
+    match verdict {
+        Unmaskable::Pass => Finished::PassUnmaskable(cause),
+        Unmaskable::Block(d) => Finished::Block(d, cause),
+    }
 }
 
 /// What the adapter does with a body it could not mask.

@@ -38,6 +38,18 @@ fn config() -> PiiConfig {
     .unwrap()
 }
 
+/// Response or request headers with these `content-type` and `content-encoding` values.
+fn hdrs(content_type: Option<&str>, encoding: Option<&str>) -> Vec<(String, String)> {
+    let mut h = vec![(":status".to_string(), "200".to_string())];
+    if let Some(ct) = content_type {
+        h.push(("content-type".into(), ct.into()));
+    }
+    if let Some(ce) = encoding {
+        h.push(("content-encoding".into(), ce.into()));
+    }
+    h
+}
+
 fn run(
     cfg: &PiiConfig,
     body: &str,
@@ -179,23 +191,29 @@ fn plans_follow_method_status_type_and_coding() {
         codings: vec![],
     };
     assert_eq!(
-        decide::plan_response(&r, "GET", 200, Some("application/json"), None, false),
+        decide::plan_response(&r, "GET", 200, &hdrs(Some("application/json"), None), false),
         json_plan
     );
     assert_eq!(
-        decide::plan_response(&r, "HEAD", 200, Some("application/json"), None, false),
+        decide::plan_response(
+            &r,
+            "HEAD",
+            200,
+            &hdrs(Some("application/json"), None),
+            false
+        ),
         BodyPlan::Pass
     );
     assert_eq!(
-        decide::plan_response(&r, "GET", 204, None, None, false),
+        decide::plan_response(&r, "GET", 204, &hdrs(None, None), false),
         BodyPlan::Pass
     );
     assert_eq!(
-        decide::plan_response(&r, "GET", 304, None, None, false),
+        decide::plan_response(&r, "GET", 304, &hdrs(None, None), false),
         BodyPlan::Pass
     );
     assert_eq!(
-        decide::plan_response(&r, "GET", 200, Some("application/json"), None, true),
+        decide::plan_response(&r, "GET", 200, &hdrs(Some("application/json"), None), true),
         BodyPlan::Pass
     );
     assert_eq!(
@@ -203,21 +221,20 @@ fn plans_follow_method_status_type_and_coding() {
             &r,
             "GET",
             404,
-            Some("application/problem+json"),
-            None,
+            &hdrs(Some("application/problem+json"), None),
             false
         ),
         json_plan
     );
     assert_eq!(
-        decide::plan_response(&r, "GET", 200, Some("text/csv"), Some("gzip"), false),
+        decide::plan_response(&r, "GET", 200, &hdrs(Some("text/csv"), Some("gzip")), false),
         BodyPlan::Mask {
             kind: Kind::Text,
             codings: vec![Coding::Gzip]
         }
     );
     assert_eq!(
-        decide::plan_response(&r, "GET", 200, Some("image/png"), None, false),
+        decide::plan_response(&r, "GET", 200, &hdrs(Some("image/png"), None), false),
         BodyPlan::Pass
     );
     assert_eq!(
@@ -225,8 +242,7 @@ fn plans_follow_method_status_type_and_coding() {
             &r,
             "GET",
             200,
-            Some("application/json"),
-            Some("zstd"),
+            &hdrs(Some("application/json"), Some("zstd")),
             false
         ),
         BodyPlan::Refuse(Cause::UnsupportedEncoding)
@@ -237,11 +253,17 @@ fn plans_follow_method_status_type_and_coding() {
         .1
         .clone();
     assert_eq!(
-        decide::plan_response(&egress, "POST", 200, Some("application/json"), None, false),
+        decide::plan_response(
+            &egress,
+            "POST",
+            200,
+            &hdrs(Some("application/json"), None),
+            false
+        ),
         BodyPlan::Pass
     );
     assert_eq!(
-        decide::plan_request(&egress, Some("application/json"), None, false),
+        decide::plan_request(&egress, &hdrs(Some("application/json"), None), false),
         json_plan
     );
     // Encoded path tricks reach the same route (paths are normalised first).

@@ -130,6 +130,43 @@ fn fixture(tenant: &str, name: &str, query: &str) -> Resp {
             }
             json_resp(200, json!({"tenant": tenant, "customers": list}))
         }
+        // `?bytes=N`: exactly N bytes of JSON (at least 40), one SSN and padding; masking keeps
+        // its size, so it measures the raw and decoded limits.
+        "filler" => {
+            let n: usize = param("bytes").and_then(|n| n.parse().ok()).unwrap_or(1024).clamp(40, 64 << 20);
+            let head = r#"{"ssn":"123-45-6789","pad":""#;
+            let mut b = head.as_bytes().to_vec();
+            if param("pad") == Some("words") {
+                // Four words in a pseudo-random order: gzip shrinks it about 14 times (a ratio
+                // under the default cap of 100), so a small compressed body decodes large.
+                let words: [&[u8]; 4] = [b"alpha ", b"bravo ", b"charlie ", b"delta "];
+                let mut state = 12_345u32;
+                while b.len() < n - 2 {
+                    state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345) & 0x7fff_ffff;
+                    b.extend_from_slice(words[(state >> 16) as usize % 4]);
+                }
+                b.truncate(n - 2);
+            } else {
+                b.resize(n - 2, b'x');
+            }
+            b.extend_from_slice(b"\"}");
+            Resp::new(200, "application/json", b)
+        }
+        // `?bytes=N`: about N bytes of `{"iban":0}` records; the iban rule tokenizes each value,
+        // so the masked body is about 3.6 times the size of the one received.
+        "grow" => {
+            let n: usize = param("bytes").and_then(|n| n.parse().ok()).unwrap_or(1024).clamp(2, 64 << 20);
+            let item = br#"{"iban":0},"#;
+            let mut b = b"[".to_vec();
+            while b.len() + item.len() < n {
+                b.extend_from_slice(item);
+            }
+            if b.len() > 1 {
+                b.pop();
+            }
+            b.push(b']');
+            Resp::new(200, "application/json", b)
+        }
         "large" => {
             let item = json!({"email": "ada@acme.example.com", "pad": "x".repeat(1000)});
             json_resp(200, json!({"items": vec![item; 1500]}))
