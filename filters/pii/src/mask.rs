@@ -212,12 +212,23 @@ impl<'a> Walker<'a> {
         match node {
             Json::Obj(members) => {
                 let mut remove = Vec::new();
+                let mut renamed = Vec::new();
                 for i in 0..members.len() {
                     let Some((key, value)) = members.get(i) else {
                         break;
                     };
+                    // Paths match the name as written; the name itself is text a client reads
+                    // (a map keyed by e-mail or card number), so the detectors see it too.
                     let child = self.step(states, Seg::Key(key));
-                    let at = PathSeg::Key(key.clone());
+                    let shown = if self.profile.detectors.is_empty() {
+                        None
+                    } else {
+                        self.detect(key, None)?
+                    };
+                    let at = PathSeg::Key(shown.clone().unwrap_or_else(|| key.clone()));
+                    if let Some(new) = shown {
+                        renamed.push((i, new));
+                    }
                     if let Some(ri) = self.matched_rule(&child) {
                         // Decided on the unchanged record (its consent flag), applied after.
                         match self.field_verdict(ri, value, Some(members.as_slice()), &at)? {
@@ -240,6 +251,7 @@ impl<'a> Walker<'a> {
                     }
                     self.stack.pop();
                 }
+                rename(members, renamed);
                 for i in remove.into_iter().rev() {
                     members.remove(i);
                 }
@@ -273,18 +285,23 @@ impl<'a> Walker<'a> {
                 }
             }
             Json::Num(n) => {
-                if let Some(ri) = self.profile.card_rule {
-                    let digits = n.strip_prefix('-').unwrap_or(n);
-                    if crate::detect::Detectors::is_card_number(digits) {
-                        if let Some(rule) = self.rule(ri) {
-                            if allowed(rule, &self.caller) {
-                                self.report.reveal(ri);
-                            } else {
-                                let masked = rule.action.apply(n, self.caller.key)?;
-                                let stack = &self.stack;
-                                self.report.hit(ri, || pointer(stack, None));
-                                *node = Json::Str(masked);
-                            }
+                // A number is read by its value, however it is spelled: `4.111111111111111e15`
+                // is the card 4111111111111111 to any client that parses it.
+                let card = self.profile.card_rule.and_then(|ri| {
+                    crate::number::integer_views(n)
+                        .into_iter()
+                        .find(|v| crate::detect::Detectors::is_card_number(v))
+                        .map(|v| (ri, v))
+                });
+                if let Some((ri, digits)) = card {
+                    if let Some(rule) = self.rule(ri) {
+                        if allowed(rule, &self.caller) {
+                            self.report.reveal(ri);
+                        } else {
+                            let masked = rule.action.apply(&digits, self.caller.key)?;
+                            let stack = &self.stack;
+                            self.report.hit(ri, || pointer(stack, None));
+                            *node = Json::Str(masked);
                         }
                     }
                 }
@@ -317,7 +334,7 @@ impl<'a> Walker<'a> {
                 continue; // not on character boundaries (custom pattern): skip rather than split
             };
             out.push_str(before);
-            out.push_str(&rule.action.apply(hit, self.caller.key)?);
+            out.push_str(&replacement(&rule.action, hit, self.caller.key)?);
             last = f.end;
             changed = true;
             let stack = &self.stack;
@@ -331,6 +348,42 @@ impl<'a> Walker<'a> {
         }
         out.push_str(s.get(last..).unwrap_or_default());
         Ok(Some(out))
+    }
+}
+
+/// What replaces a detected `hit`: the action applied to the value a reader sees (URL escapes
+/// undone, so `ada%40x.com` tokenizes like `ada@x.com`), escaped again when the hit was.
+fn replacement(action: &Action, hit: &str, key: Option<&[u8]>) -> Result<String, NoKey> {
+    match crate::detect::unescaped(hit) {
+        Some(plain) => Ok(crate::detect::escape(&action.apply(&plain, key)?)),
+        None => action.apply(hit, key),
+    }
+}
+
+/// Applies masked member names. Two names may mask to the same text (`***@acme.example.com`
+/// twice); a client's parser would then keep one member and silently lose the other, so a
+/// masked name that equals any other name of the object gets `#2`, `#3`… (the first free).
+fn rename(members: &mut [(String, Json)], renamed: Vec<(usize, String)>) {
+    if renamed.is_empty() {
+        return;
+    }
+    let mut taken: std::collections::HashSet<String> = members
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !renamed.iter().any(|(r, _)| r == i))
+        .map(|(_, (k, _))| k.clone())
+        .collect();
+    for (i, name) in renamed {
+        let mut unique = name.clone();
+        let mut n = 2u32;
+        while taken.contains(&unique) {
+            unique = format!("{name}#{n}");
+            n += 1;
+        }
+        taken.insert(unique.clone());
+        if let Some(m) = members.get_mut(i) {
+            m.0 = unique;
+        }
     }
 }
 

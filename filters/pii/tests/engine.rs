@@ -148,17 +148,98 @@ fn tokens_depend_on_the_tenant_key_and_digits_keep_the_format() {
 }
 
 #[test]
-fn numbers_only_meet_the_card_detector() {
+fn numbers_meet_the_card_detector_by_the_value_they_denote() {
     let cfg = config();
     let (v, _) = run(
         &cfg,
-        r#"{"n":5555555555554444,"t":1700000000000,"f":4111111111111111.0}"#,
+        r#"{"n":5555555555554444,"t":1700000000000,"amount":12.50,"big":12345678901234567890123}"#,
         &[],
         None,
     );
     assert_eq!(v["n"], "************4444");
     assert_eq!(v["t"], 1_700_000_000_000u64);
-    assert_eq!(v["f"], 4_111_111_111_111_111.0);
+    // However a card is spelled as a number, a client parsing it gets the card.
+    for spelling in [
+        "4111111111111111.0",
+        "4.111111111111111e15",
+        "4111111111111111E0",
+        "41111111111111110e-1",
+        "-4111111111111111",
+        "-4111111111111111.0",
+        "4.111111111111111E+15",
+        "0.4111111111111111e16",
+        "4111111111111110.9999999",
+    ] {
+        let (v, r) = run(&cfg, &format!(r#"{{"f":{spelling}}}"#), &[], None);
+        assert_eq!(v["f"], "************1111", "{spelling}");
+        assert_eq!(r.total(), 1, "{spelling}");
+        // The caller allowed to see cards gets the number exactly as written.
+        let body = format!(r#"{{"f":{spelling}}}"#);
+        let scopes = vec!["pii:card:read".to_string()];
+        let caller = Caller {
+            scopes: &scopes,
+            key: None,
+        };
+        let mut doc = json::parse(body.as_bytes()).unwrap();
+        mask::mask_json(&cfg, &cfg.profiles[0], caller, &mut doc).unwrap();
+        assert_eq!(doc.to_bytes(), body.into_bytes());
+    }
+    // Numbers that are not cards keep their exact text.
+    let src =
+        r#"{"a":4111111111111112.0,"b":1.7e12,"c":1e400,"d":-0.0,"e":123456789012345678901234e-5}"#;
+    let mut doc = json::parse(src.as_bytes()).unwrap();
+    let r = mask::mask_json(&cfg, &cfg.profiles[0], NOBODY, &mut doc).unwrap();
+    assert_eq!((doc.to_bytes(), r.total()), (src.as_bytes().to_vec(), 0));
+}
+
+const NOBODY: Caller<'static> = Caller {
+    scopes: &[],
+    key: None,
+};
+
+#[test]
+fn member_names_are_masked_and_field_rules_still_match_the_name_as_written() {
+    let cfg = config();
+    let src = r#"{"by_email":{"ada@acme.example.com":{"ssn":"123-45-6789"},"x":1},
+                  "by_card":{"4111111111111111":"visa","4111 1111 1111 1111":"grouped"},
+                  "ssn":"123-45-6789"}"#;
+    let (v, r) = run(&cfg, src, &[], None);
+    let text = v.to_string();
+    for raw in ["ada@", "4111111111111111", "4111 1111 1111 1111", "123-45"] {
+        assert!(!text.contains(raw), "{raw} in {text}");
+    }
+    // The value under a masked name is still decided by the rules that match it.
+    assert_eq!(v["by_email"]["[REDACTED]"]["ssn"], "***-**-6789");
+    assert_eq!(v["by_email"]["x"], 1);
+    assert_eq!(v["by_card"]["************1111"], "visa");
+    assert_eq!(v["by_card"]["**** **** **** 1111"], "grouped");
+    assert!(r.total() >= 4);
+    // Pointers name the masked member, never the raw one.
+    assert!(
+        r.pointers.iter().all(|p| !p.contains("ada@")),
+        "{:?}",
+        r.pointers
+    );
+    // Field rules match a name as written, even when the name itself is personal data: a rule
+    // on `$..['ada@acme.example.com']` still finds that member.
+    let cfg2 = PiiConfig::from_value(json!({
+        "rules": [
+            {"name": "m", "fields": ["$.m['ada@acme.example.com']"], "action": "redact"},
+            {"name": "mail", "detector": "email", "action": {"type": "partial", "keep_domain": true}}
+        ],
+        "profiles": {"p": ["m", "mail"]},
+        "routes": [{"name": "r", "match": {"prefix": "/"}, "profile": "p"}]
+    }))
+    .unwrap();
+    let mut doc = json::parse(
+        br#"{"m":{"ada@acme.example.com":"secret","bob@acme.example.com":"x","***@acme.example.com":1}}"#,
+    )
+    .unwrap();
+    mask::mask_json(&cfg2, &cfg2.profiles[0], NOBODY, &mut doc).unwrap();
+    assert_eq!(
+        String::from_utf8(doc.to_bytes()).unwrap(),
+        r#"{"m":{"***@acme.example.com#2":"[REDACTED]","***@acme.example.com#3":"x","***@acme.example.com":1}}"#
+    );
 }
 
 #[test]
