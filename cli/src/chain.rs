@@ -224,6 +224,14 @@ fn lower_names(headers: &[(String, String)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Applies pii's masked header values: every value of a changed header replaced, in order.
+fn apply_masked_headers(headers: &mut Vec<(String, String)>, m: &pii::HeaderMasking) {
+    for (name, values) in &m.replace {
+        headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        headers.extend(values.iter().map(|v| (name.clone(), v.clone())));
+    }
+}
+
 /// Applies pii's header edits to a header list.
 fn apply_edits(headers: &mut Vec<(String, String)>, edits: Vec<pii::HeaderEdit>) {
     for e in edits {
@@ -377,12 +385,27 @@ pub fn run(
             apply_edits(&mut headers, pii::request_edits(route, body.is_some()));
         }
         let shadow = c.pii.mode == Mode::Shadow;
+        match pii::mask_headers(&c.pii, route, caller, &lower_names(&headers), false) {
+            Ok(m) => {
+                record_pii(c, &m.report, &mut hits);
+                if !shadow {
+                    apply_masked_headers(&mut headers, &m);
+                }
+            }
+            Err(cause) => {
+                if let Finished::Block(d, _) = pii::refusal(route, cause, &[], shadow, false) {
+                    if !shadow {
+                        return denied(&d, trace, hits, client_headers);
+                    }
+                }
+            }
+        }
         let plan = pii::plan_request(route, &lower_names(&headers), body.is_none());
         let mut outcome = "response masking".to_string();
         let finished = match (&plan, &body) {
-            (BodyPlan::Mask { kind, codings }, Some(b)) => Some(pii::finish(
-                &c.pii, route, *kind, codings, caller, b, shadow, false,
-            )),
+            (BodyPlan::Mask(job), Some(b)) => {
+                Some(pii::finish(&c.pii, route, job, caller, b, shadow, false))
+            }
             (BodyPlan::Refuse(cause), _) => Some(pii::refusal(route, *cause, &[], shadow, false)),
             _ => None,
         };
@@ -512,6 +535,26 @@ pub fn run(
     // 8. pii on the response.
     if let Some(route) = &pii_route {
         let shadow = c.pii.mode == Mode::Shadow;
+        let fail = |d: Denial, trace: Vec<Step>, hits: Hits, ch: Vec<(String, String)>| {
+            let mut o = denied(&d, trace, hits, ch);
+            o.upstream_request = upstream_request.clone();
+            o
+        };
+        match pii::mask_headers(&c.pii, route, caller, &lower_names(&resp_headers), true) {
+            Ok(m) => {
+                record_pii(c, &m.report, &mut hits);
+                if !shadow {
+                    apply_masked_headers(&mut resp_headers, &m);
+                }
+            }
+            Err(cause) => {
+                if let Finished::Block(d, _) = pii::refusal(route, cause, &[], shadow, true) {
+                    if !shadow {
+                        return fail(d, trace, hits, client_headers);
+                    }
+                }
+            }
+        }
         let plan = pii::plan_response(
             route,
             &req.method,
@@ -519,20 +562,15 @@ pub fn run(
             &lower_names(&resp_headers),
             resp_body.is_empty(),
         );
-        let fail = |d: Denial, trace: Vec<Step>, hits: Hits, ch: Vec<(String, String)>| {
-            let mut o = denied(&d, trace, hits, ch);
-            o.upstream_request = upstream_request.clone();
-            o
-        };
         let finished = match &plan {
             BodyPlan::Pass => None,
             BodyPlan::Refuse(cause) => Some(pii::refusal(route, *cause, &[], shadow, true)),
-            BodyPlan::Mask { kind, codings } => {
+            BodyPlan::Mask(job) => {
                 if !shadow {
                     apply_edits(&mut resp_headers, pii::body_edits(&plan, true));
                 }
                 Some(pii::finish(
-                    &c.pii, route, *kind, codings, caller, &resp_body, shadow, true,
+                    &c.pii, route, job, caller, &resp_body, shadow, true,
                 ))
             }
         };

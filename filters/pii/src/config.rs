@@ -41,6 +41,10 @@ pub struct RawConfig {
     /// (`portcullis render` sets it so); a body that would grow past it is refused.
     #[serde(default)]
     pub max_output_bytes: Option<usize>,
+    /// Headers never inspected, besides the built-in structural ones
+    /// (`decide::EXEMPT_HEADERS`): e.g. an opaque id the detectors mistake for a number.
+    #[serde(default)]
+    pub exempt_headers: Vec<String>,
     /// Keys for the `tokenize` action.
     #[serde(default)]
     pub tokenization: RawTokenization,
@@ -188,6 +192,10 @@ pub struct RawRule {
     /// Field rule: JSON paths whose values are personal data.
     #[serde(default)]
     pub fields: Vec<String>,
+    /// Header rule (alone or beside `fields`): headers whose whole value is personal data
+    /// (`x-customer-email`), on the route's direction.
+    #[serde(default)]
+    pub headers: Vec<String>,
     /// Detector rule: what to look for in every string value and text body.
     #[serde(default)]
     pub detector: Option<RawDetector>,
@@ -241,10 +249,11 @@ pub enum OnUnmaskable {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum BinaryPolicy {
-    /// Pass them (images, PDFs… are not inspected).
-    #[default]
+    /// Pass them uninspected (images, PDFs…): an explicit choice per route.
     Pass,
-    /// Treat them as unmaskable.
+    /// Treat them as unmaskable (the default: a route that masks cannot vouch for bytes it
+    /// cannot read).
+    #[default]
     Block,
 }
 
@@ -265,7 +274,7 @@ pub struct RawRoute {
     /// `block` (default) or `pass`.
     #[serde(default)]
     pub on_unmaskable: OnUnmaskable,
-    /// `pass` (default) or `block`.
+    /// `block` (default) or `pass`.
     #[serde(default)]
     pub binary: BinaryPolicy,
     /// Overrides the filter-wide `max_body_bytes`.
@@ -280,6 +289,8 @@ pub struct Rule {
     pub name: String,
     /// Field paths (empty for detector rules).
     pub fields: Vec<FieldPath>,
+    /// Header names, lower case, whose whole value the rule covers.
+    pub headers: Vec<String>,
     /// Detector (detector rules).
     pub detector: Option<Detector>,
     /// Action.
@@ -297,6 +308,8 @@ pub struct Profile {
     pub name: String,
     /// Index of every rule of the profile, in the profile's order.
     pub rules: Vec<usize>,
+    /// Rules of the profile that name headers, in the profile's order.
+    pub header_rules: Vec<usize>,
     /// (rule index, path index) for every field path of the profile's field rules, in order.
     pub paths: Vec<(usize, usize)>,
     /// Rule index of each detector in `detectors` (same order).
@@ -356,6 +369,8 @@ pub struct PiiConfig {
     pub max_ratio: usize,
     /// Largest body written back (decoded and masked): never above Envoy's buffer limit.
     pub max_output_bytes: usize,
+    /// Extra header names (lower case) never inspected.
+    pub exempt_headers: Vec<String>,
     /// Tokenization keys.
     pub keys: Keys,
     /// Rules.
@@ -381,6 +396,16 @@ fn decode_key(field: &str, text: &str) -> Result<Vec<u8>, ConfigError> {
     Ok(key)
 }
 
+fn printable(field: &str, text: &str) -> Result<(), ConfigError> {
+    if text.chars().any(char::is_control) {
+        return Err(ConfigError::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
 fn compile_action(raw: &RawAction, rule: &RawRule, cfg: &RawConfig) -> Result<Action, ConfigError> {
     let opts = match raw {
         RawAction::Kind(kind) => RawActionOptions {
@@ -395,6 +420,12 @@ fn compile_action(raw: &RawAction, rule: &RawRule, cfg: &RawConfig) -> Result<Ac
         },
         RawAction::Full(o) => o.clone(),
     };
+    if let Some(p) = &opts.placeholder {
+        printable("action.placeholder", p)?;
+    }
+    if let Some(c) = opts.mask_char {
+        printable("action.mask_char", &c.to_string())?;
+    }
     Ok(match opts.kind {
         ActionKind::Redact => Action::Redact {
             placeholder: opts.placeholder.unwrap_or_else(|| cfg.placeholder.clone()),
@@ -422,7 +453,7 @@ fn compile_action(raw: &RawAction, rule: &RawRule, cfg: &RawConfig) -> Result<Ac
             if rule.detector.is_some() {
                 return Err(ConfigError::new(
                     "action",
-                    "drop removes a JSON member: it applies to field rules, not detectors",
+                    "drop removes a JSON member or a header: it applies to field and header rules, not detectors",
                 ));
             }
             Action::Drop
@@ -430,13 +461,34 @@ fn compile_action(raw: &RawAction, rule: &RawRule, cfg: &RawConfig) -> Result<Ac
     })
 }
 
-fn compile_rule(raw: &RawRule, cfg: &RawConfig) -> Result<Rule, ConfigError> {
-    if raw.fields.is_empty() == raw.detector.is_none() {
+fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !ok {
         return Err(ConfigError::new(
-            "fields",
-            "give either `fields` (paths) or `detector`, not both",
+            field,
+            format!("`{name}` is not a header name"),
         ));
     }
+    Ok(name.to_ascii_lowercase())
+}
+
+fn compile_rule(raw: &RawRule, cfg: &RawConfig) -> Result<Rule, ConfigError> {
+    let named = !raw.fields.is_empty() || !raw.headers.is_empty();
+    if named == raw.detector.is_some() {
+        return Err(ConfigError::new(
+            "fields",
+            "give `fields` (paths) and/or `headers`, or a `detector`, not both",
+        ));
+    }
+    let headers = raw
+        .headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| header_name(&format!("headers[{i}]"), h))
+        .collect::<Result<Vec<_>, _>>()?;
     let fields = raw
         .fields
         .iter()
@@ -486,6 +538,7 @@ fn compile_rule(raw: &RawRule, cfg: &RawConfig) -> Result<Rule, ConfigError> {
     Ok(Rule {
         name: raw.name.clone(),
         fields,
+        headers,
         detector,
         action: compile_action(&raw.action, raw, cfg)?,
         unmask_scopes: raw.unmask_scopes.clone(),
@@ -532,6 +585,11 @@ impl PiiConfig {
         if raw.placeholder.is_empty() {
             return Err(ConfigError::new("placeholder", "must not be empty"));
         }
+        // Masks are written into header values too, where a control character would split or
+        // corrupt the header.
+        printable("placeholder", &raw.placeholder)?;
+        printable("mask_char", &raw.mask_char.to_string())?;
+        printable("tokenization.prefix", &raw.tokenization.prefix)?;
         let mut rules = Vec::with_capacity(raw.rules.len());
         for (i, r) in raw.rules.iter().enumerate() {
             if rules.iter().any(|x: &Rule| x.name == r.name) {
@@ -569,9 +627,15 @@ impl PiiConfig {
                 }
             }
             profile_index.insert(name.clone(), profiles.len());
+            let header_rules = members
+                .iter()
+                .copied()
+                .filter(|&ri| rules.get(ri).is_some_and(|r| !r.headers.is_empty()))
+                .collect();
             profiles.push(Profile {
                 name: name.clone(),
                 rules: members,
+                header_rules,
                 paths,
                 detector_rules,
                 detectors: Detectors::new(detectors),
@@ -636,6 +700,12 @@ impl PiiConfig {
             max_decompressed_bytes: raw.decompression.max_bytes,
             max_ratio: raw.decompression.max_ratio,
             max_output_bytes,
+            exempt_headers: raw
+                .exempt_headers
+                .iter()
+                .enumerate()
+                .map(|(i, h)| header_name(&format!("exempt_headers[{i}]"), h))
+                .collect::<Result<Vec<_>, _>>()?,
             keys,
             rules,
             profiles,

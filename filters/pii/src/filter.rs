@@ -2,9 +2,8 @@
 //! header edits decided in [`crate::decide`], buffers bodies to the end, masks them and writes
 //! them back. Headers are read only in header callbacks (the host refuses them later).
 
-use crate::codec::Coding;
 use crate::config::{Mode, PiiConfig, Route};
-use crate::decide::{self, BodyPlan, Cause, Finished, HeaderEdit, Kind};
+use crate::decide::{self, BodyPlan, Cause, Finished, HeaderEdit, Job};
 use crate::mask::{Caller, Report};
 use portcullis_core::host::{self, Counter};
 use portcullis_core::identity::{Identity, IDENTITY_PROPERTY};
@@ -31,6 +30,7 @@ struct Metrics {
     passed_unmaskable: HashMap<&'static str, Counter>,
     bodies_scanned: Counter,
     bodies_masked: Counter,
+    headers_masked: Counter,
 }
 
 impl Metrics {
@@ -65,6 +65,7 @@ impl Metrics {
             passed_unmaskable: per_cause("passed_unmaskable"),
             bodies_scanned: Counter::define(&name("bodies_scanned")),
             bodies_masked: Counter::define(&name("bodies_masked")),
+            headers_masked: Counter::define(&name("headers_masked")),
         }
     }
 }
@@ -82,20 +83,14 @@ impl State {
     }
 }
 
-/// A body being buffered for masking.
-struct Pending {
-    kind: Kind,
-    codings: Vec<Coding>,
-}
-
 struct Pii {
     state: Rc<State>,
     route: Option<usize>,
     method: String,
     scopes: Vec<String>,
     tenant: Option<String>,
-    request: Option<Pending>,
-    response: Option<Pending>,
+    request: Option<Job>,
+    response: Option<Job>,
 }
 
 /// Asks the response-hold Lua filter (closest to the client) to keep the response until this
@@ -134,7 +129,7 @@ impl Pii {
         let direction = if response { "response" } else { "request" };
         match finished {
             Finished::Write(new, report) => {
-                self.record(&report, direction);
+                self.record(&report, direction, false);
                 let buffer = if response {
                     BufferType::HttpResponseBody
                 } else {
@@ -149,7 +144,7 @@ impl Pii {
                 Action::Continue
             }
             Finished::Keep(report) => {
-                self.record(&report, direction);
+                self.record(&report, direction, false);
                 Action::Continue
             }
             Finished::PassUnmaskable(cause) => {
@@ -193,9 +188,12 @@ impl Pii {
         self.conclude(finished, response, 0)
     }
 
-    fn record(&self, report: &Report, direction: &str) {
+    /// Counts and logs what masking did to a body (`headers`: to a message's headers).
+    fn record(&self, report: &Report, direction: &str, headers: bool) {
         let m = &self.state.metrics;
-        m.bodies_scanned.inc();
+        if !headers {
+            m.bodies_scanned.inc();
+        }
         let counters = if self.shadow() {
             &m.shadow_masked
         } else {
@@ -210,7 +208,11 @@ impl Pii {
         if report.total() == 0 {
             return;
         }
-        m.bodies_masked.inc();
+        if headers {
+            m.headers_masked.inc();
+        } else {
+            m.bodies_masked.inc();
+        }
         // Rule names and counts only; JSON pointers (which name keys, never values) at debug.
         let rules: Vec<String> = self
             .state
@@ -260,7 +262,7 @@ impl Pii {
         if !end_of_stream {
             return Action::Pause;
         }
-        let (kind, codings) = (p.kind, p.codings.clone());
+        let job = p.clone();
         self.clear(response);
         let buffer = if response {
             BufferType::HttpResponseBody
@@ -278,14 +280,57 @@ impl Pii {
         let finished = decide::finish(
             &st.config,
             route,
-            kind,
-            &codings,
+            &job,
             caller,
             &raw,
             self.shadow(),
             response,
         );
         self.conclude(finished, response, body_size)
+    }
+
+    /// Masks the header values of one direction (`headers` as read, names in lower case) and
+    /// writes back the headers that changed, every value of each in order.
+    fn mask_header_map(
+        &mut self,
+        map: MapType,
+        headers: &[(String, String)],
+        response: bool,
+    ) -> Result<(), Cause> {
+        let st = self.state.clone();
+        let Some(route) = self.route.and_then(|i| st.config.routes.get(i)) else {
+            return Ok(());
+        };
+        let caller = Caller {
+            scopes: &self.scopes,
+            key: st.config.keys.for_tenant(self.tenant.as_deref()),
+        };
+        let masked = decide::mask_headers(&st.config, route, caller, headers, response)?;
+        if masked.report.total() > 0 || masked.report.revealed.iter().any(|&n| n > 0) {
+            let direction = if response {
+                "response headers"
+            } else {
+                "request headers"
+            };
+            self.record(&masked.report, direction, true);
+        }
+        if self.shadow() {
+            return Ok(());
+        }
+        for (name, values) in &masked.replace {
+            // Pseudo-headers (`:path`) are replaced in place; others removed, then re-added.
+            if name.starts_with(':') {
+                if let Some(v) = values.first() {
+                    let _ = hostcalls::set_map_value(map, name, Some(v));
+                }
+                continue;
+            }
+            let _ = hostcalls::set_map_value(map, name, None);
+            for v in values {
+                let _ = hostcalls::add_map_value(map, name, v);
+            }
+        }
+        Ok(())
     }
 
     fn clear(&mut self, response: bool) {
@@ -323,16 +368,19 @@ impl HttpContext for Pii {
             MapType::HttpRequestHeaders,
             &decide::request_edits(route, !end_of_stream),
         );
+        if let Err(cause) = self.mask_header_map(MapType::HttpRequestHeaders, &headers, false) {
+            return self.refuse_early(cause, false);
+        }
         match decide::plan_request(route, &headers, end_of_stream) {
             BodyPlan::Pass => Action::Continue,
             BodyPlan::Refuse(cause) => self.refuse_early(cause, false),
-            plan @ BodyPlan::Mask { .. } => {
+            plan @ BodyPlan::Mask(_) => {
                 self.edit(
                     MapType::HttpRequestHeaders,
                     &decide::body_edits(&plan, false),
                 );
-                if let BodyPlan::Mask { kind, codings } = plan {
-                    self.request = Some(Pending { kind, codings });
+                if let BodyPlan::Mask(job) = plan {
+                    self.request = Some(job);
                 }
                 // Never pause headers (body callbacks would stop); the native buffer filter
                 // behind this one holds the request until the body is masked.
@@ -359,11 +407,14 @@ impl HttpContext for Pii {
         let status = portcullis_core::header(&headers, ":status")
             .and_then(|s| s.parse::<u16>().ok())
             .unwrap_or(0);
+        if let Err(cause) = self.mask_header_map(MapType::HttpResponseHeaders, &headers, true) {
+            return self.refuse_early(cause, true);
+        }
         let plan = decide::plan_response(route, &self.method, status, &headers, end_of_stream);
         match plan {
             BodyPlan::Pass => Action::Continue,
             BodyPlan::Refuse(cause) => self.refuse_early(cause, true),
-            plan @ BodyPlan::Mask { .. } => {
+            plan @ BodyPlan::Mask(_) => {
                 self.edit(
                     MapType::HttpResponseHeaders,
                     &decide::body_edits(&plan, true),
@@ -373,8 +424,8 @@ impl HttpContext for Pii {
                     let _ =
                         hostcalls::add_map_value(MapType::HttpResponseHeaders, HOLD_HEADER, "1");
                 }
-                if let BodyPlan::Mask { kind, codings } = plan {
-                    self.response = Some(Pending { kind, codings });
+                if let BodyPlan::Mask(job) = plan {
+                    self.response = Some(job);
                 }
                 Action::Continue
             }

@@ -429,15 +429,14 @@ pub fn mask_json(
     Ok(w.report)
 }
 
-/// Masks a text body with the profile's detectors. Bodies that are not UTF-8 are scanned as
-/// Latin-1-compatible bytes: only ASCII matches are possible there, and bytes outside the
-/// matches are kept exactly.
+/// Masks a text body (already decoded) with the profile's detectors; `None` when nothing
+/// changed.
 pub fn mask_text(
     cfg: &PiiConfig,
     profile: &Profile,
     caller: Caller<'_>,
-    body: &[u8],
-) -> Result<(Option<Vec<u8>>, Report), NoKey> {
+    text: &str,
+) -> Result<(Option<String>, Report), NoKey> {
     let mut w = Walker {
         cfg,
         profile,
@@ -445,35 +444,64 @@ pub fn mask_text(
         report: Report::new(cfg.rules.len()),
         stack: Vec::new(),
     };
-    if let Ok(s) = std::str::from_utf8(body) {
-        let out = w.detect(s, Some(0))?;
-        return Ok((out.map(String::into_bytes), w.report));
-    }
-    // Not UTF-8: work on bytes directly.
-    let found = profile.detectors.find(body);
-    let mut out = Vec::with_capacity(body.len());
-    let mut last = 0;
-    for f in found {
-        let Some(&ri) = profile.detector_rules.get(f.detector) else {
-            continue;
-        };
-        let Some(rule) = cfg.rules.get(ri) else {
-            continue;
-        };
-        if allowed(rule, &caller) {
-            w.report.reveal(ri);
+    let out = w.detect(text, Some(0))?;
+    Ok((out, w.report))
+}
+
+/// What masking did to one header value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderOutcome {
+    /// Unchanged.
+    Keep,
+    /// Replace the value.
+    Replace(String),
+    /// Remove the header (a header rule whose action is `drop`).
+    Remove,
+}
+
+/// Masks header values: a header named by a header rule is decided by the first such rule of
+/// the profile (its whole value), every other one goes through the detectors. `headers` are
+/// the ones to inspect (name in lower case, value); the outcome of each, in order.
+pub fn mask_headers(
+    cfg: &PiiConfig,
+    profile: &Profile,
+    caller: Caller<'_>,
+    headers: &[(&str, &str)],
+) -> Result<(Vec<HeaderOutcome>, Report), NoKey> {
+    let mut w = Walker {
+        cfg,
+        profile,
+        caller,
+        report: Report::new(cfg.rules.len()),
+        stack: Vec::new(),
+    };
+    let mut out = Vec::with_capacity(headers.len());
+    for &(name, value) in headers {
+        let rule = profile.header_rules.iter().copied().find(|&ri| {
+            cfg.rules
+                .get(ri)
+                .is_some_and(|r| r.headers.iter().any(|h| h == name))
+        });
+        if let (Some(ri), Some(r)) = (rule, rule.and_then(|ri| cfg.rules.get(ri))) {
+            // A header has no record to carry a consent flag: a rule that asks for consent
+            // never reveals one.
+            if r.consent.is_none() && allowed(r, &caller) {
+                w.report.reveal(ri);
+                out.push(HeaderOutcome::Keep);
+                continue;
+            }
+            w.report.hit(ri, || format!("/header:{name}"));
+            out.push(match &r.action {
+                Action::Drop => HeaderOutcome::Remove,
+                a => HeaderOutcome::Replace(a.apply(value, caller.key)?),
+            });
             continue;
         }
-        let hit =
-            String::from_utf8_lossy(body.get(f.start..f.end).unwrap_or_default()).into_owned();
-        out.extend_from_slice(body.get(last..f.start).unwrap_or_default());
-        out.extend_from_slice(rule.action.apply(&hit, caller.key)?.as_bytes());
-        last = f.end;
-        w.report.hit(ri, || format!("#{}", f.start));
+        w.stack = vec![PathSeg::Key(format!("header:{name}"))];
+        out.push(match w.detect(value, None)? {
+            Some(masked) => HeaderOutcome::Replace(masked),
+            None => HeaderOutcome::Keep,
+        });
     }
-    if last == 0 && w.report.total() == 0 {
-        return Ok((None, w.report));
-    }
-    out.extend_from_slice(body.get(last..).unwrap_or_default());
-    Ok((Some(out), w.report))
+    Ok((out, w.report))
 }

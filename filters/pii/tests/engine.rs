@@ -4,7 +4,7 @@
 
 use portcullis_pii::codec::Coding;
 use portcullis_pii::config::PiiConfig;
-use portcullis_pii::decide::{self, BodyPlan, Cause, Kind, Unmaskable};
+use portcullis_pii::decide::{self, BodyPlan, Cause, Job, Kind, Unmaskable};
 use portcullis_pii::json;
 use portcullis_pii::mask::{self, Caller};
 use serde_json::{json, Value};
@@ -48,6 +48,14 @@ fn hdrs(content_type: Option<&str>, encoding: Option<&str>) -> Vec<(String, Stri
         h.push(("content-encoding".into(), ce.into()));
     }
     h
+}
+
+fn job(kind: Kind, codings: &[Coding]) -> Job {
+    Job {
+        kind,
+        charset: None,
+        codings: codings.to_vec(),
+    }
 }
 
 fn run(
@@ -245,18 +253,24 @@ fn member_names_are_masked_and_field_rules_still_match_the_name_as_written() {
 #[test]
 fn text_bodies_and_non_utf8_bytes() {
     let cfg = config();
-    let caller = Caller {
-        scopes: &[],
-        key: None,
-    };
-    let (out, r) = mask::mask_text(&cfg, &cfg.profiles[0], caller, b"to a@b.io\n").unwrap();
-    assert_eq!(out.unwrap(), b"to [REDACTED]\n".to_vec());
+    let (out, r) = mask::mask_text(&cfg, &cfg.profiles[0], NOBODY, "to a@b.io\n").unwrap();
+    assert_eq!(out.unwrap(), "to [REDACTED]\n");
     assert_eq!(r.pointers, ["#3"]);
-    let (out, _) =
-        mask::mask_text(&cfg, &cfg.profiles[0], caller, b"\xff\xfe a@b.io \xff").unwrap();
-    assert_eq!(out.unwrap(), b"\xff\xfe [REDACTED] \xff".to_vec());
-    let (out, _) = mask::mask_text(&cfg, &cfg.profiles[0], caller, b"nothing here").unwrap();
+    let (out, _) = mask::mask_text(&cfg, &cfg.profiles[0], NOBODY, "nothing here").unwrap();
     assert_eq!(out, None);
+    // Undeclared text that is not UTF-8 is read as windows-1252 (as browsers do) and written
+    // back byte for byte around the mask.
+    let r = route(&cfg, "/x");
+    let m = decide::mask_body(
+        &cfg,
+        &r,
+        &job(Kind::Text, &[]),
+        NOBODY,
+        b"caf\xe9 a@b.io \xff",
+        false,
+    )
+    .unwrap();
+    assert_eq!(m.body.unwrap(), b"caf\xe9 [REDACTED] \xff".to_vec());
 }
 
 fn route(cfg: &PiiConfig, path: &str) -> portcullis_pii::config::Route {
@@ -267,10 +281,7 @@ fn route(cfg: &PiiConfig, path: &str) -> portcullis_pii::config::Route {
 fn plans_follow_method_status_type_and_coding() {
     let cfg = config();
     let r = route(&cfg, "/x");
-    let json_plan = BodyPlan::Mask {
-        kind: Kind::Json,
-        codings: vec![],
-    };
+    let json_plan = BodyPlan::Mask(Job::plain(Kind::Json));
     assert_eq!(
         decide::plan_response(&r, "GET", 200, &hdrs(Some("application/json"), None), false),
         json_plan
@@ -309,14 +320,16 @@ fn plans_follow_method_status_type_and_coding() {
     );
     assert_eq!(
         decide::plan_response(&r, "GET", 200, &hdrs(Some("text/csv"), Some("gzip")), false),
-        BodyPlan::Mask {
+        BodyPlan::Mask(Job {
             kind: Kind::Text,
+            charset: None,
             codings: vec![Coding::Gzip]
-        }
+        })
     );
     assert_eq!(
         decide::plan_response(&r, "GET", 200, &hdrs(Some("image/png"), None), false),
-        BodyPlan::Pass
+        BodyPlan::Refuse(Cause::Binary),
+        "binary bodies are refused unless a route says `binary: pass`"
     );
     assert_eq!(
         decide::plan_response(
@@ -369,13 +382,21 @@ fn bodies_decode_mask_and_fail_with_a_cause() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(body).unwrap();
     let gz = gz.finish().unwrap();
-    let m = decide::mask_body(&cfg, &r, Kind::Json, &[Coding::Gzip], caller, &gz, false).unwrap();
+    let m = decide::mask_body(
+        &cfg,
+        &r,
+        &job(Kind::Json, &[Coding::Gzip]),
+        caller,
+        &gz,
+        false,
+    )
+    .unwrap();
     assert_eq!(m.body.unwrap(), br#"{"ssn":"***-**-6789"}"#.to_vec());
     // Shadow: counted, body untouched.
-    let m = decide::mask_body(&cfg, &r, Kind::Json, &[], caller, body, true).unwrap();
+    let m = decide::mask_body(&cfg, &r, &job(Kind::Json, &[]), caller, body, true).unwrap();
     assert_eq!((m.body, m.report.masked[0]), (None, 1));
     let err = |kind, codings: &[Coding], raw: &[u8]| {
-        decide::mask_body(&cfg, &r, kind, codings, caller, raw, false).unwrap_err()
+        decide::mask_body(&cfg, &r, &job(kind, codings), caller, raw, false).unwrap_err()
     };
     assert_eq!(err(Kind::Json, &[], b"{\"a\":"), Cause::InvalidJson);
     assert_eq!(
@@ -385,7 +406,15 @@ fn bodies_decode_mask_and_fail_with_a_cause() {
     let deep = "[".repeat(300) + &"]".repeat(300);
     assert_eq!(err(Kind::Json, &[], deep.as_bytes()), Cause::InvalidJson);
     // No content type: JSON when it parses, else text.
-    let m = decide::mask_body(&cfg, &r, Kind::Sniff, &[], caller, b"mail a@b.io", false).unwrap();
+    let m = decide::mask_body(
+        &cfg,
+        &r,
+        &job(Kind::Sniff, &[]),
+        caller,
+        b"mail a@b.io",
+        false,
+    )
+    .unwrap();
     assert_eq!(m.body.unwrap(), b"mail [REDACTED]".to_vec());
     // Pass only where configured, and never for a missing tokenization key.
     assert!(
@@ -410,7 +439,7 @@ fn bad_configs_name_the_field() {
     assert!(PiiConfig::from_value(base()).is_ok());
     assert!(err(&|v| v["rules"][0]["fields"] = json!(["a"])).contains("rules[0].fields[0]"));
     assert!(err(&|v| v["rules"][0]["action"] = json!("tokenize")).contains("tokenize needs keys"));
-    assert!(err(&|v| v["rules"][0]["detector"] = json!("email")).contains("either"));
+    assert!(err(&|v| v["rules"][0]["detector"] = json!("email")).contains("not both"));
     assert!(err(&|v| v["profiles"]["p"] = json!(["zz"])).contains("unknown rule `zz`"));
     assert!(err(&|v| v["routes"][0]["profile"] = json!("q")).contains("unknown profile"));
     assert!(err(&|v| v["tokenization"] = json!({"default_key": "c2hvcnQ"})).contains("16 bytes"));
@@ -420,7 +449,7 @@ fn bad_configs_name_the_field() {
     .contains("empty string"));
     assert!(
         err(&|v| v["rules"][0] = json!({"name": "d", "detector": "email", "action": "drop"}))
-            .contains("field rules")
+            .contains("not detectors")
     );
     assert!(err(&|v| v["rules"][0]["unknown"] = json!(1)).contains("unknown"));
 }

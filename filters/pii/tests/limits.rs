@@ -6,7 +6,7 @@
 
 use portcullis_pii::codec::Coding;
 use portcullis_pii::config::PiiConfig;
-use portcullis_pii::decide::{self, BodyPlan, Cause, Finished, Kind};
+use portcullis_pii::decide::{self, BodyPlan, Cause, Finished, Job, Kind};
 use portcullis_pii::mask::Caller;
 use serde_json::{json, Value};
 use std::io::Write;
@@ -34,6 +34,14 @@ fn config(extra: Value) -> PiiConfig {
         o.extend(e.clone());
     }
     PiiConfig::from_value(v).unwrap()
+}
+
+fn job(codings: &[Coding]) -> Job {
+    Job {
+        kind: Kind::Json,
+        charset: None,
+        codings: codings.to_vec(),
+    }
 }
 
 fn route(cfg: &PiiConfig, path: &str) -> portcullis_pii::config::Route {
@@ -130,12 +138,12 @@ fn a_declared_length_over_the_cap_is_refused_from_the_headers() {
             false,
         )
     };
-    assert!(matches!(plan("1000"), BodyPlan::Mask { .. }));
+    assert!(matches!(plan("1000"), BodyPlan::Mask(_)));
     assert_eq!(plan("1001"), BodyPlan::Refuse(Cause::TooLarge));
     assert_eq!(plan("99999999999"), BodyPlan::Refuse(Cause::TooLarge));
     // Unparseable or conflicting lengths are measured while buffering instead.
-    assert!(matches!(plan("12, 5000"), BodyPlan::Mask { .. }));
-    assert!(matches!(plan("x"), BodyPlan::Mask { .. }));
+    assert!(matches!(plan("12, 5000"), BodyPlan::Mask(_)));
+    assert!(matches!(plan("x"), BodyPlan::Mask(_)));
     assert!(decide::over_cap(&r, 1001) && !decide::over_cap(&r, 1000));
 }
 
@@ -145,15 +153,14 @@ fn nothing_larger_than_the_output_limit_is_ever_written() {
     let (block, pass) = (route(&cfg, "/x"), route(&cfg, "/pass/x"));
     // 100 records (1.1 KB as received: over the 1000-byte cap).
     assert!(matches!(
-        decide::finish(&cfg, &block, Kind::Json, &[], acme(&cfg), &growing(100), false, true),
+        decide::finish(&cfg, &block, &job(&[]), acme(&cfg), &growing(100), false, true),
         Finished::Block(d, Cause::TooLarge) if d.status == 502
     ));
     // 80 records: 881 bytes in, 3.2 KB masked (within 4000): written.
     match decide::finish(
         &cfg,
         &block,
-        Kind::Json,
-        &[],
+        &job(&[]),
         acme(&cfg),
         &growing(80),
         false,
@@ -168,8 +175,7 @@ fn nothing_larger_than_the_output_limit_is_ever_written() {
         decide::finish(
             &cfg,
             &block,
-            Kind::Json,
-            &[Coding::Gzip],
+            &job(&[Coding::Gzip]),
             acme(&cfg),
             &gz,
             false,
@@ -181,16 +187,7 @@ fn nothing_larger_than_the_output_limit_is_ever_written() {
     let gz = gzip(&growing(300));
     for r in [&block, &pass] {
         assert!(matches!(
-            decide::finish(
-                &cfg,
-                r,
-                Kind::Json,
-                &[Coding::Gzip],
-                acme(&cfg),
-                &gz,
-                false,
-                true
-            ),
+            decide::finish(&cfg, r, &job(&[Coding::Gzip]), acme(&cfg), &gz, false, true),
             Finished::Block(_, Cause::OutputTooLarge)
         ));
     }
@@ -199,29 +196,11 @@ fn nothing_larger_than_the_output_limit_is_ever_written() {
     let (tb, tp) = (route(&tight, "/x"), route(&tight, "/pass/x"));
     let body = growing(80);
     assert!(matches!(
-        decide::finish(
-            &tight,
-            &tb,
-            Kind::Json,
-            &[],
-            acme(&tight),
-            &body,
-            false,
-            true
-        ),
+        decide::finish(&tight, &tb, &job(&[]), acme(&tight), &body, false, true),
         Finished::Block(_, Cause::OutputTooLarge)
     ));
     assert_eq!(
-        decide::finish(
-            &tight,
-            &tp,
-            Kind::Json,
-            &[],
-            acme(&tight),
-            &body,
-            false,
-            true
-        ),
+        decide::finish(&tight, &tp, &job(&[]), acme(&tight), &body, false, true),
         Finished::PassUnmaskable(Cause::OutputTooLarge)
     );
     // Egress: 413 for both size causes.
@@ -230,26 +209,17 @@ fn nothing_larger_than_the_output_limit_is_ever_written() {
         .1
         .clone();
     assert!(matches!(
-        decide::finish(&tight, &egress, Kind::Json, &[], acme(&tight), &body, false, false),
+        decide::finish(&tight, &egress, &job(&[]), acme(&tight), &body, false, false),
         Finished::Block(d, Cause::OutputTooLarge) if d.status == 413
     ));
     // A body that masks to its own size is always writable (the limit is at least the cap).
     assert!(matches!(
-        decide::finish(&tight, &tb, Kind::Json, &[], NOBODY, &filler(1000), false, true),
+        decide::finish(&tight, &tb, &job(&[]), NOBODY, &filler(1000), false, true),
         Finished::Write(b, _) if b.len() == 1000
     ));
     // Shadow mode writes nothing and only reports the block.
     assert!(matches!(
-        decide::finish(
-            &tight,
-            &tb,
-            Kind::Json,
-            &[],
-            acme(&tight),
-            &body,
-            true,
-            true
-        ),
+        decide::finish(&tight, &tb, &job(&[]), acme(&tight), &body, true, true),
         Finished::Block(_, Cause::OutputTooLarge)
     ));
 }
@@ -257,9 +227,12 @@ fn nothing_larger_than_the_output_limit_is_ever_written() {
 #[test]
 fn a_response_is_held_only_while_it_may_still_be_refused() {
     let cfg = config(json!({}));
-    let json_plan = |codings: Vec<Coding>| BodyPlan::Mask {
-        kind: Kind::Json,
-        codings,
+    let json_plan = |codings: Vec<Coding>| {
+        BodyPlan::Mask(Job {
+            kind: Kind::Json,
+            charset: None,
+            codings,
+        })
     };
     let key = cfg.keys.for_tenant(Some("acme"));
     let (block, pass, plain) = (
