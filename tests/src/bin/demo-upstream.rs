@@ -55,6 +55,8 @@ struct Resp {
     encoding: Option<&'static str>,
     /// Send with `transfer-encoding: chunked` instead of `content-length`.
     chunked: bool,
+    /// More headers, sent after `content-type` (which is left out when empty).
+    headers: Vec<(String, String)>,
 }
 
 impl Resp {
@@ -66,8 +68,78 @@ impl Resp {
             seq: None,
             encoding: None,
             chunked: false,
+            headers: Vec::new(),
         }
     }
+}
+
+/// `%XX` escapes of a query parameter undone (and `+` as a space).
+fn unescape(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (c, hex) {
+            (b'%', Some(x)) => {
+                out.push(x);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `text` in a charset: `utf-16le`, `utf-16be`, `utf-32le`, `latin1`, each optionally with a
+/// `-bom`, or `utf-8-bom`; anything else leaves it UTF-8.
+fn encode_text(text: &str, charset: &str) -> Vec<u8> {
+    let (name, bom) = match charset.strip_suffix("-bom") {
+        Some(n) => (n, true),
+        None => (charset, false),
+    };
+    let mut out = Vec::new();
+    match name {
+        "utf-16le" => {
+            if bom {
+                out.extend_from_slice(&[0xFF, 0xFE]);
+            }
+            text.encode_utf16()
+                .for_each(|u| out.extend_from_slice(&u.to_le_bytes()));
+        }
+        "utf-16be" => {
+            if bom {
+                out.extend_from_slice(&[0xFE, 0xFF]);
+            }
+            text.encode_utf16()
+                .for_each(|u| out.extend_from_slice(&u.to_be_bytes()));
+        }
+        "utf-32le" => {
+            if bom {
+                out.extend_from_slice(&[0xFF, 0xFE, 0, 0]);
+            }
+            text.chars()
+                .for_each(|c| out.extend_from_slice(&(c as u32).to_le_bytes()));
+        }
+        "latin1" => out.extend(text.chars().map(|c| u8::try_from(c as u32).unwrap_or(b'?'))),
+        _ => {
+            if bom {
+                out.extend_from_slice(&[0xEF, 0xBB, 0xBF]);
+            }
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
+    out
 }
 
 fn json_resp(status: u16, v: Value) -> Resp {
@@ -166,6 +238,51 @@ fn fixture(tenant: &str, name: &str, query: &str) -> Resp {
             }
             b.push(b']');
             Resp::new(200, "application/json", b)
+        }
+        // Card numbers as JSON numbers in every spelling a parser reads as the same value.
+        "spelled" => text(
+            "application/json",
+            r#"{"a":4.111111111111111e15,"b":4111111111111111E0,"c":4111111111111111.0,"d":41111111111111110e-1,"e":-4111111111111111.0,"f":5.555555555554444E+15,"amount":12.50,"ts":1700000000000}"#,
+        ),
+        // Maps keyed by personal data.
+        "keyed" => text(
+            "application/json",
+            r#"{"by_email":{"ada@acme.example.com":{"tier":"gold"},"grace@acme.example.com":{"tier":"silver"}},"by_phone":{"+15555550123":"mobile"},"by_ssn":{"123-45-6789":true},"by_card":{"4111111111111111":"visa","5555 5555 5555 4444":"mc"}}"#,
+        ),
+        // Items of one kind side by side.
+        "adjacent" => text(
+            "text/plain",
+            "IBANs GB82WEST12345698765432 DE89370400440532013000; cards 4111111111111111 5555555555554444; phones +15555550123 +15555550124; ssns 123-45-6789 234-56-7890\n",
+        ),
+        // `?ct=` (repeatable: one content-type header each; escaped), `?charset=` (how the
+        // body is encoded, see `encode_text`), `?body=json|text`.
+        "typed" => {
+            let body = match param("body") {
+                Some("text") => "Contact ada@acme.example.com, SSN 123-45-6789.\n".to_string(),
+                _ => r#"{"name":"Ada","ssn":"123-45-6789","note":"ada\u0040acme.example.com"}"#.to_string(),
+            };
+            let mut r = Resp::new(200, "", encode_text(&body, param("charset").unwrap_or("utf-8")));
+            for kv in query.split('&') {
+                if let Some(v) = kv.strip_prefix("ct=") {
+                    r.headers.push(("content-type".into(), unescape(v)));
+                }
+            }
+            r
+        }
+        // Personal data in response headers.
+        "headers" => {
+            let mut r = json_resp(200, json!({"ok": true}));
+            for (k, v) in [
+                ("location", "https://crm.example/customers?ssn=123-45-6789&email=ada%40acme.example.com"),
+                ("content-disposition", "attachment; filename=\"ada@acme.example.com.csv\""),
+                ("x-debug-user", "ada@acme.example.com"),
+                ("set-cookie", "last_card=4111111111111111; Path=/"),
+                ("set-cookie", "theme=dark; Path=/"),
+                ("x-customer-email", "grace@acme.example.com"),
+            ] {
+                r.headers.push((k.into(), v.into()));
+            }
+            r
         }
         "large" => {
             let item = json!({"email": "ada@acme.example.com", "pad": "x".repeat(1000)});
@@ -470,12 +587,13 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Result<Req, ReadError> {
 }
 
 fn write_response(s: &mut TcpStream, resp: &Resp, head: bool, close: bool) -> std::io::Result<()> {
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\n",
-        resp.status,
-        reason(resp.status),
-        resp.content_type,
-    );
+    let mut out = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
+    if !resp.content_type.is_empty() {
+        out.push_str(&format!("content-type: {}\r\n", resp.content_type));
+    }
+    for (k, v) in &resp.headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
     if resp.chunked {
         out.push_str("transfer-encoding: chunked\r\n");
     } else if resp.status != 204 {
