@@ -13,7 +13,7 @@ use portcullis_core::config::Mode;
 use portcullis_core::deny::Denial;
 use portcullis_core::identity::Identity;
 use portcullis_pii::config::PiiConfig;
-use portcullis_pii::decide::{self as pii, BodyPlan, Unmaskable};
+use portcullis_pii::decide::{self as pii, BodyPlan, Finished};
 use portcullis_pii::mask::Caller;
 use portcullis_ratelimit::config::RateLimitConfig;
 use portcullis_ratelimit::decide as ratelimit;
@@ -186,6 +186,22 @@ fn record_denial(
     !shadow
 }
 
+/// Headers with lower-case names, as the pii decisions expect them.
+fn lower_names(headers: &[(String, String)]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .collect()
+}
+
+/// Applies pii's masked header values: every value of a changed header replaced, in order.
+fn apply_masked_headers(headers: &mut Vec<(String, String)>, m: &pii::HeaderMasking) {
+    for (name, values) in &m.replace {
+        headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        headers.extend(values.iter().map(|v| (name.clone(), v.clone())));
+    }
+}
+
 /// Applies pii's header edits to a header list.
 fn apply_edits(headers: &mut Vec<(String, String)>, edits: Vec<pii::HeaderEdit>) {
     for e in edits {
@@ -327,43 +343,55 @@ pub fn run(
         if c.pii.mode == Mode::Enforce {
             apply_edits(&mut headers, pii::request_edits(route, body.is_some()));
         }
-        let plan = pii::plan_request(
-            route,
-            header(&headers, "content-type"),
-            header(&headers, "content-encoding"),
-            body.is_none(),
-        );
-        let mut outcome = "response masking".to_string();
-        if let (BodyPlan::Mask { kind, codings }, Some(b)) = (&plan, &body) {
-            match pii::mask_body(
-                &c.pii,
-                route,
-                *kind,
-                codings,
-                caller,
-                b,
-                c.pii.mode == Mode::Shadow,
-            ) {
-                Ok(m) => {
-                    record_pii(c, &m.report, &mut hits);
-                    outcome = format!("request masked: {}", summary(c, &m.report));
-                    if let Some(new) = m.body {
-                        body = Some(new);
-                    }
+        let shadow = c.pii.mode == Mode::Shadow;
+        match pii::mask_headers(&c.pii, route, caller, &lower_names(&headers), false) {
+            Ok(m) => {
+                record_pii(c, &m.report, &mut hits);
+                if !shadow {
+                    apply_masked_headers(&mut headers, &m);
                 }
-                Err(cause) => {
-                    if let Unmaskable::Block(d) = pii::unmaskable(route, cause, false) {
-                        trace.push(Step {
-                            filter: "pii",
-                            matched: route.name.clone(),
-                            outcome: describe(&d),
-                        });
-                        if c.pii.mode == Mode::Enforce {
-                            return denied(&d, trace, hits, client_headers);
-                        }
+            }
+            Err(cause) => {
+                if let Finished::Block(d, _) = pii::refusal(route, cause, &[], shadow, false) {
+                    if !shadow {
+                        return denied(&d, trace, hits, client_headers);
                     }
                 }
             }
+        }
+        let plan = pii::plan_request(route, &lower_names(&headers), body.is_none());
+        let mut outcome = "response masking".to_string();
+        let finished = match (&plan, &body) {
+            (BodyPlan::Mask(job), Some(b)) => {
+                Some(pii::finish(&c.pii, route, job, caller, b, shadow, false))
+            }
+            (BodyPlan::Refuse(cause), _) => Some(pii::refusal(route, *cause, &[], shadow, false)),
+            _ => None,
+        };
+        match finished {
+            Some(Finished::Write(new, report)) => {
+                record_pii(c, &report, &mut hits);
+                outcome = format!("request masked: {}", summary(c, &report));
+                body = Some(new);
+            }
+            Some(Finished::Keep(report)) => {
+                record_pii(c, &report, &mut hits);
+                outcome = format!("request masked: {}", summary(c, &report));
+            }
+            Some(Finished::Block(d, _)) => {
+                trace.push(Step {
+                    filter: "pii",
+                    matched: route.name.clone(),
+                    outcome: describe(&d),
+                });
+                if !shadow {
+                    return denied(&d, trace, hits, client_headers);
+                }
+            }
+            Some(Finished::PassUnmaskable(cause)) => {
+                outcome = format!("request passed unmasked ({})", cause.name());
+            }
+            None => {}
         }
         trace.push(Step {
             filter: "pii",
@@ -465,75 +493,81 @@ pub fn run(
 
     // 8. pii on the response.
     if let Some(route) = &pii_route {
-        let plan = pii::plan_response(
-            route,
-            &req.method,
-            status,
-            header(&resp_headers, "content-type"),
-            header(&resp_headers, "content-encoding"),
-            resp_body.is_empty(),
-        );
+        let shadow = c.pii.mode == Mode::Shadow;
         let fail = |d: Denial, trace: Vec<Step>, hits: Hits, ch: Vec<(String, String)>| {
             let mut o = denied(&d, trace, hits, ch);
             o.upstream_request = upstream_request.clone();
             o
         };
-        match &plan {
-            BodyPlan::Pass => {}
-            BodyPlan::Refuse(cause) => {
-                if let Unmaskable::Block(d) = pii::unmaskable(route, *cause, true) {
-                    trace.push(Step {
-                        filter: "pii",
-                        matched: route.name.clone(),
-                        outcome: format!("response {}", describe(&d)),
-                    });
-                    if c.pii.mode == Mode::Enforce {
+        match pii::mask_headers(&c.pii, route, caller, &lower_names(&resp_headers), true) {
+            Ok(m) => {
+                record_pii(c, &m.report, &mut hits);
+                if !shadow {
+                    apply_masked_headers(&mut resp_headers, &m);
+                }
+            }
+            Err(cause) => {
+                if let Finished::Block(d, _) = pii::refusal(route, cause, &[], shadow, true) {
+                    if !shadow {
                         return fail(d, trace, hits, client_headers);
                     }
                 }
             }
-            BodyPlan::Mask { kind, codings } => {
-                let shadow = c.pii.mode == Mode::Shadow;
+        }
+        let plan = pii::plan_response(
+            route,
+            &req.method,
+            status,
+            &lower_names(&resp_headers),
+            resp_body.is_empty(),
+        );
+        let finished = match &plan {
+            BodyPlan::Pass => None,
+            BodyPlan::Refuse(cause) => Some(pii::refusal(route, *cause, &[], shadow, true)),
+            BodyPlan::Mask(job) => {
                 if !shadow {
                     apply_edits(&mut resp_headers, pii::body_edits(&plan, true));
                 }
-                let result = if resp_body.len() > route.max_body_bytes {
-                    Err(pii::Cause::TooLarge)
-                } else {
-                    pii::mask_body(&c.pii, route, *kind, codings, caller, &resp_body, shadow)
-                };
-                match result {
-                    Ok(m) => {
-                        record_pii(c, &m.report, &mut hits);
-                        trace.push(Step {
-                            filter: "pii",
-                            matched: route.name.clone(),
-                            outcome: format!("response masked: {}", summary(c, &m.report)),
-                        });
-                        if let Some(new) = m.body {
-                            resp_body = new;
-                        }
-                    }
-                    Err(cause) => match pii::unmaskable(route, cause, true) {
-                        Unmaskable::Block(d) => {
-                            trace.push(Step {
-                                filter: "pii",
-                                matched: route.name.clone(),
-                                outcome: format!("response {}", describe(&d)),
-                            });
-                            if !shadow {
-                                return fail(d, trace, hits, client_headers);
-                            }
-                        }
-                        Unmaskable::Pass => {
-                            trace.push(Step {
-                                filter: "pii",
-                                matched: route.name.clone(),
-                                outcome: format!("response passed unmasked ({})", cause.name()),
-                            });
-                        }
-                    },
+                Some(pii::finish(
+                    &c.pii, route, job, caller, &resp_body, shadow, true,
+                ))
+            }
+        };
+        match finished {
+            None => {}
+            Some(Finished::Write(new, report)) => {
+                record_pii(c, &report, &mut hits);
+                trace.push(Step {
+                    filter: "pii",
+                    matched: route.name.clone(),
+                    outcome: format!("response masked: {}", summary(c, &report)),
+                });
+                resp_body = new;
+            }
+            Some(Finished::Keep(report)) => {
+                record_pii(c, &report, &mut hits);
+                trace.push(Step {
+                    filter: "pii",
+                    matched: route.name.clone(),
+                    outcome: format!("response masked: {}", summary(c, &report)),
+                });
+            }
+            Some(Finished::Block(d, _)) => {
+                trace.push(Step {
+                    filter: "pii",
+                    matched: route.name.clone(),
+                    outcome: format!("response {}", describe(&d)),
+                });
+                if !shadow {
+                    return fail(d, trace, hits, client_headers);
                 }
+            }
+            Some(Finished::PassUnmaskable(cause)) => {
+                trace.push(Step {
+                    filter: "pii",
+                    matched: route.name.clone(),
+                    outcome: format!("response passed unmasked ({})", cause.name()),
+                });
             }
         }
     }

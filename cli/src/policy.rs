@@ -46,24 +46,68 @@ pub struct Policies {
     pub pii: Value,
     /// pii configuration of the egress listener.
     pub pii_egress: Value,
-    /// Largest request body the egress masking buffers: the egress buffer filter's limit.
-    pub pii_egress_max_body_bytes: usize,
-    /// Largest body the gateway's pii filter buffers.
-    pub pii_max_body_bytes: usize,
     /// Envoy's edge settings (`gateway.yaml`; defaults when the file is absent).
     pub gateway: GatewaySettings,
 }
 
+/// A listener's buffer limit from the largest body buffered as received and the largest body
+/// held or written back.
+fn listener_buffer(input: usize, held: usize) -> usize {
+    input.saturating_mul(2).max(held).max(1 << 20)
+}
+
+/// What one pii configuration needs from Envoy's buffers.
+#[derive(Debug, Clone, Copy, Default)]
+struct PiiLimits {
+    /// Largest body buffered as received.
+    input: usize,
+    /// Largest body buffered or written back.
+    buffer: usize,
+    /// Largest request body leaving the filter on a request-masking route.
+    request_output: usize,
+}
+
+impl PiiLimits {
+    /// From a configuration value (already validated by [`load`]; one a caller broke since
+    /// counts for nothing here, and `render` refuses it when it checks the output).
+    fn of(doc: &Value) -> Self {
+        PiiConfig::from_value(doc.clone())
+            .map(|c| PiiLimits {
+                input: c.max_body_bytes(),
+                buffer: c.min_envoy_buffer_bytes(),
+                request_output: c.max_request_output_bytes(),
+            })
+            .unwrap_or_default()
+    }
+}
+
 impl Policies {
-    /// Envoy's per-connection buffer limit for the listeners: above every body a filter
-    /// buffers (twice the largest, so a body over a filter's own limit meets that filter's
-    /// clear refusal, not Envoy's bare 500), and never below Envoy's 1 MiB default.
+    /// Envoy's per-connection buffer limit for the gateway listener: twice the largest body a
+    /// filter buffers as received (so a body over a filter's own limit meets that filter's
+    /// clear refusal, not Envoy's bare 500), at least the largest body pii writes back (Envoy
+    /// resets a stream whose replaced body exceeds it), and never below Envoy's 1 MiB default.
+    /// Computed from the configurations as they are now.
     pub fn connection_buffer_bytes(&self) -> usize {
-        let largest = self
-            .schema_max_body_bytes
-            .max(self.pii_max_body_bytes)
-            .max(self.pii_egress_max_body_bytes);
-        largest.saturating_mul(2).max(1 << 20)
+        let gw = PiiLimits::of(&self.pii);
+        listener_buffer(self.schema_max_body_bytes.max(gw.input), gw.buffer)
+    }
+
+    /// The same for the egress listener, which runs only the egress pii filter.
+    pub fn egress_connection_buffer_bytes(&self) -> usize {
+        let eg = PiiLimits::of(&self.pii_egress);
+        listener_buffer(eg.input, eg.buffer)
+    }
+
+    /// The gateway's native buffer filter limit: the largest request body schema accepts, or
+    /// a masked request body leaving pii on a request-masking route, whichever is larger.
+    pub fn buffer_filter_bytes(&self) -> usize {
+        self.schema_max_body_bytes
+            .max(PiiLimits::of(&self.pii).request_output)
+    }
+
+    /// The egress listener's buffer filter limit: every masked sync body must fit.
+    pub fn egress_buffer_filter_bytes(&self) -> usize {
+        PiiLimits::of(&self.pii_egress).request_output.max(1024)
     }
 }
 
@@ -143,10 +187,9 @@ pub fn load(dir: &Path) -> Result<Policies> {
     let ratelimit_ip = read_yaml(&dir.join(RATELIMIT_IP_FILE))?;
     compile_ratelimit(&ratelimit_ip, RATELIMIT_IP_FILE)?;
     let pii = read_yaml(&dir.join(PII_FILE))?;
-    let pii_max_body_bytes = compile_pii(&pii, PII_FILE)?.max_body_bytes();
+    compile_pii(&pii, PII_FILE)?;
     let pii_egress = read_yaml(&dir.join(PII_EGRESS_FILE))?;
-    let pii_egress_max_body_bytes =
-        compile_pii(&pii_egress, PII_EGRESS_FILE)?.max_request_body_bytes();
+    compile_pii(&pii_egress, PII_EGRESS_FILE)?;
     let gateway_path = dir.join(GATEWAY_FILE);
     let gateway = if gateway_path.exists() {
         GatewaySettings::from_value(read_yaml(&gateway_path)?)?
@@ -162,8 +205,6 @@ pub fn load(dir: &Path) -> Result<Policies> {
         ratelimit_ip,
         pii,
         pii_egress,
-        pii_egress_max_body_bytes,
-        pii_max_body_bytes,
         gateway,
     })
 }

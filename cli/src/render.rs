@@ -284,15 +284,19 @@ pub fn render(template: &str, policies: &Policies, opts: &RenderOptions) -> Resu
             "CONNECTION_BUFFER_BYTES",
             policies.connection_buffer_bytes().to_string(),
         ),
-        // The egress buffer filter holds whole request bodies while pii masks them.
+        (
+            "EGRESS_CONNECTION_BUFFER_BYTES",
+            policies.egress_connection_buffer_bytes().to_string(),
+        ),
+        // The egress buffer filter holds whole request bodies after pii masked them.
         (
             "EGRESS_BUFFER_MAX_BYTES",
-            policies.pii_egress_max_body_bytes.max(1024).to_string(),
+            policies.egress_buffer_filter_bytes().to_string(),
         ),
-        // The buffer filter must hold at least the largest body the schema filter accepts.
+        // The buffer filter must hold the largest body schema accepts (or pii writes).
         (
             "BUFFER_MAX_BYTES",
-            policies.schema_max_body_bytes.to_string(),
+            policies.buffer_filter_bytes().to_string(),
         ),
     ];
     let mut out = template.to_string();
@@ -309,7 +313,122 @@ pub fn render(template: &str, policies: &Policies, opts: &RenderOptions) -> Resu
             "template has an unknown placeholder: {name}"
         )));
     }
+    verify_buffer_limits(&out)?;
     Ok(out)
+}
+
+/// Envoy's default `per_connection_buffer_limit_bytes` when a listener sets none.
+const ENVOY_DEFAULT_BUFFER_BYTES: u64 = 1 << 20;
+
+/// A Portcullis filter's configuration in a rendered Wasm filter, with the module it runs.
+fn wasm_filter(filter: &serde_yaml::Value) -> Option<(String, Value)> {
+    let config = filter.get("typed_config")?.get("config")?;
+    let file = config
+        .get("vm_config")?
+        .get("code")?
+        .get("local")?
+        .get("filename")?
+        .as_str()?;
+    let module = std::path::Path::new(file)
+        .file_stem()?
+        .to_string_lossy()
+        .to_string();
+    let value = config.get("configuration")?.get("value")?;
+    let json = match value.as_str() {
+        Some(text) => serde_json::from_str(text).ok()?,
+        None => serde_json::to_value(value).ok()?,
+    };
+    Some((module, json))
+}
+
+/// Refuses a rendered config in which Envoy's buffers are smaller than what the filters
+/// buffer or write: a pii filter that replaces a body larger than the listener's
+/// `per_connection_buffer_limit_bytes` gets its stream reset from inside the host call (the
+/// VM panics and Envoy can crash), and a buffer filter behind pii or schema must take the
+/// largest request body they let through. Checked on the output, so a hand-edited template
+/// cannot slip past.
+pub fn verify_buffer_limits(yaml: &str) -> Result<()> {
+    let doc: serde_yaml::Value = serde_yaml::from_str(yaml)
+        .map_err(|e| CliError(format!("rendered config is not valid YAML: {e}")))?;
+    let listeners = doc
+        .get("static_resources")
+        .and_then(|r| r.get("listeners"))
+        .and_then(serde_yaml::Value::as_sequence)
+        .cloned()
+        .unwrap_or_default();
+    for l in &listeners {
+        let name = l.get("name").and_then(|n| n.as_str()).unwrap_or("-");
+        let limit = l
+            .get("per_connection_buffer_limit_bytes")
+            .and_then(serde_yaml::Value::as_u64)
+            .unwrap_or(ENVOY_DEFAULT_BUFFER_BYTES);
+        let chains = l
+            .get("filter_chains")
+            .and_then(serde_yaml::Value::as_sequence)
+            .cloned()
+            .unwrap_or_default();
+        for chain in &chains {
+            let http_filters = chain
+                .get("filters")
+                .and_then(serde_yaml::Value::as_sequence)
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f.get("typed_config")?.get("http_filters")?.as_sequence())
+                .flatten();
+            // Largest request body that the filters seen so far may pass to a buffer filter.
+            let mut request_bytes = 0u64;
+            for f in http_filters {
+                let fname = f.get("name").and_then(|n| n.as_str()).unwrap_or("-");
+                if let Some((module, cfg)) = wasm_filter(f) {
+                    let (needed, request, what) = match module.as_str() {
+                        "pii" => {
+                            let c = portcullis_pii::config::PiiConfig::from_value(cfg).map_err(
+                                |e| CliError(format!("listener `{name}`, filter `{fname}`: {e}")),
+                            )?;
+                            (
+                                c.min_envoy_buffer_bytes(),
+                                c.max_request_output_bytes(),
+                                "the largest body pii buffers or writes back (max_body_bytes, max_output_bytes)",
+                            )
+                        }
+                        "schema" => {
+                            let c = portcullis_schema::config::SchemaConfig::from_value(cfg)
+                                .map_err(|e| {
+                                    CliError(format!("listener `{name}`, filter `{fname}`: {e}"))
+                                })?;
+                            (
+                                c.max_body_bytes(),
+                                c.max_body_bytes(),
+                                "the largest body schema buffers (max_body_bytes)",
+                            )
+                        }
+                        _ => continue,
+                    };
+                    let needed = u64::try_from(needed).unwrap_or(u64::MAX);
+                    if limit < needed {
+                        return Err(CliError(format!(
+                            "listener `{name}`: per_connection_buffer_limit_bytes is {limit}, below {needed}, {what} in `{fname}`; \
+                             Envoy would reset such streams mid-write. Raise the listener's limit or lower the policy's"
+                        )));
+                    }
+                    request_bytes = request_bytes.max(u64::try_from(request).unwrap_or(u64::MAX));
+                }
+                let max_request = f
+                    .get("typed_config")
+                    .and_then(|t| t.get("max_request_bytes"))
+                    .and_then(serde_yaml::Value::as_u64);
+                if let Some(max) = max_request {
+                    if max < request_bytes {
+                        return Err(CliError(format!(
+                            "listener `{name}`: `{fname}` max_request_bytes is {max}, below {request_bytes}, \
+                             the largest request body the filters before it let through"
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -336,5 +455,52 @@ mod tests {
             assert!(y["static_resources"]["listeners"][0].is_mapping());
         }
         assert!(render("x {{NOPE}}", &p, &RenderOptions::default()).is_err());
+    }
+
+    #[test]
+    fn buffer_limits_cover_what_pii_decodes_and_writes() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let p = crate::policy::load(&root.join("policies")).unwrap();
+        let pii = crate::policy::compile_pii(&p.pii, crate::policy::PII_FILE).unwrap();
+        // The documented decompression limit is usable: Envoy can hold what pii writes.
+        assert!(p.connection_buffer_bytes() >= pii.max_decompressed_bytes);
+        assert!(p.connection_buffer_bytes() >= pii.max_output_bytes);
+        for (tmpl, fmt) in [
+            ("gateway.yaml.tmpl", ConfigFormat::Json),
+            ("gateway.yaml.tmpl", ConfigFormat::Struct),
+            ("egress.yaml.tmpl", ConfigFormat::Struct),
+        ] {
+            let text = std::fs::read_to_string(root.join("envoy").join(tmpl)).unwrap();
+            let opts = RenderOptions {
+                format: fmt,
+                ..Default::default()
+            };
+            render(&text, &p, &opts).unwrap();
+            // A template that hard-codes a smaller listener limit is refused, naming it.
+            let small = text
+                .replace("{{CONNECTION_BUFFER_BYTES}}", "2097152")
+                .replace("{{EGRESS_CONNECTION_BUFFER_BYTES}}", "2097152");
+            let e = render(&small, &p, &opts).unwrap_err().0;
+            assert!(
+                e.contains("per_connection_buffer_limit_bytes is 2097152"),
+                "{e}"
+            );
+            // A listener without a limit gets Envoy's 1 MiB default, which is too small too.
+            let none = text
+                .replace(
+                    "per_connection_buffer_limit_bytes: {{CONNECTION_BUFFER_BYTES}}",
+                    "",
+                )
+                .replace(
+                    "per_connection_buffer_limit_bytes: {{EGRESS_CONNECTION_BUFFER_BYTES}}",
+                    "",
+                );
+            assert!(render(&none, &p, &opts).is_err());
+        }
+        // A buffer filter smaller than the masked sync bodies is refused.
+        let text = std::fs::read_to_string(root.join("envoy/egress.yaml.tmpl")).unwrap();
+        let small = text.replace("{{EGRESS_BUFFER_MAX_BYTES}}", "1024");
+        let e = render(&small, &p, &RenderOptions::default()).unwrap_err().0;
+        assert!(e.contains("max_request_bytes is 1024"), "{e}");
     }
 }

@@ -214,7 +214,7 @@ fn card_numbers_sent_as_json_numbers_are_masked_and_timestamps_are_not() {
 }
 
 #[test]
-fn text_bodies_are_masked_by_detectors_and_binary_passes() {
+fn text_bodies_are_masked_by_detectors_and_binary_is_refused() {
     let g = gateway!(gw());
     let _log = g.log_on_failure();
     let r = get(g, "/api/v1/tenants/acme/fixtures/text", BASE);
@@ -229,10 +229,9 @@ fn text_bodies_are_masked_by_detectors_and_binary_passes() {
         r.body_str(),
         "name,email,ssn\nAda,***@acme.example.com,[SSN]\nAlan,***@acme.example.com,[SSN]\n"
     );
-    // Binary types are not inspected (documented; `binary: block` refuses them instead).
+    // Binary types cannot be inspected: refused unless a route says `binary: pass`.
     let r = get(g, "/api/v1/tenants/acme/fixtures/binary", BASE);
-    assert_eq!(r.status, 200);
-    assert_eq!(r.body, b"\x00\x01ada@acme.example.com\xff".to_vec());
+    assert_unmaskable(&r, "binary");
 }
 
 #[test]
@@ -396,10 +395,18 @@ fn on_unmaskable_pass_lets_oversized_bodies_through_when_a_route_says_so() {
             .unwrap_or(0)
             >= 1
     );
-    // A compressed body whose coding header is already gone still fails closed.
+    // A compressed body declared too large is passed from its headers, coding intact...
     let r = get(
         g,
         "/api/v1/tenants/acme/fixtures/customers?encoding=gzip",
+        BASE,
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    // ...but one found too large while buffering has lost its coding header: it fails closed.
+    let r = get(
+        g,
+        "/api/v1/tenants/acme/fixtures/customers?encoding=gzip&chunked=1",
         BASE,
     );
     assert_unmaskable(&r, "too_large");

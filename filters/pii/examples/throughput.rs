@@ -1,7 +1,7 @@
 //! Native masking throughput on a JSON file: `cargo run --release -p portcullis-pii --example throughput -- FILE`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use portcullis_pii::config::PiiConfig;
-use portcullis_pii::decide::{self, Kind};
+use portcullis_pii::decide::{self, Job, Kind};
 use portcullis_pii::mask::Caller;
 use std::time::Instant;
 
@@ -18,7 +18,8 @@ fn main() {
     let n = 50;
     let t = Instant::now();
     for _ in 0..n {
-        let m = decide::mask_body(&cfg, &route, Kind::Json, &[], caller, &body, false).unwrap();
+        let m =
+            decide::mask_body(&cfg, &route, &Job::plain(Kind::Json), caller, &body, false).unwrap();
         assert!(m.body.is_some());
     }
     let per = t.elapsed().as_secs_f64() / f64::from(n);

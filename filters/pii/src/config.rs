@@ -34,6 +34,17 @@ pub struct RawConfig {
     /// Limits on decompressing bodies the upstream compressed anyway.
     #[serde(default)]
     pub decompression: RawDecompression,
+    /// Largest body the filter writes back, after decoding and masking (default: the largest
+    /// of `max_body_bytes`, every route's `max_body_bytes` and `decompression.max_bytes`).
+    /// Envoy resets a stream whose replaced body exceeds the listener's
+    /// `per_connection_buffer_limit_bytes`, so that limit must be at least this large
+    /// (`portcullis render` sets it so); a body that would grow past it is refused.
+    #[serde(default)]
+    pub max_output_bytes: Option<usize>,
+    /// Headers never inspected, besides the built-in structural ones
+    /// (`decide::EXEMPT_HEADERS`): e.g. an opaque id the detectors mistake for a number.
+    #[serde(default)]
+    pub exempt_headers: Vec<String>,
     /// Keys for the `tokenize` action.
     #[serde(default)]
     pub tokenization: RawTokenization,
@@ -181,6 +192,10 @@ pub struct RawRule {
     /// Field rule: JSON paths whose values are personal data.
     #[serde(default)]
     pub fields: Vec<String>,
+    /// Header rule (alone or beside `fields`): headers whose whole value is personal data
+    /// (`x-customer-email`), on the route's direction.
+    #[serde(default)]
+    pub headers: Vec<String>,
     /// Detector rule: what to look for in every string value and text body.
     #[serde(default)]
     pub detector: Option<RawDetector>,
@@ -234,10 +249,11 @@ pub enum OnUnmaskable {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum BinaryPolicy {
-    /// Pass them (images, PDFs… are not inspected).
-    #[default]
+    /// Pass them uninspected (images, PDFs…): an explicit choice per route.
     Pass,
-    /// Treat them as unmaskable.
+    /// Treat them as unmaskable (the default: a route that masks cannot vouch for bytes it
+    /// cannot read).
+    #[default]
     Block,
 }
 
@@ -258,7 +274,7 @@ pub struct RawRoute {
     /// `block` (default) or `pass`.
     #[serde(default)]
     pub on_unmaskable: OnUnmaskable,
-    /// `pass` (default) or `block`.
+    /// `block` (default) or `pass`.
     #[serde(default)]
     pub binary: BinaryPolicy,
     /// Overrides the filter-wide `max_body_bytes`.
@@ -273,6 +289,8 @@ pub struct Rule {
     pub name: String,
     /// Field paths (empty for detector rules).
     pub fields: Vec<FieldPath>,
+    /// Header names, lower case, whose whole value the rule covers.
+    pub headers: Vec<String>,
     /// Detector (detector rules).
     pub detector: Option<Detector>,
     /// Action.
@@ -288,6 +306,10 @@ pub struct Rule {
 pub struct Profile {
     /// Name.
     pub name: String,
+    /// Index of every rule of the profile, in the profile's order.
+    pub rules: Vec<usize>,
+    /// Rules of the profile that name headers, in the profile's order.
+    pub header_rules: Vec<usize>,
     /// (rule index, path index) for every field path of the profile's field rules, in order.
     pub paths: Vec<(usize, usize)>,
     /// Rule index of each detector in `detectors` (same order).
@@ -345,6 +367,10 @@ pub struct PiiConfig {
     pub max_decompressed_bytes: usize,
     /// Decompression ratio cap.
     pub max_ratio: usize,
+    /// Largest body written back (decoded and masked): never above Envoy's buffer limit.
+    pub max_output_bytes: usize,
+    /// Extra header names (lower case) never inspected.
+    pub exempt_headers: Vec<String>,
     /// Tokenization keys.
     pub keys: Keys,
     /// Rules.
@@ -370,6 +396,16 @@ fn decode_key(field: &str, text: &str) -> Result<Vec<u8>, ConfigError> {
     Ok(key)
 }
 
+fn printable(field: &str, text: &str) -> Result<(), ConfigError> {
+    if text.chars().any(char::is_control) {
+        return Err(ConfigError::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
 fn compile_action(raw: &RawAction, rule: &RawRule, cfg: &RawConfig) -> Result<Action, ConfigError> {
     let opts = match raw {
         RawAction::Kind(kind) => RawActionOptions {
@@ -384,6 +420,12 @@ fn compile_action(raw: &RawAction, rule: &RawRule, cfg: &RawConfig) -> Result<Ac
         },
         RawAction::Full(o) => o.clone(),
     };
+    if let Some(p) = &opts.placeholder {
+        printable("action.placeholder", p)?;
+    }
+    if let Some(c) = opts.mask_char {
+        printable("action.mask_char", &c.to_string())?;
+    }
     Ok(match opts.kind {
         ActionKind::Redact => Action::Redact {
             placeholder: opts.placeholder.unwrap_or_else(|| cfg.placeholder.clone()),
@@ -411,7 +453,7 @@ fn compile_action(raw: &RawAction, rule: &RawRule, cfg: &RawConfig) -> Result<Ac
             if rule.detector.is_some() {
                 return Err(ConfigError::new(
                     "action",
-                    "drop removes a JSON member: it applies to field rules, not detectors",
+                    "drop removes a JSON member or a header: it applies to field and header rules, not detectors",
                 ));
             }
             Action::Drop
@@ -419,13 +461,34 @@ fn compile_action(raw: &RawAction, rule: &RawRule, cfg: &RawConfig) -> Result<Ac
     })
 }
 
-fn compile_rule(raw: &RawRule, cfg: &RawConfig) -> Result<Rule, ConfigError> {
-    if raw.fields.is_empty() == raw.detector.is_none() {
+fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !ok {
         return Err(ConfigError::new(
-            "fields",
-            "give either `fields` (paths) or `detector`, not both",
+            field,
+            format!("`{name}` is not a header name"),
         ));
     }
+    Ok(name.to_ascii_lowercase())
+}
+
+fn compile_rule(raw: &RawRule, cfg: &RawConfig) -> Result<Rule, ConfigError> {
+    let named = !raw.fields.is_empty() || !raw.headers.is_empty();
+    if named == raw.detector.is_some() {
+        return Err(ConfigError::new(
+            "fields",
+            "give `fields` (paths) and/or `headers`, or a `detector`, not both",
+        ));
+    }
+    let headers = raw
+        .headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| header_name(&format!("headers[{i}]"), h))
+        .collect::<Result<Vec<_>, _>>()?;
     let fields = raw
         .fields
         .iter()
@@ -475,11 +538,26 @@ fn compile_rule(raw: &RawRule, cfg: &RawConfig) -> Result<Rule, ConfigError> {
     Ok(Rule {
         name: raw.name.clone(),
         fields,
+        headers,
         detector,
         action: compile_action(&raw.action, raw, cfg)?,
         unmask_scopes: raw.unmask_scopes.clone(),
         consent,
     })
+}
+
+/// Largest size limit accepted: a body is held whole in Envoy's buffers and in the VM, once
+/// received and once masked, so limits stay far below what a worker can afford.
+pub const MAX_LIMIT_BYTES: usize = 64 << 20;
+
+fn check_limit(field: &str, n: usize) -> Result<(), ConfigError> {
+    if n == 0 || n > MAX_LIMIT_BYTES {
+        return Err(ConfigError::new(
+            field,
+            format!("must be between 1 and {MAX_LIMIT_BYTES} bytes"),
+        ));
+    }
+    Ok(())
 }
 
 impl PiiConfig {
@@ -496,15 +574,22 @@ impl PiiConfig {
 
     /// Compiles a parsed configuration.
     pub fn compile(raw: &RawConfig) -> Result<Self, ConfigError> {
-        if raw.max_body_bytes == 0 {
-            return Err(ConfigError::new("max_body_bytes", "must be positive"));
-        }
-        if raw.decompression.max_ratio == 0 || raw.decompression.max_bytes == 0 {
-            return Err(ConfigError::new("decompression", "limits must be positive"));
+        check_limit("max_body_bytes", raw.max_body_bytes)?;
+        check_limit("decompression.max_bytes", raw.decompression.max_bytes)?;
+        if raw.decompression.max_ratio == 0 {
+            return Err(ConfigError::new(
+                "decompression.max_ratio",
+                "must be positive",
+            ));
         }
         if raw.placeholder.is_empty() {
             return Err(ConfigError::new("placeholder", "must not be empty"));
         }
+        // Masks are written into header values too, where a control character would split or
+        // corrupt the header.
+        printable("placeholder", &raw.placeholder)?;
+        printable("mask_char", &raw.mask_char.to_string())?;
+        printable("tokenization.prefix", &raw.tokenization.prefix)?;
         let mut rules = Vec::with_capacity(raw.rules.len());
         for (i, r) in raw.rules.iter().enumerate() {
             if rules.iter().any(|x: &Rule| x.name == r.name) {
@@ -522,6 +607,7 @@ impl PiiConfig {
             let mut detector_rules = Vec::new();
             let mut detectors = Vec::new();
             let mut card_rule = None;
+            let mut members = Vec::with_capacity(names.len());
             for n in names {
                 let Some(ri) = rules.iter().position(|r| &r.name == n) else {
                     return Err(ConfigError::new(
@@ -529,6 +615,7 @@ impl PiiConfig {
                         format!("unknown rule `{n}`"),
                     ));
                 };
+                members.push(ri);
                 let rule = &rules[ri];
                 paths.extend((0..rule.fields.len()).map(|pi| (ri, pi)));
                 if let Some(d) = &rule.detector {
@@ -540,8 +627,15 @@ impl PiiConfig {
                 }
             }
             profile_index.insert(name.clone(), profiles.len());
+            let header_rules = members
+                .iter()
+                .copied()
+                .filter(|&ri| rules.get(ri).is_some_and(|r| !r.headers.is_empty()))
+                .collect();
             profiles.push(Profile {
                 name: name.clone(),
+                rules: members,
+                header_rules,
                 paths,
                 detector_rules,
                 detectors: Detectors::new(detectors),
@@ -559,9 +653,7 @@ impl PiiConfig {
                 ))
             })?;
             let max_body_bytes = r.max_body_bytes.unwrap_or(raw.max_body_bytes);
-            if max_body_bytes == 0 {
-                return Err(at(ConfigError::new("max_body_bytes", "must be positive")));
-            }
+            check_limit("max_body_bytes", max_body_bytes).map_err(at)?;
             routes.push((
                 matcher,
                 Route {
@@ -584,11 +676,36 @@ impl PiiConfig {
                 decode_key(&format!("tokenization.tenant_keys.{t}"), k)?,
             );
         }
+        let largest_input = routes
+            .iter()
+            .map(|(_, r)| r.max_body_bytes)
+            .fold(raw.max_body_bytes, usize::max);
+        let max_output_bytes = match raw.max_output_bytes {
+            None => largest_input.max(raw.decompression.max_bytes),
+            Some(n) => {
+                check_limit("max_output_bytes", n)?;
+                // A body masked without growing must always be writable.
+                if n < largest_input {
+                    return Err(ConfigError::new(
+                        "max_output_bytes",
+                        format!("must be at least the largest max_body_bytes ({largest_input})"),
+                    ));
+                }
+                n
+            }
+        };
         Ok(PiiConfig {
             mode: raw.mode,
             stat_prefix: raw.stat_prefix.clone(),
             max_decompressed_bytes: raw.decompression.max_bytes,
             max_ratio: raw.decompression.max_ratio,
+            max_output_bytes,
+            exempt_headers: raw
+                .exempt_headers
+                .iter()
+                .enumerate()
+                .map(|(i, h)| header_name(&format!("exempt_headers[{i}]"), h))
+                .collect::<Result<Vec<_>, _>>()?,
             keys,
             rules,
             profiles,
@@ -604,6 +721,22 @@ impl PiiConfig {
             .map(|(_, r)| r.max_body_bytes)
             .max()
             .unwrap_or(0)
+    }
+
+    /// Smallest `per_connection_buffer_limit_bytes` of a listener running this filter: Envoy
+    /// must hold every body the filter buffers (as received) and every body it writes back.
+    pub fn min_envoy_buffer_bytes(&self) -> usize {
+        self.max_body_bytes().max(self.max_output_bytes)
+    }
+
+    /// Largest request body that leaves the filter on a request-masking route (masked, or
+    /// passed as received): what a buffer filter behind it must accept. 0 without such routes.
+    pub fn max_request_output_bytes(&self) -> usize {
+        if self.max_request_body_bytes() == 0 {
+            0
+        } else {
+            self.max_output_bytes.max(self.max_request_body_bytes())
+        }
     }
 
     /// Largest request body a request-masking route buffers (for the native buffer filter).

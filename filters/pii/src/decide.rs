@@ -2,10 +2,11 @@
 //! a body is masked, passed or refused, and the masked body itself. The proxy-wasm adapter
 //! only reads headers and bodies and applies these.
 
+use crate::charset;
 use crate::codec::{self, Coding, DecodeError};
 use crate::config::{BinaryPolicy, OnUnmaskable, PiiConfig, Route};
-use crate::json;
-use crate::mask::{self, Caller, Report};
+use crate::json::{self, Json};
+use crate::mask::{self, Caller, HeaderOutcome, Report};
 use portcullis_core::deny::Denial;
 
 /// Stable reason codes this filter answers with.
@@ -29,11 +30,17 @@ pub enum Cause {
     Binary,
     /// A `tokenize` rule and no key for the caller's tenant.
     NoTokenKey,
+    /// The masked (or decoded) body is larger than `max_output_bytes`, the largest body the
+    /// filter may hand back to Envoy.
+    OutputTooLarge,
+    /// A text or JSON body in a charset the filter cannot decode (or write the masked text
+    /// back in), or declared with two different charsets.
+    UnsupportedCharset,
 }
 
 impl Cause {
     /// Every cause (for metrics).
-    pub const ALL: [Cause; 7] = [
+    pub const ALL: [Cause; 9] = [
         Cause::TooLarge,
         Cause::UnsupportedEncoding,
         Cause::DecompressionLimit,
@@ -41,6 +48,8 @@ impl Cause {
         Cause::InvalidJson,
         Cause::Binary,
         Cause::NoTokenKey,
+        Cause::OutputTooLarge,
+        Cause::UnsupportedCharset,
     ];
 
     /// Name in metrics and the problem body.
@@ -53,6 +62,8 @@ impl Cause {
             Cause::InvalidJson => "invalid_json",
             Cause::Binary => "binary",
             Cause::NoTokenKey => "no_token_key",
+            Cause::OutputTooLarge => "output_too_large",
+            Cause::UnsupportedCharset => "unsupported_charset",
         }
     }
 
@@ -67,6 +78,12 @@ impl Cause {
             Cause::InvalidJson => "the body is declared as JSON but is not valid JSON",
             Cause::Binary => "binary bodies are not allowed on this route",
             Cause::NoTokenKey => "no tokenization key is configured for this tenant",
+            Cause::OutputTooLarge => {
+                "the masked body would exceed the largest body the gateway may write"
+            }
+            Cause::UnsupportedCharset => {
+                "the body's charset is unknown or ambiguous, so it cannot be read to be masked"
+            }
         }
     }
 
@@ -75,7 +92,7 @@ impl Cause {
     pub fn denial(self, response: bool) -> Denial {
         let status = match (response, self) {
             (true, _) => 502,
-            (false, Cause::TooLarge) => 413,
+            (false, Cause::TooLarge | Cause::OutputTooLarge) => 413,
             (false, _) => 422,
         };
         Denial::new("pii", status, "unmaskable_body", self.detail())
@@ -115,51 +132,304 @@ pub fn request_edits(route: &Route, has_body: bool) -> Vec<HeaderEdit> {
     e
 }
 
+/// Response headers never inspected: framing and content description the gateway itself
+/// relies on, dates, caching validators, tracing ids, and Envoy's and Portcullis' own. Every
+/// other response header — `Location`, `Content-Disposition`, `Set-Cookie`, `Link`, custom and
+/// debug headers — goes through the profile's header rules and detectors.
+pub const EXEMPT_RESPONSE_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "trailer",
+    "upgrade",
+    "date",
+    "age",
+    "expires",
+    "last-modified",
+    "retry-after",
+    "cache-control",
+    "pragma",
+    "vary",
+    "etag",
+    "accept-ranges",
+    "content-range",
+    "strict-transport-security",
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+];
+
+/// Request headers never inspected on egress routes: framing, the target (`:authority`,
+/// `host`; `:path` is inspected), the credentials the sync presents to the external service
+/// (masking them would only break the call), content negotiation and tracing ids.
+pub const EXEMPT_REQUEST_HEADERS: &[&str] = &[
+    ":method",
+    ":scheme",
+    ":authority",
+    "host",
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "accept",
+    "accept-encoding",
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+];
+
+/// Whether a header (lower-case name) is inspected on this direction.
+pub fn inspects_header(cfg: &PiiConfig, name: &str, response: bool) -> bool {
+    let exempt = if response {
+        EXEMPT_RESPONSE_HEADERS
+    } else {
+        EXEMPT_REQUEST_HEADERS
+    };
+    // Pseudo-headers carry no personal data except the request path (`:path`, with its query).
+    let pseudo = name.starts_with(':') && (response || name != ":path");
+    !(pseudo
+        || exempt.contains(&name)
+        || name.starts_with("x-envoy-")
+        || name.starts_with("x-portcullis-")
+        || cfg.exempt_headers.iter().any(|h| h == name))
+}
+
+/// Masked headers: every value of each header to replace, in order (an empty list removes
+/// the header), and what was masked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderMasking {
+    /// (name, all of its new values) for each header that changed.
+    pub replace: Vec<(String, Vec<String>)>,
+    /// Counts and locations (`/header:<name>`).
+    pub report: Report,
+}
+
+/// Masks the headers of a message on a route (names in lower case; every copy of a repeated
+/// header is seen). Shadow mode is the caller's: apply nothing, count the report.
+pub fn mask_headers(
+    cfg: &PiiConfig,
+    route: &Route,
+    caller: Caller<'_>,
+    headers: &[(String, String)],
+    response: bool,
+) -> Result<HeaderMasking, Cause> {
+    let applies = if response {
+        route.direction.response()
+    } else {
+        route.direction.request()
+    };
+    let Some(profile) = cfg.profiles.get(route.profile) else {
+        return Ok(HeaderMasking::default());
+    };
+    if !applies || (profile.detectors.is_empty() && profile.header_rules.is_empty()) {
+        return Ok(HeaderMasking::default());
+    }
+    let inspected: Vec<(&str, &str)> = headers
+        .iter()
+        .filter(|(k, _)| inspects_header(cfg, k, response))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let (outcomes, report) =
+        mask::mask_headers(cfg, profile, caller, &inspected).map_err(|_| Cause::NoTokenKey)?;
+    let mut replace: Vec<(String, Vec<String>)> = Vec::new();
+    for ((name, _), outcome) in inspected.iter().zip(&outcomes) {
+        if *outcome == HeaderOutcome::Keep || replace.iter().any(|(n, _)| n == name) {
+            continue;
+        }
+        // Every value of a changed header, in order, each masked or kept.
+        let values = inspected
+            .iter()
+            .zip(&outcomes)
+            .filter(|((n, _), _)| n == name)
+            .filter_map(|((_, v), o)| match o {
+                HeaderOutcome::Keep => Some((*v).to_string()),
+                HeaderOutcome::Replace(m) => Some(m.clone()),
+                HeaderOutcome::Remove => None,
+            })
+            .collect();
+        replace.push(((*name).to_string(), values));
+    }
+    Ok(HeaderMasking { replace, report })
+}
+
 /// How a body will be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// JSON (`application/json`, `*/*+json`): field rules and detectors.
     Json,
-    /// Text (`text/*`, CSV, XML, NDJSON, form data): detectors.
+    /// Text (`text/*`, CSV, XML, NDJSON, YAML, form data): detectors — or, when the text is a
+    /// JSON object or array, read as JSON (a client may well parse it).
     Text,
     /// Anything else.
     Binary,
-    /// No content type: JSON if it parses, else text if it is UTF-8, else binary.
+    /// No type, an unparseable one, or a list naming several kinds: JSON if it parses, else
+    /// text if it decodes, else binary.
     Sniff,
 }
 
-/// Classifies a `Content-Type`.
-pub fn kind_of(content_type: Option<&str>) -> Kind {
-    let Some(ct) = content_type else {
-        return Kind::Sniff;
-    };
-    let mt = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if mt.is_empty() {
-        return Kind::Sniff;
+/// What a list of `Content-Type` values declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Declared {
+    /// How to read the body.
+    pub kind: Kind,
+    /// The declared charset, resolved.
+    pub charset: Option<charset::Declared>,
+}
+
+/// Splits at `sep` outside quoted strings (a `\` escapes inside quotes).
+fn split_unquoted(s: &str, sep: char) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in s.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if quoted && c == '\\' {
+            escaped = true;
+        } else if c == '"' {
+            quoted = !quoted;
+        } else if c == sep && !quoted {
+            out.push(s.get(start..i).unwrap_or(""));
+            start = i + c.len_utf8();
+        }
     }
-    if mt == "application/json" || mt.ends_with("+json") {
+    out.push(s.get(start..).unwrap_or(""));
+    out
+}
+
+/// The kind one media type (`type/subtype`, lower case) is read as; `None` when it is not a
+/// media type at all.
+fn kind_of_media_type(mt: &str) -> Option<Kind> {
+    let (ty, sub) = mt.split_once('/')?;
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    if !token(ty) || !token(sub) {
+        return None;
+    }
+    Some(
+        if sub == "json" || sub.ends_with("+json") || sub == "x-json" {
+            Kind::Json
+        } else if ty == "text"
+            || sub.ends_with("+xml")
+            || matches!(
+                sub,
+                "xml"
+                    | "x-ndjson"
+                    | "ndjson"
+                    | "jsonl"
+                    | "x-jsonlines"
+                    | "json-seq"
+                    | "csv"
+                    | "x-www-form-urlencoded"
+                    | "javascript"
+                    | "x-javascript"
+                    | "ecmascript"
+                    | "yaml"
+                    | "x-yaml"
+                    | "graphql"
+                    | "sql"
+            )
+        {
+            Kind::Text
+        } else {
+            Kind::Binary
+        },
+    )
+}
+
+/// Classifies every `Content-Type` value of a message: a header sent twice, or one value
+/// listing several types, is read as every type it names. One kind throughout is that kind
+/// (JSON and text together read as text that may be JSON); anything mixed with binary or
+/// unparseable is sniffed, never passed as binary. A charset the filter cannot decode, or two
+/// different ones, is refused.
+pub fn classify(values: &[&str]) -> Result<Declared, Cause> {
+    let mut kinds = Vec::new();
+    let mut charset: Option<charset::Declared> = None;
+    for value in values {
+        for item in split_unquoted(value, ',') {
+            let mut parts = split_unquoted(item, ';').into_iter();
+            let mt = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            if mt.is_empty() {
+                continue;
+            }
+            kinds.push(kind_of_media_type(&mt));
+            for param in parts {
+                let Some((name, v)) = param.split_once('=') else {
+                    continue;
+                };
+                if !name.trim().eq_ignore_ascii_case("charset") {
+                    continue;
+                }
+                let v = v.trim();
+                let v = v
+                    .strip_prefix('"')
+                    .and_then(|x| x.strip_suffix('"'))
+                    .unwrap_or(v)
+                    .replace('\\', "");
+                let resolved = charset::resolve(&v).ok_or(Cause::UnsupportedCharset)?;
+                if charset.is_some_and(|c| c != resolved) {
+                    return Err(Cause::UnsupportedCharset);
+                }
+                charset = Some(resolved);
+            }
+        }
+    }
+    let all = |k: Kind| !kinds.is_empty() && kinds.iter().all(|x| *x == Some(k));
+    let kind = if all(Kind::Json) {
         Kind::Json
-    } else if mt.starts_with("text/")
-        || matches!(
-            mt.as_str(),
-            "application/x-ndjson"
-                | "application/ndjson"
-                | "application/jsonl"
-                | "application/xml"
-                | "application/csv"
-                | "application/x-www-form-urlencoded"
-                | "application/javascript"
-        )
-        || mt.ends_with("+xml")
+    } else if !kinds.is_empty()
+        && kinds
+            .iter()
+            .all(|x| matches!(x, Some(Kind::Json | Kind::Text)))
     {
         Kind::Text
-    } else {
+    } else if all(Kind::Binary) {
         Kind::Binary
+    } else {
+        Kind::Sniff
+    };
+    Ok(Declared { kind, charset })
+}
+
+/// Classifies one `Content-Type` value (see [`classify`]); an unknown charset makes it
+/// [`Kind::Sniff`] here.
+pub fn kind_of(content_type: Option<&str>) -> Kind {
+    classify(&content_type.into_iter().collect::<Vec<_>>()).map_or(Kind::Sniff, |d| d.kind)
+}
+
+/// A body to buffer and mask: how to read it and what to undo first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// How to read it.
+    pub kind: Kind,
+    /// Its declared charset.
+    pub charset: Option<charset::Declared>,
+    /// Content codings to undo, in the order they were applied.
+    pub codings: Vec<Coding>,
+}
+
+impl Job {
+    /// A body of `kind`, no charset declared, no coding.
+    pub fn plain(kind: Kind) -> Self {
+        Job {
+            kind,
+            charset: None,
+            codings: Vec::new(),
+        }
     }
 }
 
@@ -168,24 +438,44 @@ pub fn kind_of(content_type: Option<&str>) -> Kind {
 pub enum BodyPlan {
     /// Leave it alone (no body, HEAD, 204/304, binary on a `binary: pass` route).
     Pass,
-    /// Buffer it, decode `codings`, mask as `kind`.
-    Mask {
-        /// How to read it.
-        kind: Kind,
-        /// Codings to undo.
-        codings: Vec<Coding>,
-    },
-    /// Refuse at once (unknown coding, binary on a `binary: block` route).
+    /// Buffer it, decode, mask.
+    Mask(Job),
+    /// Refuse at once (unknown coding or charset, binary, declared too large).
     Refuse(Cause),
 }
 
-/// Plans a response body from its headers. `method` is the request method.
+/// Every value of header `name` (lower case) in a list with lower-case names, in order.
+fn values<'h>(headers: &'h [(String, String)], name: &str) -> Vec<&'h str> {
+    headers
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+/// `Content-Length` when every copy of it states the same number; `None` otherwise (absent,
+/// unparseable or conflicting lengths are left to the body callbacks to measure).
+fn content_length(headers: &[(String, String)]) -> Option<usize> {
+    let mut found = None;
+    for v in values(headers, "content-length") {
+        for part in v.split(',') {
+            let n: usize = part.trim().parse().ok()?;
+            if found.is_some_and(|f| f != n) {
+                return None;
+            }
+            found = Some(n);
+        }
+    }
+    found
+}
+
+/// Plans a response body from its headers (names in lower case; every copy of a repeated
+/// header is seen). `method` is the request method.
 pub fn plan_response(
     route: &Route,
     method: &str,
     status: u16,
-    content_type: Option<&str>,
-    content_encoding: Option<&str>,
+    headers: &[(String, String)],
     end_of_stream: bool,
 ) -> BodyPlan {
     // No body to mask: HEAD answers, 204, 304 and 1xx carry none by definition.
@@ -198,44 +488,68 @@ pub fn plan_response(
     {
         return BodyPlan::Pass;
     }
-    plan_body(route, content_type, content_encoding)
+    plan_body(route, headers)
 }
 
-/// Plans a request body on an egress route.
-pub fn plan_request(
-    route: &Route,
-    content_type: Option<&str>,
-    content_encoding: Option<&str>,
-    end_of_stream: bool,
-) -> BodyPlan {
+/// Plans a request body on an egress route (headers as for [`plan_response`]).
+pub fn plan_request(route: &Route, headers: &[(String, String)], end_of_stream: bool) -> BodyPlan {
     if !route.direction.request() || end_of_stream {
         return BodyPlan::Pass;
     }
-    plan_body(route, content_type, content_encoding)
+    plan_body(route, headers)
 }
 
-fn plan_body(
-    route: &Route,
-    content_type: Option<&str>,
-    content_encoding: Option<&str>,
-) -> BodyPlan {
-    let kind = kind_of(content_type);
-    if kind == Kind::Binary {
+fn plan_body(route: &Route, headers: &[(String, String)]) -> BodyPlan {
+    let declared = match classify(&values(headers, "content-type")) {
+        Ok(d) => d,
+        Err(cause) => return BodyPlan::Refuse(cause),
+    };
+    if declared.kind == Kind::Binary {
         return match route.binary {
             BinaryPolicy::Pass => BodyPlan::Pass,
             BinaryPolicy::Block => BodyPlan::Refuse(Cause::Binary),
         };
     }
-    match codec::parse_codings(content_encoding) {
-        Ok(codings) => BodyPlan::Mask { kind, codings },
-        Err(_) => BodyPlan::Refuse(Cause::UnsupportedEncoding),
+    let encoding = values(headers, "content-encoding").join(",");
+    let codings = match codec::parse_codings(Some(&encoding)) {
+        Ok(c) => c,
+        Err(_) => return BodyPlan::Refuse(Cause::UnsupportedEncoding),
+    };
+    // A declared length over the cap is refused before a byte is buffered.
+    if content_length(headers).is_some_and(|n| n > route.max_body_bytes) {
+        return BodyPlan::Refuse(Cause::TooLarge);
     }
+    BodyPlan::Mask(Job {
+        kind: declared.kind,
+        charset: declared.charset,
+        codings,
+    })
+}
+
+/// Whether the response must be held by the response-hold filter until this one is done:
+/// only when the body may still be refused after its headers have gone on. On a route that
+/// passes unmaskable bodies nothing is refused, unless a coding was undone (the coding header
+/// is already gone) or the profile tokenizes and the caller's tenant has no key; such a
+/// response then streams instead of meeting the hold's buffer limit.
+pub fn needs_hold(cfg: &PiiConfig, route: &Route, plan: &BodyPlan, key: Option<&[u8]>) -> bool {
+    let BodyPlan::Mask(Job { codings, .. }) = plan else {
+        return false;
+    };
+    let tokenizes = cfg.profiles.get(route.profile).is_some_and(|p| {
+        p.rules
+            .iter()
+            .filter_map(|&ri| cfg.rules.get(ri))
+            .any(|r| matches!(r.action, crate::action::Action::Tokenize { .. }))
+    });
+    route.on_unmaskable == OnUnmaskable::Block
+        || !codings.is_empty()
+        || (tokenizes && key.is_none())
 }
 
 /// Header changes when a response or request body will be replaced: its length, digests and
 /// validators no longer describe it, and it is sent decoded.
 pub fn body_edits(plan: &BodyPlan, response: bool) -> Vec<HeaderEdit> {
-    let BodyPlan::Mask { codings, .. } = plan else {
+    let BodyPlan::Mask(Job { codings, .. }) = plan else {
         return Vec::new();
     };
     let mut e = vec![
@@ -269,8 +583,7 @@ pub struct Masked {
 pub fn mask_body(
     cfg: &PiiConfig,
     route: &Route,
-    kind: Kind,
-    codings: &[Coding],
+    job: &Job,
     caller: Caller<'_>,
     raw: &[u8],
     shadow: bool,
@@ -279,24 +592,36 @@ pub fn mask_body(
         return Err(Cause::InvalidJson);
     };
     let decoded;
-    let body: &[u8] = if codings.is_empty() {
+    let body: &[u8] = if job.codings.is_empty() {
         raw
     } else {
-        decoded = codec::decode(codings, raw, cfg.max_decompressed_bytes, cfg.max_ratio).map_err(
-            |e| match e {
+        decoded = codec::decode(&job.codings, raw, cfg.max_decompressed_bytes, cfg.max_ratio)
+            .map_err(|e| match e {
                 DecodeError::Unsupported => Cause::UnsupportedEncoding,
                 DecodeError::TooLarge => Cause::DecompressionLimit,
                 DecodeError::Corrupt => Cause::CorruptEncoding,
-            },
-        )?;
+            })?;
         &decoded
     };
-    let as_json = match kind {
-        Kind::Json => Some(json::parse(body).map_err(|_| Cause::InvalidJson)?),
-        Kind::Sniff => json::parse(body).ok(),
-        Kind::Text | Kind::Binary => None,
+    let guess = if job.kind == Kind::Text {
+        charset::Guess::Text
+    } else {
+        charset::Guess::Json
     };
-    let unchanged = || (!codings.is_empty()).then(|| body.to_vec());
+    let text = charset::decode(body, job.charset, guess);
+    let as_json = match job.kind {
+        Kind::Json => Some(json::parse(&text.utf8).map_err(|_| Cause::InvalidJson)?),
+        // Text that is a JSON object or array is read as JSON too: a client may parse it, and
+        // JSON escapes (`\u0040`) would hide what the detectors look for in the raw text.
+        Kind::Text => json::parse(&text.utf8)
+            .ok()
+            .filter(|d| matches!(d, Json::Obj(_) | Json::Arr(_))),
+        Kind::Sniff => json::parse(&text.utf8).ok(),
+        Kind::Binary => None,
+    };
+    let unchanged = || (!job.codings.is_empty()).then(|| body.to_vec());
+    let write =
+        |masked: &str| charset::encode(masked, text.form).map_err(|_| Cause::UnsupportedCharset);
     if let Some(mut doc) = as_json {
         let report =
             mask::mask_json(cfg, profile, caller, &mut doc).map_err(|_| Cause::NoTokenKey)?;
@@ -305,11 +630,17 @@ pub fn mask_body(
         } else if report.total() == 0 {
             unchanged()
         } else {
-            Some(doc.to_bytes())
+            Some(write(&String::from_utf8_lossy(&doc.to_bytes()))?)
         };
         return Ok(Masked { body: out, report });
     }
-    if kind == Kind::Sniff && std::str::from_utf8(body).is_err() {
+    // Sniffed bytes are text only when they decode cleanly (UTF-8, or wide text with a BOM).
+    let readable = match job.kind {
+        Kind::Json | Kind::Text => true,
+        Kind::Sniff => text.form.bom || std::str::from_utf8(&text.utf8).is_ok(),
+        Kind::Binary => false,
+    };
+    if !readable {
         return match route.binary {
             BinaryPolicy::Pass => Ok(Masked {
                 body: unchanged(),
@@ -318,10 +649,99 @@ pub fn mask_body(
             BinaryPolicy::Block => Err(Cause::Binary),
         };
     }
-    let (out, report) =
-        mask::mask_text(cfg, profile, caller, body).map_err(|_| Cause::NoTokenKey)?;
-    let out = if shadow { None } else { out.or_else(unchanged) };
+    // Read as a browser shows it: invalid sequences become U+FFFD.
+    let s = String::from_utf8_lossy(&text.utf8);
+    let (out, report) = mask::mask_text(cfg, profile, caller, &s).map_err(|_| Cause::NoTokenKey)?;
+    let out = match out {
+        _ if shadow => None,
+        Some(masked) => Some(write(&masked)?),
+        None => unchanged(),
+    };
     Ok(Masked { body: out, report })
+}
+
+/// How a buffered body ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finished {
+    /// Replace the body with this one (never longer than `max_output_bytes`).
+    Write(Vec<u8>, Report),
+    /// Leave the body as it is (nothing masked, shadow mode, or passed unmaskable).
+    Keep(Report),
+    /// Refuse it: the denial, and why.
+    Block(Denial, Cause),
+    /// Let it through unmasked because the route says `on_unmaskable: pass` (counted).
+    PassUnmaskable(Cause),
+}
+
+/// Whether a body being buffered has grown past the route's cap (`body_size` is what has
+/// arrived so far, counting the chunk in hand): checked on every chunk, before Envoy buffers
+/// it, so Envoy never holds more than the cap for this filter.
+pub fn over_cap(route: &Route, body_size: usize) -> bool {
+    body_size > route.max_body_bytes
+}
+
+/// Decides what becomes of a complete body: masked and written back, kept, passed, or
+/// refused. `shadow` computes and counts only (a block is the adapter's to count, not apply). The one place that applies the route's
+/// `on_unmaskable` policy and the output cap, for the filter and the policy simulator alike.
+pub fn finish(
+    cfg: &PiiConfig,
+    route: &Route,
+    job: &Job,
+    caller: Caller<'_>,
+    raw: &[u8],
+    shadow: bool,
+    response: bool,
+) -> Finished {
+    let codings = job.codings.as_slice();
+    let result = if over_cap(route, raw.len()) {
+        Err(Cause::TooLarge)
+    } else {
+        // Masked for real even in shadow mode, so a body that would grow too large is counted.
+        mask_body(cfg, route, job, caller, raw, false)
+    };
+    let cause = match result {
+        Ok(Masked {
+            body: Some(new),
+            report,
+        }) => {
+            // Envoy resets the stream, from inside the very call that writes the body, when the
+            // body exceeds the listener's buffer limit; the reset re-enters the VM and kills it.
+            // `max_output_bytes` is rendered at or below that limit: never write past it.
+            if new.len() <= cfg.max_output_bytes {
+                return if shadow {
+                    Finished::Keep(report)
+                } else {
+                    Finished::Write(new, report)
+                };
+            }
+            Cause::OutputTooLarge
+        }
+        Ok(Masked { body: None, report }) => return Finished::Keep(report),
+        Err(cause) => cause,
+    };
+    refusal(route, cause, codings, shadow, response)
+}
+
+/// A body that cannot be masked, for `cause`: blocked, or passed when the route allows it.
+/// `codings` are those undone on it (their header is gone, unless in `shadow` mode, where no
+/// header changes and a block is only counted by the adapter).
+pub fn refusal(
+    route: &Route,
+    cause: Cause,
+    codings: &[Coding],
+    shadow: bool,
+    response: bool,
+) -> Finished {
+    // A body whose coding header is already gone cannot be passed on intact: block it.
+    let verdict = if codings.is_empty() || shadow {
+        unmaskable(route, cause, response)
+    } else {
+        Unmaskable::Block(cause.denial(response))
+    };
+    match verdict {
+        Unmaskable::Pass => Finished::PassUnmaskable(cause),
+        Unmaskable::Block(d) => Finished::Block(d, cause),
+    }
 }
 
 /// What the adapter does with a body it could not mask.

@@ -65,7 +65,8 @@ pub struct Found {
 pub struct Detectors {
     list: Vec<Detector>,
     email: Regex,
-    phone: Vec<Regex>,
+    /// Phone patterns, each with its anchored twin (which checks a shortened candidate).
+    phone: Vec<(Regex, Regex)>,
     ssn: Regex,
     digit_run: Regex,
     iban: Regex,
@@ -102,14 +103,15 @@ fn fold_digit(c: char) -> Option<u8> {
         .map(|d| b'0' + d)
 }
 
-/// Text with non-ASCII decimal digits folded to ASCII, and the map back to original offsets.
+/// Text as the detectors read it, and the map back to original offsets.
 struct Folded {
     text: Vec<u8>,
     /// `orig[i]` is the original offset of folded byte `i` (one extra entry for the end).
     orig: Vec<usize>,
 }
 
-fn fold(input: &[u8]) -> Option<Folded> {
+/// Non-ASCII decimal digits folded to ASCII.
+fn fold_digits(input: &[u8]) -> Option<Folded> {
     if input.is_ascii() {
         return None;
     }
@@ -135,6 +137,90 @@ fn fold(input: &[u8]) -> Option<Folded> {
     Some(Folded { text, orig })
 }
 
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The byte a `%XX` escape at `i` stands for.
+fn escape_at(t: &[u8], i: usize) -> Option<u8> {
+    if t.get(i) != Some(&b'%') {
+        return None;
+    }
+    Some(hex(*t.get(i + 1)?)? * 16 + hex(*t.get(i + 2)?)?)
+}
+
+/// URL escapes undone, the way a client reading a query string or form body sees them:
+/// `%XX` is its byte and a `+` between two digits is the space it encodes
+/// (`ada%40acme.example.com`, `4111+1111+1111+1111`). One level only.
+fn fold_url(input: &[u8]) -> Option<Folded> {
+    let plus = |i: usize| {
+        input.get(i) == Some(&b'+')
+            && input.get(i.wrapping_sub(1)).is_some_and(u8::is_ascii_digit)
+            && input.get(i + 1).is_some_and(u8::is_ascii_digit)
+    };
+    if !(0..input.len()).any(|i| escape_at(input, i).is_some() || plus(i)) {
+        return None;
+    }
+    let mut text = Vec::with_capacity(input.len());
+    let mut orig = Vec::with_capacity(input.len() + 1);
+    let mut i = 0;
+    while let Some(&b) = input.get(i) {
+        orig.push(i);
+        if let Some(v) = escape_at(input, i) {
+            text.push(v);
+            i += 3;
+        } else {
+            text.push(if plus(i) { b' ' } else { b });
+            i += 1;
+        }
+    }
+    orig.push(input.len());
+    Some(Folded { text, orig })
+}
+
+/// Digits folded, then URL escapes undone; offsets map back through both.
+fn fold(input: &[u8]) -> Option<Folded> {
+    let digits = fold_digits(input);
+    let after = digits.as_ref().map_or(input, |f| f.text.as_slice());
+    match (fold_url(after), digits) {
+        (None, d) => d,
+        (Some(u), None) => Some(u),
+        (Some(u), Some(d)) => Some(Folded {
+            orig: u
+                .orig
+                .iter()
+                .map(|&i| d.orig.get(i).copied().unwrap_or(input.len()))
+                .collect(),
+            text: u.text,
+        }),
+    }
+}
+
+/// `hit` with its URL escapes undone, when it has any and they decode to UTF-8: the value an
+/// action should see (a token of `ada%40x.com` is the token of `ada@x.com`).
+pub fn unescaped(hit: &str) -> Option<String> {
+    let f = fold_url(hit.as_bytes())?;
+    String::from_utf8(f.text).ok()
+}
+
+/// Percent-encodes what an action wrote in place of an escaped hit, so a URL stays a URL.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'*') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn is_alnum(b: Option<&u8>) -> bool {
     b.is_some_and(|b| b.is_ascii_alphanumeric())
 }
@@ -147,16 +233,17 @@ impl Detectors {
             email: re(
                 r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,63}",
             ),
-            phone: vec![
+            phone: [
                 // International: + country code, then digits with optional single separators.
-                re(r"\+[0-9](?:[ .\-]?\(?[0-9]+\)?)+"),
+                r"\+[0-9](?:[ .\-]?\(?[0-9]+\)?)+",
                 // North American: (555) 123-4567, 555-123-4567, 1-555-123-4567.
-                re(
-                    r"(?:1[ .\-]?)?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .\-])[0-9]{3}[ .\-][0-9]{4}",
-                ),
+                r"(?:1[ .\-]?)?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .\-])[0-9]{3}[ .\-][0-9]{4}",
                 // National with trunk 0: 020 7946 0958, 07700 900123, 01 23 45 67 89.
-                re(r"0[1-9][0-9]{0,4}(?:[ .\-][0-9]{2,4}){1,4}"),
-            ],
+                r"0[1-9][0-9]{0,4}(?:[ .\-][0-9]{2,4}){1,4}",
+            ]
+            .iter()
+            .map(|p| (re(p), re(&format!("^(?:{p})$"))))
+            .collect(),
             ssn: re(r"[0-9]{3}[ \-][0-9]{2}[ \-][0-9]{4}"),
             digit_run: re(r"[0-9]+(?:[ \-][0-9]+)*"),
             iban: re(r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,32}"),
@@ -173,8 +260,12 @@ impl Detectors {
         self.list.is_empty()
     }
 
-    /// Non-overlapping detections in `input`, sorted by position. Where detections overlap, the
-    /// earliest wins, then the longest, then the detector listed first.
+    /// Every detection in `input` that can be told apart, non-overlapping and sorted by
+    /// position. Each detector proposes every candidate it validates — after a candidate fails
+    /// its check the search resumes one byte later (never after the swallowed text), and a
+    /// candidate that fails whole may still hold shorter valid ones — and the set covering the
+    /// most text wins (on a tie, detectors listed first). So two items of one kind side by
+    /// side are both found, and no greedy match hides the one after it.
     pub fn find(&self, input: &[u8]) -> Vec<Found> {
         if self.list.is_empty() {
             return Vec::new();
@@ -184,16 +275,11 @@ impl Detectors {
         let digits = text.iter().filter(|b| b.is_ascii_digit()).count();
         let mut all = Vec::new();
         for (idx, d) in self.list.iter().enumerate() {
-            let mut push = |s: usize, e: usize| {
-                all.push(Found {
-                    start: s,
-                    end: e,
-                    detector: idx,
-                })
-            };
+            let mut spans = Vec::new();
             match d {
                 Detector::Custom(r) => {
-                    // Custom patterns see the original text (their `\d` is Unicode-aware).
+                    // Custom patterns see the original text (their `\d` is Unicode-aware);
+                    // without a check to fail, leftmost-first matching finds them all.
                     for m in r.find_iter(input) {
                         if m.end() > m.start() {
                             all.push(Found {
@@ -206,80 +292,73 @@ impl Detectors {
                     continue;
                 }
                 Detector::Builtin(Builtin::Email) => {
+                    // No check can fail, so leftmost-first matching finds every address (and
+                    // resuming inside one would only find its own tails, at quadratic cost).
                     if text.contains(&b'@') {
-                        for m in self.email.find_iter(text) {
-                            push(m.start(), m.end());
-                        }
+                        spans.extend(self.email.find_iter(text).map(|m| (m.start(), m.end())));
                     }
                 }
                 Detector::Builtin(Builtin::Phone) => {
-                    if digits >= 7 {
-                        for r in &self.phone {
-                            for m in r.find_iter(text) {
-                                if phone_ok(text, m.start(), m.end()) {
-                                    push(m.start(), m.end());
-                                }
-                            }
+                    if digits >= 8 {
+                        for (r, exact) in &self.phone {
+                            candidates(r, text, |s, e| phone_ends(text, exact, s, e), &mut spans);
                         }
                     }
                 }
                 Detector::Builtin(Builtin::Ssn) => {
                     if digits >= 9 {
-                        for m in self.ssn.find_iter(text) {
-                            if ssn_ok(text, m.start(), m.end()) {
-                                push(m.start(), m.end());
-                            }
-                        }
+                        candidates(
+                            &self.ssn,
+                            text,
+                            |s, e| if ssn_ok(text, s, e) { vec![e] } else { vec![] },
+                            &mut spans,
+                        );
                     }
                 }
                 Detector::Builtin(Builtin::PaymentCard) => {
                     if digits >= 13 {
+                        // Runs of digit groups are delimited by other characters, so each run
+                        // is examined once, for every card made of whole groups inside it.
                         for m in self.digit_run.find_iter(text) {
-                            if is_alnum(text.get(m.start().wrapping_sub(1)))
-                                || is_alnum(text.get(m.end()))
-                            {
-                                continue;
-                            }
-                            cards_in_run(text, m.start(), m.end(), &mut push);
+                            cards_in_run(text, m.start(), m.end(), &mut spans);
                         }
                     }
                 }
                 Detector::Builtin(Builtin::Iban) => {
                     if digits >= 2 && text.len() >= 15 {
-                        for m in self.iban.find_iter(text) {
-                            if is_alnum(text.get(m.start().wrapping_sub(1))) {
-                                continue;
-                            }
-                            if let Some(end) = iban_at(text, m.start(), m.end()) {
-                                push(m.start(), end);
-                            }
-                        }
+                        candidates(
+                            &self.iban,
+                            text,
+                            |s, e| {
+                                if is_alnum(text.get(s.wrapping_sub(1))) {
+                                    return vec![];
+                                }
+                                iban_at(text, s, e).into_iter().collect()
+                            },
+                            &mut spans,
+                        );
                     }
                 }
             }
-        }
-        // Map built-in detections found in the folded text back to original offsets.
-        if let Some(f) = &folded {
-            for found in &mut all {
-                if matches!(self.list.get(found.detector), Some(Detector::Builtin(_))) {
-                    found.start = f.orig.get(found.start).copied().unwrap_or(input.len());
-                    found.end = f.orig.get(found.end).copied().unwrap_or(input.len());
+            // Map built-in detections found in the folded text back to original offsets.
+            for (s, e) in spans {
+                let (start, end) = match &folded {
+                    Some(f) => (
+                        f.orig.get(s).copied().unwrap_or(input.len()),
+                        f.orig.get(e).copied().unwrap_or(input.len()),
+                    ),
+                    None => (s, e),
+                };
+                if end > start {
+                    all.push(Found {
+                        start,
+                        end,
+                        detector: idx,
+                    });
                 }
             }
         }
-        all.sort_by(|a, b| {
-            a.start
-                .cmp(&b.start)
-                .then((b.end - b.start).cmp(&(a.end - a.start)))
-                .then(a.detector.cmp(&b.detector))
-        });
-        let mut out: Vec<Found> = Vec::with_capacity(all.len());
-        for f in all {
-            if out.last().is_none_or(|l| f.start >= l.end) {
-                out.push(f);
-            }
-        }
-        out
+        select(all)
     }
 
     /// True when `digits` (ASCII, no separators) is a payment card number.
@@ -287,6 +366,95 @@ impl Detectors {
         let d = digits.as_bytes();
         (13..=19).contains(&d.len()) && d.iter().all(u8::is_ascii_digit) && card_ok(d)
     }
+}
+
+/// Every candidate of `re` in `t`: `ends(start, end)` returns the valid ends of the match at
+/// `start` (the match's own end, or shorter ones). The search resumes at the next byte, so
+/// text a greedy match swallowed — whether it passed its check or not — is searched again
+/// (the patterns given here match at most a few dozen bytes, except where only a rare
+/// character such as `+` can start a match).
+fn candidates(
+    re: &Regex,
+    t: &[u8],
+    mut ends: impl FnMut(usize, usize) -> Vec<usize>,
+    out: &mut Vec<(usize, usize)>,
+) {
+    let mut pos = 0;
+    while pos < t.len() {
+        let Some(m) = re.find_at(t, pos) else { break };
+        out.extend(
+            ends(m.start(), m.end())
+                .into_iter()
+                .filter(|&e| e > m.start())
+                .map(|e| (m.start(), e)),
+        );
+        pos = m.start() + 1;
+    }
+}
+
+/// Chooses, among overlapping candidates, the non-overlapping set that covers the most text;
+/// among equal covers, the earliest candidate, then the longest, then the detector listed
+/// first (the rule the greedy scan used to apply alone).
+fn select(mut all: Vec<Found>) -> Vec<Found> {
+    all.sort_by_key(|f| (f.start, std::cmp::Reverse(f.end), f.detector));
+    // Same span from several detectors: the one listed first.
+    all.dedup_by(|b, a| a.start == b.start && a.end == b.end);
+    // Weighted interval scheduling over suffixes: best[i] is the most text the candidates
+    // from i on can cover; taking candidate i wins ties, so earlier and longer ones do.
+    let n = all.len();
+    let mut best = vec![0usize; n + 1];
+    let mut take = vec![false; n];
+    for i in (0..n).rev() {
+        let Some(f) = all.get(i) else { continue };
+        let next = i + all
+            .get(i..)
+            .map_or(0, |rest| rest.partition_point(|g| g.start < f.end));
+        let with = (f.end - f.start) + best.get(next).copied().unwrap_or(0);
+        let without = best.get(i + 1).copied().unwrap_or(0);
+        take[i] = with >= without;
+        best[i] = with.max(without);
+    }
+    let mut out = Vec::new();
+    let mut i = 0;
+    while let Some(f) = all.get(i) {
+        if take.get(i).copied().unwrap_or(false) {
+            out.push(*f);
+            i += all
+                .get(i..)
+                .map_or(1, |rest| rest.partition_point(|g| g.start < f.end));
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Valid ends of a phone candidate at `s`: the longest prefix of the greedy match `s..e` the
+/// pattern still matches whole at each group boundary, with 8 to 15 digits (a run of two
+/// numbers is too long as one, but its first number is still a phone number).
+fn phone_ends(t: &[u8], exact: &Regex, s: usize, e: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut digits = 0;
+    for p in s..e {
+        let Some(&b) = t.get(p) else { break };
+        if b.is_ascii_digit() {
+            digits += 1;
+            if digits > 15 {
+                break;
+            }
+        }
+        let end = p + 1;
+        let boundary = end == e || !t.get(end).is_some_and(u8::is_ascii_digit);
+        if (b.is_ascii_digit() || b == b')')
+            && boundary
+            && digits >= 8
+            && exact.is_match(t.get(s..end).unwrap_or_default())
+            && phone_ok(t, s, end)
+        {
+            out.push(end);
+        }
+    }
+    out
 }
 
 fn phone_ok(t: &[u8], s: usize, e: usize) -> bool {
@@ -377,9 +545,11 @@ fn card_ok(d: &[u8]) -> bool {
     issuer && luhn(d)
 }
 
-/// Looks for card numbers made of whole groups of a digit run (`4111 1111 1111 1111 exp 12 25`
-/// still finds the card, not a 19-digit non-card). Separators inside one candidate must agree.
-fn cards_in_run(t: &[u8], s: usize, e: usize, push: &mut impl FnMut(usize, usize)) {
+/// Every card number made of whole groups of a digit run (`4111 1111 1111 1111 exp 12 25`
+/// still finds the card, not a 19-digit non-card; two cards in one run are both found).
+/// Separators inside one candidate must agree, and a candidate glued to a letter or digit
+/// outside the run is not one.
+fn cards_in_run(t: &[u8], s: usize, e: usize, out: &mut Vec<(usize, usize)>) {
     let run = t.get(s..e).unwrap_or_default();
     // Groups as (start, end) offsets within `t`, plus the separator before each group.
     let mut groups: Vec<(usize, usize, u8)> = Vec::new();
@@ -393,9 +563,10 @@ fn cards_in_run(t: &[u8], s: usize, e: usize, push: &mut impl FnMut(usize, usize
         }
     }
     groups.push((gs, e, sep));
-    let mut i = 0;
-    while i < groups.len() {
-        let mut best = None;
+    for (i, &(start, _, _)) in groups.iter().enumerate() {
+        if i == 0 && is_alnum(t.get(start.wrapping_sub(1))) {
+            continue;
+        }
         let mut digits: Vec<u8> = Vec::with_capacity(19);
         let mut run_sep = 0u8;
         for (j, &(a, b, sp)) in groups.iter().enumerate().skip(i) {
@@ -410,15 +581,9 @@ fn cards_in_run(t: &[u8], s: usize, e: usize, push: &mut impl FnMut(usize, usize
             if digits.len() > 19 {
                 break;
             }
-            if digits.len() >= 13 && card_ok(&digits) {
-                best = Some((j, b));
+            if digits.len() >= 13 && !is_alnum(t.get(b)) && card_ok(&digits) {
+                out.push((start, b));
             }
-        }
-        if let (Some((j, end)), Some(&(start, _, _))) = (best, groups.get(i)) {
-            push(start, end);
-            i = j + 1;
-        } else {
-            i += 1;
         }
     }
 }

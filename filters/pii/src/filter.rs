@@ -2,15 +2,14 @@
 //! header edits decided in [`crate::decide`], buffers bodies to the end, masks them and writes
 //! them back. Headers are read only in header callbacks (the host refuses them later).
 
-use crate::codec::Coding;
 use crate::config::{Mode, PiiConfig, Route};
-use crate::decide::{self, BodyPlan, Cause, HeaderEdit, Kind, Unmaskable};
+use crate::decide::{self, BodyPlan, Cause, Finished, HeaderEdit, Job};
 use crate::mask::{Caller, Report};
 use portcullis_core::host::{self, Counter};
 use portcullis_core::identity::{Identity, IDENTITY_PROPERTY};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, LogLevel, MapType};
+use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -31,6 +30,7 @@ struct Metrics {
     passed_unmaskable: HashMap<&'static str, Counter>,
     bodies_scanned: Counter,
     bodies_masked: Counter,
+    headers_masked: Counter,
 }
 
 impl Metrics {
@@ -65,6 +65,7 @@ impl Metrics {
             passed_unmaskable: per_cause("passed_unmaskable"),
             bodies_scanned: Counter::define(&name("bodies_scanned")),
             bodies_masked: Counter::define(&name("bodies_masked")),
+            headers_masked: Counter::define(&name("headers_masked")),
         }
     }
 }
@@ -82,20 +83,14 @@ impl State {
     }
 }
 
-/// A body being buffered for masking.
-struct Pending {
-    kind: Kind,
-    codings: Vec<Coding>,
-}
-
 struct Pii {
     state: Rc<State>,
     route: Option<usize>,
     method: String,
     scopes: Vec<String>,
     tenant: Option<String>,
-    request: Option<Pending>,
-    response: Option<Pending>,
+    request: Option<Job>,
+    response: Option<Job>,
 }
 
 /// Asks the response-hold Lua filter (closest to the client) to keep the response until this
@@ -127,44 +122,52 @@ impl Pii {
         }
     }
 
-    /// Handles a body that cannot be masked; returns the action for the callback.
-    fn unmaskable(&mut self, cause: Cause, response: bool, codings_applied: bool) -> Action {
-        // The route lives in the shared config: borrow it through a clone of the Rc, no copy.
+    /// Applies how a body ended; returns the action for the callback.
+    fn conclude(&mut self, finished: Finished, response: bool, body_size: usize) -> Action {
         let st = self.state.clone();
-        let Some(route) = self.route.and_then(|i| st.config.routes.get(i)) else {
-            return Action::Continue;
-        };
+        let route_name = self.route_name();
         let direction = if response { "response" } else { "request" };
-        // A body whose coding header is already gone cannot be passed on intact: block it.
-        let verdict = if codings_applied {
-            Unmaskable::Block(cause.denial(response))
-        } else {
-            decide::unmaskable(route, cause, response)
-        };
-        match verdict {
-            Unmaskable::Pass => {
+        match finished {
+            Finished::Write(new, report) => {
+                self.record(&report, direction, false);
+                let buffer = if response {
+                    BufferType::HttpResponseBody
+                } else {
+                    BufferType::HttpRequestBody
+                };
+                // `decide::finish` keeps `new` within `max_output_bytes`, which is rendered at
+                // or below Envoy's buffer limit (a larger write resets the stream from inside
+                // this call and re-enters the VM).
+                if let Err(status) = hostcalls::set_buffer(buffer, 0, body_size, &new) {
+                    log::error!("portcullis pii: could not replace the {direction} body ({status:?}) route={route_name}");
+                }
+                Action::Continue
+            }
+            Finished::Keep(report) => {
+                self.record(&report, direction, false);
+                Action::Continue
+            }
+            Finished::PassUnmaskable(cause) => {
                 if let Some(c) = st.metrics.passed_unmaskable.get(cause.name()) {
                     c.inc();
                 }
-                log::warn!("portcullis pii: {direction} body passed unmasked route={} cause={} (on_unmaskable: pass)", route.name, cause.name());
+                log::warn!("portcullis pii: {direction} body passed unmasked route={route_name} cause={} (on_unmaskable: pass)", cause.name());
                 Action::Continue
             }
-            Unmaskable::Block(d) => {
+            Finished::Block(d, cause) => {
                 if let Some(c) = st.metrics.blocked.get(cause.name()) {
                     c.inc();
                 }
                 if self.shadow() {
                     log::info!(
-                        "portcullis pii: shadow block {direction} route={} reason={} cause={}",
-                        route.name,
+                        "portcullis pii: shadow block {direction} route={route_name} reason={} cause={}",
                         d.reason,
                         cause.name()
                     );
                     return Action::Continue;
                 }
                 log::warn!(
-                    "portcullis pii: blocked {direction} route={} status={} reason={} cause={}",
-                    route.name,
+                    "portcullis pii: blocked {direction} route={route_name} status={} reason={} cause={}",
                     d.status,
                     d.reason,
                     cause.name()
@@ -175,9 +178,22 @@ impl Pii {
         }
     }
 
-    fn record(&self, report: &Report, direction: &str) {
+    /// A body refused from its headers (unknown coding, binary, declared too large).
+    fn refuse_early(&mut self, cause: Cause, response: bool) -> Action {
+        let st = self.state.clone();
+        let Some(route) = self.route.and_then(|i| st.config.routes.get(i)) else {
+            return Action::Continue;
+        };
+        let finished = decide::refusal(route, cause, &[], self.shadow(), response);
+        self.conclude(finished, response, 0)
+    }
+
+    /// Counts and logs what masking did to a body (`headers`: to a message's headers).
+    fn record(&self, report: &Report, direction: &str, headers: bool) {
         let m = &self.state.metrics;
-        m.bodies_scanned.inc();
+        if !headers {
+            m.bodies_scanned.inc();
+        }
         let counters = if self.shadow() {
             &m.shadow_masked
         } else {
@@ -192,7 +208,11 @@ impl Pii {
         if report.total() == 0 {
             return;
         }
-        m.bodies_masked.inc();
+        if headers {
+            m.headers_masked.inc();
+        } else {
+            m.bodies_masked.inc();
+        }
         // Rule names and counts only; JSON pointers (which name keys, never values) at debug.
         let rules: Vec<String> = self
             .state
@@ -231,48 +251,86 @@ impl Pii {
         let Some(route) = self.route.and_then(|i| st.config.routes.get(i)) else {
             return Action::Continue;
         };
-        let applied = !p.codings.is_empty() && !self.shadow();
-        if body_size > route.max_body_bytes {
+        // Checked on every chunk before Envoy buffers it: Envoy never holds more than the cap.
+        if decide::over_cap(route, body_size) {
+            let codings = p.codings.clone();
             self.clear(response);
-            return self.unmaskable(Cause::TooLarge, response, applied);
+            let finished =
+                decide::refusal(route, Cause::TooLarge, &codings, self.shadow(), response);
+            return self.conclude(finished, response, body_size);
         }
         if !end_of_stream {
             return Action::Pause;
         }
-        let (kind, codings) = (p.kind, p.codings.clone());
+        let job = p.clone();
         self.clear(response);
-        let raw = if response {
-            self.get_http_response_body(0, body_size)
+        let buffer = if response {
+            BufferType::HttpResponseBody
         } else {
-            self.get_http_request_body(0, body_size)
-        }
-        .unwrap_or_default();
+            BufferType::HttpRequestBody
+        };
+        let raw = hostcalls::get_buffer(buffer, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         let caller = Caller {
             scopes: &self.scopes,
             key: st.config.keys.for_tenant(self.tenant.as_deref()),
         };
-        match decide::mask_body(
+        let finished = decide::finish(
             &st.config,
             route,
-            kind,
-            &codings,
+            &job,
             caller,
             &raw,
             self.shadow(),
-        ) {
-            Ok(m) => {
-                self.record(&m.report, if response { "response" } else { "request" });
-                if let Some(new) = m.body {
-                    if response {
-                        self.set_http_response_body(0, body_size, &new);
-                    } else {
-                        self.set_http_request_body(0, body_size, &new);
-                    }
-                }
-                Action::Continue
-            }
-            Err(cause) => self.unmaskable(cause, response, applied),
+            response,
+        );
+        self.conclude(finished, response, body_size)
+    }
+
+    /// Masks the header values of one direction (`headers` as read, names in lower case) and
+    /// writes back the headers that changed, every value of each in order.
+    fn mask_header_map(
+        &mut self,
+        map: MapType,
+        headers: &[(String, String)],
+        response: bool,
+    ) -> Result<(), Cause> {
+        let st = self.state.clone();
+        let Some(route) = self.route.and_then(|i| st.config.routes.get(i)) else {
+            return Ok(());
+        };
+        let caller = Caller {
+            scopes: &self.scopes,
+            key: st.config.keys.for_tenant(self.tenant.as_deref()),
+        };
+        let masked = decide::mask_headers(&st.config, route, caller, headers, response)?;
+        if masked.report.total() > 0 || masked.report.revealed.iter().any(|&n| n > 0) {
+            let direction = if response {
+                "response headers"
+            } else {
+                "request headers"
+            };
+            self.record(&masked.report, direction, true);
         }
+        if self.shadow() {
+            return Ok(());
+        }
+        for (name, values) in &masked.replace {
+            // Pseudo-headers (`:path`) are replaced in place; others removed, then re-added.
+            if name.starts_with(':') {
+                if let Some(v) = values.first() {
+                    let _ = hostcalls::set_map_value(map, name, Some(v));
+                }
+                continue;
+            }
+            let _ = hostcalls::set_map_value(map, name, None);
+            for v in values {
+                let _ = hostcalls::add_map_value(map, name, v);
+            }
+        }
+        Ok(())
     }
 
     fn clear(&mut self, response: bool) {
@@ -310,21 +368,19 @@ impl HttpContext for Pii {
             MapType::HttpRequestHeaders,
             &decide::request_edits(route, !end_of_stream),
         );
-        match decide::plan_request(
-            route,
-            h("content-type"),
-            h("content-encoding"),
-            end_of_stream,
-        ) {
+        if let Err(cause) = self.mask_header_map(MapType::HttpRequestHeaders, &headers, false) {
+            return self.refuse_early(cause, false);
+        }
+        match decide::plan_request(route, &headers, end_of_stream) {
             BodyPlan::Pass => Action::Continue,
-            BodyPlan::Refuse(cause) => self.unmaskable(cause, false, false),
-            plan @ BodyPlan::Mask { .. } => {
+            BodyPlan::Refuse(cause) => self.refuse_early(cause, false),
+            plan @ BodyPlan::Mask(_) => {
                 self.edit(
                     MapType::HttpRequestHeaders,
                     &decide::body_edits(&plan, false),
                 );
-                if let BodyPlan::Mask { kind, codings } = plan {
-                    self.request = Some(Pending { kind, codings });
+                if let BodyPlan::Mask(job) = plan {
+                    self.request = Some(job);
                 }
                 // Never pause headers (body callbacks would stop); the native buffer filter
                 // behind this one holds the request until the body is masked.
@@ -343,32 +399,33 @@ impl HttpContext for Pii {
         let Some(route) = self.route.and_then(|i| st.config.routes.get(i)) else {
             return Action::Continue;
         };
-        let status = self
-            .get_http_response_header(":status")
+        // Every header, repeated ones included (a single-value read returns only the first).
+        let mut headers = hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default();
+        for (k, _) in &mut headers {
+            k.make_ascii_lowercase();
+        }
+        let status = portcullis_core::header(&headers, ":status")
             .and_then(|s| s.parse::<u16>().ok())
             .unwrap_or(0);
-        let ct = self.get_http_response_header("content-type");
-        let ce = self.get_http_response_header("content-encoding");
-        match decide::plan_response(
-            route,
-            &self.method,
-            status,
-            ct.as_deref(),
-            ce.as_deref(),
-            end_of_stream,
-        ) {
+        if let Err(cause) = self.mask_header_map(MapType::HttpResponseHeaders, &headers, true) {
+            return self.refuse_early(cause, true);
+        }
+        let plan = decide::plan_response(route, &self.method, status, &headers, end_of_stream);
+        match plan {
             BodyPlan::Pass => Action::Continue,
-            BodyPlan::Refuse(cause) => self.unmaskable(cause, true, false),
-            plan @ BodyPlan::Mask { .. } => {
+            BodyPlan::Refuse(cause) => self.refuse_early(cause, true),
+            plan @ BodyPlan::Mask(_) => {
                 self.edit(
                     MapType::HttpResponseHeaders,
                     &decide::body_edits(&plan, true),
                 );
-                if !self.shadow() {
-                    self.add_http_response_header(HOLD_HEADER, "1");
+                let key = st.config.keys.for_tenant(self.tenant.as_deref());
+                if !self.shadow() && decide::needs_hold(&st.config, route, &plan, key) {
+                    let _ =
+                        hostcalls::add_map_value(MapType::HttpResponseHeaders, HOLD_HEADER, "1");
                 }
-                if let BodyPlan::Mask { kind, codings } = plan {
-                    self.response = Some(Pending { kind, codings });
+                if let BodyPlan::Mask(job) = plan {
+                    self.response = Some(job);
                 }
                 Action::Continue
             }

@@ -6,10 +6,13 @@
 //! - [`config`]: the policy, compiled once;
 //! - [`json`], [`jsonpath`]: the document model and field paths;
 //! - [`detect`], [`action`]: what is personal data and what happens to it;
-//! - [`mask`]: the engine; [`codec`]: content codings; [`decide`]: the filter's decisions;
+//! - [`charset`]: text encodings, decoded and written back;
+//! - [`mask`]: the engine; [`number`]: what a JSON number denotes; [`codec`]: content
+//!   codings; [`decide`]: the filter's decisions;
 //! - `filter` (wasm32 only): the proxy-wasm adapter.
 
 pub mod action;
+pub mod charset;
 pub mod codec;
 pub mod config;
 pub mod decide;
@@ -17,6 +20,7 @@ pub mod detect;
 pub mod json;
 pub mod jsonpath;
 pub mod mask;
+pub mod number;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;

@@ -212,12 +212,23 @@ impl<'a> Walker<'a> {
         match node {
             Json::Obj(members) => {
                 let mut remove = Vec::new();
+                let mut renamed = Vec::new();
                 for i in 0..members.len() {
                     let Some((key, value)) = members.get(i) else {
                         break;
                     };
+                    // Paths match the name as written; the name itself is text a client reads
+                    // (a map keyed by e-mail or card number), so the detectors see it too.
                     let child = self.step(states, Seg::Key(key));
-                    let at = PathSeg::Key(key.clone());
+                    let shown = if self.profile.detectors.is_empty() {
+                        None
+                    } else {
+                        self.detect(key, None)?
+                    };
+                    let at = PathSeg::Key(shown.clone().unwrap_or_else(|| key.clone()));
+                    if let Some(new) = shown {
+                        renamed.push((i, new));
+                    }
                     if let Some(ri) = self.matched_rule(&child) {
                         // Decided on the unchanged record (its consent flag), applied after.
                         match self.field_verdict(ri, value, Some(members.as_slice()), &at)? {
@@ -240,6 +251,7 @@ impl<'a> Walker<'a> {
                     }
                     self.stack.pop();
                 }
+                rename(members, renamed);
                 for i in remove.into_iter().rev() {
                     members.remove(i);
                 }
@@ -273,18 +285,23 @@ impl<'a> Walker<'a> {
                 }
             }
             Json::Num(n) => {
-                if let Some(ri) = self.profile.card_rule {
-                    let digits = n.strip_prefix('-').unwrap_or(n);
-                    if crate::detect::Detectors::is_card_number(digits) {
-                        if let Some(rule) = self.rule(ri) {
-                            if allowed(rule, &self.caller) {
-                                self.report.reveal(ri);
-                            } else {
-                                let masked = rule.action.apply(n, self.caller.key)?;
-                                let stack = &self.stack;
-                                self.report.hit(ri, || pointer(stack, None));
-                                *node = Json::Str(masked);
-                            }
+                // A number is read by its value, however it is spelled: `4.111111111111111e15`
+                // is the card 4111111111111111 to any client that parses it.
+                let card = self.profile.card_rule.and_then(|ri| {
+                    crate::number::integer_views(n)
+                        .into_iter()
+                        .find(|v| crate::detect::Detectors::is_card_number(v))
+                        .map(|v| (ri, v))
+                });
+                if let Some((ri, digits)) = card {
+                    if let Some(rule) = self.rule(ri) {
+                        if allowed(rule, &self.caller) {
+                            self.report.reveal(ri);
+                        } else {
+                            let masked = rule.action.apply(&digits, self.caller.key)?;
+                            let stack = &self.stack;
+                            self.report.hit(ri, || pointer(stack, None));
+                            *node = Json::Str(masked);
                         }
                     }
                 }
@@ -317,7 +334,7 @@ impl<'a> Walker<'a> {
                 continue; // not on character boundaries (custom pattern): skip rather than split
             };
             out.push_str(before);
-            out.push_str(&rule.action.apply(hit, self.caller.key)?);
+            out.push_str(&replacement(&rule.action, hit, self.caller.key)?);
             last = f.end;
             changed = true;
             let stack = &self.stack;
@@ -331,6 +348,42 @@ impl<'a> Walker<'a> {
         }
         out.push_str(s.get(last..).unwrap_or_default());
         Ok(Some(out))
+    }
+}
+
+/// What replaces a detected `hit`: the action applied to the value a reader sees (URL escapes
+/// undone, so `ada%40x.com` tokenizes like `ada@x.com`), escaped again when the hit was.
+fn replacement(action: &Action, hit: &str, key: Option<&[u8]>) -> Result<String, NoKey> {
+    match crate::detect::unescaped(hit) {
+        Some(plain) => Ok(crate::detect::escape(&action.apply(&plain, key)?)),
+        None => action.apply(hit, key),
+    }
+}
+
+/// Applies masked member names. Two names may mask to the same text (`***@acme.example.com`
+/// twice); a client's parser would then keep one member and silently lose the other, so a
+/// masked name that equals any other name of the object gets `#2`, `#3`… (the first free).
+fn rename(members: &mut [(String, Json)], renamed: Vec<(usize, String)>) {
+    if renamed.is_empty() {
+        return;
+    }
+    let mut taken: std::collections::HashSet<String> = members
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !renamed.iter().any(|(r, _)| r == i))
+        .map(|(_, (k, _))| k.clone())
+        .collect();
+    for (i, name) in renamed {
+        let mut unique = name.clone();
+        let mut n = 2u32;
+        while taken.contains(&unique) {
+            unique = format!("{name}#{n}");
+            n += 1;
+        }
+        taken.insert(unique.clone());
+        if let Some(m) = members.get_mut(i) {
+            m.0 = unique;
+        }
     }
 }
 
@@ -376,15 +429,14 @@ pub fn mask_json(
     Ok(w.report)
 }
 
-/// Masks a text body with the profile's detectors. Bodies that are not UTF-8 are scanned as
-/// Latin-1-compatible bytes: only ASCII matches are possible there, and bytes outside the
-/// matches are kept exactly.
+/// Masks a text body (already decoded) with the profile's detectors; `None` when nothing
+/// changed.
 pub fn mask_text(
     cfg: &PiiConfig,
     profile: &Profile,
     caller: Caller<'_>,
-    body: &[u8],
-) -> Result<(Option<Vec<u8>>, Report), NoKey> {
+    text: &str,
+) -> Result<(Option<String>, Report), NoKey> {
     let mut w = Walker {
         cfg,
         profile,
@@ -392,35 +444,64 @@ pub fn mask_text(
         report: Report::new(cfg.rules.len()),
         stack: Vec::new(),
     };
-    if let Ok(s) = std::str::from_utf8(body) {
-        let out = w.detect(s, Some(0))?;
-        return Ok((out.map(String::into_bytes), w.report));
-    }
-    // Not UTF-8: work on bytes directly.
-    let found = profile.detectors.find(body);
-    let mut out = Vec::with_capacity(body.len());
-    let mut last = 0;
-    for f in found {
-        let Some(&ri) = profile.detector_rules.get(f.detector) else {
-            continue;
-        };
-        let Some(rule) = cfg.rules.get(ri) else {
-            continue;
-        };
-        if allowed(rule, &caller) {
-            w.report.reveal(ri);
+    let out = w.detect(text, Some(0))?;
+    Ok((out, w.report))
+}
+
+/// What masking did to one header value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderOutcome {
+    /// Unchanged.
+    Keep,
+    /// Replace the value.
+    Replace(String),
+    /// Remove the header (a header rule whose action is `drop`).
+    Remove,
+}
+
+/// Masks header values: a header named by a header rule is decided by the first such rule of
+/// the profile (its whole value), every other one goes through the detectors. `headers` are
+/// the ones to inspect (name in lower case, value); the outcome of each, in order.
+pub fn mask_headers(
+    cfg: &PiiConfig,
+    profile: &Profile,
+    caller: Caller<'_>,
+    headers: &[(&str, &str)],
+) -> Result<(Vec<HeaderOutcome>, Report), NoKey> {
+    let mut w = Walker {
+        cfg,
+        profile,
+        caller,
+        report: Report::new(cfg.rules.len()),
+        stack: Vec::new(),
+    };
+    let mut out = Vec::with_capacity(headers.len());
+    for &(name, value) in headers {
+        let rule = profile.header_rules.iter().copied().find(|&ri| {
+            cfg.rules
+                .get(ri)
+                .is_some_and(|r| r.headers.iter().any(|h| h == name))
+        });
+        if let (Some(ri), Some(r)) = (rule, rule.and_then(|ri| cfg.rules.get(ri))) {
+            // A header has no record to carry a consent flag: a rule that asks for consent
+            // never reveals one.
+            if r.consent.is_none() && allowed(r, &caller) {
+                w.report.reveal(ri);
+                out.push(HeaderOutcome::Keep);
+                continue;
+            }
+            w.report.hit(ri, || format!("/header:{name}"));
+            out.push(match &r.action {
+                Action::Drop => HeaderOutcome::Remove,
+                a => HeaderOutcome::Replace(a.apply(value, caller.key)?),
+            });
             continue;
         }
-        let hit =
-            String::from_utf8_lossy(body.get(f.start..f.end).unwrap_or_default()).into_owned();
-        out.extend_from_slice(body.get(last..f.start).unwrap_or_default());
-        out.extend_from_slice(rule.action.apply(&hit, caller.key)?.as_bytes());
-        last = f.end;
-        w.report.hit(ri, || format!("#{}", f.start));
+        w.stack = vec![PathSeg::Key(format!("header:{name}"))];
+        out.push(match w.detect(value, None)? {
+            Some(masked) => HeaderOutcome::Replace(masked),
+            None => HeaderOutcome::Keep,
+        });
     }
-    if last == 0 && w.report.total() == 0 {
-        return Ok((None, w.report));
-    }
-    out.extend_from_slice(body.get(last..).unwrap_or_default());
-    Ok((Some(out), w.report))
+    Ok((out, w.report))
 }

@@ -4,7 +4,7 @@
 
 use portcullis_pii::codec::Coding;
 use portcullis_pii::config::PiiConfig;
-use portcullis_pii::decide::{self, BodyPlan, Cause, Kind, Unmaskable};
+use portcullis_pii::decide::{self, BodyPlan, Cause, Job, Kind, Unmaskable};
 use portcullis_pii::json;
 use portcullis_pii::mask::{self, Caller};
 use serde_json::{json, Value};
@@ -36,6 +36,26 @@ fn config() -> PiiConfig {
         ]
     }))
     .unwrap()
+}
+
+/// Response or request headers with these `content-type` and `content-encoding` values.
+fn hdrs(content_type: Option<&str>, encoding: Option<&str>) -> Vec<(String, String)> {
+    let mut h = vec![(":status".to_string(), "200".to_string())];
+    if let Some(ct) = content_type {
+        h.push(("content-type".into(), ct.into()));
+    }
+    if let Some(ce) = encoding {
+        h.push(("content-encoding".into(), ce.into()));
+    }
+    h
+}
+
+fn job(kind: Kind, codings: &[Coding]) -> Job {
+    Job {
+        kind,
+        charset: None,
+        codings: codings.to_vec(),
+    }
 }
 
 fn run(
@@ -136,34 +156,121 @@ fn tokens_depend_on_the_tenant_key_and_digits_keep_the_format() {
 }
 
 #[test]
-fn numbers_only_meet_the_card_detector() {
+fn numbers_meet_the_card_detector_by_the_value_they_denote() {
     let cfg = config();
     let (v, _) = run(
         &cfg,
-        r#"{"n":5555555555554444,"t":1700000000000,"f":4111111111111111.0}"#,
+        r#"{"n":5555555555554444,"t":1700000000000,"amount":12.50,"big":12345678901234567890123}"#,
         &[],
         None,
     );
     assert_eq!(v["n"], "************4444");
     assert_eq!(v["t"], 1_700_000_000_000u64);
-    assert_eq!(v["f"], 4_111_111_111_111_111.0);
+    // However a card is spelled as a number, a client parsing it gets the card.
+    for spelling in [
+        "4111111111111111.0",
+        "4.111111111111111e15",
+        "4111111111111111E0",
+        "41111111111111110e-1",
+        "-4111111111111111",
+        "-4111111111111111.0",
+        "4.111111111111111E+15",
+        "0.4111111111111111e16",
+        "4111111111111110.9999999",
+    ] {
+        let (v, r) = run(&cfg, &format!(r#"{{"f":{spelling}}}"#), &[], None);
+        assert_eq!(v["f"], "************1111", "{spelling}");
+        assert_eq!(r.total(), 1, "{spelling}");
+        // The caller allowed to see cards gets the number exactly as written.
+        let body = format!(r#"{{"f":{spelling}}}"#);
+        let scopes = vec!["pii:card:read".to_string()];
+        let caller = Caller {
+            scopes: &scopes,
+            key: None,
+        };
+        let mut doc = json::parse(body.as_bytes()).unwrap();
+        mask::mask_json(&cfg, &cfg.profiles[0], caller, &mut doc).unwrap();
+        assert_eq!(doc.to_bytes(), body.into_bytes());
+    }
+    // Numbers that are not cards keep their exact text.
+    let src =
+        r#"{"a":4111111111111112.0,"b":1.7e12,"c":1e400,"d":-0.0,"e":123456789012345678901234e-5}"#;
+    let mut doc = json::parse(src.as_bytes()).unwrap();
+    let r = mask::mask_json(&cfg, &cfg.profiles[0], NOBODY, &mut doc).unwrap();
+    assert_eq!((doc.to_bytes(), r.total()), (src.as_bytes().to_vec(), 0));
+}
+
+const NOBODY: Caller<'static> = Caller {
+    scopes: &[],
+    key: None,
+};
+
+#[test]
+fn member_names_are_masked_and_field_rules_still_match_the_name_as_written() {
+    let cfg = config();
+    let src = r#"{"by_email":{"ada@acme.example.com":{"ssn":"123-45-6789"},"x":1},
+                  "by_card":{"4111111111111111":"visa","4111 1111 1111 1111":"grouped"},
+                  "ssn":"123-45-6789"}"#;
+    let (v, r) = run(&cfg, src, &[], None);
+    let text = v.to_string();
+    for raw in ["ada@", "4111111111111111", "4111 1111 1111 1111", "123-45"] {
+        assert!(!text.contains(raw), "{raw} in {text}");
+    }
+    // The value under a masked name is still decided by the rules that match it.
+    assert_eq!(v["by_email"]["[REDACTED]"]["ssn"], "***-**-6789");
+    assert_eq!(v["by_email"]["x"], 1);
+    assert_eq!(v["by_card"]["************1111"], "visa");
+    assert_eq!(v["by_card"]["**** **** **** 1111"], "grouped");
+    assert!(r.total() >= 4);
+    // Pointers name the masked member, never the raw one.
+    assert!(
+        r.pointers.iter().all(|p| !p.contains("ada@")),
+        "{:?}",
+        r.pointers
+    );
+    // Field rules match a name as written, even when the name itself is personal data: a rule
+    // on `$..['ada@acme.example.com']` still finds that member.
+    let cfg2 = PiiConfig::from_value(json!({
+        "rules": [
+            {"name": "m", "fields": ["$.m['ada@acme.example.com']"], "action": "redact"},
+            {"name": "mail", "detector": "email", "action": {"type": "partial", "keep_domain": true}}
+        ],
+        "profiles": {"p": ["m", "mail"]},
+        "routes": [{"name": "r", "match": {"prefix": "/"}, "profile": "p"}]
+    }))
+    .unwrap();
+    let mut doc = json::parse(
+        br#"{"m":{"ada@acme.example.com":"secret","bob@acme.example.com":"x","***@acme.example.com":1}}"#,
+    )
+    .unwrap();
+    mask::mask_json(&cfg2, &cfg2.profiles[0], NOBODY, &mut doc).unwrap();
+    assert_eq!(
+        String::from_utf8(doc.to_bytes()).unwrap(),
+        r#"{"m":{"***@acme.example.com#2":"[REDACTED]","***@acme.example.com#3":"x","***@acme.example.com":1}}"#
+    );
 }
 
 #[test]
 fn text_bodies_and_non_utf8_bytes() {
     let cfg = config();
-    let caller = Caller {
-        scopes: &[],
-        key: None,
-    };
-    let (out, r) = mask::mask_text(&cfg, &cfg.profiles[0], caller, b"to a@b.io\n").unwrap();
-    assert_eq!(out.unwrap(), b"to [REDACTED]\n".to_vec());
+    let (out, r) = mask::mask_text(&cfg, &cfg.profiles[0], NOBODY, "to a@b.io\n").unwrap();
+    assert_eq!(out.unwrap(), "to [REDACTED]\n");
     assert_eq!(r.pointers, ["#3"]);
-    let (out, _) =
-        mask::mask_text(&cfg, &cfg.profiles[0], caller, b"\xff\xfe a@b.io \xff").unwrap();
-    assert_eq!(out.unwrap(), b"\xff\xfe [REDACTED] \xff".to_vec());
-    let (out, _) = mask::mask_text(&cfg, &cfg.profiles[0], caller, b"nothing here").unwrap();
+    let (out, _) = mask::mask_text(&cfg, &cfg.profiles[0], NOBODY, "nothing here").unwrap();
     assert_eq!(out, None);
+    // Undeclared text that is not UTF-8 is read as windows-1252 (as browsers do) and written
+    // back byte for byte around the mask.
+    let r = route(&cfg, "/x");
+    let m = decide::mask_body(
+        &cfg,
+        &r,
+        &job(Kind::Text, &[]),
+        NOBODY,
+        b"caf\xe9 a@b.io \xff",
+        false,
+    )
+    .unwrap();
+    assert_eq!(m.body.unwrap(), b"caf\xe9 [REDACTED] \xff".to_vec());
 }
 
 fn route(cfg: &PiiConfig, path: &str) -> portcullis_pii::config::Route {
@@ -174,28 +281,31 @@ fn route(cfg: &PiiConfig, path: &str) -> portcullis_pii::config::Route {
 fn plans_follow_method_status_type_and_coding() {
     let cfg = config();
     let r = route(&cfg, "/x");
-    let json_plan = BodyPlan::Mask {
-        kind: Kind::Json,
-        codings: vec![],
-    };
+    let json_plan = BodyPlan::Mask(Job::plain(Kind::Json));
     assert_eq!(
-        decide::plan_response(&r, "GET", 200, Some("application/json"), None, false),
+        decide::plan_response(&r, "GET", 200, &hdrs(Some("application/json"), None), false),
         json_plan
     );
     assert_eq!(
-        decide::plan_response(&r, "HEAD", 200, Some("application/json"), None, false),
+        decide::plan_response(
+            &r,
+            "HEAD",
+            200,
+            &hdrs(Some("application/json"), None),
+            false
+        ),
         BodyPlan::Pass
     );
     assert_eq!(
-        decide::plan_response(&r, "GET", 204, None, None, false),
+        decide::plan_response(&r, "GET", 204, &hdrs(None, None), false),
         BodyPlan::Pass
     );
     assert_eq!(
-        decide::plan_response(&r, "GET", 304, None, None, false),
+        decide::plan_response(&r, "GET", 304, &hdrs(None, None), false),
         BodyPlan::Pass
     );
     assert_eq!(
-        decide::plan_response(&r, "GET", 200, Some("application/json"), None, true),
+        decide::plan_response(&r, "GET", 200, &hdrs(Some("application/json"), None), true),
         BodyPlan::Pass
     );
     assert_eq!(
@@ -203,30 +313,30 @@ fn plans_follow_method_status_type_and_coding() {
             &r,
             "GET",
             404,
-            Some("application/problem+json"),
-            None,
+            &hdrs(Some("application/problem+json"), None),
             false
         ),
         json_plan
     );
     assert_eq!(
-        decide::plan_response(&r, "GET", 200, Some("text/csv"), Some("gzip"), false),
-        BodyPlan::Mask {
+        decide::plan_response(&r, "GET", 200, &hdrs(Some("text/csv"), Some("gzip")), false),
+        BodyPlan::Mask(Job {
             kind: Kind::Text,
+            charset: None,
             codings: vec![Coding::Gzip]
-        }
+        })
     );
     assert_eq!(
-        decide::plan_response(&r, "GET", 200, Some("image/png"), None, false),
-        BodyPlan::Pass
+        decide::plan_response(&r, "GET", 200, &hdrs(Some("image/png"), None), false),
+        BodyPlan::Refuse(Cause::Binary),
+        "binary bodies are refused unless a route says `binary: pass`"
     );
     assert_eq!(
         decide::plan_response(
             &r,
             "GET",
             200,
-            Some("application/json"),
-            Some("zstd"),
+            &hdrs(Some("application/json"), Some("zstd")),
             false
         ),
         BodyPlan::Refuse(Cause::UnsupportedEncoding)
@@ -237,11 +347,17 @@ fn plans_follow_method_status_type_and_coding() {
         .1
         .clone();
     assert_eq!(
-        decide::plan_response(&egress, "POST", 200, Some("application/json"), None, false),
+        decide::plan_response(
+            &egress,
+            "POST",
+            200,
+            &hdrs(Some("application/json"), None),
+            false
+        ),
         BodyPlan::Pass
     );
     assert_eq!(
-        decide::plan_request(&egress, Some("application/json"), None, false),
+        decide::plan_request(&egress, &hdrs(Some("application/json"), None), false),
         json_plan
     );
     // Encoded path tricks reach the same route (paths are normalised first).
@@ -266,13 +382,21 @@ fn bodies_decode_mask_and_fail_with_a_cause() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(body).unwrap();
     let gz = gz.finish().unwrap();
-    let m = decide::mask_body(&cfg, &r, Kind::Json, &[Coding::Gzip], caller, &gz, false).unwrap();
+    let m = decide::mask_body(
+        &cfg,
+        &r,
+        &job(Kind::Json, &[Coding::Gzip]),
+        caller,
+        &gz,
+        false,
+    )
+    .unwrap();
     assert_eq!(m.body.unwrap(), br#"{"ssn":"***-**-6789"}"#.to_vec());
     // Shadow: counted, body untouched.
-    let m = decide::mask_body(&cfg, &r, Kind::Json, &[], caller, body, true).unwrap();
+    let m = decide::mask_body(&cfg, &r, &job(Kind::Json, &[]), caller, body, true).unwrap();
     assert_eq!((m.body, m.report.masked[0]), (None, 1));
     let err = |kind, codings: &[Coding], raw: &[u8]| {
-        decide::mask_body(&cfg, &r, kind, codings, caller, raw, false).unwrap_err()
+        decide::mask_body(&cfg, &r, &job(kind, codings), caller, raw, false).unwrap_err()
     };
     assert_eq!(err(Kind::Json, &[], b"{\"a\":"), Cause::InvalidJson);
     assert_eq!(
@@ -282,7 +406,15 @@ fn bodies_decode_mask_and_fail_with_a_cause() {
     let deep = "[".repeat(300) + &"]".repeat(300);
     assert_eq!(err(Kind::Json, &[], deep.as_bytes()), Cause::InvalidJson);
     // No content type: JSON when it parses, else text.
-    let m = decide::mask_body(&cfg, &r, Kind::Sniff, &[], caller, b"mail a@b.io", false).unwrap();
+    let m = decide::mask_body(
+        &cfg,
+        &r,
+        &job(Kind::Sniff, &[]),
+        caller,
+        b"mail a@b.io",
+        false,
+    )
+    .unwrap();
     assert_eq!(m.body.unwrap(), b"mail [REDACTED]".to_vec());
     // Pass only where configured, and never for a missing tokenization key.
     assert!(
@@ -307,7 +439,7 @@ fn bad_configs_name_the_field() {
     assert!(PiiConfig::from_value(base()).is_ok());
     assert!(err(&|v| v["rules"][0]["fields"] = json!(["a"])).contains("rules[0].fields[0]"));
     assert!(err(&|v| v["rules"][0]["action"] = json!("tokenize")).contains("tokenize needs keys"));
-    assert!(err(&|v| v["rules"][0]["detector"] = json!("email")).contains("either"));
+    assert!(err(&|v| v["rules"][0]["detector"] = json!("email")).contains("not both"));
     assert!(err(&|v| v["profiles"]["p"] = json!(["zz"])).contains("unknown rule `zz`"));
     assert!(err(&|v| v["routes"][0]["profile"] = json!("q")).contains("unknown profile"));
     assert!(err(&|v| v["tokenization"] = json!({"default_key": "c2hvcnQ"})).contains("16 bytes"));
@@ -317,7 +449,7 @@ fn bad_configs_name_the_field() {
     .contains("empty string"));
     assert!(
         err(&|v| v["rules"][0] = json!({"name": "d", "detector": "email", "action": "drop"}))
-            .contains("field rules")
+            .contains("not detectors")
     );
     assert!(err(&|v| v["rules"][0]["unknown"] = json!(1)).contains("unknown"));
 }

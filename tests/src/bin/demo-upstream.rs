@@ -55,6 +55,8 @@ struct Resp {
     encoding: Option<&'static str>,
     /// Send with `transfer-encoding: chunked` instead of `content-length`.
     chunked: bool,
+    /// More headers, sent after `content-type` (which is left out when empty).
+    headers: Vec<(String, String)>,
 }
 
 impl Resp {
@@ -66,8 +68,78 @@ impl Resp {
             seq: None,
             encoding: None,
             chunked: false,
+            headers: Vec::new(),
         }
     }
+}
+
+/// `%XX` escapes of a query parameter undone (and `+` as a space).
+fn unescape(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (c, hex) {
+            (b'%', Some(x)) => {
+                out.push(x);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `text` in a charset: `utf-16le`, `utf-16be`, `utf-32le`, `latin1`, each optionally with a
+/// `-bom`, or `utf-8-bom`; anything else leaves it UTF-8.
+fn encode_text(text: &str, charset: &str) -> Vec<u8> {
+    let (name, bom) = match charset.strip_suffix("-bom") {
+        Some(n) => (n, true),
+        None => (charset, false),
+    };
+    let mut out = Vec::new();
+    match name {
+        "utf-16le" => {
+            if bom {
+                out.extend_from_slice(&[0xFF, 0xFE]);
+            }
+            text.encode_utf16()
+                .for_each(|u| out.extend_from_slice(&u.to_le_bytes()));
+        }
+        "utf-16be" => {
+            if bom {
+                out.extend_from_slice(&[0xFE, 0xFF]);
+            }
+            text.encode_utf16()
+                .for_each(|u| out.extend_from_slice(&u.to_be_bytes()));
+        }
+        "utf-32le" => {
+            if bom {
+                out.extend_from_slice(&[0xFF, 0xFE, 0, 0]);
+            }
+            text.chars()
+                .for_each(|c| out.extend_from_slice(&(c as u32).to_le_bytes()));
+        }
+        "latin1" => out.extend(text.chars().map(|c| u8::try_from(c as u32).unwrap_or(b'?'))),
+        _ => {
+            if bom {
+                out.extend_from_slice(&[0xEF, 0xBB, 0xBF]);
+            }
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
+    out
 }
 
 fn json_resp(status: u16, v: Value) -> Resp {
@@ -129,6 +201,88 @@ fn fixture(tenant: &str, name: &str, query: &str) -> Resp {
                 c["notes"] = json!("Account history: ".to_string() + &"renewed, upgraded, contacted; ".repeat(36));
             }
             json_resp(200, json!({"tenant": tenant, "customers": list}))
+        }
+        // `?bytes=N`: exactly N bytes of JSON (at least 40), one SSN and padding; masking keeps
+        // its size, so it measures the raw and decoded limits.
+        "filler" => {
+            let n: usize = param("bytes").and_then(|n| n.parse().ok()).unwrap_or(1024).clamp(40, 64 << 20);
+            let head = r#"{"ssn":"123-45-6789","pad":""#;
+            let mut b = head.as_bytes().to_vec();
+            if param("pad") == Some("words") {
+                // Four words in a pseudo-random order: gzip shrinks it about 14 times (a ratio
+                // under the default cap of 100), so a small compressed body decodes large.
+                let words: [&[u8]; 4] = [b"alpha ", b"bravo ", b"charlie ", b"delta "];
+                let mut state = 12_345u32;
+                while b.len() < n - 2 {
+                    state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345) & 0x7fff_ffff;
+                    b.extend_from_slice(words[(state >> 16) as usize % 4]);
+                }
+                b.truncate(n - 2);
+            } else {
+                b.resize(n - 2, b'x');
+            }
+            b.extend_from_slice(b"\"}");
+            Resp::new(200, "application/json", b)
+        }
+        // `?bytes=N`: about N bytes of `{"iban":0}` records; the iban rule tokenizes each value,
+        // so the masked body is about 3.6 times the size of the one received.
+        "grow" => {
+            let n: usize = param("bytes").and_then(|n| n.parse().ok()).unwrap_or(1024).clamp(2, 64 << 20);
+            let item = br#"{"iban":0},"#;
+            let mut b = b"[".to_vec();
+            while b.len() + item.len() < n {
+                b.extend_from_slice(item);
+            }
+            if b.len() > 1 {
+                b.pop();
+            }
+            b.push(b']');
+            Resp::new(200, "application/json", b)
+        }
+        // Card numbers as JSON numbers in every spelling a parser reads as the same value.
+        "spelled" => text(
+            "application/json",
+            r#"{"a":4.111111111111111e15,"b":4111111111111111E0,"c":4111111111111111.0,"d":41111111111111110e-1,"e":-4111111111111111.0,"f":5.555555555554444E+15,"amount":12.50,"ts":1700000000000}"#,
+        ),
+        // Maps keyed by personal data.
+        "keyed" => text(
+            "application/json",
+            r#"{"by_email":{"ada@acme.example.com":{"tier":"gold"},"grace@acme.example.com":{"tier":"silver"}},"by_phone":{"+15555550123":"mobile"},"by_ssn":{"123-45-6789":true},"by_card":{"4111111111111111":"visa","5555 5555 5555 4444":"mc"}}"#,
+        ),
+        // Items of one kind side by side.
+        "adjacent" => text(
+            "text/plain",
+            "IBANs GB82WEST12345698765432 DE89370400440532013000; cards 4111111111111111 5555555555554444; phones +15555550123 +15555550124; ssns 123-45-6789 234-56-7890\n",
+        ),
+        // `?ct=` (repeatable: one content-type header each; escaped), `?charset=` (how the
+        // body is encoded, see `encode_text`), `?body=json|text`.
+        "typed" => {
+            let body = match param("body") {
+                Some("text") => "Contact ada@acme.example.com, SSN 123-45-6789.\n".to_string(),
+                _ => r#"{"name":"Ada","ssn":"123-45-6789","note":"ada\u0040acme.example.com"}"#.to_string(),
+            };
+            let mut r = Resp::new(200, "", encode_text(&body, param("charset").unwrap_or("utf-8")));
+            for kv in query.split('&') {
+                if let Some(v) = kv.strip_prefix("ct=") {
+                    r.headers.push(("content-type".into(), unescape(v)));
+                }
+            }
+            r
+        }
+        // Personal data in response headers.
+        "headers" => {
+            let mut r = json_resp(200, json!({"ok": true}));
+            for (k, v) in [
+                ("location", "https://crm.example/customers?ssn=123-45-6789&email=ada%40acme.example.com"),
+                ("content-disposition", "attachment; filename=\"ada@acme.example.com.csv\""),
+                ("x-debug-user", "ada@acme.example.com"),
+                ("set-cookie", "last_card=4111111111111111; Path=/"),
+                ("set-cookie", "theme=dark; Path=/"),
+                ("x-customer-email", "grace@acme.example.com"),
+            ] {
+                r.headers.push((k.into(), v.into()));
+            }
+            r
         }
         "large" => {
             let item = json!({"email": "ada@acme.example.com", "pad": "x".repeat(1000)});
@@ -433,12 +587,13 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Result<Req, ReadError> {
 }
 
 fn write_response(s: &mut TcpStream, resp: &Resp, head: bool, close: bool) -> std::io::Result<()> {
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\n",
-        resp.status,
-        reason(resp.status),
-        resp.content_type,
-    );
+    let mut out = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
+    if !resp.content_type.is_empty() {
+        out.push_str(&format!("content-type: {}\r\n", resp.content_type));
+    }
+    for (k, v) in &resp.headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
     if resp.chunked {
         out.push_str("transfer-encoding: chunked\r\n");
     } else if resp.status != 204 {
