@@ -424,7 +424,7 @@ fn explain_cmd(args: &[String]) -> Result<()> {
     let now_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    let mut state = chain::ChainState::new(&compiled);
+    let mut state = chain::ChainState::new(&compiled)?;
     let out = chain::run(&compiled, &mut state, &req, &resp, now_ns);
     println!("{} {}", req.method, req.path);
     for s in &out.trace {

@@ -474,7 +474,7 @@ pub fn run(policies: &Policies, suites: &[Suite], out: &mut dyn std::io::Write) 
                         )))
                     }
                 };
-            let mut state = ChainState::new(&compiled);
+            let mut state = ChainState::new(&compiled)?;
             let mut failures = Vec::new();
             for (i, (at, req, up, expect)) in steps.iter().enumerate() {
                 let now_ns = CLOCK_ORIGIN_SECS * 1_000_000_000 + (at.max(0.0) * 1e9) as u64;

@@ -265,6 +265,10 @@ impl Host for FakeHost<'_> {
         self.with_stream(|s| set(&mut s.request_headers, name, value));
     }
 
+    fn add_request_header(&self, name: &str, value: &str) {
+        self.with_stream(|s| s.request_headers.push((name.to_string(), value.to_string())));
+    }
+
     fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
         self.with_stream(|s| s.request_body.get(start..start.saturating_add(len).min(s.request_body.len())).map(<[u8]>::to_vec))
             .flatten()
@@ -525,13 +529,24 @@ impl Instance {
     }
 }
 
+/// Envoy's `headers_with_underscores_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnderscoreAction {
+    /// Drop such headers.
+    Drop,
+    /// Refuse the request (400).
+    Reject,
+    /// Pass them.
+    Allow,
+}
+
 /// Envoy's own behaviour around the filters, as the gateway template renders it.
 #[derive(Debug, Clone)]
 pub struct Edge {
     /// `xff_num_trusted_hops` (with `use_remote_address: true`).
     pub trusted_hops: u32,
-    /// Drop request headers whose names contain `_`.
-    pub drop_underscores: bool,
+    /// Request headers whose names contain `_`.
+    pub underscores: UnderscoreAction,
     /// Headers removed before the upstream (the route's `request_headers_to_remove`).
     pub stripped: Vec<String>,
     /// The buffer filter's `max_request_bytes` (0: no buffer filter).
@@ -546,7 +561,7 @@ impl Default for Edge {
     fn default() -> Self {
         Edge {
             trusted_hops: 0,
-            drop_underscores: true,
+            underscores: UnderscoreAction::Drop,
             stripped: Vec::new(),
             max_request_bytes: 0,
             normalize_path: false,
@@ -792,10 +807,13 @@ impl Gateway {
     /// path normalisation, the client address.
     fn edge_request(&self, req: &Request, st: &mut StreamState) -> Option<LocalReply> {
         let e = &self.edge;
+        if e.underscores == UnderscoreAction::Reject && req.headers.iter().any(|(k, _)| k.contains('_')) {
+            return Some(Self::envoy_reply(400, "http1.unexpected_underscore", "Bad Request"));
+        }
         let mut headers: Vec<(String, String)> = req
             .headers
             .iter()
-            .filter(|(k, _)| !(e.drop_underscores && k.contains('_')))
+            .filter(|(k, _)| !(e.underscores == UnderscoreAction::Drop && k.contains('_')))
             .filter(|(k, _)| !k.starts_with("x-envoy-"))
             .cloned()
             .collect();
@@ -947,6 +965,14 @@ impl Gateway {
             }
         };
         let answer = upstream(&up);
+        if explain {
+            steps.borrow_mut().push(Step {
+                filter: "upstream".into(),
+                matched: format!("{} {}", up.method, up.path),
+                outcome: format!("answers {}", answer.status),
+                hits: Vec::new(),
+            });
+        }
         {
             let mut s = st.borrow_mut();
             s.response_headers = vec![(":status".into(), answer.status.to_string())];

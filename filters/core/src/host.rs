@@ -72,6 +72,10 @@ impl Host for WasmHost {
         let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
     }
 
+    fn add_request_header(&self, name: &str, value: &str) {
+        let _ = hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value);
+    }
+
     fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
         buffer(BufferType::HttpRequestBody, start, len)
     }

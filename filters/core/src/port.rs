@@ -110,6 +110,8 @@ pub trait Host: SharedStore {
     fn request_headers(&self) -> Vec<(String, String)>;
     /// Sets (`Some`) or removes (`None`) a request header.
     fn set_request_header(&self, name: &str, value: Option<&str>);
+    /// Adds a request header (keeps existing values).
+    fn add_request_header(&self, name: &str, value: &str);
     /// Reads `len` bytes of the buffered request body from `start`.
     fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>>;
     /// Replaces the first `len` bytes of the buffered request body.

@@ -9,7 +9,7 @@
 //! - [`charset`]: text encodings, decoded and written back;
 //! - [`mask`]: the engine; [`number`]: what a JSON number denotes; [`codec`]: content
 //!   codings; [`decide`]: the filter's decisions;
-//! - `filter` (wasm32 only): the proxy-wasm adapter.
+//! - [`filter`]: the callbacks, written once over the core's host port.
 
 pub mod action;
 pub mod charset;
@@ -17,10 +17,14 @@ pub mod codec;
 pub mod config;
 pub mod decide;
 pub mod detect;
+pub mod filter;
 pub mod json;
 pub mod jsonpath;
 pub mod mask;
 pub mod number;
 
+pub use filter::Pii;
+
+// The module's proxy-wasm entry point: everything else is in `filter`.
 #[cfg(target_arch = "wasm32")]
-mod filter;
+proxy_wasm::main! {{ portcullis_core::host::register::<Pii>(); }}
