@@ -89,7 +89,7 @@ compose-config: build ## Render the mesh's Envoy configs from policies; make its
 	bash envoy/compose/config.sh
 
 compose-up: compose-config ## Start the docker-compose mesh (after `make images`) and wait until it is healthy
-	$(COMPOSE) up -d --no-build --remove-orphans
+	$(COMPOSE) up -d --no-build --force-recreate --remove-orphans
 	bash envoy/compose/wait.sh $(COMPOSE_PROJECT) 300
 
 compose-down: ## Stop the mesh and remove its containers and networks (images stay)

@@ -54,6 +54,8 @@ add_bin() {
   mkdir -p "$root$(dirname "$dest")"
   cp -L "$src" "$root$dest"
   chmod 0755 "$root$dest"
+  # Our own binaries are dev builds: their debug info would triple the image (deterministic).
+  case "$src" in ./target/*) strip --strip-debug "$root$dest" ;; esac
   ldd "$src" | awk '/=> \//{print $3} /^[[:space:]]*\/[^ ]+ \(/{print $1}' | while read -r lib; do
     if [ ! -e "$root$lib" ]; then
       mkdir -p "$root$(dirname "$lib")"
@@ -110,7 +112,7 @@ add_bin "$t" "$bins/mesh-probe" /usr/local/bin/mesh-probe
 echo "images: packing and loading"
 pack envoy portcullis-compose/envoy:1.40.0 "$r" --entrypoint /usr/local/bin/envoy
 pack apps portcullis-compose/apps:0.1.0 "$a"
-pack redis portcullis-compose/redis:0.1.0 "$d" --entrypoint /usr/bin/redis-server
+pack redis portcullis-compose/redis:0.1.0 "$d"
 pack tools portcullis-compose/tools:0.1.0 "$t"
 rm -rf "$r" "$a" "$d" "$t"
 ms=$(( ($(date +%s%N) - start) / 1000000 ))

@@ -131,11 +131,18 @@ impl Mesh {
         })
     }
 
-    /// What a demo-upstream (crm-api, external-crm, idp) recorded, oldest first.
+    /// What a demo-upstream (crm-api, external-crm, idp) recorded, oldest first, without the
+    /// container health checks' `/healthz`.
     fn recorded(&self, service: &str) -> Vec<Value> {
         let v = self.probe(service, &["http://127.0.0.1:8080/__admin/requests"]);
         let body: Value = serde_json::from_str(v["body"].as_str().unwrap_or("")).unwrap_or_default();
-        body["requests"].as_array().cloned().unwrap_or_default()
+        body["requests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["path"] != "/healthz")
+            .cloned()
+            .collect()
     }
 
     fn reset(&self, service: &str) {
@@ -383,10 +390,14 @@ fn the_tenant_boundary_holds_at_the_sidecar_when_the_gateway_is_bypassed() {
 fn services_are_reachable_only_through_their_sidecars_and_sidecars_only_over_mtls() {
     let _l = MESH.lock().unwrap_or_else(|p| p.into_inner());
     let Some(m) = mesh() else { return };
-    // By name: the services are not on the mesh network at all.
+    // By name: the services are not on the mesh network at all (Docker's DNS has no answer:
+    // "could not resolve", or a timeout while it asks upstream resolvers that are not there).
     for url in ["http://crm-api:8080/healthz", "http://sync-worker:8080/healthz"] {
         let (code, status, _) = m.curl(&[url]);
-        assert_eq!((code, status), (6, 0), "{url} resolved from the mesh");
+        assert!(
+            matches!(code, 6 | 28) && status == 0,
+            "{url} answered from the mesh ({code}, {status})"
+        );
     }
     // By address: no route from the mesh to a private network.
     let crm_api = m.ip("crm-api", "crm-pod");
