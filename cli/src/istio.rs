@@ -203,7 +203,9 @@ pub fn render(p: &Policies, opts: &IstioOptions) -> Result<String> {
                         image_name(inst.module),
                         opts.version
                     ),
-                    img.manifest_digest.trim_start_matches("sha256:").to_string(),
+                    img.manifest_digest
+                        .trim_start_matches("sha256:")
+                        .to_string(),
                 )
             }
             ModuleSource::File { dir } => (
@@ -324,9 +326,7 @@ fn envoy_filter(p: &Policies, opts: &IstioOptions) -> Result<Value> {
             continue;
         };
         let (host, port, tls) = url_host_port(url).ok_or_else(|| {
-            CliError(format!(
-                "istio: jwks_uri.url `{url}` is not an http(s) URL"
-            ))
+            CliError(format!("istio: jwks_uri.url `{url}` is not an http(s) URL"))
         })?;
         clusters.insert(cluster.to_string(), (host, port, tls));
     }

@@ -567,7 +567,8 @@ fn oci_cmd(args: &[String]) -> Result<()> {
     let version = env!("CARGO_PKG_VERSION");
     for f in &filters {
         let path = wasm_dir.join(format!("{f}.wasm"));
-        let wasm = std::fs::read(&path).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+        let wasm =
+            std::fs::read(&path).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
         let img = Image::wasm_compat(&wasm, f, version)?;
         let tag = format!("{}:{version}", portcullis_cli::istio::image_name(f));
         img.write_layout_dir(&out.join(f), &tag)?;

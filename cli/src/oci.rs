@@ -90,7 +90,8 @@ pub fn entries_from_dir(root: &Path) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let rd = std::fs::read_dir(&dir).map_err(|e| CliError(format!("{}: {e}", dir.display())))?;
+        let rd =
+            std::fs::read_dir(&dir).map_err(|e| CliError(format!("{}: {e}", dir.display())))?;
         for item in rd {
             let item = item.map_err(|e| CliError(format!("{}: {e}", dir.display())))?;
             let path = item.path();
@@ -129,8 +130,8 @@ pub fn entries_from_dir(root: &Path) -> Result<Vec<Entry>> {
                 });
                 stack.push(path);
             } else if ft.is_file() {
-                let data =
-                    std::fs::read(&path).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+                let data = std::fs::read(&path)
+                    .map_err(|e| CliError(format!("{}: {e}", path.display())))?;
                 out.push(Entry {
                     path: rel,
                     mode,
@@ -312,9 +313,15 @@ impl Image {
         let layer = layer_tar(&[Entry::file(PLUGIN_FILE, 0o444, wasm.to_vec())])?;
         let rc = RuntimeConfig {
             labels: vec![
-                ("org.opencontainers.image.title".into(), format!("portcullis-{filter}")),
+                (
+                    "org.opencontainers.image.title".into(),
+                    format!("portcullis-{filter}"),
+                ),
                 ("org.opencontainers.image.version".into(), version.into()),
-                ("dev.portcullis.module.sha256".into(), hex(&Sha256::digest(wasm))),
+                (
+                    "dev.portcullis.module.sha256".into(),
+                    hex(&Sha256::digest(wasm)),
+                ),
             ],
             ..Default::default()
         };
@@ -390,7 +397,8 @@ impl Image {
     /// Writes the layout as a directory (created or replaced).
     pub fn write_layout_dir(&self, dir: &Path, repo_tag: &str) -> Result<()> {
         if dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(|e| CliError(format!("{}: {e}", dir.display())))?;
+            std::fs::remove_dir_all(dir)
+                .map_err(|e| CliError(format!("{}: {e}", dir.display())))?;
         }
         for f in self.layout_files(repo_tag)? {
             let p = dir.join(&f.path);
@@ -467,7 +475,10 @@ mod tests {
         assert_eq!(m["config"]["digest"], img.config_digest.as_str());
         assert_eq!(extract_plugin(&img.layers[0]).unwrap(), WASM);
         let cfg: Value = serde_json::from_slice(&img.config).unwrap();
-        assert_eq!(cfg["rootfs"]["diff_ids"][0], digest(&flate_decode(&img.layers[0])));
+        assert_eq!(
+            cfg["rootfs"]["diff_ids"][0],
+            digest(&flate_decode(&img.layers[0]))
+        );
     }
 
     fn flate_decode(gz: &[u8]) -> Vec<u8> {

@@ -12,6 +12,9 @@
 //! - `pluginConfig`, turned into the JSON string istiod hands the filter (a `Struct`: every
 //!   number a double), is accepted by each filter's own configuration loader.
 
+// Helpers outside #[test] functions fail the test loudly, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use portcullis_cli::istio::{self, IstioOptions, Mode, ModuleSource, CHAIN};
 use portcullis_cli::oci::{self, Image};
 use portcullis_cli::policy;
@@ -195,7 +198,10 @@ const PATCH: &[(&str, Ty)] = &[
         ]),
     ),
     ("value", Ty::Obj),
-    ("filterClass", Ty::Enum(&["UNSPECIFIED", "AUTHN", "AUTHZ", "STATS"])),
+    (
+        "filterClass",
+        Ty::Enum(&["UNSPECIFIED", "AUTHN", "AUTHZ", "STATS"]),
+    ),
 ];
 
 /// Checks an object against a field table: known names, right JSON types.
@@ -298,7 +304,11 @@ fn every_field_is_one_istio_defines_with_its_type() {
                     assert_eq!(d["apiVersion"], "networking.istio.io/v1alpha3");
                     let spec = &d["spec"];
                     check(spec, ENVOY_FILTER_SPEC, "spec");
-                    check(&spec["workloadSelector"], WORKLOAD_SELECTOR, "workloadSelector");
+                    check(
+                        &spec["workloadSelector"],
+                        WORKLOAD_SELECTOR,
+                        "workloadSelector",
+                    );
                     for p in spec["configPatches"].as_array().unwrap() {
                         check(p, CONFIG_PATCH, "configPatches[]");
                         check(&p["match"], PATCH_MATCH, "configPatches[].match");
@@ -366,7 +376,11 @@ fn phases_and_priorities_reproduce_the_gateway_chain_order() {
         rank(sa["phase"].as_str().unwrap_or(""))
             .cmp(&rank(sb["phase"].as_str().unwrap_or("")))
             .then(sb["priority"].as_i64().cmp(&sa["priority"].as_i64()))
-            .then(a["metadata"]["name"].as_str().cmp(&b["metadata"]["name"].as_str()))
+            .then(
+                a["metadata"]["name"]
+                    .as_str()
+                    .cmp(&b["metadata"]["name"].as_str()),
+            )
     });
     let istio_order: Vec<String> = ps
         .iter()
@@ -404,7 +418,10 @@ fn sha256_is_what_istio_compares_for_each_url_scheme() {
             p["spec"]["url"],
             format!("file:///etc/portcullis/wasm/{}.wasm", inst.module)
         );
-        assert_eq!(p["metadata"]["annotations"]["portcullis.dev/module-sha256"], module.as_str());
+        assert_eq!(
+            p["metadata"]["annotations"]["portcullis.dev/module-sha256"],
+            module.as_str()
+        );
     }
     let (docs, dir) = render(
         ModuleSource::Oci {
@@ -489,7 +506,9 @@ fn plugin_configs_as_istio_delivers_them_load_in_each_filter() {
         let bytes = json.as_bytes();
         let root = d["spec"]["pluginName"].as_str().unwrap();
         let res = match root {
-            "portcullis.authn" => portcullis_authn::config::AuthnConfig::from_bytes(bytes).map(|_| ()),
+            "portcullis.authn" => {
+                portcullis_authn::config::AuthnConfig::from_bytes(bytes).map(|_| ())
+            }
             "portcullis.ratelimit" | "portcullis.ratelimit_ip" => {
                 portcullis_ratelimit::config::RateLimitConfig::from_bytes(bytes).map(|_| ())
             }

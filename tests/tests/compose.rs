@@ -10,6 +10,9 @@
 //! Fault tests stop a container, check the documented behaviour, start it again and wait until
 //! the mesh serves as before, so each test leaves the mesh as it found it.
 
+// Helpers outside #[test] functions fail the test loudly, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use portcullis_cli::token::{self, SigningAlg, TokenSpec};
 use portcullis_tests::http::{self, Request, Response};
 use serde_json::Value;
@@ -63,8 +66,12 @@ fn mesh() -> Option<Mesh> {
     // Not only up: the first authenticated request has to succeed (the IdP's keys fetched by
     // every authn filter on the way).
     m.wait_until("the mesh serves an authenticated request", 120, || {
-        m.get(0, CUSTOMERS, &m.token("acme", "customers:read")).status == 200
-            && m.get(1, CUSTOMERS, &m.token("acme", "customers:read")).status == 200
+        m.get(0, CUSTOMERS, &m.token("acme", "customers:read"))
+            .status
+            == 200
+            && m.get(1, CUSTOMERS, &m.token("acme", "customers:read"))
+                .status
+                == 200
     });
     Some(m)
 }
@@ -135,7 +142,8 @@ impl Mesh {
     /// container health checks' `/healthz`.
     fn recorded(&self, service: &str) -> Vec<Value> {
         let v = self.probe(service, &["http://127.0.0.1:8080/__admin/requests"]);
-        let body: Value = serde_json::from_str(v["body"].as_str().unwrap_or("")).unwrap_or_default();
+        let body: Value =
+            serde_json::from_str(v["body"].as_str().unwrap_or("")).unwrap_or_default();
         body["requests"]
             .as_array()
             .into_iter()
@@ -269,7 +277,11 @@ impl Mesh {
             ],
         );
         let ip = o.stdout.trim().to_string();
-        assert!(!ip.is_empty(), "{service} has no address on {net}: {}", o.stderr);
+        assert!(
+            !ip.is_empty(),
+            "{service} has no address on {net}: {}",
+            o.stderr
+        );
         ip
     }
 }
@@ -314,15 +326,22 @@ fn identity_crosses_gateway_and_sidecar_and_no_hop_can_forge_it() {
         assert_eq!(recs.len(), 1, "{recs:?}");
         let rec = &recs[0];
         assert_eq!(header(rec, "x-portcullis-tenant"), ["acme"], "{rec}");
-        assert_eq!(header(rec, "x-portcullis-scopes"), ["customers:read"], "{rec}");
-        assert_eq!(header(rec, "x-portcullis-subject"), ["compose-user"], "{rec}");
+        assert_eq!(
+            header(rec, "x-portcullis-scopes"),
+            ["customers:read"],
+            "{rec}"
+        );
+        assert_eq!(
+            header(rec, "x-portcullis-subject"),
+            ["compose-user"],
+            "{rec}"
+        );
         // The token stops at the service's sidecar.
         assert!(header(rec, "authorization").is_empty(), "{rec}");
         // The service learns the calling workload from the verified certificate only.
         let xfcc = header(rec, "x-forwarded-client-cert").join(",");
         assert!(
-            xfcc.contains("URI=spiffe://portcullis.mesh/gateway")
-                && !xfcc.contains("sync-worker"),
+            xfcc.contains("URI=spiffe://portcullis.mesh/gateway") && !xfcc.contains("sync-worker"),
             "{xfcc}"
         );
     }
@@ -353,7 +372,11 @@ fn the_tenant_boundary_holds_at_the_sidecar_when_the_gateway_is_bypassed() {
     ];
     m.reset("crm-api");
     let mut args = stolen.to_vec();
-    args.extend(["-H", &auth, "https://crm-sidecar:15443/api/v1/tenants/globex/customers"]);
+    args.extend([
+        "-H",
+        &auth,
+        "https://crm-sidecar:15443/api/v1/tenants/globex/customers",
+    ]);
     let (code, status, body) = m.curl(&args);
     assert_eq!((code, status), (0, 403), "{body}");
     assert!(body.contains("tenant_boundary"), "{body}");
@@ -369,7 +392,10 @@ fn the_tenant_boundary_holds_at_the_sidecar_when_the_gateway_is_bypassed() {
     let (_, status, body) = m.curl(&args);
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("missing_token"), "{body}");
-    assert!(m.recorded("crm-api").is_empty(), "a refused request reached the service");
+    assert!(
+        m.recorded("crm-api").is_empty(),
+        "a refused request reached the service"
+    );
     // A valid token for its own tenant plus forged headers: the service sees the token's identity.
     let mut args = stolen.to_vec();
     args.extend([
@@ -392,7 +418,10 @@ fn services_are_reachable_only_through_their_sidecars_and_sidecars_only_over_mtl
     let Some(m) = mesh() else { return };
     // By name: the services are not on the mesh network at all (Docker's DNS has no answer:
     // "could not resolve", or a timeout while it asks upstream resolvers that are not there).
-    for url in ["http://crm-api:8080/healthz", "http://sync-worker:8080/healthz"] {
+    for url in [
+        "http://crm-api:8080/healthz",
+        "http://sync-worker:8080/healthz",
+    ] {
         let (code, status, _) = m.curl(&[url]);
         assert!(
             matches!(code, 6 | 28) && status == 0,
@@ -410,11 +439,18 @@ fn services_are_reachable_only_through_their_sidecars_and_sidecars_only_over_mtl
         "http://10.250.2.10:15002/crm/v1/sync/acme".to_string(),
     ] {
         let (code, status, _) = m.curl(&[&url]);
-        assert!(code != 0 && status == 0, "{url} answered from the mesh ({code}, {status})");
+        assert!(
+            code != 0 && status == 0,
+            "{url} answered from the mesh ({code}, {status})"
+        );
     }
     // And not listening on the mesh address either.
     let (code, status, _) = m.curl(&["http://sync-sidecar:15001/"]);
-    assert_eq!((code, status), (7, 0), "egress listener reachable on the mesh");
+    assert_eq!(
+        (code, status),
+        (7, 0),
+        "egress listener reachable on the mesh"
+    );
     // The sidecars' inbound: mTLS with an allowed identity, nothing else.
     let url = "https://crm-sidecar:15443/healthz";
     let ca = ["--cacert", "/etc/portcullis/certs/ca.pem"];
@@ -507,15 +543,24 @@ fn the_external_crm_never_receives_raw_personal_data_from_the_sync_worker() {
         "ada@acme.example.com",
         "grace@acme.example.com",
     ] {
-        assert!(!body.contains(raw), "raw `{raw}` reached the external CRM: {body}");
+        assert!(
+            !body.contains(raw),
+            "raw `{raw}` reached the external CRM: {body}"
+        );
     }
     for rec in &records {
-        assert!(rec.get("ssn").is_none() && rec.get("card_number").is_none(), "{rec}");
+        assert!(
+            rec.get("ssn").is_none() && rec.get("card_number").is_none(),
+            "{rec}"
+        );
         assert!(
             rec["email"].as_str().is_some_and(|e| e.starts_with("tok_")),
             "{rec}"
         );
-        assert!(rec["id"].as_str().is_some_and(|i| i.starts_with("c-")), "{rec}");
+        assert!(
+            rec["id"].as_str().is_some_and(|i| i.starts_with("c-")),
+            "{rec}"
+        );
     }
     // No mesh credential left the mesh.
     for h in [
@@ -524,7 +569,10 @@ fn the_external_crm_never_receives_raw_personal_data_from_the_sync_worker() {
         "x-portcullis-scopes",
         "x-forwarded-client-cert",
     ] {
-        assert!(header(&recs[0], h).is_empty(), "{h} reached the external CRM");
+        assert!(
+            header(&recs[0], h).is_empty(),
+            "{h} reached the external CRM"
+        );
     }
     // The worker's sidecar enforces its own policy: scope, tenant, body schema.
     let r = m.sync(1, "acme", &m.token("acme", "customers:read"), "{}");
@@ -532,8 +580,17 @@ fn the_external_crm_never_receives_raw_personal_data_from_the_sync_worker() {
     let r = m.sync(1, "globex", &t, "{}");
     assert_eq!((r.status, reason(&r)), (403, Some("tenant_boundary")));
     let r = m.sync(1, "acme", &t, r#"{"tenant":"globex"}"#);
-    assert_eq!((r.status, reason(&r)), (422, Some("schema_violation")), "{}", r.body_str());
-    assert_eq!(m.recorded("external-crm").len(), 1, "a refused sync reached the CRM");
+    assert_eq!(
+        (r.status, reason(&r)),
+        (422, Some("schema_violation")),
+        "{}",
+        r.body_str()
+    );
+    assert_eq!(
+        m.recorded("external-crm").len(),
+        1,
+        "a refused sync reached the CRM"
+    );
 }
 
 #[test]
@@ -545,13 +602,19 @@ fn a_stopped_gateway_replica_leaves_the_other_serving_and_comes_back() {
     let started = Instant::now();
     let r = m.get(1, CUSTOMERS, &t);
     assert_eq!(r.status, 0, "a stopped replica answered");
-    assert!(started.elapsed() < Duration::from_secs(5), "refusal took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refusal took {:?}",
+        started.elapsed()
+    );
     for _ in 0..10 {
         assert_eq!(m.get(0, CUSTOMERS, &t).status, 200);
     }
     m.start("gateway-2");
     m.wait_healthy("gateway-2");
-    m.wait_until("gateway-2 serves again", 60, || m.get(1, CUSTOMERS, &t).status == 200);
+    m.wait_until("gateway-2 serves again", 60, || {
+        m.get(1, CUSTOMERS, &t).status == 200
+    });
 }
 
 #[test]
@@ -568,7 +631,12 @@ fn with_the_idp_down_known_keys_keep_serving_a_fresh_sidecar_fails_closed_and_re
     m.compose(&["restart", "-t", "5", "crm-sidecar"]);
     m.wait_healthy("crm-sidecar");
     let r = m.get(0, CUSTOMERS, &t);
-    assert_eq!((r.status, reason(&r)), (503, Some("jwks_unavailable")), "{}", r.body_str());
+    assert_eq!(
+        (r.status, reason(&r)),
+        (503, Some("jwks_unavailable")),
+        "{}",
+        r.body_str()
+    );
     assert!(r.header("retry-after").is_some());
     m.start("idp");
     m.wait_healthy("idp");
@@ -604,15 +672,31 @@ fn a_stopped_sidecar_gives_503_upstream_unavailable_and_recovers() {
     m.stop("crm-sidecar");
     let started = Instant::now();
     let r = m.get(0, CUSTOMERS, &t);
-    assert_eq!((r.status, reason(&r)), (503, Some("upstream_unavailable")), "{}", r.body_str());
-    assert!(r.header("content-type").is_some_and(|c| c.starts_with("application/problem+json")));
+    assert_eq!(
+        (r.status, reason(&r)),
+        (503, Some("upstream_unavailable")),
+        "{}",
+        r.body_str()
+    );
+    assert!(r
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("application/problem+json")));
     assert_eq!(r.json()["reason"], "upstream_unavailable");
-    assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
     // The sync worker's read fails through its own sidecar: 503 with its reason, nothing sent.
     m.reset("external-crm");
     let r = m.sync(0, "acme", &t, "{}");
     assert_eq!(r.status, 503, "{}", r.body_str());
-    assert_eq!(r.json()["reason"], "crm_api_unavailable", "{}", r.body_str());
+    assert_eq!(
+        r.json()["reason"],
+        "crm_api_unavailable",
+        "{}",
+        r.body_str()
+    );
     assert!(m.recorded("external-crm").is_empty());
     m.start("crm-sidecar");
     m.wait_healthy("crm-sidecar");
@@ -622,7 +706,12 @@ fn a_stopped_sidecar_gives_503_upstream_unavailable_and_recovers() {
     // The other way round: the sync worker's sidecar down, the CRM API unaffected.
     m.stop("sync-sidecar");
     let r = m.sync(1, "acme", &t, "{}");
-    assert_eq!((r.status, reason(&r)), (503, Some("upstream_unavailable")), "{}", r.body_str());
+    assert_eq!(
+        (r.status, reason(&r)),
+        (503, Some("upstream_unavailable")),
+        "{}",
+        r.body_str()
+    );
     assert_eq!(m.get(1, CUSTOMERS, &t).status, 200);
     m.start("sync-sidecar");
     m.wait_healthy("sync-sidecar");

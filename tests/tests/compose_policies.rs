@@ -3,6 +3,9 @@
 //! routes the gateway and the CRM API's sidecar enforce are the demo's (`policies/authn.yaml`)
 //! — the mesh deploys the demo's policy, it does not fork it.
 
+// Helpers outside #[test] functions fail the test loudly, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use portcullis_cli::policy;
 use portcullis_cli::render::{self, RenderOptions};
 use serde_json::Value;
@@ -26,10 +29,21 @@ fn the_gateway_and_crm_sidecar_enforce_the_demo_routes() {
     let demo = policy::load(&repo().join("policies")).unwrap();
     let gw = load("gateway");
     let crm = load("crm-api");
-    assert_eq!(routes(&crm.authn), routes(&demo.authn), "crm sidecar drifted from the demo");
+    assert_eq!(
+        routes(&crm.authn),
+        routes(&demo.authn),
+        "crm sidecar drifted from the demo"
+    );
     let gw_routes = routes(&gw.authn);
-    assert_eq!(&gw_routes[..routes(&demo.authn).len()], routes(&demo.authn).as_slice());
-    assert_eq!(gw_routes.len(), routes(&demo.authn).len() + 1, "only the sync route is added");
+    assert_eq!(
+        &gw_routes[..routes(&demo.authn).len()],
+        routes(&demo.authn).as_slice()
+    );
+    assert_eq!(
+        gw_routes.len(),
+        routes(&demo.authn).len() + 1,
+        "only the sync route is added"
+    );
     // Everything else of the gateway is the demo's, file for file.
     assert_eq!(gw.schema, demo.schema);
     assert_eq!(gw.pii, demo.pii);

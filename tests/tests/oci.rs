@@ -8,6 +8,9 @@
 //! loaded into the local Docker engine, `plugin.wasm` is copied out of a container made from
 //! it, and its digest must equal `dist/<filter>.wasm`'s. Missing Docker is then a failure.
 
+// Helpers outside #[test] functions fail the test loudly, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use portcullis_cli::oci::{self, Image};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -52,7 +55,10 @@ fn each_module_packs_into_a_reproducible_compat_image() {
             oci::digest(&wasm).trim_start_matches("sha256:")
         );
         let again = Image::wasm_compat(&wasm, f, env!("CARGO_PKG_VERSION")).unwrap();
-        assert_eq!(img.archive(&tag(f)).unwrap(), again.archive(&tag(f)).unwrap());
+        assert_eq!(
+            img.archive(&tag(f)).unwrap(),
+            again.archive(&tag(f)).unwrap()
+        );
         // What `make oci` wrote, if it ran, is this very image.
         let out = dist.join("oci");
         if let Ok(written) = std::fs::read(out.join(format!("{f}.tar"))) {
@@ -63,7 +69,10 @@ fn each_module_packs_into_a_reproducible_compat_image() {
             let index: Value =
                 serde_json::from_slice(&std::fs::read(out.join(f).join("index.json")).unwrap())
                     .unwrap();
-            assert_eq!(index["manifests"][0]["digest"], img.manifest_digest.as_str());
+            assert_eq!(
+                index["manifests"][0]["digest"],
+                img.manifest_digest.as_str()
+            );
             let blob = out
                 .join(f)
                 .join("blobs/sha256")
@@ -92,10 +101,17 @@ fn docker_loads_each_image_and_plugin_wasm_comes_back_intact() {
         return;
     }
     let Some(dist) = dist() else { return };
-    assert!(docker(&["info"]).0, "PORTCULLIS_DOCKER=1 but no Docker daemon answers");
+    assert!(
+        docker(&["info"]).0,
+        "PORTCULLIS_DOCKER=1 but no Docker daemon answers"
+    );
     for f in FILTERS {
         let archive = dist.join("oci").join(format!("{f}.tar"));
-        assert!(archive.exists(), "{} missing: run make oci", archive.display());
+        assert!(
+            archive.exists(),
+            "{} missing: run make oci",
+            archive.display()
+        );
         let (ok, out, err) = docker(&["load", "-i", &archive.to_string_lossy()]);
         assert!(ok, "docker load {f}: {err}");
         assert!(
@@ -106,7 +122,11 @@ fn docker_loads_each_image_and_plugin_wasm_comes_back_intact() {
         let wasm = std::fs::read(dist.join(format!("{f}.wasm"))).unwrap();
         let img = Image::wasm_compat(&wasm, f, env!("CARGO_PKG_VERSION")).unwrap();
         let (_, id, _) = docker(&["image", "inspect", "--format", "{{.Id}}", &tag(f)]);
-        assert_eq!(String::from_utf8_lossy(&id).trim(), img.config_digest, "image ID");
+        assert_eq!(
+            String::from_utf8_lossy(&id).trim(),
+            img.config_digest,
+            "image ID"
+        );
         // A container is never started (the image has no program); it only holds the files.
         let name = format!("portcullis-oci-test-{f}-{}", std::process::id());
         let (ok, _, err) = docker(&["create", "--name", &name, &tag(f), "/plugin.wasm"]);
@@ -124,6 +144,11 @@ fn docker_loads_each_image_and_plugin_wasm_comes_back_intact() {
             oci::digest(&wasm),
             "{f}: plugin.wasm from the engine differs from dist/{f}.wasm"
         );
-        eprintln!("{f}: loaded {} ({}), plugin.wasm {}", tag(f), img.manifest_digest, oci::digest(&back));
+        eprintln!(
+            "{f}: loaded {} ({}), plugin.wasm {}",
+            tag(f),
+            img.manifest_digest,
+            oci::digest(&back)
+        );
     }
 }

@@ -103,7 +103,11 @@ fn main() {
     let _ = stream.set_read_timeout(Some(a.timeout));
     let _ = stream.set_write_timeout(Some(a.timeout));
     let mut req = format!("{} {path} HTTP/1.1\r\n", a.method);
-    if !a.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+    if !a
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("host"))
+    {
         req.push_str(&format!("host: {authority}\r\n"));
     }
     for (k, v) in &a.headers {

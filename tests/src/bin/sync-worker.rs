@@ -108,21 +108,30 @@ fn sync(cfg: &Config, tenant: &str, auth: Option<&str>, body: &[u8]) -> (u16, Va
         .ok()
         .and_then(|v| v["dry_run"].as_bool())
         .unwrap_or(false);
-    let mut read = Request::get(&format!("/api/v1/tenants/{tenant}/customers")).header("host", "crm-api");
+    let mut read =
+        Request::get(&format!("/api/v1/tenants/{tenant}/customers")).header("host", "crm-api");
     if let Some(a) = auth {
         read = read.header("authorization", a);
     }
     let resp = match http::send(cfg.mesh, &read) {
         Ok(r) => r,
         Err(e) => {
-            return problem(503, "crm_api_unavailable", json!({"detail": e.kind().to_string()}))
+            return problem(
+                503,
+                "crm_api_unavailable",
+                json!({"detail": e.kind().to_string()}),
+            )
         }
     };
     if resp.status != 200 {
         let status = if resp.status == 503 { 503 } else { 502 };
         return problem(
             status,
-            if status == 503 { "crm_api_unavailable" } else { "crm_api_refused" },
+            if status == 503 {
+                "crm_api_unavailable"
+            } else {
+                "crm_api_refused"
+            },
             json!({"upstream_status": resp.status, "upstream_reason": resp.header("x-portcullis-reason")}),
         );
     }
@@ -136,7 +145,10 @@ fn sync(cfg: &Config, tenant: &str, auth: Option<&str>, body: &[u8]) -> (u16, Va
         .filter(|r| r["ssn"].as_str().is_some_and(is_raw_ssn))
         .count();
     if dry_run {
-        return (200, json!({"synced": 0, "read": records.len(), "unmasked_ssn_read": unmasked}));
+        return (
+            200,
+            json!({"synced": 0, "read": records.len(), "unmasked_ssn_read": unmasked}),
+        );
     }
     let push = Request::post(
         &format!("/crm/v1/sync/{tenant}"),
@@ -153,11 +165,19 @@ fn sync(cfg: &Config, tenant: &str, auth: Option<&str>, body: &[u8]) -> (u16, Va
             let status = if r.status == 503 { 503 } else { 502 };
             problem(
                 status,
-                if status == 503 { "external_crm_unavailable" } else { "external_crm_refused" },
+                if status == 503 {
+                    "external_crm_unavailable"
+                } else {
+                    "external_crm_refused"
+                },
                 json!({"upstream_status": r.status, "upstream_reason": r.header("x-portcullis-reason")}),
             )
         }
-        Err(e) => problem(503, "external_crm_unavailable", json!({"detail": e.kind().to_string()})),
+        Err(e) => problem(
+            503,
+            "external_crm_unavailable",
+            json!({"detail": e.kind().to_string()}),
+        ),
     }
 }
 
