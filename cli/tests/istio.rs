@@ -454,12 +454,6 @@ fn sha256_is_what_istio_compares_for_each_url_scheme() {
             p["metadata"]["annotations"]["portcullis.dev/module-sha256"],
             oci::hex(&sha2::Sha256::digest(&wasm)).as_str()
         );
-        // `make oci` wrote the same image, if it ran.
-        let index = dir.join("oci").join(inst.module).join("index.json");
-        if let Ok(text) = std::fs::read_to_string(&index) {
-            let v: Value = serde_json::from_str(&text).unwrap();
-            assert_eq!(v["manifests"][0]["digest"], img.manifest_digest.as_str());
-        }
     }
 }
 

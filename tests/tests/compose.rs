@@ -63,6 +63,20 @@ fn mesh() -> Option<Mesh> {
         .map(|o| o.status.success())
         .unwrap_or(false);
     assert!(ok, "PORTCULLIS_COMPOSE=1 but no Docker daemon answers");
+    let ps = run(
+        "docker",
+        &[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", m.project),
+        ],
+    );
+    assert!(
+        !ps.stdout.trim().is_empty(),
+        "PORTCULLIS_COMPOSE=1 but the mesh `{}` is not running (make compose-up)",
+        m.project
+    );
     // Not only up: the first authenticated request has to succeed (the IdP's keys fetched by
     // every authn filter on the way).
     m.wait_until("the mesh serves an authenticated request", 120, || {
