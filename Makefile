@@ -67,7 +67,8 @@ bench: build ## Benchmarks (not part of test): writes docs/benchmarks.md and .sv
 # The mesh's project name and build directory; the gateways listen on 127.0.0.1:18081/18082.
 COMPOSE_PROJECT ?= portcullis-mesh
 export PORTCULLIS_COMPOSE_BUILD ?= $(CURDIR)/$(BUILD)/compose
-COMPOSE = docker-compose -p $(COMPOSE_PROJECT) -f envoy/compose/docker-compose.yml
+COMPOSE_CMD ?= docker-compose
+COMPOSE = $(COMPOSE_CMD) -p $(COMPOSE_PROJECT) -f envoy/compose/docker-compose.yml
 ISTIO_NAMESPACE ?= portcullis
 
 oci: build ## Write each filter as a Wasm OCI image (Istio's compat variant) to dist/oci/: layout + docker archive
@@ -98,7 +99,7 @@ compose-down: ## Stop the mesh and remove its containers and networks (images st
 compose-test: compose-config ## Black-box tests through the mesh, then the OCI images in the engine (after `make images`)
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory compose-up && \
-	PORTCULLIS_COMPOSE=1 PORTCULLIS_COMPOSE_PROJECT=$(COMPOSE_PROJECT) \
+	PORTCULLIS_COMPOSE=1 PORTCULLIS_COMPOSE_PROJECT=$(COMPOSE_PROJECT) PORTCULLIS_COMPOSE_CMD="$(COMPOSE_CMD)" \
 		$(CARGO) test -p portcullis-tests --test compose -- --test-threads=1; rc=$$?; \
 	if [ $$rc -ne 0 ]; then $(COMPOSE) ps; $(COMPOSE) logs --tail 40 --no-color 2>&1 | tail -400; fi; \
 	$(MAKE) --no-print-directory compose-down; \

@@ -110,17 +110,41 @@ fn run(cmd: &str, args: &[&str]) -> Out {
 }
 
 impl Mesh {
+    /// A service's container, found by Compose's labels (v1 and v2 name containers differently).
     fn container(&self, service: &str) -> String {
-        format!("{}_{service}_1", self.project)
+        let o = run(
+            "docker",
+            &[
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=com.docker.compose.project={}", self.project),
+                "--filter",
+                &format!("label=com.docker.compose.service={service}"),
+            ],
+        );
+        let id = o.stdout.lines().next().unwrap_or("").trim().to_string();
+        assert!(
+            !id.is_empty(),
+            "no container for {service} in {}",
+            self.project
+        );
+        id
     }
 
+    /// `docker-compose` (or `PORTCULLIS_COMPOSE_CMD`, e.g. `docker compose`) on the mesh.
     fn compose(&self, args: &[&str]) -> Out {
+        let cmd =
+            std::env::var("PORTCULLIS_COMPOSE_CMD").unwrap_or_else(|_| "docker-compose".into());
+        let mut words = cmd.split_whitespace();
+        let program = words.next().unwrap_or("docker-compose").to_string();
         let file = repo().join("envoy/compose/docker-compose.yml");
         let file = file.to_string_lossy().to_string();
-        let mut all = vec!["-p", &self.project, "-f", &file];
+        let mut all: Vec<&str> = words.collect();
+        all.extend(["-p", &self.project, "-f", &file]);
         all.extend_from_slice(args);
-        let o = run("docker-compose", &all);
-        assert_eq!(o.code, 0, "docker-compose {args:?}: {}", o.stderr);
+        let o = run(&program, &all);
+        assert_eq!(o.code, 0, "{cmd} {args:?}: {}", o.stderr);
         o
     }
 
