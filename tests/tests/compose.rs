@@ -546,9 +546,25 @@ fn services_are_reachable_only_through_their_sidecars_and_sidecars_only_over_mtl
         url,
     ]);
     assert_eq!((code, status), (0, 200), "{body}");
-    // The sync worker cannot reach the external CRM around its sidecar.
+    // The sync worker cannot reach the external CRM around its sidecar...
     let v = m.probe("sync-worker", &["http://external-crm:8080/healthz"]);
-    assert_eq!(v["error"], "resolve", "{v}");
+    assert!(v["error"].is_string() && v["status"].is_null(), "{v}");
+    // ...and its mesh egress is no open proxy: only the services it names.
+    let v = m.probe(
+        "sync-worker",
+        &[
+            "-H",
+            "host: idp:8080",
+            "http://10.250.2.10:15001/.well-known/jwks.json",
+        ],
+    );
+    assert_eq!(v["status"], 404, "{v}");
+    assert!(
+        v["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("unknown_destination")),
+        "{v}"
+    );
 }
 
 #[test]
