@@ -79,13 +79,12 @@ fn mesh() -> Option<Mesh> {
     );
     // Not only up: the first authenticated request has to succeed (the IdP's keys fetched by
     // every authn filter on the way).
-    m.wait_until("the mesh serves an authenticated request", 120, || {
-        m.get(0, CUSTOMERS, &m.token("acme", "customers:read"))
-            .status
-            == 200
-            && m.get(1, CUSTOMERS, &m.token("acme", "customers:read"))
-                .status
-                == 200
+    let read = m.token("acme", "customers:read");
+    let sync = m.token("acme", "crm:sync customers:read");
+    m.wait_until("the mesh serves authenticated requests", 120, || {
+        m.get(0, CUSTOMERS, &read).status == 200
+            && m.get(1, CUSTOMERS, &read).status == 200
+            && m.sync(0, "acme", &sync, r#"{"dry_run":true}"#).status == 200
     });
     Some(m)
 }
