@@ -488,6 +488,34 @@ mod tests {
     }
 
     #[test]
+    fn a_staged_directory_gives_the_same_image_whatever_its_times_and_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let build = |tag: &str, mode: u32, sleep: bool| {
+            let dir =
+                std::env::temp_dir().join(format!("portcullis-oci-{}-{tag}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(dir.join("usr/local/bin")).unwrap();
+            if sleep {
+                std::thread::sleep(std::time::Duration::from_millis(1100));
+            }
+            let bin = dir.join("usr/local/bin/app");
+            std::fs::write(&bin, b"binary").unwrap();
+            std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(mode)).unwrap();
+            std::fs::write(dir.join("etc-passwd"), b"root:x:0:0::/:/sbin/nologin\n").unwrap();
+            std::os::unix::fs::symlink("usr/local/bin/app", dir.join("app")).unwrap();
+            let layer = layer_tar(&entries_from_dir(&dir).unwrap()).unwrap();
+            let _ = std::fs::remove_dir_all(&dir);
+            Image::build(&[layer], false, &RuntimeConfig::default(), &[]).unwrap()
+        };
+        let a = build("a", 0o755, false);
+        let b = build("b", 0o700, true);
+        assert_eq!(a.config_digest, b.config_digest);
+        assert_eq!(a.archive("t:1").unwrap(), b.archive("t:1").unwrap());
+        let c = build("c", 0o644, false);
+        assert_ne!(a.config_digest, c.config_digest, "executability is content");
+    }
+
+    #[test]
     fn a_layer_refuses_duplicate_paths() {
         let e = Entry::file("a", 0o644, vec![]);
         assert!(layer_tar(&[e.clone(), e]).is_err());
