@@ -7,6 +7,8 @@ pub mod apikey;
 pub mod benchkeys;
 pub mod chain;
 pub mod gateway;
+pub mod istio;
+pub mod oci;
 pub mod openapi;
 pub mod policy;
 pub mod policytest;

@@ -25,6 +25,15 @@ USAGE:
       --jwks-upstream HOST:PORT  where remote JWKS are fetched (default: the upstream)
       --jwks-tls [--jwks-ca PEM] fetch them over TLS (default CA bundle: the system's)
       --external-origin URL      the origin clients use (DPoP htu); overrides the policy's
+  portcullis render --format istio [options]   Istio WasmPlugins + EnvoyFilter (YAML stream)
+      --namespace NS        (default: portcullis)
+      --selector KEY=VALUE  workload labels, repeatable (default: app=portcullis-gateway)
+      --istio-mode gateway|sidecar   gateway, or sidecars' inbound traffic (default: gateway)
+      --oci-registry REG    url oci://REG/portcullis-<module>:<version> (sha256: manifest digest)
+      --wasm-url-dir DIR    else url file://DIR/<module>.wasm (default: /etc/portcullis/wasm)
+  portcullis oci [FILTER...] [--wasm-dir dist] [--out dist/oci]
+                            Wasm images (Istio's compat variant): an OCI layout per filter,
+                            and the same as a `docker load` archive (FILTER.tar)
   portcullis test [TESTS] [options]        run policy test files through the filters' decision code
       --policies DIR        policy directory (default: policies)
       --min-coverage N      fail when fewer than N % of rules, routes and limits are exercised
@@ -62,6 +71,9 @@ fn main() -> ExitCode {
             None => Err(CliError("usage: portcullis bench-keys DIR".into())),
         },
         Some("explain") => explain_cmd(&args[1..]),
+        Some("oci") => oci_cmd(&args[1..]),
+        // Packs a staged root filesystem as a reproducible image archive (`make images`).
+        Some("image") => image_cmd(&args[1..]),
         Some("import") => import_cmd(&args[1..]),
         Some("help" | "-h" | "--help") | None => {
             print!("{USAGE}");
@@ -212,8 +224,23 @@ fn render_cmd(args: &[String]) -> Result<()> {
         "tls-cert",
         "tls-key",
         "tls-client-ca",
+        "format",
+        "namespace",
+        "selector",
+        "istio-mode",
+        "oci-registry",
+        "wasm-url-dir",
     ])?;
     let policies = policy::load(Path::new(o.get("policies").unwrap_or("policies")))?;
+    match o.get("format").unwrap_or("envoy") {
+        "envoy" => {}
+        "istio" => return istio_render(&o, &policies),
+        other => {
+            return Err(CliError(format!(
+                "--format: `{other}` is not envoy or istio"
+            )))
+        }
+    }
     let template_path = o.get("template").unwrap_or("envoy/gateway.yaml.tmpl");
     let template = std::fs::read_to_string(template_path)
         .map_err(|e| CliError(format!("{template_path}: {e}")))?;
@@ -507,5 +534,124 @@ fn token_cmd(args: &[String]) -> Result<()> {
         .map_err(|e| CliError(format!("{}: {e}", keys.join(file).display())))?;
     let spec = token_spec(&o, 3600)?;
     println!("{}", token::mint(&spec, alg, &pem, kid)?);
+    Ok(())
+}
+
+/// `render --format istio`: WasmPlugins and an EnvoyFilter from the same policies.
+fn istio_render(o: &Opts, policies: &policy::Policies) -> Result<()> {
+    use portcullis_cli::istio::{self, IstioOptions, Mode, ModuleSource};
+    let mut opts = IstioOptions::default();
+    if let Some(ns) = o.get("namespace") {
+        opts.namespace = ns.to_string();
+    }
+    let selectors = o.all("selector");
+    if !selectors.is_empty() {
+        opts.selector = selectors
+            .iter()
+            .map(|s| {
+                s.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .ok_or_else(|| CliError("--selector must be KEY=VALUE".into()))
+            })
+            .collect::<Result<_>>()?;
+    }
+    opts.mode = match o.get("istio-mode").unwrap_or("gateway") {
+        "gateway" => Mode::Gateway,
+        "sidecar" => Mode::SidecarInbound,
+        other => {
+            return Err(CliError(format!(
+                "--istio-mode: `{other}` is not gateway or sidecar"
+            )))
+        }
+    };
+    opts.source = match (o.get("oci-registry"), o.get("wasm-url-dir")) {
+        (Some(_), Some(_)) => {
+            return Err(CliError(
+                "--oci-registry and --wasm-url-dir exclude each other".into(),
+            ))
+        }
+        (Some(r), None) => ModuleSource::Oci {
+            registry: r.to_string(),
+        },
+        (None, Some(d)) => ModuleSource::File { dir: d.to_string() },
+        (None, None) => opts.source,
+    };
+    opts.wasm_dir = PathBuf::from(o.get("wasm-dir").unwrap_or("dist"));
+    let out = istio::render(policies, &opts)?;
+    match o.get("out") {
+        Some(path) => std::fs::write(path, out).map_err(|e| CliError(format!("{path}: {e}")))?,
+        None => print!("{out}"),
+    }
+    Ok(())
+}
+
+/// `oci`: each filter as a Wasm compat image, an OCI layout directory plus a `docker load`
+/// archive, named `portcullis-<filter>:<version>`.
+fn oci_cmd(args: &[String]) -> Result<()> {
+    use portcullis_cli::oci::Image;
+    let o = Opts::parse(args, &[])?;
+    o.reject_unknown(&["wasm-dir", "out"])?;
+    let wasm_dir = PathBuf::from(o.get("wasm-dir").unwrap_or("dist"));
+    let out = PathBuf::from(o.get("out").unwrap_or("dist/oci"));
+    let filters: Vec<String> = if o.positional.is_empty() {
+        ["authn", "ratelimit", "schema", "pii"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    } else {
+        o.positional.clone()
+    };
+    std::fs::create_dir_all(&out).map_err(|e| CliError(format!("{}: {e}", out.display())))?;
+    let version = env!("CARGO_PKG_VERSION");
+    for f in &filters {
+        let path = wasm_dir.join(format!("{f}.wasm"));
+        let wasm =
+            std::fs::read(&path).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+        let img = Image::wasm_compat(&wasm, f, version)?;
+        let tag = format!("{}:{version}", portcullis_cli::istio::image_name(f));
+        img.write_layout_dir(&out.join(f), &tag)?;
+        let tar = out.join(format!("{f}.tar"));
+        std::fs::write(&tar, img.archive(&tag)?)
+            .map_err(|e| CliError(format!("{}: {e}", tar.display())))?;
+        println!(
+            "{tag}  manifest {}  module {}  {}",
+            img.manifest_digest,
+            portcullis_cli::oci::digest(&wasm),
+            tar.display()
+        );
+    }
+    Ok(())
+}
+
+/// `image`: a staged directory as a one-layer image archive, byte-identical for identical
+/// files (`make images`).
+fn image_cmd(args: &[String]) -> Result<()> {
+    use portcullis_cli::oci::{self, Image, RuntimeConfig};
+    let o = Opts::parse(args, &[])?;
+    o.reject_unknown(&["rootfs", "tag", "out", "entrypoint", "user", "env", "label"])?;
+    let (Some(rootfs), Some(tag), Some(out)) = (o.get("rootfs"), o.get("tag"), o.get("out")) else {
+        return Err(CliError(
+            "usage: portcullis image --rootfs DIR --tag REPO:TAG --out FILE.tar [--entrypoint a,b] [--user UID:GID] [--env K=V] [--label K=V]".into(),
+        ));
+    };
+    let layer = oci::layer_tar(&oci::entries_from_dir(Path::new(rootfs))?)?;
+    let rc = RuntimeConfig {
+        entrypoint: o
+            .get("entrypoint")
+            .map(|e| e.split(',').map(str::to_string).collect())
+            .unwrap_or_default(),
+        user: o.get("user").map(str::to_string),
+        env: o.all("env").iter().map(|s| s.to_string()).collect(),
+        labels: o
+            .all("label")
+            .iter()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    };
+    let img = Image::build(&[layer], false, &rc, &[])?;
+    std::fs::write(out, img.archive(tag)?).map_err(|e| CliError(format!("{out}: {e}")))?;
+    println!("{tag}  image id {}", img.config_digest);
     Ok(())
 }

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Renders every Envoy config of the compose mesh with `portcullis render` (templates here,
+# policies in envoy/compose/policies/) and makes the throwaway CA and certificates, into
+# $PORTCULLIS_COMPOSE_BUILD (default .build/compose). Run by `make compose-config`.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=${PORTCULLIS_COMPOSE_BUILD:-.build/compose}
+cli=./target/debug/portcullis
+mkdir -p "$out"
+render() { # TEMPLATE POLICY_DIR OUT UPSTREAM
+  "$cli" check "envoy/compose/policies/$2" >/dev/null
+  "$cli" render --template "envoy/compose/$1" --policies "envoy/compose/policies/$2" \
+    --wasm-dir /etc/portcullis/wasm --listen-port 8080 --admin-port 9901 --upstream "$4" \
+    --out "$out/$3"
+  echo "config: $out/$3 (envoy/compose/$1 + envoy/compose/policies/$2)"
+}
+render gateway.yaml.tmpl gateway gateway.yaml crm-sidecar:15443
+render crm-sidecar.yaml.tmpl crm-api crm-sidecar.yaml crm-api:8080
+render sync-sidecar.yaml.tmpl sync-worker sync-sidecar.yaml sync-worker:8080
+# The IdP serves the demo's public keys (the private halves stay in policies/demo-keys).
+cp policies/demo-keys/demo-jwks.json "$out/jwks.json"
+chmod 0644 "$out"/*.yaml "$out/jwks.json"
+bash envoy/compose/certs.sh "$out/certs"
