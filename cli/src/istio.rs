@@ -301,7 +301,7 @@ fn envoy_filter(p: &Policies, opts: &IstioOptions) -> Result<Value> {
                 "name": "envoy.filters.http.buffer",
                 "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
-                    "max_request_bytes": p.schema_max_body_bytes,
+                    "max_request_bytes": p.buffer_filter_bytes(),
                 },
             }},
         }),

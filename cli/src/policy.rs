@@ -36,8 +36,6 @@ pub struct Policies {
     pub authn: Value,
     /// schema filter configuration.
     pub schema: Value,
-    /// Largest request body the schema policy accepts: the native buffer filter's limit.
-    pub schema_max_body_bytes: usize,
     /// ratelimit configuration (after authn).
     pub ratelimit: Value,
     /// ratelimit configuration of the per-IP instance before authn.
@@ -82,6 +80,12 @@ impl PiiLimits {
 }
 
 impl Policies {
+    /// The largest request body the schema policy accepts (route or filter-wide limit), from
+    /// the configuration as it is now.
+    pub fn schema_max_body_bytes(&self) -> usize {
+        SchemaConfig::from_value(self.schema.clone()).map_or(0, |c| c.max_body_bytes())
+    }
+
     /// Envoy's per-connection buffer limit for the gateway listener: twice the largest body a
     /// filter buffers as received (so a body over a filter's own limit meets that filter's
     /// clear refusal, not Envoy's bare 500), at least the largest body pii writes back (Envoy
@@ -89,7 +93,7 @@ impl Policies {
     /// Computed from the configurations as they are now.
     pub fn connection_buffer_bytes(&self) -> usize {
         let gw = PiiLimits::of(&self.pii);
-        listener_buffer(self.schema_max_body_bytes.max(gw.input), gw.buffer)
+        listener_buffer(self.schema_max_body_bytes().max(gw.input), gw.buffer)
     }
 
     /// The same for the egress listener, which runs only the egress pii filter.
@@ -101,7 +105,7 @@ impl Policies {
     /// The gateway's native buffer filter limit: the largest request body schema accepts, or
     /// a masked request body leaving pii on a request-masking route, whichever is larger.
     pub fn buffer_filter_bytes(&self) -> usize {
-        self.schema_max_body_bytes
+        self.schema_max_body_bytes()
             .max(PiiLimits::of(&self.pii).request_output)
     }
 
@@ -181,7 +185,7 @@ pub fn load(dir: &Path) -> Result<Policies> {
     let authn = prepare_authn(read_yaml(&dir.join(AUTHN_FILE))?, dir)?;
     compile_authn(&authn)?;
     let schema = read_yaml(&dir.join(SCHEMA_FILE))?;
-    let schema_max_body_bytes = compile_schema(&schema)?.max_body_bytes();
+    compile_schema(&schema)?;
     let ratelimit = read_yaml(&dir.join(RATELIMIT_FILE))?;
     compile_ratelimit(&ratelimit, RATELIMIT_FILE)?;
     let ratelimit_ip = read_yaml(&dir.join(RATELIMIT_IP_FILE))?;
@@ -200,7 +204,6 @@ pub fn load(dir: &Path) -> Result<Policies> {
         dir: dir.to_path_buf(),
         authn,
         schema,
-        schema_max_body_bytes,
         ratelimit,
         ratelimit_ip,
         pii,

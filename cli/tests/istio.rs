@@ -557,7 +557,7 @@ fn the_envoy_filter_adds_what_wasm_plugins_cannot_express() {
     );
     assert_eq!(
         buffer["patch"]["value"]["typed_config"]["max_request_bytes"],
-        p.schema_max_body_bytes
+        p.buffer_filter_bytes()
     );
     let listener = patches.iter().find(|x| x["applyTo"] == "LISTENER").unwrap();
     assert_eq!(

@@ -29,7 +29,6 @@ fn limits_gw() -> Option<&'static Gateway> {
                  "request": {"schema": true, "limits": {"max_body_bytes": 262144}}}
             ]
         });
-        policies.schema_max_body_bytes = 262_144;
         Gateway::start(GatewayOptions { policies, ..GatewayOptions::default() })
     })
     .as_ref()
