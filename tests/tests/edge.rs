@@ -274,3 +274,37 @@ fn a_filter_denial_keeps_its_own_shape_under_the_local_reply_mapping() {
     assert_eq!((v["filter"].as_str(), v["reason"].as_str()), (Some("authn"), Some("missing_token")));
     assert!(v["detail"].as_str().is_some_and(|d| !d.contains('%')), "{v}");
 }
+
+/// Header values with bytes that are not UTF-8 (obs-text, legal in HTTP/1.1) once panicked the
+/// SDK's string readers and left a worker's VM failing every later request. Each filter sees
+/// them (request and response headers, authenticated and anonymous routes); every request
+/// after them is still served, and no VM trapped.
+#[test]
+fn header_bytes_that_are_not_utf8_never_trap_a_vm() {
+    let (g, _log) = gateway!(open());
+    let token = demo_token("acme", "customers:read");
+    let raw = |target: &str, extra: &[u8]| {
+        let mut s = TcpStream::connect(g.addr).unwrap();
+        let mut req = format!("GET {target} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n").into_bytes();
+        req.extend_from_slice(extra);
+        req.extend_from_slice(b"connection: close\r\n\r\n");
+        s.write_all(&req).unwrap();
+        read_answer(&mut s, Duration::from_secs(5)).0
+    };
+    for (target, header) in [
+        ("/healthz", &b"x-odd: caf\xe9\r\n"[..]),
+        ("/api/v1/tenants/acme/customers", b"x-odd: \xff\xfe\r\n"),
+        ("/api/v1/tenants/acme/customers/c-1001", b"x-portcullis-tenant: gl\xf6bex\r\n"),
+        ("/api/v1/tenants/acme/customers", b"x-api-key: \xc3\x28\r\n"),
+    ] {
+        let answer = raw(target, header);
+        assert!(answer.starts_with("HTTP/1.1 "), "{target}: {answer:?}");
+    }
+    for _ in 0..4 {
+        let r = g.send(&Request::get("/api/v1/tenants/acme/customers").bearer(&token));
+        assert_eq!(r.status, 200, "{}", r.body_str());
+    }
+    let log = g.log();
+    assert!(!log.contains("panicked"), "a VM panicked:\n{}", g.log_tail());
+    assert!(!log.contains("wasm_fail_stream"), "{}", g.log_tail());
+}
