@@ -31,8 +31,15 @@ pub struct Compiled {
     pub schema: SchemaConfig,
     /// pii (gateway).
     pub pii: PiiConfig,
+    /// The origin clients reach the gateway at (the policy's DPoP `external_origin`).
+    pub origin: String,
     instances: Vec<Instance>,
     edge: Edge,
+}
+
+/// The path of a request target, without query or fragment (what DPoP's `htu` names).
+pub fn path_only(target: &str) -> &str {
+    portcullis_core::path::split_query(target).0
 }
 
 /// The gateway's filter instances in chain order (names as `decided_by` reports them).
@@ -43,8 +50,15 @@ impl Compiled {
     pub fn new(p: &Policies) -> Result<Self> {
         let bytes = |v: &serde_json::Value| v.to_string().into_bytes();
         let gw = &p.gateway;
+        let authn = policy::compile_authn(&p.authn)?;
+        let origin = p.authn["dpop"]["external_origin"]
+            .as_str()
+            .unwrap_or("http://127.0.0.1:10000")
+            .trim_end_matches('/')
+            .to_string();
         Ok(Compiled {
-            authn: policy::compile_authn(&p.authn)?,
+            origin,
+            authn,
             ratelimit: policy::compile_ratelimit(&p.ratelimit, policy::RATELIMIT_FILE)?,
             ratelimit_ip: policy::compile_ratelimit(&p.ratelimit_ip, policy::RATELIMIT_IP_FILE)?,
             schema: policy::compile_schema(&p.schema)?,

@@ -12,7 +12,10 @@
 //!     request:
 //!       method: GET
 //!       path: /api/v1/tenants/acme/customers
-//!       token: { tenant: acme, scope: customers:read }        # claims
+//!       token: { tenant: acme, scope: customers:read }        # claims ("now-60": relative
+//!                                                             # time; null: left out)
+//!       token_header: { kid: other }        # JOSE header members; signature: tampered | none
+//!       dpop: { jti: j1 }                   # DPoP proof (signing.dpop_key), token bound to it
 //!       headers: { x-request-id: "1" }
 //!       body: { any: json }                 # or a string for a raw body
 //!     upstream: { status: 200, body: { ssn: "123-45-6789" } }   # what the upstream answers
@@ -24,6 +27,7 @@
 //!       body_contains: ["…"]                # substrings that must / must not appear
 //!       body_excludes: ["123-45"]
 //!       headers: { ratelimit-remaining: "4", etag: null }   # null: absent
+//!       upstream_headers: { authorization: null }            # what the upstream received
 //!   - name: a burst of six
 //!     sequence:                             # shared state; `at` is the fake clock in seconds
 //!       - { at: 0, request: {…}, expect: { status: 200 } }
@@ -36,6 +40,7 @@ use crate::token::{self, SigningAlg};
 use crate::{CliError, Result};
 use serde::Deserialize;
 use serde_json::Value;
+use sha2::Digest as _;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -70,6 +75,10 @@ pub struct Signing {
     /// Lifetime when `exp` is not given (default 600 s).
     #[serde(default = "default_ttl")]
     pub ttl: i64,
+    /// P-256 private key (PKCS#8 PEM, relative to the test file) that `dpop:` proofs are
+    /// signed with; tokens of such requests are bound to it (`cnf.jkt`).
+    #[serde(default)]
+    pub dpop_key: Option<String>,
 }
 
 fn default_ttl() -> i64 {
@@ -137,6 +146,37 @@ pub struct CaseRequest {
     /// Client address (default 127.0.0.1).
     #[serde(default = "default_ip")]
     pub client_ip: String,
+    /// JOSE header members of the `token:` replacing or adding to the signing defaults
+    /// (e.g. `{alg: none}`, `{crit: [exp]}`, `{kid: other}`).
+    #[serde(default)]
+    pub token_header: Option<serde_json::Map<String, Value>>,
+    /// `valid` (default), `tampered` (last signature byte changed) or `none` (empty).
+    #[serde(default)]
+    pub signature: Option<String>,
+    /// Send the `token:` as `Authorization: DPoP` with a proof signed by `signing.dpop_key`.
+    #[serde(default)]
+    pub dpop: Option<DpopProof>,
+}
+
+/// A DPoP proof as written; every member defaults to what a correct client sends.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpopProof {
+    /// `jti` (default: a fresh value).
+    #[serde(default)]
+    pub jti: Option<String>,
+    /// `htm` (default: the request method).
+    #[serde(default)]
+    pub htm: Option<String>,
+    /// `htu` (default: the gateway's origin and the request path).
+    #[serde(default)]
+    pub htu: Option<String>,
+    /// Bind the token to the proof key (`cnf.jkt`; default true).
+    #[serde(default)]
+    pub bind: Option<bool>,
+    /// Send the bound token as `Bearer` instead (a downgrade).
+    #[serde(default)]
+    pub as_bearer: bool,
 }
 
 fn default_method() -> String {
@@ -162,6 +202,9 @@ pub struct CaseUpstream {
     /// Body: JSON, or a string sent as is.
     #[serde(default)]
     pub body: Option<Value>,
+    /// Body as base64 (binary or compressed bodies), instead of `body`.
+    #[serde(default)]
+    pub body_b64: Option<String>,
 }
 
 fn default_status() -> u16 {
@@ -199,6 +242,9 @@ pub struct Expect {
     /// Exact body the upstream received.
     #[serde(default)]
     pub upstream_body: Option<Value>,
+    /// Headers the upstream received (`null`: absent; checked only for the names listed).
+    #[serde(default)]
+    pub upstream_headers: BTreeMap<String, Option<String>>,
 }
 
 fn some<'de, D: serde::Deserializer<'de>>(
@@ -221,6 +267,7 @@ pub struct Suite {
     /// Its content.
     pub file: TestFile,
     key: Option<Vec<u8>>,
+    dpop_key: Option<Vec<u8>>,
 }
 
 /// Loads every `*.yaml` test file of a directory (or one file).
@@ -248,31 +295,75 @@ pub fn load(path: &Path) -> Result<Vec<Suite>> {
                 .map_err(|e| CliError(format!("{}: {e}", p.display())))?;
             let file: TestFile = serde_yaml::from_str(&text)
                 .map_err(|e| CliError(format!("{}: {e}", p.display())))?;
+            let read = |rel: &str, what: &str| {
+                let kp = p.parent().unwrap_or(Path::new(".")).join(rel);
+                std::fs::read(&kp).map_err(|e| {
+                    CliError(format!("{}: {what} {}: {e}", p.display(), kp.display()))
+                })
+            };
             let key = match &file.signing {
-                Some(s) => {
-                    let kp = p.parent().unwrap_or(Path::new(".")).join(&s.key);
-                    Some(std::fs::read(&kp).map_err(|e| {
-                        CliError(format!(
-                            "{}: signing key {}: {e}",
-                            p.display(),
-                            kp.display()
-                        ))
-                    })?)
-                }
+                Some(s) => Some(read(&s.key, "signing key")?),
                 None => None,
             };
-            Ok(Suite { path: p, file, key })
+            let dpop_key = match file.signing.as_ref().and_then(|s| s.dpop_key.as_ref()) {
+                Some(k) => Some(read(k, "dpop key")?),
+                None => None,
+            };
+            Ok(Suite {
+                path: p,
+                file,
+                key,
+                dpop_key,
+            })
         })
         .collect()
 }
 
+/// Claims given relative to the clock: `"now"`, `"now+60"`, `"now-3600"` (so a table runs the
+/// same against the fake clock and against a real gateway).
+fn resolve_time(v: &Value, now: i64) -> Value {
+    let Some(s) = v.as_str().and_then(|s| s.strip_prefix("now")) else {
+        return v.clone();
+    };
+    let offset = match s.split_at_checked(1) {
+        Some(("+", n)) => n.parse::<i64>().ok(),
+        Some(("-", n)) => n.parse::<i64>().ok().map(|n| -n),
+        _ if s.is_empty() => Some(0),
+        _ => None,
+    };
+    offset.map_or_else(|| v.clone(), |o| Value::from(now + o))
+}
+
+/// The public JWK of a P-256 PKCS#8 key.
+fn p256_jwk(pem: &[u8]) -> Result<Value> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    use p256::pkcs8::DecodePrivateKey;
+    let text = std::str::from_utf8(pem).map_err(|_| CliError("dpop key is not PEM".into()))?;
+    let k = p256::ecdsa::SigningKey::from_pkcs8_pem(text)
+        .map_err(|_| CliError("dpop key is not a P-256 PKCS#8 key".into()))?;
+    let point = k.verifying_key().to_sec1_point(false);
+    let (Some(x), Some(y)) = (point.x(), point.y()) else {
+        return Err(CliError("dpop key has no affine point".into()));
+    };
+    Ok(serde_json::json!({"kty": "EC", "crv": "P-256",
+        "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y)}))
+}
+
+static JTI: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Suite {
-    fn sim_request(&self, r: &CaseRequest, now: u64) -> Result<SimRequest> {
+    /// The request a case describes, with tokens and proofs minted at `now` (Unix seconds)
+    /// for a gateway reached at `origin` (DPoP `htu`).
+    pub fn sim_request(&self, r: &CaseRequest, now: u64, origin: &str) -> Result<SimRequest> {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine as _;
         let mut headers: Vec<(String, String)> = r
             .headers
             .iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
             .collect();
+        let now_i = i64::try_from(now).unwrap_or(i64::MAX);
         if let Some(claims) = &r.token {
             let (Some(s), Some(key)) = (&self.file.signing, &self.key) else {
                 return Err(CliError(format!(
@@ -282,11 +373,29 @@ impl Suite {
             };
             let mut all = s.claims.clone();
             for (k, v) in claims {
-                all.insert(k.clone(), v.clone());
+                all.insert(k.clone(), resolve_time(v, now_i));
             }
-            let now = i64::try_from(now).unwrap_or(i64::MAX);
-            all.entry("iat").or_insert(Value::from(now));
-            all.entry("exp").or_insert(Value::from(now + s.ttl));
+            all.entry("iat").or_insert(Value::from(now_i));
+            all.entry("exp").or_insert(Value::from(now_i + s.ttl));
+            // A claim given as null is left out (e.g. a token without `exp`).
+            all.retain(|_, v| !v.is_null());
+            let dpop_jwk = match (&r.dpop, &self.dpop_key) {
+                (Some(_), Some(k)) => Some(p256_jwk(k)?),
+                (Some(_), None) => {
+                    return Err(CliError(format!(
+                        "{}: `dpop:` needs `signing.dpop_key`",
+                        self.path.display()
+                    )))
+                }
+                _ => None,
+            };
+            if let (Some(d), Some(jwk)) = (&r.dpop, &dpop_jwk) {
+                if d.bind.unwrap_or(true) {
+                    let jkt = portcullis_authn::dpop::thumbprint(jwk)
+                        .ok_or_else(|| CliError("dpop key thumbprint".into()))?;
+                    all.insert("cnf".into(), serde_json::json!({ "jkt": jkt }));
+                }
+            }
             let alg = match s.alg.as_str() {
                 "RS256" => SigningAlg::RS256,
                 "ES256" => SigningAlg::ES256,
@@ -302,8 +411,60 @@ impl Suite {
             if let Some(kid) = &s.kid {
                 header["kid"] = Value::from(kid.clone());
             }
-            let jwt = token::sign_raw(alg, key, &header, &Value::Object(all))?;
-            headers.push(("authorization".into(), format!("Bearer {jwt}")));
+            for (k, v) in r.token_header.iter().flatten() {
+                header[k.as_str()] = v.clone();
+            }
+            let mut jwt = token::sign_raw(alg, key, &header, &Value::Object(all))?;
+            match r.signature.as_deref() {
+                None | Some("valid") => {}
+                Some("tampered") => {
+                    // Change the signature's last meaningful character.
+                    let last = jwt.pop().unwrap_or('A');
+                    jwt.push(if last == 'A' { 'Q' } else { 'A' });
+                }
+                Some("none") => {
+                    if let Some(i) = jwt.rfind('.') {
+                        jwt.truncate(i + 1);
+                    }
+                }
+                Some(other) => {
+                    return Err(CliError(format!(
+                        "{}: signature `{other}` is not valid, tampered or none",
+                        self.path.display()
+                    )))
+                }
+            }
+            match (&r.dpop, &dpop_jwk, &self.dpop_key) {
+                (Some(d), Some(jwk), Some(pem)) => {
+                    let path = crate::chain::path_only(&r.path);
+                    let jti = d.jti.clone().unwrap_or_else(|| {
+                        format!(
+                            "jti-{}-{}",
+                            std::process::id(),
+                            JTI.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                        )
+                    });
+                    let ath = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(jwt.as_bytes()));
+                    let proof = token::sign_raw(
+                        SigningAlg::ES256,
+                        pem,
+                        &serde_json::json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk}),
+                        &serde_json::json!({
+                            "jti": jti,
+                            "htm": d.htm.clone().unwrap_or_else(|| r.method.clone()),
+                            "htu": d.htu.clone().unwrap_or_else(|| format!("{origin}{path}")),
+                            "iat": now_i,
+                            "ath": ath,
+                        }),
+                    )?;
+                    let scheme = if d.as_bearer { "Bearer" } else { "DPoP" };
+                    headers.push(("authorization".into(), format!("{scheme} {jwt}")));
+                    if !d.as_bearer {
+                        headers.push(("dpop".into(), proof));
+                    }
+                }
+                _ => headers.push(("authorization".into(), format!("Bearer {jwt}"))),
+            }
         } else if let Some(t) = &r.raw_token {
             headers.push(("authorization".into(), format!("Bearer {t}")));
         }
@@ -323,7 +484,8 @@ impl Suite {
     }
 }
 
-fn sim_response(u: Option<&CaseUpstream>) -> SimResponse {
+/// What the upstream answers for a case (default: 200 `{}`).
+pub fn sim_response(u: Option<&CaseUpstream>) -> SimResponse {
     match u {
         None => SimResponse {
             status: 200,
@@ -337,10 +499,19 @@ fn sim_response(u: Option<&CaseUpstream>) -> SimResponse {
                     .iter()
                     .map(|(k, v)| (k.to_ascii_lowercase(), v.clone())),
             );
+            let body = match &u.body_b64 {
+                Some(b) => {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b)
+                        .unwrap_or_default()
+                }
+                None => u.body.as_ref().map(body_bytes).unwrap_or_default(),
+            };
             SimResponse {
                 status: u.status,
                 headers,
-                body: u.body.as_ref().map(body_bytes).unwrap_or_default(),
+                body,
             }
         }
     }
@@ -396,6 +567,19 @@ pub fn compare(o: &chain::Outcome, e: &Expect) -> Vec<String> {
         let got = portcullis_core::header(&o.headers, &k.to_ascii_lowercase());
         if got != v.as_deref() {
             diffs.push(format!("header {k}: expected {v:?}, got {got:?}"));
+        }
+    }
+    if !e.upstream_headers.is_empty() {
+        match &o.upstream_request {
+            None => diffs.push("upstream_headers: the request never reached the upstream".into()),
+            Some((h, _)) => {
+                for (k, v) in &e.upstream_headers {
+                    let got = portcullis_core::header(h, &k.to_ascii_lowercase());
+                    if got != v.as_deref() {
+                        diffs.push(format!("upstream header {k}: expected {v:?}, got {got:?}"));
+                    }
+                }
+            }
         }
     }
     if let Some(b) = &e.upstream_body {
@@ -478,7 +662,7 @@ pub fn run(policies: &Policies, suites: &[Suite], out: &mut dyn std::io::Write) 
             let mut failures = Vec::new();
             for (i, (at, req, up, expect)) in steps.iter().enumerate() {
                 let now_ns = CLOCK_ORIGIN_SECS * 1_000_000_000 + (at.max(0.0) * 1e9) as u64;
-                let sim = suite.sim_request(req, now_ns / 1_000_000_000)?;
+                let sim = suite.sim_request(req, now_ns / 1_000_000_000, &compiled.origin)?;
                 let outcome = chain::run(&compiled, &mut state, &sim, &sim_response(*up), now_ns);
                 report.covered.extend(outcome.hits.items.iter().cloned());
                 for d in compare(&outcome, expect) {

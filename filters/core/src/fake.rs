@@ -819,12 +819,18 @@ impl Gateway {
             .collect();
         let mut path = req.path.clone();
         if e.normalize_path {
-            let (p, q) = crate::path::split_query(&path);
+            // What Envoy's canonicalizer refuses (seen with Envoy 1.40): an encoded slash or
+            // backslash (REJECT_REQUEST), an encoded NUL, a fragment. A raw backslash becomes
+            // a slash.
+            let (p, q) = match path.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (path.as_str(), None),
+            };
             let lower = p.to_ascii_lowercase();
-            if lower.contains("%2f") || lower.contains("%5c") {
+            if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") || p.contains('#') {
                 return Some(Self::envoy_reply(400, "path_normalization_failed", "Bad Request"));
             }
-            let merged = merge_slashes(p);
+            let merged = merge_slashes(&p.replace('\\', "/"));
             let resolved = remove_dot_segments(&merged);
             path = match q {
                 Some(q) => format!("{resolved}?{q}"),

@@ -7,7 +7,7 @@
 //! SSN, card number, IBAN, consent flags) so the masking filter has something to mask.
 
 use serde_json::{json, Value};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -26,6 +26,8 @@ struct Recorder {
     jwks: Option<Vec<u8>>,
     jwks_status: Option<u16>,
     jwks_delay_ms: u64,
+    /// Scripted answers by `x-test-id` (scenario tables describe what the upstream answers).
+    scripts: HashMap<String, Resp>,
 }
 
 type Shared = Arc<Mutex<Recorder>>;
@@ -46,6 +48,7 @@ impl Req {
     }
 }
 
+#[derive(Clone)]
 struct Resp {
     status: u16,
     content_type: &'static str,
@@ -477,6 +480,34 @@ fn admin(req: &Req, rec: &Shared) -> Option<Resp> {
             Some(last) => json_resp(200, last.clone()),
             None => problem(404, "Not Found"),
         }),
+        // {"id": "…", "status": 200, "headers": [["k", "v"]], "body" or "body_b64": "…"}: requests
+        // carrying `x-test-id: …` get exactly this answer (headers as given, no content type added).
+        ("PUT", "/__admin/script") => {
+            let v: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+            let Some(id) = v["id"].as_str() else {
+                return Some(problem(400, "Bad Request"));
+            };
+            let headers: Vec<(String, String)> = v["headers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|kv| Some((kv[0].as_str()?.to_string(), kv[1].as_str()?.to_string())))
+                .collect();
+            let body = match v["body_b64"].as_str() {
+                Some(b) => {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b)
+                        .unwrap_or_default()
+                }
+                None => v["body"].as_str().unwrap_or("").as_bytes().to_vec(),
+            };
+            let status = v["status"].as_u64().and_then(|s| u16::try_from(s).ok()).unwrap_or(200);
+            let mut resp = Resp::new(status, "", body);
+            resp.headers = headers;
+            r.scripts.insert(id.to_string(), resp);
+            Some(Resp::new(204, "application/json", Vec::new()))
+        }
         ("POST", "/__admin/reset") => {
             r.records.clear();
             Some(Resp::new(204, "application/json", Vec::new()))
@@ -650,7 +681,13 @@ fn serve(stream: TcpStream, rec: Shared, quiet: bool) {
             Some(r) => r,
             None => {
                 let seq = record(&req, &rec);
-                let resp = if req.target.split('?').next() == Some("/.well-known/jwks.json") {
+                let scripted = req.header("x-test-id").and_then(|id| {
+                    let r = rec.lock().unwrap_or_else(|p| p.into_inner());
+                    r.scripts.get(id).cloned()
+                });
+                let resp = if let Some(s) = scripted {
+                    s
+                } else if req.target.split('?').next() == Some("/.well-known/jwks.json") {
                     jwks_resp(&rec)
                 } else {
                     route(&req)
@@ -709,6 +746,7 @@ fn main() {
             .and_then(|p| std::fs::read(p).ok()),
         jwks_status: None,
         jwks_delay_ms: 0,
+        scripts: HashMap::new(),
     }));
     for stream in listener.incoming().flatten() {
         let rec = rec.clone();
