@@ -221,10 +221,12 @@ pub fn run(
         decided_by: ex.decided_by.clone().unwrap_or_else(|| "upstream".into()),
         headers: ex.response.headers.clone(),
         body: ex.response.body.clone(),
-        upstream_request: ex
-            .upstream
-            .as_ref()
-            .map(|u| (u.headers.clone(), (!u.body.is_empty()).then(|| u.body.clone()))),
+        upstream_request: ex.upstream.as_ref().map(|u| {
+            (
+                u.headers.clone(),
+                (!u.body.is_empty()).then(|| u.body.clone()),
+            )
+        }),
         trace,
         hits,
     }

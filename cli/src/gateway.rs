@@ -175,7 +175,12 @@ mod tests {
         assert_eq!(s.trusted_hops, 0);
         assert_eq!(s.headers.underscores.envoy(), "DROP_HEADER");
         let h = s.stripped_headers();
-        for n in ["x-original-url", "x-http-method-override", "x-real-ip", "forwarded"] {
+        for n in [
+            "x-original-url",
+            "x-http-method-override",
+            "x-real-ip",
+            "forwarded",
+        ] {
             assert!(h.contains(&n.to_string()), "{n}");
         }
         assert_eq!(s.timeouts.request_seconds, 30);

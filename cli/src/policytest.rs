@@ -297,9 +297,8 @@ pub fn load(path: &Path) -> Result<Vec<Suite>> {
                 .map_err(|e| CliError(format!("{}: {e}", p.display())))?;
             let read = |rel: &str, what: &str| {
                 let kp = p.parent().unwrap_or(Path::new(".")).join(rel);
-                std::fs::read(&kp).map_err(|e| {
-                    CliError(format!("{}: {what} {}: {e}", p.display(), kp.display()))
-                })
+                std::fs::read(&kp)
+                    .map_err(|e| CliError(format!("{}: {what} {}: {e}", p.display(), kp.display())))
             };
             let key = match &file.signing {
                 Some(s) => Some(read(&s.key, "signing key")?),

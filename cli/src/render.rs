@@ -217,8 +217,14 @@ pub fn render(template: &str, policies: &Policies, opts: &RenderOptions) -> Resu
     let authn = authn_for(policies, opts)?;
     let vars: Vec<(&str, String)> = vec![
         ("TRUSTED_HOPS", gw.trusted_hops.to_string()),
-        ("EARLY_HEADER_MUTATION", early_header_mutation(gw.trusted_hops)),
-        ("UNDERSCORES_ACTION", gw.headers.underscores.envoy().to_string()),
+        (
+            "EARLY_HEADER_MUTATION",
+            early_header_mutation(gw.trusted_hops),
+        ),
+        (
+            "UNDERSCORES_ACTION",
+            gw.headers.underscores.envoy().to_string(),
+        ),
         ("CONNECTION_IDLE_TIMEOUT", secs(t.connection_idle_seconds)),
         ("REQUEST_HEADERS_TIMEOUT", secs(t.request_headers_seconds)),
         ("REQUEST_TIMEOUT", secs(t.request_seconds)),

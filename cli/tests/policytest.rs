@@ -35,7 +35,10 @@ fn the_demo_suite_passes_with_full_coverage() {
     let report = policytest::run(&policies, &suites, &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
     assert_eq!(report.failed, 0, "{text}");
-    assert!(report.passed >= 60, "the scenario table keeps at least 60 rows");
+    assert!(
+        report.passed >= 60,
+        "the scenario table keeps at least 60 rows"
+    );
     assert!((report.percent() - 100.0).abs() < 1e-9, "{text}");
 }
 

@@ -56,7 +56,9 @@ macro_rules! gateway {
 }
 
 fn upstream_header(g: &Gateway, id: &str, name: &str) -> Option<String> {
-    let seen = g.upstream_saw(id).unwrap_or_else(|| panic!("{id} did not reach the upstream"));
+    let seen = g
+        .upstream_saw(id)
+        .unwrap_or_else(|| panic!("{id} did not reach the upstream"));
     seen["headers"].as_array().and_then(|h| {
         h.iter()
             .find(|kv| kv[0] == name)
@@ -165,7 +167,8 @@ fn a_bearer_token_is_not_forwarded_on_anonymous_routes_either() {
 /// Reads whatever the gateway answers on `s` until it closes or `limit` passes.
 fn read_answer(s: &mut TcpStream, limit: Duration) -> (String, Duration) {
     let start = Instant::now();
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     while start.elapsed() < limit {
@@ -219,7 +222,10 @@ fn a_client_that_announces_more_body_than_it_sends_gets_408_in_bounded_time() {
     assert!(took < Duration::from_secs(6), "answered after {took:?}");
     // Envoy's own reply has the filters' shape: problem+json with a reason.
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_default();
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()
@@ -228,7 +234,9 @@ fn a_client_that_announces_more_body_than_it_sends_gets_408_in_bounded_time() {
     assert_eq!(v["status"], 408);
     assert_eq!(v["filter"], "envoy");
     assert!(v["reason"].as_str().is_some_and(|r| !r.is_empty()), "{v}");
-    assert!(answer.to_ascii_lowercase().contains("content-type: application/problem+json"));
+    assert!(answer
+        .to_ascii_lowercase()
+        .contains("content-type: application/problem+json"));
 }
 
 #[test]
@@ -236,7 +244,8 @@ fn a_client_that_trickles_its_headers_is_cut_off_in_bounded_time() {
     let (g, _log) = gateway!(open());
     let mut s = TcpStream::connect(g.addr).unwrap();
     let start = Instant::now();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n").unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .unwrap();
     let mut closed = false;
     // Keep trickling a header line byte by byte; the gateway must give up on us.
     for b in b"x-slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter() {
@@ -271,8 +280,14 @@ fn a_filter_denial_keeps_its_own_shape_under_the_local_reply_mapping() {
     assert_eq!(r.status, 401);
     assert_eq!(r.header("x-portcullis-reason"), Some("missing_token"));
     let v = r.json();
-    assert_eq!((v["filter"].as_str(), v["reason"].as_str()), (Some("authn"), Some("missing_token")));
-    assert!(v["detail"].as_str().is_some_and(|d| !d.contains('%')), "{v}");
+    assert_eq!(
+        (v["filter"].as_str(), v["reason"].as_str()),
+        (Some("authn"), Some("missing_token"))
+    );
+    assert!(
+        v["detail"].as_str().is_some_and(|d| !d.contains('%')),
+        "{v}"
+    );
 }
 
 /// Header values with bytes that are not UTF-8 (obs-text, legal in HTTP/1.1) once panicked the
@@ -285,7 +300,9 @@ fn header_bytes_that_are_not_utf8_never_trap_a_vm() {
     let token = demo_token("acme", "customers:read");
     let raw = |target: &str, extra: &[u8]| {
         let mut s = TcpStream::connect(g.addr).unwrap();
-        let mut req = format!("GET {target} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n").into_bytes();
+        let mut req =
+            format!("GET {target} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n")
+                .into_bytes();
         req.extend_from_slice(extra);
         req.extend_from_slice(b"connection: close\r\n\r\n");
         s.write_all(&req).unwrap();
@@ -294,7 +311,10 @@ fn header_bytes_that_are_not_utf8_never_trap_a_vm() {
     for (target, header) in [
         ("/healthz", &b"x-odd: caf\xe9\r\n"[..]),
         ("/api/v1/tenants/acme/customers", b"x-odd: \xff\xfe\r\n"),
-        ("/api/v1/tenants/acme/customers/c-1001", b"x-portcullis-tenant: gl\xf6bex\r\n"),
+        (
+            "/api/v1/tenants/acme/customers/c-1001",
+            b"x-portcullis-tenant: gl\xf6bex\r\n",
+        ),
         ("/api/v1/tenants/acme/customers", b"x-api-key: \xc3\x28\r\n"),
     ] {
         let answer = raw(target, header);
@@ -305,6 +325,10 @@ fn header_bytes_that_are_not_utf8_never_trap_a_vm() {
         assert_eq!(r.status, 200, "{}", r.body_str());
     }
     let log = g.log();
-    assert!(!log.contains("panicked"), "a VM panicked:\n{}", g.log_tail());
+    assert!(
+        !log.contains("panicked"),
+        "a VM panicked:\n{}",
+        g.log_tail()
+    );
     assert!(!log.contains("wasm_fail_stream"), "{}", g.log_tail());
 }

@@ -369,7 +369,11 @@ fn ten_thousand_addresses_stay_within_the_table_and_active_clients_stay_exact() 
     for f in flood {
         f.join().unwrap();
     }
-    assert_eq!(admitted, vec![5, 5, 5], "the active client's bucket stayed its own");
+    assert_eq!(
+        admitted,
+        vec![5, 5, 5],
+        "the active client's bucket stayed its own"
+    );
     let created = g
         .stat("wasmcustom.portcullis.ratelimit_ip.slots_created")
         .unwrap_or(u64::MAX);

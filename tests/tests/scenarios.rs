@@ -45,7 +45,13 @@ fn script(g: &Gateway, id: &str, up: &SimResponse) {
 
 /// Sends one simulated request through Envoy and describes what happened the way the
 /// simulator does.
-fn send(g: &Gateway, conn: &mut Option<Conn>, req: &SimRequest, up: &SimResponse, policies: &Policies) -> Outcome {
+fn send(
+    g: &Gateway,
+    conn: &mut Option<Conn>,
+    req: &SimRequest,
+    up: &SimResponse,
+    policies: &Policies,
+) -> Outcome {
     let id = test_id("scenario");
     script(g, &id, up);
     let mut r = Request::new(&req.method, &req.path)
@@ -66,7 +72,10 @@ fn send(g: &Gateway, conn: &mut Option<Conn>, req: &SimRequest, up: &SimResponse
             Err(_) => *conn = None,
         }
     };
-    if resp.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
+    if resp
+        .header("connection")
+        .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+    {
         *conn = None;
     }
     let reason = resp.header("x-portcullis-reason").map(str::to_string);
@@ -142,8 +151,14 @@ fn every_policy_test_case_gets_the_same_verdict_from_real_envoy() {
                 eprintln!("known difference, not compared: {} ({why})", case.name);
                 continue;
             }
-            let steps: Vec<(f64, &CaseRequest, Option<&CaseUpstream>, Expect)> = match &case.request {
-                Some(r) => vec![(0.0, r, case.upstream.as_ref(), case.expect.clone().unwrap_or_default())],
+            let steps: Vec<(f64, &CaseRequest, Option<&CaseUpstream>, Expect)> = match &case.request
+            {
+                Some(r) => vec![(
+                    0.0,
+                    r,
+                    case.upstream.as_ref(),
+                    case.expect.clone().unwrap_or_default(),
+                )],
                 None => case
                     .sequence
                     .iter()
@@ -169,7 +184,10 @@ fn every_policy_test_case_gets_the_same_verdict_from_real_envoy() {
             }
         }
     }
-    assert!(ran >= 60, "the scenario table has {ran} requests; it must keep at least 60");
+    assert!(
+        ran >= 60,
+        "the scenario table has {ran} requests; it must keep at least 60"
+    );
     assert!(
         failures.is_empty(),
         "{} difference(s) between the simulator's verdicts and Envoy's:\n{}",

@@ -115,18 +115,87 @@ portcullis_core::reasons! {
     }
 }
 
+/// The `WWW-Authenticate` challenge a denial carries (RFC 6750 §3, RFC 9449 §7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// None (not an authentication problem, or a store that cannot answer).
+    None,
+    /// `Bearer realm="portcullis"` (no credential at all).
+    Realm,
+    /// `Bearer realm="portcullis", error="…"`.
+    Bearer(&'static str),
+    /// `DPoP algs="…", error="…"` (a `Bearer` challenge when DPoP is not configured).
+    Dpop(&'static str),
+}
+
+impl AuthnReason {
+    /// The challenge of this reason: one table, so a code and its header never disagree.
+    pub fn challenge(self) -> Challenge {
+        use AuthnReason as R;
+        match self {
+            R::InvalidPath
+            | R::RouteNotAllowed
+            | R::ApiKeyInQuery
+            | R::MultipleCredentials
+            | R::DpopReplayUnavailable
+            | R::JwksUnavailable
+            | R::InternalError => Challenge::None,
+            R::MissingToken => Challenge::Realm,
+            R::MultipleTokens => Challenge::Bearer("invalid_request"),
+            R::TokenTooLarge
+            | R::MalformedToken
+            | R::UnsupportedAlgorithm
+            | R::InvalidToken
+            | R::InvalidIssuer
+            | R::InvalidAudience
+            | R::MissingClaim
+            | R::TokenExpired
+            | R::TokenNotYetValid
+            | R::UnknownKey
+            | R::InvalidSignature
+            | R::InvalidClaim
+            | R::InvalidApiKey
+            | R::ApiKeyNotAccepted
+            | R::CertificateRequired
+            | R::CertificateMismatch => Challenge::Bearer("invalid_token"),
+            R::MissingScope | R::MissingRole | R::TenantBoundary | R::ClaimMismatch => {
+                Challenge::Bearer("insufficient_scope")
+            }
+            R::InvalidDpopProof | R::DpopProofReplayed => Challenge::Dpop("invalid_dpop_proof"),
+            R::DpopKeyMismatch | R::DpopDowngrade | R::TokenNotBound => {
+                Challenge::Dpop("invalid_token")
+            }
+        }
+    }
+
+    /// The `WWW-Authenticate` value of this reason, if any.
+    pub fn www_authenticate(self, dpop: Option<&crate::dpop::Dpop>) -> Option<String> {
+        match self.challenge() {
+            Challenge::None => None,
+            Challenge::Realm => Some(REALM.to_string()),
+            Challenge::Bearer(e) => Some(format!("{REALM}, error=\"{e}\"")),
+            Challenge::Dpop(e) => {
+                Some(dpop.map_or_else(|| format!("{REALM}, error=\"{e}\""), |d| d.challenge(e)))
+            }
+        }
+    }
+}
+
+/// authn's denial for `reason`: status and `WWW-Authenticate` from the reason's own table.
+pub fn deny(reason: AuthnReason, detail: &'static str, dpop: Option<&crate::dpop::Dpop>) -> Denial {
+    let d = Denial::of(reason, detail);
+    match reason.www_authenticate(dpop) {
+        Some(h) => d.with_header("www-authenticate", h),
+        None => d,
+    }
+}
+
 fn unauthorized(reason: AuthnReason, detail: &'static str) -> Denial {
-    Denial::of(reason, detail).with_header(
-        "www-authenticate",
-        format!("{REALM}, error=\"invalid_token\""),
-    )
+    deny(reason, detail, None)
 }
 
 fn forbidden(reason: AuthnReason, detail: &'static str) -> Denial {
-    Denial::of(reason, detail).with_header(
-        "www-authenticate",
-        format!("{REALM}, error=\"insufficient_scope\""),
-    )
+    deny(reason, detail, None)
 }
 
 /// Decides one request.
@@ -167,7 +236,8 @@ pub fn authenticate_with(
         None => normalized.clone(),
     });
     let Some(m) = cfg.routes.find(req.method, &normalized) else {
-        decision.verdict = Err(Denial::of(AuthnReason::RouteNotAllowed,
+        decision.verdict = Err(Denial::of(
+            AuthnReason::RouteNotAllowed,
             "No rule allows this method and path.",
         ));
         return decision;
@@ -247,7 +317,8 @@ fn api_key(cfg: &AuthnConfig, req: &Request<'_>, providers: &[usize]) -> ApiKeyU
                 .any(|n| n.eq_ignore_ascii_case(name))
         });
         if in_query {
-            return ApiKeyUse::Refused(Denial::of(AuthnReason::ApiKeyInQuery,
+            return ApiKeyUse::Refused(Denial::of(
+                AuthnReason::ApiKeyInQuery,
                 "API keys are accepted in a header only, never in the URL.",
             ));
         }
@@ -262,13 +333,15 @@ fn api_key(cfg: &AuthnConfig, req: &Request<'_>, providers: &[usize]) -> ApiKeyU
         return ApiKeyUse::Absent;
     };
     if sent.len() > 1 || req.headers.iter().any(|(k, _)| *k == cfg.token.header) {
-        return ApiKeyUse::Refused(Denial::of(AuthnReason::MultipleCredentials,
+        return ApiKeyUse::Refused(Denial::of(
+            AuthnReason::MultipleCredentials,
             "Send exactly one credential: one API key or one bearer token.",
         ));
     }
     let api_index = cfg.providers.len();
     if !providers.contains(&api_index) {
-        return ApiKeyUse::Refused(unauthorized(AuthnReason::ApiKeyNotAccepted,
+        return ApiKeyUse::Refused(unauthorized(
+            AuthnReason::ApiKeyNotAccepted,
             "This route does not accept API keys.",
         ));
     }
@@ -281,7 +354,10 @@ fn api_key(cfg: &AuthnConfig, req: &Request<'_>, providers: &[usize]) -> ApiKeyU
             cnf_x5t: None,
             cnf_jkt: None,
         })),
-        None => ApiKeyUse::Refused(unauthorized(AuthnReason::InvalidApiKey, "The API key is not valid.")),
+        None => ApiKeyUse::Refused(unauthorized(
+            AuthnReason::InvalidApiKey,
+            "The API key is not valid.",
+        )),
     }
 }
 
@@ -304,7 +380,8 @@ fn token_verdict<'r>(
     let key = digest(token);
     if cache.is_rejected(&key) {
         decision.cache = CacheUse::Hit;
-        decision.verdict = Err(unauthorized(AuthnReason::InvalidSignature,
+        decision.verdict = Err(unauthorized(
+            AuthnReason::InvalidSignature,
             "The token signature is invalid.",
         ));
         return None;
@@ -371,16 +448,11 @@ fn check_dpop(
             decision.replay = Some(check);
             Ok(())
         }
-        (Scheme::Bearer, _) if v.cnf_jkt.is_some() => {
-            let challenge = cfg.dpop.as_ref().map_or_else(
-                || format!("{REALM}, error=\"invalid_token\""),
-                |d| d.challenge("invalid_token"),
-            );
-            Err(Denial::of(AuthnReason::DpopDowngrade,
-                "This token is DPoP-bound; present it with Authorization: DPoP and a proof.",
-            )
-            .with_header("www-authenticate", challenge))
-        }
+        (Scheme::Bearer, _) if v.cnf_jkt.is_some() => Err(deny(
+            AuthnReason::DpopDowngrade,
+            "This token is DPoP-bound; present it with Authorization: DPoP and a proof.",
+            cfg.dpop.as_ref(),
+        )),
         _ => Ok(()),
     }
 }
@@ -399,20 +471,23 @@ fn route_requirements(
     rewrite_path: Option<String>,
 ) -> Decision {
     if !providers.is_empty() && !providers.contains(&verified.provider) {
-        decision.verdict = Err(unauthorized(AuthnReason::InvalidIssuer,
+        decision.verdict = Err(unauthorized(
+            AuthnReason::InvalidIssuer,
             "Tokens from this issuer are not accepted on this route.",
         ));
         return decision;
     }
     let id = &verified.identity;
     if !scopes.satisfied_by(&id.scopes) {
-        decision.verdict = Err(forbidden(AuthnReason::MissingScope,
+        decision.verdict = Err(forbidden(
+            AuthnReason::MissingScope,
             "The token lacks a scope this route requires.",
         ));
         return decision;
     }
     if !roles.satisfied_by(&id.roles) {
-        decision.verdict = Err(forbidden(AuthnReason::MissingRole,
+        decision.verdict = Err(forbidden(
+            AuthnReason::MissingRole,
             "The token lacks a role this route requires.",
         ));
         return decision;
@@ -420,7 +495,8 @@ fn route_requirements(
     if let Some(tp) = tenant_param {
         let want = params.get(tp);
         if want.is_none() || id.tenant.as_deref() != want {
-            decision.verdict = Err(forbidden(AuthnReason::TenantBoundary,
+            decision.verdict = Err(forbidden(
+                AuthnReason::TenantBoundary,
                 "The token does not belong to the tenant in the path.",
             ));
             return decision;
@@ -437,7 +513,8 @@ fn route_requirements(
             .find(|(c, _)| c == claim)
             .map(|(_, v)| v);
         if !want.is_some_and(|w| claim_matches(got, w)) {
-            decision.verdict = Err(forbidden(AuthnReason::ClaimMismatch,
+            decision.verdict = Err(forbidden(
+                AuthnReason::ClaimMismatch,
                 "A token claim does not match what this route requires.",
             ));
             return decision;
@@ -478,20 +555,19 @@ fn extract_token<'r>(cfg: &AuthnConfig, req: &Request<'r>) -> Result<(&'r str, S
         }
     }
     let multiple = || {
-        Denial::of(AuthnReason::MultipleTokens,
+        deny(
+            AuthnReason::MultipleTokens,
             "More than one access token was sent.",
-        )
-        .with_header(
-            "www-authenticate",
-            format!("{REALM}, error=\"invalid_request\""),
+            None,
         )
     };
     let raw = match found.as_slice() {
         [] => {
-            return Err(
-                Denial::of(AuthnReason::MissingToken, "An access token is required.")
-                    .with_header("www-authenticate", REALM),
-            )
+            return Err(deny(
+                AuthnReason::MissingToken,
+                "An access token is required.",
+                None,
+            ))
         }
         [one] => *one,
         _ => return Err(multiple()),
@@ -509,15 +585,17 @@ fn extract_token<'r>(cfg: &AuthnConfig, req: &Request<'r>) -> Result<(&'r str, S
                 (rest.trim_start(), Scheme::Dpop)
             }
             _ => {
-                return Err(Denial::of(AuthnReason::MissingToken,
+                return Err(deny(
+                    AuthnReason::MissingToken,
                     "An access token is required.",
-                )
-                .with_header("www-authenticate", REALM))
+                    None,
+                ))
             }
         }
     };
     if token.len() > src.max_token_bytes {
-        return Err(unauthorized(AuthnReason::TokenTooLarge,
+        return Err(unauthorized(
+            AuthnReason::TokenTooLarge,
             "The access token is too large.",
         ));
     }
@@ -526,7 +604,8 @@ fn extract_token<'r>(cfg: &AuthnConfig, req: &Request<'r>) -> Result<(&'r str, S
         return Err(multiple());
     }
     if token.is_empty() {
-        return Err(unauthorized(AuthnReason::MalformedToken,
+        return Err(unauthorized(
+            AuthnReason::MalformedToken,
             "The access token is malformed.",
         ));
     }
@@ -545,13 +624,15 @@ fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, 
                     // Floor of a non-negative finite date; the cast saturates, never wraps.
                     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
                     Some(f) if f.is_finite() && f >= 0.0 => Ok(Some(f.floor() as u64)),
-                    _ => Err(unauthorized(AuthnReason::MalformedToken,
+                    _ => Err(unauthorized(
+                        AuthnReason::MalformedToken,
                         "A time claim of the token is not a valid date.",
                     )),
                 }
             }
         }
-        Some(_) => Err(unauthorized(AuthnReason::MalformedToken,
+        Some(_) => Err(unauthorized(
+            AuthnReason::MalformedToken,
             "A time claim of the token is not a valid date.",
         )),
     }
@@ -571,7 +652,8 @@ fn string_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<String
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if clean(s) => Ok(Some(s.clone())),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(_) => Err(unauthorized(AuthnReason::InvalidClaim,
+        Some(_) => Err(unauthorized(
+            AuthnReason::InvalidClaim,
             "An identity claim of the token is malformed.",
         )),
     }
@@ -587,7 +669,8 @@ fn list_claim(v: Option<&Value>) -> Result<Vec<String>, Denial> {
                 match x.as_str() {
                     Some(s) => out.push(s.to_string()),
                     None => {
-                        return Err(unauthorized(AuthnReason::InvalidClaim,
+                        return Err(unauthorized(
+                            AuthnReason::InvalidClaim,
                             "A scope or role claim of the token is malformed.",
                         ))
                     }
@@ -596,13 +679,15 @@ fn list_claim(v: Option<&Value>) -> Result<Vec<String>, Denial> {
             out
         }
         Some(_) => {
-            return Err(unauthorized(AuthnReason::InvalidClaim,
+            return Err(unauthorized(
+                AuthnReason::InvalidClaim,
                 "A scope or role claim of the token is malformed.",
             ))
         }
     };
     if items.len() > MAX_CLAIM_ITEMS || !items.iter().all(|s| clean(s) && !s.contains(' ')) {
-        return Err(unauthorized(AuthnReason::InvalidClaim,
+        return Err(unauthorized(
+            AuthnReason::InvalidClaim,
             "A scope or role claim of the token is malformed.",
         ));
     }
@@ -611,16 +696,22 @@ fn list_claim(v: Option<&Value>) -> Result<Vec<String>, Denial> {
 
 fn map_jws(e: JwsError) -> Denial {
     match e {
-        JwsError::Malformed => unauthorized(AuthnReason::MalformedToken, "The access token is malformed."),
-        JwsError::UnsupportedAlgorithm => unauthorized(AuthnReason::UnsupportedAlgorithm,
+        JwsError::Malformed => unauthorized(
+            AuthnReason::MalformedToken,
+            "The access token is malformed.",
+        ),
+        JwsError::UnsupportedAlgorithm => unauthorized(
+            AuthnReason::UnsupportedAlgorithm,
             "The token's signing algorithm is not accepted.",
         ),
-        JwsError::UnsupportedHeader => unauthorized(AuthnReason::InvalidToken,
+        JwsError::UnsupportedHeader => unauthorized(
+            AuthnReason::InvalidToken,
             "The token uses a header extension that is not supported.",
         ),
-        JwsError::BadSignature => {
-            unauthorized(AuthnReason::InvalidSignature, "The token signature is invalid.")
-        }
+        JwsError::BadSignature => unauthorized(
+            AuthnReason::InvalidSignature,
+            "The token signature is invalid.",
+        ),
     }
 }
 
@@ -639,7 +730,8 @@ fn remote_keys<'k>(
         .map_or(0, |r| r.max_staleness);
     match keys.get(provider) {
         Some(set) if now <= set.fetched_at + staleness => Ok(&set.keys),
-        _ => Err(Denial::of(AuthnReason::JwksUnavailable,
+        _ => Err(Denial::of(
+            AuthnReason::JwksUnavailable,
             "The issuer's signing keys are not available right now.",
         )
         .with_header("retry-after", "5")),
@@ -656,8 +748,12 @@ fn verify_token(
 ) -> Result<Verified, Denial> {
     let compact = jws::parse(token).map_err(map_jws)?;
     let payload = jws::b64url(compact.payload_b64).map_err(map_jws)?;
-    let claims: Map<String, Value> = serde_json::from_slice(&payload)
-        .map_err(|_| unauthorized(AuthnReason::MalformedToken, "The token claims are not a JSON object."))?;
+    let claims: Map<String, Value> = serde_json::from_slice(&payload).map_err(|_| {
+        unauthorized(
+            AuthnReason::MalformedToken,
+            "The token claims are not a JSON object.",
+        )
+    })?;
     let issuer = claims.get("iss").and_then(Value::as_str);
     let Some((pidx, provider)) = cfg
         .providers
@@ -665,12 +761,14 @@ fn verify_token(
         .enumerate()
         .find(|(_, p)| Some(p.issuer.as_str()) == issuer)
     else {
-        return Err(unauthorized(AuthnReason::InvalidIssuer,
+        return Err(unauthorized(
+            AuthnReason::InvalidIssuer,
             "The token issuer is not trusted.",
         ));
     };
     if !provider.algorithms.contains(&compact.alg) {
-        return Err(unauthorized(AuthnReason::UnsupportedAlgorithm,
+        return Err(unauthorized(
+            AuthnReason::UnsupportedAlgorithm,
             "The token's signing algorithm is not accepted.",
         ));
     }
@@ -685,7 +783,8 @@ fn verify_token(
         if provider.remote.is_some() {
             *refetch = Some(pidx);
         }
-        return Err(unauthorized(AuthnReason::UnknownKey,
+        return Err(unauthorized(
+            AuthnReason::UnknownKey,
             "The token names a key that is not known.",
         ));
     }
@@ -694,7 +793,8 @@ fn verify_token(
         .into_iter()
         .any(|k| jws::verify_signature(k, compact.alg, input, &compact.signature))
     {
-        return Err(unauthorized(AuthnReason::InvalidSignature,
+        return Err(unauthorized(
+            AuthnReason::InvalidSignature,
             "The token signature is invalid.",
         ));
     }
@@ -744,7 +844,8 @@ fn cnf_member(claims: &Map<String, Value>, name: &str) -> Result<Option<String>,
     match claims.get("cnf").and_then(|c| c.get(name)) {
         None => Ok(None),
         Some(Value::String(t)) if !t.is_empty() && t.len() <= 64 => Ok(Some(t.clone())),
-        Some(_) => Err(unauthorized(AuthnReason::InvalidClaim,
+        Some(_) => Err(unauthorized(
+            AuthnReason::InvalidClaim,
             "The token's confirmation claim is malformed.",
         )),
     }
@@ -785,12 +886,14 @@ fn check_binding(
 ) -> Result<(), Denial> {
     if let Some(want) = &v.cnf_x5t {
         let Some(have) = req.peer_cert_sha256.and_then(hex_to_b64url) else {
-            return Err(unauthorized(AuthnReason::CertificateRequired,
+            return Err(unauthorized(
+                AuthnReason::CertificateRequired,
                 "This token is bound to a client certificate; present it on the connection.",
             ));
         };
         if !ct_eq_str(&have, want) {
-            return Err(unauthorized(AuthnReason::CertificateMismatch,
+            return Err(unauthorized(
+                AuthnReason::CertificateMismatch,
                 "The client certificate is not the one this token is bound to.",
             ));
         }
@@ -802,7 +905,8 @@ fn check_binding(
         Some(Binding::Any) => v.cnf_x5t.is_some() || dpop_proven,
     };
     if !satisfied {
-        return Err(unauthorized(AuthnReason::TokenNotBound,
+        return Err(unauthorized(
+            AuthnReason::TokenNotBound,
             "This route requires a sender-constrained (mTLS- or DPoP-bound) token.",
         ));
     }
@@ -817,20 +921,23 @@ fn check_times(p: &Provider, claims: &Map<String, Value>, now: u64) -> Result<u6
     let valid_until = match exp {
         Some(e) => e.saturating_add(p.skew),
         None if p.require_exp => {
-            return Err(unauthorized(AuthnReason::MissingClaim,
+            return Err(unauthorized(
+                AuthnReason::MissingClaim,
                 "The token has no expiry (`exp`).",
             ))
         }
         None => u64::MAX,
     };
     if now > valid_until {
-        return Err(unauthorized(AuthnReason::TokenExpired,
+        return Err(unauthorized(
+            AuthnReason::TokenExpired,
             "The access token has expired.",
         ));
     }
     let horizon = now.saturating_add(p.skew);
     if nbf.is_some_and(|n| n > horizon) || iat.is_some_and(|i| i > horizon) {
-        return Err(unauthorized(AuthnReason::TokenNotYetValid,
+        return Err(unauthorized(
+            AuthnReason::TokenNotYetValid,
             "The access token is not valid yet.",
         ));
     }
@@ -852,7 +959,8 @@ fn check_audience(p: &Provider, claims: &Map<String, Value>) -> Result<(), Denia
     if ok {
         Ok(())
     } else {
-        Err(unauthorized(AuthnReason::InvalidAudience,
+        Err(unauthorized(
+            AuthnReason::InvalidAudience,
             "The token is not meant for this API.",
         ))
     }

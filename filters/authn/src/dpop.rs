@@ -6,11 +6,11 @@
 //! through the core's CAS loop. Slots bound the memory: a `jti` lives in one of [`SLOTS`] keys
 //! (chosen by a keyed hash), each holding at most [`SLOT_CAPACITY`] unexpired entries.
 
+use crate::decide::AuthnReason;
 use crate::jwk::{Alg, Jwk, KeyPolicy};
 use crate::jws;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use crate::decide::AuthnReason;
 use portcullis_core::deny::Denial;
 use portcullis_core::shared::{self, SharedStore, Step};
 use portcullis_core::slots::Secret;
@@ -193,8 +193,7 @@ pub fn replay_update(existing: Option<&[u8]>, check: &ReplayCheck, now: u64) -> 
 }
 
 fn invalid(cfg: &Dpop, detail: &'static str) -> Denial {
-    Denial::of(AuthnReason::InvalidDpopProof, detail)
-        .with_header("www-authenticate", cfg.challenge("invalid_dpop_proof"))
+    crate::decide::deny(AuthnReason::InvalidDpopProof, detail, Some(cfg))
 }
 
 const PRIVATE_MEMBERS: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
@@ -313,16 +312,18 @@ pub fn check_proof(
     match cnf_jkt {
         Some(want) if want == jkt => {}
         Some(_) => {
-            return Err(Denial::of(AuthnReason::DpopKeyMismatch,
+            return Err(crate::decide::deny(
+                AuthnReason::DpopKeyMismatch,
                 "The access token is bound to a different key.",
-            )
-            .with_header("www-authenticate", cfg.challenge("invalid_token")))
+                Some(cfg),
+            ))
         }
         None => {
-            return Err(Denial::of(AuthnReason::TokenNotBound,
+            return Err(crate::decide::deny(
+                AuthnReason::TokenNotBound,
                 "A DPoP proof needs a DPoP-bound access token.",
-            )
-            .with_header("www-authenticate", cfg.challenge("invalid_token")))
+                Some(cfg),
+            ))
         }
     }
     let digest = Sha256::new()
@@ -340,10 +341,11 @@ pub fn check_proof(
 
 /// The denial for a replayed proof.
 pub fn replayed(cfg: &Dpop) -> Denial {
-    Denial::of(AuthnReason::DpopProofReplayed,
+    crate::decide::deny(
+        AuthnReason::DpopProofReplayed,
         "This DPoP proof was already used.",
+        Some(cfg),
     )
-    .with_header("www-authenticate", cfg.challenge("invalid_dpop_proof"))
 }
 
 /// The shared-data key of the slot a proof is remembered in. The slot comes from a keyed hash
@@ -381,7 +383,8 @@ pub const REPLAY_RETRIES: u32 = 32;
 
 /// The denial when the replay store cannot answer (full slot, host error): fail closed.
 pub fn replay_unavailable() -> Denial {
-    Denial::of(AuthnReason::DpopReplayUnavailable,
+    Denial::of(
+        AuthnReason::DpopReplayUnavailable,
         "DPoP proofs cannot be checked for replay right now.",
     )
     .with_header("retry-after", "1")
@@ -422,10 +425,7 @@ mod tests {
 
     #[test]
     fn replay_slots_remember_expire_and_fill() {
-        let c = |i: u8, until| ReplayCheck {
-            id: [i; 16],
-            until,
-        };
+        let c = |i: u8, until| ReplayCheck { id: [i; 16], until };
         let ReplayOutcome::Fresh(v1) = replay_update(None, &c(1, 100), 10) else {
             panic!()
         };
@@ -442,14 +442,9 @@ mod tests {
         for i in 0..SLOT_CAPACITY {
             let mut id = [0u8; 16];
             id[..8].copy_from_slice(&(i as u64).to_be_bytes());
-            let ReplayOutcome::Fresh(n) = replay_update(
-                Some(&v),
-                &ReplayCheck {
-                    id,
-                    until: 1000,
-                },
-                10,
-            ) else {
+            let ReplayOutcome::Fresh(n) =
+                replay_update(Some(&v), &ReplayCheck { id, until: 1000 }, 10)
+            else {
                 panic!()
             };
             v = n;
@@ -479,11 +474,19 @@ mod store_tests {
     fn a_proof_is_recorded_once_under_cas_mismatches_and_host_errors() {
         let (s, c) = (MemoryStore::new(), cfg());
         let secret = Secret::from_bytes([5; 16]);
-        let check = ReplayCheck { id: [1; 16], until: 100 };
+        let check = ReplayCheck {
+            id: [1; 16],
+            until: 100,
+        };
         let key = replay_key("authn", &secret, &check);
         // Another worker records a different proof between our read and our write.
-        let other = ReplayCheck { id: [2; 16], until: 100 };
-        let ReplayOutcome::Fresh(v) = replay_update(None, &other, 10) else { panic!() };
+        let other = ReplayCheck {
+            id: [2; 16],
+            until: 100,
+        };
+        let ReplayOutcome::Fresh(v) = replay_update(None, &other, 10) else {
+            panic!()
+        };
         s.fault_next_set(Fault::CompetingWrite(key.clone(), v));
         assert_eq!(record(&s, &secret, "authn", &c, &check, 10), Ok(()));
         assert_eq!(s.value(&key).unwrap().len(), 2 * ENTRY, "both proofs kept");
@@ -493,12 +496,25 @@ mod store_tests {
         for _ in 0..=REPLAY_RETRIES {
             s.fault_next_set(Fault::Bump);
         }
-        let third = ReplayCheck { id: [3; 16], until: 100 };
+        let third = ReplayCheck {
+            id: [3; 16],
+            until: 100,
+        };
         let key3 = replay_key("authn", &secret, &third);
         s.raw_set(&key3, &[]);
-        assert_eq!(record(&s, &secret, "authn", &c, &third, 10).unwrap_err().reason, "dpop_replay_unavailable");
+        assert_eq!(
+            record(&s, &secret, "authn", &c, &third, 10)
+                .unwrap_err()
+                .reason,
+            "dpop_replay_unavailable"
+        );
         s.fault_next_get(Fault::HostError);
-        assert_eq!(record(&s, &secret, "authn", &c, &third, 10).unwrap_err().reason, "dpop_replay_unavailable");
+        assert_eq!(
+            record(&s, &secret, "authn", &c, &third, 10)
+                .unwrap_err()
+                .reason,
+            "dpop_replay_unavailable"
+        );
     }
 
     #[test]
@@ -506,10 +522,16 @@ mod store_tests {
         let (a, b) = (Secret::from_bytes([1; 16]), Secret::from_bytes([2; 16]));
         let same = (0..64u8)
             .filter(|i| {
-                let c = ReplayCheck { id: [*i; 16], until: 0 };
+                let c = ReplayCheck {
+                    id: [*i; 16],
+                    until: 0,
+                };
                 replay_key("p", &a, &c) == replay_key("p", &b, &c)
             })
             .count();
-        assert!(same < 4, "{same} of 64 proofs land in the same slot under two secrets");
+        assert!(
+            same < 4,
+            "{same} of 64 proofs land in the same slot under two secrets"
+        );
     }
 }

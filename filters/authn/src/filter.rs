@@ -10,9 +10,7 @@ use portcullis_core::config::ConfigError;
 use portcullis_core::deny::Denial;
 use portcullis_core::identity::IDENTITY_PROPERTY;
 use portcullis_core::metrics::{self, Counter, DenialCounters, DenyLog, Gauge};
-use portcullis_core::port::{
-    CallResponse, Filter, Flow, Host, HostExt, HttpCall, Step, Stream,
-};
+use portcullis_core::port::{CallResponse, Filter, Flow, Host, HostExt, HttpCall, Step, Stream};
 use portcullis_core::slots::Secret;
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
@@ -117,8 +115,10 @@ impl Filter for Authn {
             };
             self.sync_keys(host, i);
             if let (Some(m), Some(set)) = (self.jwks_metrics.get(&i), self.keys.borrow().get(i)) {
-                m.staleness
-                    .set(host, i64::try_from(now.saturating_sub(set.fetched_at)).unwrap_or(i64::MAX));
+                m.staleness.set(
+                    host,
+                    i64::try_from(now.saturating_sub(set.fetched_at)).unwrap_or(i64::MAX),
+                );
             }
             if self.fetching.borrow().values().any(|&v| v == i) {
                 continue;
@@ -339,10 +339,8 @@ impl Stream for AuthnStream {
         // `jti`, across all workers (shared data, CAS).
         let verdict = match (decision.verdict, &decision.replay, &cfg.dpop) {
             (Ok(allowed), Some(check), Some(d)) => match st.secret(host) {
-                Some(secret) => {
-                    crate::dpop::record(host, &secret, &cfg.stat_prefix, d, check, now)
-                        .map(|()| allowed)
-                }
+                Some(secret) => crate::dpop::record(host, &secret, &cfg.stat_prefix, d, check, now)
+                    .map(|()| allowed),
                 None => Err(crate::dpop::replay_unavailable()),
             },
             (v, _, _) => v,
@@ -374,7 +372,10 @@ impl Stream for AuthnStream {
             .is_err()
         {
             log::error!("portcullis authn: could not publish identity; route={route}");
-            let d = Denial::of(AuthnReason::InternalError, "Identity could not be recorded.");
+            let d = Denial::of(
+                AuthnReason::InternalError,
+                "Identity could not be recorded.",
+            );
             return metrics::apply_denial(
                 host,
                 "authn",

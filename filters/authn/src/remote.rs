@@ -11,8 +11,8 @@
 //! Everything here is pure or works through the shared-data port; `filter.rs` makes the calls.
 
 use crate::config::Provider;
-use portcullis_core::shared::{self, SharedStore, Step};
 use crate::jwk::{Jwk, KeyPolicy};
+use portcullis_core::shared::{self, SharedStore, Step};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -415,14 +415,20 @@ pub fn record_fetch(
 ) -> bool {
     if let Ok(b) = body {
         let doc = encode_doc(now, b);
-        let u = shared::update(store, &keys.doc, CTL_RETRIES, |_| Step::Write(doc.clone(), ()));
+        let u = shared::update(store, &keys.doc, CTL_RETRIES, |_| {
+            Step::Write(doc.clone(), ())
+        });
         if u.result.is_err() {
             return false;
         }
     }
     shared::update(store, &keys.ctl, CTL_RETRIES, |v| {
         let ctl = Ctl::decode(v);
-        let next = if body.is_ok() { ctl.succeeded(now) } else { ctl.failed() };
+        let next = if body.is_ok() {
+            ctl.succeeded(now)
+        } else {
+            ctl.failed()
+        };
         Step::Write(next.encode(), ())
     })
     .result
@@ -487,7 +493,11 @@ mod tests {
         // Another worker claims between our read and our write: we lose, and see its lease.
         let theirs = Ctl::default().claim(&r, 1000).encode();
         store.fault_next_set(Fault::CompetingWrite(k.ctl.clone(), theirs));
-        assert_eq!(claim_fetch(&store, &k, &r, 1000), None, "the lease is taken");
+        assert_eq!(
+            claim_fetch(&store, &k, &r, 1000),
+            None,
+            "the lease is taken"
+        );
         // After the lease expires we claim; a bump on our write is retried and still wins.
         store.fault_next_set(Fault::Bump);
         assert!(claim_fetch(&store, &k, &r, 1010).is_some());

@@ -390,10 +390,19 @@ fn decisions_table() {
         let d = run(&cfg, &mut cache, method, path, token.as_deref());
         assert_eq!(reason(&d), want, "case `{name}`");
         if let Err(den) = &d.verdict {
-            assert!(
-                AuthnReason::ALL.iter().any(|r| r.code() == den.reason),
-                "reason `{}` is not an AuthnReason",
-                den.reason
+            let r = AuthnReason::ALL
+                .iter()
+                .find(|r| r.code() == den.reason)
+                .unwrap_or_else(|| panic!("reason `{}` is not an AuthnReason", den.reason));
+            let header = den
+                .headers
+                .iter()
+                .find(|(k, _)| *k == "www-authenticate")
+                .map(|(_, v)| v.clone());
+            assert_eq!(
+                header,
+                r.www_authenticate(cfg.dpop.as_ref()),
+                "case `{name}`: the challenge comes from the reason's table"
             );
         }
     }

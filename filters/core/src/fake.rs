@@ -266,12 +266,19 @@ impl Host for FakeHost<'_> {
     }
 
     fn add_request_header(&self, name: &str, value: &str) {
-        self.with_stream(|s| s.request_headers.push((name.to_string(), value.to_string())));
+        self.with_stream(|s| {
+            s.request_headers
+                .push((name.to_string(), value.to_string()))
+        });
     }
 
     fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
-        self.with_stream(|s| s.request_body.get(start..start.saturating_add(len).min(s.request_body.len())).map(<[u8]>::to_vec))
-            .flatten()
+        self.with_stream(|s| {
+            s.request_body
+                .get(start..start.saturating_add(len).min(s.request_body.len()))
+                .map(<[u8]>::to_vec)
+        })
+        .flatten()
     }
 
     fn replace_request_body(&self, len: usize, body: &[u8]) -> Result<(), HostError> {
@@ -311,8 +318,12 @@ impl Host for FakeHost<'_> {
     }
 
     fn response_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
-        self.with_stream(|s| s.response_body.get(start..start.saturating_add(len).min(s.response_body.len())).map(<[u8]>::to_vec))
-            .flatten()
+        self.with_stream(|s| {
+            s.response_body
+                .get(start..start.saturating_add(len).min(s.response_body.len()))
+                .map(<[u8]>::to_vec)
+        })
+        .flatten()
     }
 
     fn replace_response_body(&self, len: usize, body: &[u8]) -> Result<(), HostError> {
@@ -745,7 +756,13 @@ impl Gateway {
         }
     }
 
-    fn answer_root_calls(&self, name: &str, f: &dyn DynFilter, tick: &Cell<Option<Duration>>, from: usize) {
+    fn answer_root_calls(
+        &self,
+        name: &str,
+        f: &dyn DynFilter,
+        tick: &Cell<Option<Duration>>,
+        from: usize,
+    ) {
         // Tokens count calls from 1: call n (0-based) has token n + 1.
         let made: Vec<(u32, Outbound)> = {
             let calls = self.process.calls.borrow();
@@ -807,8 +824,14 @@ impl Gateway {
     /// path normalisation, the client address.
     fn edge_request(&self, req: &Request, st: &mut StreamState) -> Option<LocalReply> {
         let e = &self.edge;
-        if e.underscores == UnderscoreAction::Reject && req.headers.iter().any(|(k, _)| k.contains('_')) {
-            return Some(Self::envoy_reply(400, "http1.unexpected_underscore", "Bad Request"));
+        if e.underscores == UnderscoreAction::Reject
+            && req.headers.iter().any(|(k, _)| k.contains('_'))
+        {
+            return Some(Self::envoy_reply(
+                400,
+                "http1.unexpected_underscore",
+                "Bad Request",
+            ));
         }
         let mut headers: Vec<(String, String)> = req
             .headers
@@ -827,8 +850,16 @@ impl Gateway {
                 None => (path.as_str(), None),
             };
             let lower = p.to_ascii_lowercase();
-            if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") || p.contains('#') {
-                return Some(Self::envoy_reply(400, "path_normalization_failed", "Bad Request"));
+            if lower.contains("%2f")
+                || lower.contains("%5c")
+                || lower.contains("%00")
+                || p.contains('#')
+            {
+                return Some(Self::envoy_reply(
+                    400,
+                    "path_normalization_failed",
+                    "Bad Request",
+                ));
             }
             let merged = merge_slashes(&p.replace('\\', "/"));
             let resolved = remove_dot_segments(&merged);
@@ -839,7 +870,12 @@ impl Gateway {
         }
         let peer = req.source.clone();
         let client = if e.trusted_hops == 0 {
-            for h in ["x-forwarded-for", "x-forwarded-host", "x-forwarded-port", "x-forwarded-prefix"] {
+            for h in [
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-port",
+                "x-forwarded-prefix",
+            ] {
                 set(&mut headers, h, None);
             }
             peer.clone()
@@ -868,7 +904,10 @@ impl Gateway {
         let mut all = vec![
             (":method".to_string(), req.method.clone()),
             (":path".to_string(), path),
-            (":authority".to_string(), get(&req.headers, "host").unwrap_or("gateway").to_string()),
+            (
+                ":authority".to_string(),
+                get(&req.headers, "host").unwrap_or("gateway").to_string(),
+            ),
             (":scheme".to_string(), "http".to_string()),
         ];
         all.extend(headers.into_iter().filter(|(k, _)| k != "host"));
@@ -894,7 +933,8 @@ impl Gateway {
         let w = &self.workers[worker % self.workers.len()];
         let steps = RefCell::new(Vec::new());
         let st = RefCell::new(StreamState::default());
-        let mut streams: Vec<Box<dyn DynStream>> = w.filters.iter().map(|(_, f, _)| f.stream()).collect();
+        let mut streams: Vec<Box<dyn DynStream>> =
+            w.filters.iter().map(|(_, f, _)| f.stream()).collect();
         let host = |i: usize| FakeHost {
             process: &self.process,
             stream: Some(&st),
@@ -947,7 +987,9 @@ impl Gateway {
                     return finish(&mut streams, ex);
                 }
             }
-            if self.edge.max_request_bytes > 0 && st.borrow().request_body.len() > self.edge.max_request_bytes {
+            if self.edge.max_request_bytes > 0
+                && st.borrow().request_body.len() > self.edge.max_request_bytes
+            {
                 let r = Self::envoy_reply(413, "request_payload_too_large", "Payload Too Large");
                 let n = streams.len();
                 let ex = self.encode_local(&mut streams[..n], r, &st, &host);
@@ -964,7 +1006,9 @@ impl Gateway {
                 .cloned()
                 .collect();
             UpstreamRequest {
-                method: get(&s.request_headers, ":method").unwrap_or("GET").to_string(),
+                method: get(&s.request_headers, ":method")
+                    .unwrap_or("GET")
+                    .to_string(),
                 path: get(&s.request_headers, ":path").unwrap_or("/").to_string(),
                 headers,
                 body: s.request_body.clone(),
@@ -997,7 +1041,11 @@ impl Gateway {
             }
         }
         let held = self.edge.response_hold
-            && st.borrow().response_headers.iter().any(|(k, _)| k == HOLD_HEADER);
+            && st
+                .borrow()
+                .response_headers
+                .iter()
+                .any(|(k, _)| k == HOLD_HEADER);
         if !body_empty {
             st.borrow_mut().response_body = answer.body.clone();
             for i in (0..n).rev() {
@@ -1038,12 +1086,20 @@ impl Gateway {
         let status = get(&s.response_headers, ":status")
             .and_then(|v| v.parse().ok())
             .unwrap_or(answer.status);
-        let body = if up.method == "HEAD" { Vec::new() } else { s.response_body.clone() };
+        let body = if up.method == "HEAD" {
+            Vec::new()
+        } else {
+            s.response_body.clone()
+        };
         drop(s);
         finish(
             &mut streams,
             Exchange {
-                response: Response { status, headers, body },
+                response: Response {
+                    status,
+                    headers,
+                    body,
+                },
                 decided_by: None,
                 upstream: Some(up),
                 steps: Vec::new(),
@@ -1071,7 +1127,11 @@ impl Gateway {
         if pending.is_empty() {
             // Buffering (a body callback before end of stream never happens here) — or a
             // stream that would hang in Envoy. Treat it as the stream timing out.
-            return Some(Self::envoy_reply(504, "stream_idle_timeout", "stream timeout"));
+            return Some(Self::envoy_reply(
+                504,
+                "stream_idle_timeout",
+                "stream timeout",
+            ));
         }
         st.borrow_mut().resumed = false;
         let calls = self.process.calls.borrow().clone();
@@ -1093,7 +1153,11 @@ impl Gateway {
         if st.borrow().resumed {
             None
         } else {
-            Some(Self::envoy_reply(504, "stream_idle_timeout", "stream timeout"))
+            Some(Self::envoy_reply(
+                504,
+                "stream_idle_timeout",
+                "stream timeout",
+            ))
         }
     }
 

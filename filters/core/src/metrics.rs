@@ -61,7 +61,10 @@ impl ReasonCounters {
                 .iter()
                 .map(|r| {
                     let code = r.code();
-                    (code, Counter::define(host, &format!("{prefix}.{kind}.{code}")))
+                    (
+                        code,
+                        Counter::define(host, &format!("{prefix}.{kind}.{code}")),
+                    )
                 })
                 .collect(),
         )
@@ -136,7 +139,10 @@ pub fn apply_denial<H: Host>(
 ) -> Flow {
     let shadow = mode == Mode::Shadow;
     if host.explaining() {
-        let outcome = format!("deny {} {} — {}", denial.status, denial.reason, denial.detail);
+        let outcome = format!(
+            "deny {} {} — {}",
+            denial.status, denial.reason, denial.detail
+        );
         host.explain(Step {
             filter: String::new(),
             matched: route.to_string(),

@@ -243,9 +243,14 @@ mod tests {
         assert_eq!(t.slots(), 16);
         let other = Secret::from_bytes([8; 16]);
         let moved = (0..200u32)
-            .filter(|i| t.locate(&S, &i.to_le_bytes()).key != t.locate(&other, &i.to_le_bytes()).key)
+            .filter(|i| {
+                t.locate(&S, &i.to_le_bytes()).key != t.locate(&other, &i.to_le_bytes()).key
+            })
             .count();
-        assert!(moved > 150, "another secret scatters ids elsewhere ({moved}/200)");
+        assert!(
+            moved > 150,
+            "another secret scatters ids elsewhere ({moved}/200)"
+        );
         for i in 0..1000u32 {
             let slot = t.locate(&S, &i.to_le_bytes());
             let n: u32 = slot.key.rsplit(".s").next().unwrap().parse().unwrap();
@@ -264,14 +269,25 @@ mod tests {
         assert_eq!(t.find(Some(&v), 22, idle, slack), Place::Append);
         let v = t.put(Some(&v), Place::Append, 22, &[3]);
         // Full, both busy: the tighter (3) is charged.
-        assert_eq!(t.find(Some(&v), 33, idle, slack), Place::Shared(1, &[3][..]));
+        assert_eq!(
+            t.find(Some(&v), 33, idle, slack),
+            Place::Shared(1, &[3][..])
+        );
         let v = t.put(Some(&v), Place::Shared(1, &[3]), 33, &[2]);
-        assert_eq!(t.find(Some(&v), 22, idle, slack), Place::Own(1, &[2][..]), "the charge landed on 22's entry");
+        assert_eq!(
+            t.find(Some(&v), 22, idle, slack),
+            Place::Own(1, &[2][..]),
+            "the charge landed on 22's entry"
+        );
         // An idle entry is reused for a newcomer.
         let v = t.put(Some(&v), Place::Own(0, &[5]), 11, &[0]);
         assert_eq!(t.find(Some(&v), 44, idle, slack), Place::Reuse(0));
         let v = t.put(Some(&v), Place::Reuse(0), 44, &[9]);
         assert_eq!(t.find(Some(&v), 44, idle, slack), Place::Own(0, &[9][..]));
-        assert_eq!(v.len(), t.max_value_bytes(), "never more than `ways` entries");
+        assert_eq!(
+            v.len(),
+            t.max_value_bytes(),
+            "never more than `ways` entries"
+        );
     }
 }

@@ -7,10 +7,15 @@ use crate::codec::{self, Coding, DecodeError};
 use crate::config::{BinaryPolicy, OnUnmaskable, PiiConfig, Route};
 use crate::json::{self, Json};
 use crate::mask::{self, Caller, HeaderOutcome, Report};
-use portcullis_core::deny::Denial;
+use portcullis_core::deny::{Denial, Reason};
 
-/// Stable reason codes this filter answers with.
-pub const REASONS: &[&str] = &["unmaskable_body"];
+portcullis_core::reasons! {
+    /// Every reason code the pii filter answers with (the `cause` member says why).
+    pub enum PiiReason for "pii" {
+        /// A body that cannot be masked: 502 for a response, 413 or 422 for an egress request.
+        UnmaskableBody = ("unmaskable_body", 502),
+    }
+}
 
 /// Why a body could not be masked (the `cause` member of the problem+json body and the
 /// metric name).
@@ -95,8 +100,13 @@ impl Cause {
             (false, Cause::TooLarge | Cause::OutputTooLarge) => 413,
             (false, _) => 422,
         };
-        Denial::new("pii", status, "unmaskable_body", self.detail())
-            .with_member("cause", serde_json::Value::from(self.name()))
+        Denial::new(
+            PiiReason::FILTER,
+            status,
+            PiiReason::UnmaskableBody.code(),
+            self.detail(),
+        )
+        .with_member("cause", serde_json::Value::from(self.name()))
     }
 }
 

@@ -153,7 +153,13 @@ impl PiiStream {
     }
 
     /// Applies how a body ended; returns the flow for the callback.
-    fn conclude<H: Host>(&mut self, host: &H, finished: Finished, response: bool, size: usize) -> Flow {
+    fn conclude<H: Host>(
+        &mut self,
+        host: &H,
+        finished: Finished,
+        response: bool,
+        size: usize,
+    ) -> Flow {
         let st = self.root.clone();
         let route_name = self.route_name();
         let dir = direction(response);
@@ -183,7 +189,11 @@ impl PiiStream {
                 if let Some(c) = st.metrics.passed_unmaskable.get(cause.name()) {
                     c.inc(host);
                 }
-                self.explain(host, format!("{dir} passed unmasked ({})", cause.name()), Vec::new());
+                self.explain(
+                    host,
+                    format!("{dir} passed unmasked ({})", cause.name()),
+                    Vec::new(),
+                );
                 log::warn!("portcullis pii: {dir} body passed unmasked route={route_name} cause={} (on_unmaskable: pass)", cause.name());
                 Flow::Continue
             }
@@ -294,7 +304,13 @@ impl PiiStream {
     }
 
     /// Buffers, then masks, one body. `response` selects the direction.
-    fn on_body<H: Host>(&mut self, host: &H, size: usize, end_of_stream: bool, response: bool) -> Flow {
+    fn on_body<H: Host>(
+        &mut self,
+        host: &H,
+        size: usize,
+        end_of_stream: bool,
+        response: bool,
+    ) -> Flow {
         let pending = if response {
             &self.response
         } else {
@@ -425,12 +441,17 @@ impl Stream for PiiStream {
         self.route = Some(index);
         // Scopes and tenant come from the identity authn verified (filter state no client can
         // write), never from request headers.
-        if let Some(id) = Identity::from_filter_state(host.property(&[IDENTITY_PROPERTY]).as_deref())
+        if let Some(id) =
+            Identity::from_filter_state(host.property(&[IDENTITY_PROPERTY]).as_deref())
         {
             self.scopes = id.scopes;
             self.tenant = id.tenant;
         }
-        self.explain(host, "masking".into(), vec![format!("pii.route:{}", route.name)]);
+        self.explain(
+            host,
+            "masking".into(),
+            vec![format!("pii.route:{}", route.name)],
+        );
         self.edit(host, false, &decide::request_edits(route, !end_of_stream));
         if let Err(cause) = self.mask_header_map(host, &headers, false) {
             return self.refuse_early(host, cause, false);

@@ -5,11 +5,11 @@
 use crate::bucket::{Limit, Outcome};
 use crate::config::{CompiledLimit, FailureMode, HeaderStyle, KeySource, RateLimitConfig};
 use crate::store::{self, Bucket, TakeError};
-use portcullis_core::shared::SharedStore;
-use portcullis_core::slots::Secret;
 use portcullis_core::deny::Denial;
 use portcullis_core::identity::{AuthMethod, Identity};
 use portcullis_core::path;
+use portcullis_core::shared::SharedStore;
+use portcullis_core::slots::Secret;
 use serde_json::json;
 
 portcullis_core::reasons! {
@@ -91,7 +91,10 @@ pub fn client_ip(source_address: Option<&str>, v4_prefix: u8, v6_prefix: u8) -> 
         std::net::IpAddr::V4(v4) if v4_prefix >= 32 => v4.to_string(),
         std::net::IpAddr::V4(v4) => {
             let mask = u32::MAX.checked_shl(32 - u32::from(v4_prefix)).unwrap_or(0);
-            format!("{}/{v4_prefix}", std::net::Ipv4Addr::from(u32::from(v4) & mask))
+            format!(
+                "{}/{v4_prefix}",
+                std::net::Ipv4Addr::from(u32::from(v4) & mask)
+            )
         }
         std::net::IpAddr::V6(v6) => {
             // An IPv4-mapped address is an IPv4 client.
@@ -101,8 +104,13 @@ pub fn client_ip(source_address: Option<&str>, v4_prefix: u8, v6_prefix: u8) -> 
             if v6_prefix >= 128 {
                 v6.to_string()
             } else {
-                let mask = u128::MAX.checked_shl(128 - u32::from(v6_prefix)).unwrap_or(0);
-                format!("{}/{v6_prefix}", std::net::Ipv6Addr::from(u128::from(v6) & mask))
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(v6_prefix))
+                    .unwrap_or(0);
+                format!(
+                    "{}/{v6_prefix}",
+                    std::net::Ipv6Addr::from(u128::from(v6) & mask)
+                )
             }
         }
     })
@@ -139,7 +147,6 @@ fn tier<'c>(cfg: &'c RateLimitConfig, req: &Request<'c>) -> Option<&'c str> {
         .map(String::as_str)
         .or(id.tier.as_deref())
 }
-
 
 /// Decides one request at `now_ns`.
 pub fn decide(
@@ -332,7 +339,11 @@ mod tests {
     /// Units left for a limit's key, read back from the store.
     fn left(c: &RateLimitConfig, s: &FakeStore, limit: &str, key: &str) -> Option<u64> {
         let l = c.limits.iter().find(|l| l.name == limit).unwrap();
-        let b = Bucket { table: &l.table, slot: slot_of(c, limit, key), limit: l.limit };
+        let b = Bucket {
+            table: &l.table,
+            slot: slot_of(c, limit, key),
+            limit: l.limit,
+        };
         s.value(&b.slot.key)?;
         Some(store::peek(s, &b, 100 * S, 0).unwrap().remaining)
     }
@@ -391,7 +402,11 @@ mod tests {
         assert_eq!(d.verdict.as_ref().unwrap().len(), 2);
         let d = run(&c, &s, Some(&i), "GET", "/x", &[]);
         assert_eq!(d.limited_by.as_deref(), Some("app"));
-        assert_eq!(left(&c, &s, "tenant", "tenant:acme"), Some(9), "the app refusal took no tenant token");
+        assert_eq!(
+            left(&c, &s, "tenant", "tenant:acme"),
+            Some(9),
+            "the app refusal took no tenant token"
+        );
     }
 
     #[test]
@@ -403,8 +418,16 @@ mod tests {
         run(&c, &s, None, "GET", "/", &[]);
         let anon = Identity::anonymous();
         run(&c, &s, Some(&anon), "GET", "/", &[]);
-        assert_eq!(left(&c, &s, "t", "ip:192.0.2.7"), Some(3), "both fell back to the IP");
-        assert_eq!(s.len(), 1, "no shared `tenant:` bucket for anonymous callers");
+        assert_eq!(
+            left(&c, &s, "t", "ip:192.0.2.7"),
+            Some(3),
+            "both fell back to the IP"
+        );
+        assert_eq!(
+            s.len(),
+            1,
+            "no shared `tenant:` bucket for anonymous callers"
+        );
     }
 
     #[test]
@@ -417,7 +440,11 @@ mod tests {
         run(&c, &s, None, "GET", "/", &[("x-plan", "random-123")]);
         assert_eq!(left(&c, &s, "h", "hdr:gold"), Some(4));
         assert_eq!(left(&c, &s, "h", "ip:192.0.2.7"), Some(4));
-        assert_eq!(left(&c, &s, "h", "hdr:random-123"), None, "no key from client input");
+        assert_eq!(
+            left(&c, &s, "h", "hdr:random-123"),
+            None,
+            "no key from client input"
+        );
     }
 
     #[test]
@@ -425,26 +452,43 @@ mod tests {
         let ip = |src: &str, v4: u8, v6: u8| client_ip(Some(src), v4, v6);
         assert_eq!(ip("10.0.0.1:1", 32, 64).as_deref(), Some("10.0.0.1"));
         assert_eq!(ip("10.1.2.3:1", 24, 64).as_deref(), Some("10.1.2.0/24"));
-        assert_eq!(ip("[2001:db8:1:2:3:4:5:6]:443", 32, 64).as_deref(), Some("2001:db8:1:2::/64"));
+        assert_eq!(
+            ip("[2001:db8:1:2:3:4:5:6]:443", 32, 64).as_deref(),
+            Some("2001:db8:1:2::/64")
+        );
         assert_eq!(
             ip("[2001:db8:1:2:ffff::1]:443", 32, 64),
             ip("[2001:db8:1:2::9]:1", 32, 64),
             "one /64, one bucket"
         );
         assert_eq!(ip("[::1]:8080", 32, 128).as_deref(), Some("::1"));
-        assert_eq!(ip("[::ffff:192.0.2.9]:1", 32, 64).as_deref(), Some("192.0.2.9"), "IPv4-mapped");
+        assert_eq!(
+            ip("[::ffff:192.0.2.9]:1", 32, 64).as_deref(),
+            Some("192.0.2.9"),
+            "IPv4-mapped"
+        );
         assert_eq!(ip("envoy://internal", 32, 64).as_deref(), Some("other"));
         assert_eq!(client_ip(None, 32, 64), None);
     }
 
     #[test]
     fn forwarding_headers_never_change_the_key() {
-        let c = cfg(json!({"limits": [{"name": "ip", "key": "ip", "rate": {"burst": 1, "refill": 1, "period_seconds": 3600}}]}));
+        let c = cfg(
+            json!({"limits": [{"name": "ip", "key": "ip", "rate": {"burst": 1, "refill": 1, "period_seconds": 3600}}]}),
+        );
         let s = FakeStore::default();
         assert!(run(&c, &s, None, "GET", "/", &[]).verdict.is_ok());
-        for (h, v) in [("x-forwarded-for", "203.0.113.5"), ("x-real-ip", "203.0.113.6"), ("forwarded", "for=203.0.113.7")] {
+        for (h, v) in [
+            ("x-forwarded-for", "203.0.113.5"),
+            ("x-real-ip", "203.0.113.6"),
+            ("forwarded", "for=203.0.113.7"),
+        ] {
             let d = run(&c, &s, None, "GET", "/", &[(h, v)]);
-            assert_eq!(d.limited_by.as_deref(), Some("ip"), "{h} minted no fresh bucket");
+            assert_eq!(
+                d.limited_by.as_deref(),
+                Some("ip"),
+                "{h} minted no fresh bucket"
+            );
         }
     }
 

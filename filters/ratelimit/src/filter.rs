@@ -201,7 +201,11 @@ impl Stream for RateLimitStream {
                         .collect();
                     host.explain(Step {
                         filter: String::new(),
-                        matched: if left.is_empty() { "-".into() } else { left.join(", ") },
+                        matched: if left.is_empty() {
+                            "-".into()
+                        } else {
+                            left.join(", ")
+                        },
                         outcome: "allow".into(),
                         hits: hits(&mut applied.iter().map(|a| a.name.as_str())),
                     });

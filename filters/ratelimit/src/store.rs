@@ -47,12 +47,9 @@ impl Bucket<'_> {
     fn place<'v>(&self, value: Option<&'v [u8]>, now_ns: u64) -> (Place<'v>, Option<State>) {
         let left = |p: &[u8]| self.limit.take(decode(p), now_ns, 0).remaining;
         let capacity = self.limit.capacity();
-        let place = self.table.find(
-            value,
-            self.slot.fingerprint,
-            |p| left(p) >= capacity,
-            left,
-        );
+        let place = self
+            .table
+            .find(value, self.slot.fingerprint, |p| left(p) >= capacity, left);
         let state = match place {
             Place::Own(_, p) | Place::Shared(_, p) => decode(p),
             Place::Reuse(_) | Place::Append => None,
@@ -112,10 +109,7 @@ pub fn refund(store: &dyn SharedStore, b: &Bucket<'_>, now_ns: u64, cost: u64, m
             Limit::Bucket { burst, .. } => st.level = (st.level + cost * 1_000).min(burst * 1_000),
             Limit::Quota { .. } => st.level = st.level.saturating_sub(cost),
         }
-        Step::Write(
-            b.table.put(v, place, b.slot.fingerprint, &st.encode()),
-            (),
-        )
+        Step::Write(b.table.put(v, place, b.slot.fingerprint, &st.encode()), ())
     });
 }
 
@@ -261,7 +255,12 @@ mod tests {
             }
         }
         assert_eq!(admitted, 20, "10 per burst, exactly");
-        assert!(s.len() <= t.slots() as usize, "{} keys for {} slots", s.len(), t.slots());
+        assert!(
+            s.len() <= t.slots() as usize,
+            "{} keys for {} slots",
+            s.len(),
+            t.slots()
+        );
         assert!(s.bytes() <= t.slots() as usize * (t.max_value_bytes() + 16));
     }
 }

@@ -45,8 +45,14 @@ impl Metrics {
                 .iter()
                 .map(|(_, r)| {
                     let m = RouteMetrics {
-                        validated: Counter::define(host, &name(&format!("route.{}.validated", r.name))),
-                        rejected: Counter::define(host, &name(&format!("route.{}.rejected", r.name))),
+                        validated: Counter::define(
+                            host,
+                            &name(&format!("route.{}.validated", r.name)),
+                        ),
+                        rejected: Counter::define(
+                            host,
+                            &name(&format!("route.{}.rejected", r.name)),
+                        ),
                     };
                     (r.name.clone(), m)
                 })
@@ -112,7 +118,11 @@ impl SchemaStream {
         let st = self.root.clone();
         self.route = None;
         let route = self.route_name.as_deref().unwrap_or("-");
-        if let Some(m) = self.route_name.as_ref().and_then(|n| st.metrics.routes.get(n)) {
+        if let Some(m) = self
+            .route_name
+            .as_ref()
+            .and_then(|n| st.metrics.routes.get(n))
+        {
             m.rejected.inc(host);
         }
         metrics::apply_denial(

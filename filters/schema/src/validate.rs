@@ -107,7 +107,8 @@ pub fn check_head(cfg: &SchemaConfig, head: &Head<'_>) -> (Option<String>, HeadO
             Unmatched::Allow => (None, HeadOutcome::Pass),
             Unmatched::Deny => (
                 None,
-                HeadOutcome::Deny(Denial::of(SchemaReason::RouteNotAllowed,
+                HeadOutcome::Deny(Denial::of(
+                    SchemaReason::RouteNotAllowed,
                     "No schema rule covers this method and path.",
                 )),
             ),
@@ -118,14 +119,16 @@ pub fn check_head(cfg: &SchemaConfig, head: &Head<'_>) -> (Option<String>, HeadO
     for rule in &route.headers {
         match (head.header)(&rule.name).as_deref() {
             None if rule.required => {
-                let d = Denial::of(SchemaReason::MissingHeader,
+                let d = Denial::of(
+                    SchemaReason::MissingHeader,
                     "A required request header is missing.",
                 )
                 .with_member("header", json!(rule.name));
                 return (name, HeadOutcome::Deny(d));
             }
             Some(v) if rule.pattern.as_ref().is_some_and(|p| !p.is_match(v)) => {
-                let d = Denial::of(SchemaReason::InvalidHeader,
+                let d = Denial::of(
+                    SchemaReason::InvalidHeader,
                     "A request header does not have the required format.",
                 )
                 .with_member("header", json!(rule.name));
@@ -144,7 +147,8 @@ pub fn check_head(cfg: &SchemaConfig, head: &Head<'_>) -> (Option<String>, HeadO
         return match req.body {
             BodyRule::Required => (
                 name,
-                HeadOutcome::Deny(Denial::of(SchemaReason::MissingBody,
+                HeadOutcome::Deny(Denial::of(
+                    SchemaReason::MissingBody,
                     "This request needs a JSON body.",
                 )),
             ),
@@ -156,7 +160,8 @@ pub fn check_head(cfg: &SchemaConfig, head: &Head<'_>) -> (Option<String>, HeadO
         &req.content_types,
         (head.header)("content-type").as_deref(),
     ) {
-        let d = Denial::of(SchemaReason::UnsupportedMediaType,
+        let d = Denial::of(
+            SchemaReason::UnsupportedMediaType,
             "The request body must be JSON.",
         )
         .with_header("accept-post", req.content_types.join(", "));
@@ -176,7 +181,8 @@ pub fn check_head(cfg: &SchemaConfig, head: &Head<'_>) -> (Option<String>, HeadO
 
 /// The denial for a body over its limit.
 pub fn too_large() -> Denial {
-    Denial::of(SchemaReason::BodyTooLarge,
+    Denial::of(
+        SchemaReason::BodyTooLarge,
         "The request body is larger than this route accepts.",
     )
 }
@@ -184,8 +190,14 @@ pub fn too_large() -> Denial {
 fn scan_denial(e: ScanError) -> Denial {
     let (reason, detail) = match e {
         ScanError::TooLarge => return too_large(),
-        ScanError::InvalidUtf8 => (SchemaReason::InvalidUtf8, "The request body is not valid UTF-8."),
-        ScanError::Malformed => (SchemaReason::MalformedJson, "The request body is not valid JSON."),
+        ScanError::InvalidUtf8 => (
+            SchemaReason::InvalidUtf8,
+            "The request body is not valid UTF-8.",
+        ),
+        ScanError::Malformed => (
+            SchemaReason::MalformedJson,
+            "The request body is not valid JSON.",
+        ),
         ScanError::LoneSurrogate => (
             SchemaReason::LoneSurrogate,
             "The request body contains an unpaired UTF-16 surrogate escape.",
@@ -198,7 +210,10 @@ fn scan_denial(e: ScanError) -> Denial {
             SchemaReason::DuplicateKey,
             "The request body repeats a member name in one object.",
         ),
-        ScanError::TooDeep => (SchemaReason::TooDeep, "The request body is nested too deeply."),
+        ScanError::TooDeep => (
+            SchemaReason::TooDeep,
+            "The request body is nested too deeply.",
+        ),
         ScanError::ArrayTooLong => (
             SchemaReason::ArrayTooLong,
             "The request body has an array that is too long.",
@@ -225,7 +240,8 @@ pub fn check_body(cfg: &SchemaConfig, route: usize, body: &[u8]) -> Result<(), D
     };
     if body.is_empty() {
         return match req.body {
-            BodyRule::Required => Err(Denial::of(SchemaReason::MissingBody,
+            BodyRule::Required => Err(Denial::of(
+                SchemaReason::MissingBody,
                 "This request needs a JSON body.",
             )),
             BodyRule::Optional => Ok(()),
@@ -234,7 +250,8 @@ pub fn check_body(cfg: &SchemaConfig, route: usize, body: &[u8]) -> Result<(), D
     match violations(&req.validator, &req.limits, body, cfg.max_errors) {
         Ok(()) => Ok(()),
         Err(Problem::Structure(e)) => Err(scan_denial(e)),
-        Err(Problem::Schema { errors, total }) => Err(Denial::of(SchemaReason::SchemaViolation,
+        Err(Problem::Schema { errors, total }) => Err(Denial::of(
+            SchemaReason::SchemaViolation,
             "The request body does not match the schema for this route.",
         )
         .with_member("errors", Value::Array(errors))
@@ -298,7 +315,8 @@ pub fn check_response(
     body: &[u8],
 ) -> Result<(), Denial> {
     let violation = |members: Vec<(&'static str, Value)>| {
-        let mut d = Denial::of(SchemaReason::ResponseContractViolation,
+        let mut d = Denial::of(
+            SchemaReason::ResponseContractViolation,
             "The upstream response does not match the contract for this route.",
         );
         for (k, v) in members {

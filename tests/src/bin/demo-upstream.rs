@@ -502,7 +502,10 @@ fn admin(req: &Req, rec: &Shared) -> Option<Resp> {
                 }
                 None => v["body"].as_str().unwrap_or("").as_bytes().to_vec(),
             };
-            let status = v["status"].as_u64().and_then(|s| u16::try_from(s).ok()).unwrap_or(200);
+            let status = v["status"]
+                .as_u64()
+                .and_then(|s| u16::try_from(s).ok())
+                .unwrap_or(200);
             let mut resp = Resp::new(status, "", body);
             resp.headers = headers;
             r.scripts.insert(id.to_string(), resp);
