@@ -9,22 +9,22 @@
 //! - [`charset`]: text encodings, decoded and written back;
 //! - [`mask`]: the engine; [`number`]: what a JSON number denotes; [`codec`]: content
 //!   codings; [`decide`]: the filter's decisions;
-//! - [`filter`]: the callbacks, written once over the core's host port.
+//! - [`callbacks`]: the callbacks, written once over the core's host port.
 
 pub mod action;
+pub mod callbacks;
 pub mod charset;
 pub mod codec;
 pub mod config;
 pub mod decide;
 pub mod detect;
-pub mod filter;
 pub mod json;
 pub mod jsonpath;
 pub mod mask;
 pub mod number;
 
-pub use filter::Pii;
+pub use callbacks::Pii;
 
-// The module's proxy-wasm entry point: everything else is in `filter`.
+// The proxy-wasm entry point (wasm32 only): a few lines that hand the ABI to the callbacks.
 #[cfg(target_arch = "wasm32")]
-proxy_wasm::main! {{ portcullis_core::host::register::<Pii>(); }}
+mod filter;

@@ -2,17 +2,17 @@
 //! Envoy shared data, exact under many workers (CAS), with standard rate-limit headers.
 //!
 //! The decision core ([`bucket`], [`store`], [`config`], [`decide`]) is plain Rust;
-//! [`filter`] holds the callbacks, written once over the core's host port and run by Envoy,
+//! [`callbacks`] holds the callbacks, written once over the core's host port and run by Envoy,
 //! by the fake host in native tests, and by `portcullis test`.
 
 pub mod bucket;
+pub mod callbacks;
 pub mod config;
 pub mod decide;
-pub mod filter;
 pub mod store;
 
-pub use filter::RateLimit;
+pub use callbacks::RateLimit;
 
-// The module's proxy-wasm entry point: everything else is in `filter`.
+// The proxy-wasm entry point (wasm32 only): a few lines that hand the ABI to the callbacks.
 #[cfg(target_arch = "wasm32")]
-proxy_wasm::main! {{ portcullis_core::host::register::<RateLimit>(); }}
+mod filter;

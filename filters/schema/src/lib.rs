@@ -1,16 +1,16 @@
 //! Portcullis schema filter: validates request bodies against JSON Schema per route, with
 //! structural limits checked first and precise, value-free problem+json errors.
 //!
-//! The decision core ([`config`], [`scan`], [`validate`]) is plain Rust; [`filter`] holds the
+//! The decision core ([`config`], [`scan`], [`validate`]) is plain Rust; [`callbacks`] holds the
 //! callbacks, written once over the core's host port.
 
+pub mod callbacks;
 pub mod config;
-pub mod filter;
 pub mod scan;
 pub mod validate;
 
-pub use filter::Schema;
+pub use callbacks::Schema;
 
-// The module's proxy-wasm entry point: everything else is in `filter`.
+// The proxy-wasm entry point (wasm32 only): a few lines that hand the ABI to the callbacks.
 #[cfg(target_arch = "wasm32")]
-proxy_wasm::main! {{ portcullis_core::host::register::<Schema>(); }}
+mod filter;
