@@ -14,6 +14,7 @@
 pub mod config;
 pub mod deny;
 pub mod identity;
+pub mod json;
 
 /// The first value of a header in a lower-cased header list (`:method`, `:path` included).
 pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {

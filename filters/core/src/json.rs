@@ -1,0 +1,638 @@
+//! The one JSON tokenizer of the project: a pull parser over a complete body that never
+//! recurses and never allocates for what it does not have to.
+//!
+//! It yields events (`{`, a member name, a string, a number, …) whose text is a span of the
+//! input — untouched input can be copied as is, and a string is unescaped only when a caller
+//! asks ([`Text::unescape`]). Everything that makes JSON hostile is checked as it goes, so a
+//! consumer never sees an invalid document half-way: UTF-8 (once, up front), escapes,
+//! unpaired surrogates, control characters, the grammar, and optional limits (depth, array
+//! length, string length after unescaping, members per object, duplicate member names after
+//! unescaping, numbers that do not fit an `f64` / integers outside `i64`..`u64`).
+//!
+//! Used by schema's structural scan and pii's document model.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+/// Limits checked while tokenizing; the default checks none (pure syntax).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Deepest nesting of arrays and objects (the top-level container is depth 1).
+    pub max_depth: usize,
+    /// Most elements in one array.
+    pub max_array_len: usize,
+    /// Longest string (value or member name), in bytes after unescaping.
+    pub max_string_len: usize,
+    /// Most members in one object.
+    pub max_object_members: usize,
+    /// Refuse an object naming the same member twice (compared after unescaping).
+    pub reject_duplicate_names: bool,
+    /// Refuse numbers that do not fit an `f64`, and integers outside `i64`..`u64`.
+    pub check_number_range: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_depth: usize::MAX,
+            max_array_len: usize::MAX,
+            max_string_len: usize::MAX,
+            max_object_members: usize::MAX,
+            reject_duplicate_names: false,
+            check_number_range: false,
+        }
+    }
+}
+
+/// Why a document was refused, with the byte offset where it was noticed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    /// Not JSON.
+    Syntax(usize),
+    /// Not UTF-8.
+    InvalidUtf8(usize),
+    /// A `\u` escape encodes an unpaired UTF-16 surrogate.
+    LoneSurrogate(usize),
+    /// Nesting deeper than `max_depth`.
+    TooDeep(usize),
+    /// An array longer than `max_array_len`.
+    ArrayTooLong(usize),
+    /// A string longer than `max_string_len`.
+    StringTooLong(usize),
+    /// An object with more than `max_object_members`.
+    TooManyMembers(usize),
+    /// The same member name twice in one object.
+    DuplicateName(usize),
+    /// A number that does not fit.
+    NumberOutOfRange(usize),
+}
+
+/// A string of the document: its raw text between the quotes (escapes still in it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Text<'a> {
+    raw: &'a str,
+    escaped: bool,
+    /// Offset of the opening quote in the input.
+    pub start: usize,
+}
+
+impl<'a> Text<'a> {
+    /// The text between the quotes, as written.
+    pub fn raw(&self) -> &'a str {
+        self.raw
+    }
+
+    /// True when the raw text holds escapes (its value differs from its text).
+    pub fn has_escapes(&self) -> bool {
+        self.escaped
+    }
+
+    /// The value, unescaped (borrowed when there is nothing to unescape). The tokenizer has
+    /// already checked every escape, so this cannot fail.
+    pub fn unescape(&self) -> Cow<'a, str> {
+        if !self.escaped {
+            return Cow::Borrowed(self.raw);
+        }
+        let mut out = String::with_capacity(self.raw.len());
+        unescape_into(self.raw, &mut out);
+        Cow::Owned(out)
+    }
+}
+
+/// One step through a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// `{`
+    StartObject,
+    /// `}`
+    EndObject,
+    /// `[`
+    StartArray,
+    /// `]`
+    EndArray,
+    /// A member name (the value follows).
+    Name(Text<'a>),
+    /// A string value.
+    Str(Text<'a>),
+    /// A number, exactly as written.
+    Num(&'a str),
+    /// `true` / `false`.
+    Bool(bool),
+    /// `null`.
+    Null,
+}
+
+enum Frame {
+    Array { len: usize },
+    Object { members: usize, names: Option<HashSet<String>> },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// A value (document start, after `:`, or an array element).
+    Value,
+    /// Right after `[`: a value or `]`.
+    FirstElement,
+    /// Right after `{`: a name or `}`.
+    FirstName,
+    /// After a member value or an element: `,` or the closing bracket.
+    CommaOrClose,
+    /// After `,` in an object: a name.
+    Name,
+    /// The document is complete: only whitespace may follow.
+    End,
+}
+
+/// The tokenizer: call [`Tokenizer::next_event`] until it returns `Ok(None)`.
+pub struct Tokenizer<'a> {
+    s: &'a str,
+    b: &'a [u8],
+    i: usize,
+    stack: Vec<Frame>,
+    expect: Expect,
+    limits: Limits,
+}
+
+impl<'a> Tokenizer<'a> {
+    /// A tokenizer over a complete document; the input must be UTF-8.
+    pub fn new(input: &'a [u8], limits: Limits) -> Result<Self, Error> {
+        let s = std::str::from_utf8(input).map_err(|e| Error::InvalidUtf8(e.valid_up_to()))?;
+        Ok(Tokenizer {
+            s,
+            b: input,
+            i: 0,
+            stack: Vec::new(),
+            expect: Expect::Value,
+            limits,
+        })
+    }
+
+    /// Offset just after the last event.
+    pub fn offset(&self) -> usize {
+        self.i
+    }
+
+    /// Current nesting depth.
+    pub fn depth(&self) -> usize {
+        self.stack.len()
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    fn syntax<T>(&self) -> Result<T, Error> {
+        Err(Error::Syntax(self.i))
+    }
+
+    /// The next event, `Ok(None)` at the end of a complete document.
+    pub fn next_event(&mut self) -> Result<Option<Event<'a>>, Error> {
+        self.ws();
+        match self.expect {
+            Expect::End => {
+                if self.i == self.b.len() {
+                    Ok(None)
+                } else {
+                    self.syntax()
+                }
+            }
+            Expect::Value => self.value(),
+            Expect::FirstElement => {
+                if self.b.get(self.i) == Some(&b']') {
+                    self.i += 1;
+                    return Ok(Some(self.close()));
+                }
+                self.element()
+            }
+            Expect::FirstName => {
+                if self.b.get(self.i) == Some(&b'}') {
+                    self.i += 1;
+                    return Ok(Some(self.close()));
+                }
+                self.name()
+            }
+            Expect::Name => self.name(),
+            Expect::CommaOrClose => {
+                let c = self.b.get(self.i).copied();
+                match (c, self.stack.last()) {
+                    (Some(b','), Some(Frame::Array { .. })) => {
+                        self.i += 1;
+                        self.ws();
+                        self.element()
+                    }
+                    (Some(b','), Some(Frame::Object { .. })) => {
+                        self.i += 1;
+                        self.ws();
+                        self.name()
+                    }
+                    (Some(b']'), Some(Frame::Array { .. })) | (Some(b'}'), Some(Frame::Object { .. })) => {
+                        self.i += 1;
+                        Ok(Some(self.close()))
+                    }
+                    _ => self.syntax(),
+                }
+            }
+        }
+    }
+
+    /// Pops a container; what comes next depends on what is around it.
+    fn close(&mut self) -> Event<'a> {
+        let ev = match self.stack.pop() {
+            Some(Frame::Array { .. }) => Event::EndArray,
+            _ => Event::EndObject,
+        };
+        self.expect = if self.stack.is_empty() {
+            Expect::End
+        } else {
+            Expect::CommaOrClose
+        };
+        ev
+    }
+
+    fn element(&mut self) -> Result<Option<Event<'a>>, Error> {
+        if let Some(Frame::Array { len }) = self.stack.last_mut() {
+            *len += 1;
+            if *len > self.limits.max_array_len {
+                return Err(Error::ArrayTooLong(self.i));
+            }
+        }
+        self.value()
+    }
+
+    fn name(&mut self) -> Result<Option<Event<'a>>, Error> {
+        if self.b.get(self.i) != Some(&b'"') {
+            return self.syntax();
+        }
+        let at = self.i;
+        let text = self.string()?;
+        if let Some(Frame::Object { members, names }) = self.stack.last_mut() {
+            *members += 1;
+            if *members > self.limits.max_object_members {
+                return Err(Error::TooManyMembers(at));
+            }
+            if let Some(set) = names {
+                if !set.insert(text.unescape().into_owned()) {
+                    return Err(Error::DuplicateName(at));
+                }
+            }
+        }
+        self.ws();
+        if self.b.get(self.i) != Some(&b':') {
+            return self.syntax();
+        }
+        self.i += 1;
+        self.expect = Expect::Value;
+        Ok(Some(Event::Name(text)))
+    }
+
+    /// After a scalar: the document ends, or its container goes on.
+    fn after_scalar(&mut self) {
+        self.expect = if self.stack.is_empty() {
+            Expect::End
+        } else {
+            Expect::CommaOrClose
+        };
+    }
+
+    fn value(&mut self) -> Result<Option<Event<'a>>, Error> {
+        let Some(&c) = self.b.get(self.i) else {
+            return self.syntax();
+        };
+        let ev = match c {
+            b'{' | b'[' => {
+                if self.stack.len() >= self.limits.max_depth {
+                    return Err(Error::TooDeep(self.i));
+                }
+                self.i += 1;
+                if c == b'{' {
+                    self.stack.push(Frame::Object {
+                        members: 0,
+                        names: self.limits.reject_duplicate_names.then(HashSet::new),
+                    });
+                    self.expect = Expect::FirstName;
+                    return Ok(Some(Event::StartObject));
+                }
+                self.stack.push(Frame::Array { len: 0 });
+                self.expect = Expect::FirstElement;
+                return Ok(Some(Event::StartArray));
+            }
+            b'"' => Event::Str(self.string()?),
+            b't' => self.literal("true", Event::Bool(true))?,
+            b'f' => self.literal("false", Event::Bool(false))?,
+            b'n' => self.literal("null", Event::Null)?,
+            b'-' | b'0'..=b'9' => Event::Num(self.number()?),
+            _ => return self.syntax(),
+        };
+        self.after_scalar();
+        Ok(Some(ev))
+    }
+
+    fn literal(&mut self, word: &str, ev: Event<'a>) -> Result<Event<'a>, Error> {
+        if self.s.get(self.i..self.i + word.len()) == Some(word) {
+            self.i += word.len();
+            Ok(ev)
+        } else {
+            self.syntax()
+        }
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.i;
+        while let Some(b'0'..=b'9') = self.b.get(self.i) {
+            self.i += 1;
+        }
+        self.i - start
+    }
+
+    fn number(&mut self) -> Result<&'a str, Error> {
+        let start = self.i;
+        if self.b.get(self.i) == Some(&b'-') {
+            self.i += 1;
+        }
+        match self.b.get(self.i) {
+            Some(b'0') => self.i += 1,
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            _ => return self.syntax(),
+        }
+        let mut integer = true;
+        if self.b.get(self.i) == Some(&b'.') {
+            integer = false;
+            self.i += 1;
+            if self.digits() == 0 {
+                return self.syntax();
+            }
+        }
+        if let Some(b'e' | b'E') = self.b.get(self.i) {
+            integer = false;
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.b.get(self.i) {
+                self.i += 1;
+            }
+            if self.digits() == 0 {
+                return self.syntax();
+            }
+        }
+        let text = &self.s[start..self.i];
+        if self.limits.check_number_range {
+            let fits = if integer {
+                text.parse::<i64>().is_ok() || text.parse::<u64>().is_ok()
+            } else {
+                text.parse::<f64>().is_ok_and(f64::is_finite)
+            };
+            if !fits {
+                return Err(Error::NumberOutOfRange(start));
+            }
+        }
+        Ok(text)
+    }
+
+    fn hex4(&self, at: usize) -> Result<u32, Error> {
+        let h = self.b.get(at..at + 4).ok_or(Error::Syntax(at))?;
+        let mut v = 0u32;
+        for c in h {
+            let d = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                b'A'..=b'F' => c - b'A' + 10,
+                _ => return Err(Error::Syntax(at)),
+            };
+            v = v * 16 + u32::from(d);
+        }
+        Ok(v)
+    }
+
+    /// Checks a string starting at `"`; returns its text.
+    fn string(&mut self) -> Result<Text<'a>, Error> {
+        let open = self.i;
+        self.i += 1;
+        let start = self.i;
+        let mut escaped = false;
+        // Bytes of the unescaped value (checked against max_string_len as it grows).
+        let mut len = 0usize;
+        loop {
+            let Some(&c) = self.b.get(self.i) else {
+                return self.syntax();
+            };
+            match c {
+                b'"' => {
+                    let raw = &self.s[start..self.i];
+                    self.i += 1;
+                    return Ok(Text {
+                        raw,
+                        escaped,
+                        start: open,
+                    });
+                }
+                b'\\' => {
+                    escaped = true;
+                    let esc = self.b.get(self.i + 1).copied();
+                    let width = match esc {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
+                            self.i += 2;
+                            1
+                        }
+                        Some(b'u') => {
+                            let hi = self.hex4(self.i + 2)?;
+                            self.i += 6;
+                            let code = if (0xD800..0xDC00).contains(&hi) {
+                                // A high surrogate must be followed by `\u` + a low surrogate.
+                                if self.b.get(self.i..self.i + 2) != Some(b"\\u") {
+                                    return Err(Error::LoneSurrogate(self.i));
+                                }
+                                let lo = self.hex4(self.i + 2)?;
+                                if !(0xDC00..0xE000).contains(&lo) {
+                                    return Err(Error::LoneSurrogate(self.i));
+                                }
+                                self.i += 6;
+                                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                            } else if (0xDC00..0xE000).contains(&hi) {
+                                return Err(Error::LoneSurrogate(self.i));
+                            } else {
+                                hi
+                            };
+                            char::from_u32(code).map_or(3, char::len_utf8)
+                        }
+                        _ => return self.syntax(),
+                    };
+                    len += width;
+                }
+                0x00..=0x1f => return self.syntax(),
+                _ => {
+                    // Input is valid UTF-8: skip to the next byte that matters.
+                    let rest = &self.b[self.i..];
+                    let run = rest
+                        .iter()
+                        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                        .unwrap_or(rest.len());
+                    self.i += run;
+                    len += run;
+                }
+            }
+            if len > self.limits.max_string_len {
+                return Err(Error::StringTooLong(open));
+            }
+        }
+    }
+}
+
+/// Unescapes the raw text of a string the tokenizer accepted.
+fn unescape_into(raw: &str, out: &mut String) {
+    let b = raw.as_bytes();
+    let mut i = 0;
+    let hex = |at: usize| -> u32 {
+        raw.get(at..at + 4)
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .unwrap_or(0xFFFD)
+    };
+    while i < b.len() {
+        let Some(off) = b[i..].iter().position(|&c| c == b'\\') else {
+            out.push_str(&raw[i..]);
+            return;
+        };
+        out.push_str(&raw[i..i + off]);
+        i += off;
+        let ch = match b.get(i + 1) {
+            Some(b'b') => '\u{8}',
+            Some(b'f') => '\u{c}',
+            Some(b'n') => '\n',
+            Some(b'r') => '\r',
+            Some(b't') => '\t',
+            Some(b'u') => {
+                let hi = hex(i + 2);
+                if (0xD800..0xDC00).contains(&hi) {
+                    let lo = hex(i + 8);
+                    i += 6;
+                    char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo.wrapping_sub(0xDC00) & 0x3FF))
+                        .unwrap_or('\u{FFFD}')
+                } else {
+                    char::from_u32(hi).unwrap_or('\u{FFFD}')
+                }
+            }
+            Some(&c) => char::from(c),
+            None => break,
+        };
+        out.push(ch);
+        i += if b.get(i + 1) == Some(&b'u') { 6 } else { 2 };
+    }
+}
+
+/// Writes `s` as a JSON string (quotes included), escaping what JSON requires.
+pub fn write_string(s: &str, out: &mut String) {
+    out.push('"');
+    let mut last = 0;
+    for (i, c) in s.char_indices() {
+        let esc = match c {
+            '"' => Some("\\\""),
+            '\\' => Some("\\\\"),
+            '\n' => Some("\\n"),
+            '\r' => Some("\\r"),
+            '\t' => Some("\\t"),
+            c if (c as u32) < 0x20 => None,
+            _ => continue,
+        };
+        out.push_str(&s[last..i]);
+        match esc {
+            Some(e) => out.push_str(e),
+            None => out.push_str(&format!("\\u{:04x}", c as u32)),
+        }
+        last = i + c.len_utf8();
+    }
+    out.push_str(&s[last..]);
+    out.push('"');
+}
+
+/// Checks a whole document against `limits` without keeping anything.
+pub fn validate(input: &[u8], limits: Limits) -> Result<(), Error> {
+    let mut t = Tokenizer::new(input, limits)?;
+    while t.next_event()?.is_some() {}
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(s: &str) -> Result<Vec<String>, Error> {
+        let mut t = Tokenizer::new(s.as_bytes(), Limits::default())?;
+        let mut out = Vec::new();
+        while let Some(e) = t.next_event()? {
+            out.push(match e {
+                Event::StartObject => "{".into(),
+                Event::EndObject => "}".into(),
+                Event::StartArray => "[".into(),
+                Event::EndArray => "]".into(),
+                Event::Name(t) => format!("name:{}", t.unescape()),
+                Event::Str(t) => format!("str:{}", t.unescape()),
+                Event::Num(n) => format!("num:{n}"),
+                Event::Bool(b) => format!("bool:{b}"),
+                Event::Null => "null".into(),
+            });
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn events_of_a_document() {
+        assert_eq!(
+            events(r#" {"a": [1, -2.5e3, true, null, "x\u00e9\ud83d\ude00"], "b\"": {}} "#).unwrap(),
+            vec!["{", "name:a", "[", "num:1", "num:-2.5e3", "bool:true", "null", "str:xé😀", "]", "name:b\"", "{", "}", "}"]
+        );
+        assert_eq!(events("0").unwrap(), vec!["num:0"]);
+        assert_eq!(events("\"\"").unwrap(), vec!["str:"]);
+    }
+
+    #[test]
+    fn what_serde_json_refuses_is_refused() {
+        for b in [
+            "", " ", "{", "[1,]", "[,1]", "{\"a\"}", "{\"a\":1,}", "{a:1}", "01", "1.", "-", "tru",
+            "[1 2]", "\"\t\"", "{} {}", "\"\\x\"", "[1]]", "\"\\u+100\"", "\"\\u12\"", "{\"a\":}",
+            "[}", "{]", "1e", "1e+", "--1", ".5", "+1", "NaN", "\"\\ud800\"", "[\"a\" \"b\"]",
+        ] {
+            assert!(events(b).is_err(), "{b:?} was accepted");
+            assert!(serde_json::from_str::<serde_json::Value>(b).is_err(), "{b:?} (serde)");
+        }
+    }
+
+    #[test]
+    fn limits_hold_at_the_boundary_and_nothing_recurses() {
+        let l = |f: fn(&mut Limits)| {
+            let mut x = Limits::default();
+            f(&mut x);
+            x
+        };
+        let depth3 = l(|x| x.max_depth = 3);
+        assert!(validate(b"[[[1]]]", depth3).is_ok());
+        assert!(matches!(validate(b"[[[[1]]]]", depth3), Err(Error::TooDeep(3))));
+        assert!(matches!(validate(b"[1,2,3,4]", l(|x| x.max_array_len = 3)), Err(Error::ArrayTooLong(_))));
+        let s4 = l(|x| x.max_string_len = 4);
+        assert!(validate(br#""\u00e9\u00e9""#, s4).is_ok(), "length counts unescaped bytes");
+        assert!(matches!(validate(b"\"abcde\"", s4), Err(Error::StringTooLong(0))));
+        assert!(matches!(validate(br#"{"a":1,"b":2,"c":3}"#, l(|x| x.max_object_members = 2)), Err(Error::TooManyMembers(_))));
+        let dup = l(|x| x.reject_duplicate_names = true);
+        assert!(matches!(validate(br#"{"a":1,"\u0061":2}"#, dup), Err(Error::DuplicateName(_))));
+        assert!(validate(br#"{"a":{"a":1},"b":{"a":1}}"#, dup).is_ok());
+        let num = l(|x| x.check_number_range = true);
+        assert!(matches!(validate(b"1e400", num), Err(Error::NumberOutOfRange(0))));
+        assert!(validate(b"18446744073709551615", num).is_ok());
+        assert!(matches!(validate(b"18446744073709551616", num), Err(Error::NumberOutOfRange(_))));
+        assert!(matches!(validate(b"\"\xff\"", Limits::default()), Err(Error::InvalidUtf8(1))));
+        let deep = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
+        assert!(validate(deep.as_bytes(), Limits::default()).is_ok(), "no recursion, no stack growth");
+    }
+
+    #[test]
+    fn strings_round_trip_through_write_string() {
+        for s in ["plain", "q\"b\\s/", "ctl\u{1}\u{1f}\n\t", "é😀"] {
+            let mut out = String::new();
+            write_string(s, &mut out);
+            assert_eq!(serde_json::from_str::<String>(&out).unwrap(), s);
+            let ev = Tokenizer::new(out.as_bytes(), Limits::default()).unwrap().next_event().unwrap();
+            let Some(Event::Str(t)) = ev else { panic!() };
+            assert_eq!(t.unescape(), s);
+        }
+    }
+}
