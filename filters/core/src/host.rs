@@ -75,6 +75,30 @@ impl Gauge {
     }
 }
 
+/// A histogram visible in Envoy's `/stats` (quantiles) and `/stats/prometheus` (buckets).
+#[derive(Debug, Clone, Copy)]
+pub struct Histogram(Option<u32>);
+
+impl Histogram {
+    /// Defines (or finds) a histogram by name; a host failure leaves one that does nothing.
+    pub fn define(name: &str) -> Self {
+        match hostcalls::define_metric(MetricType::Histogram, name) {
+            Ok(id) => Histogram(Some(id)),
+            Err(status) => {
+                log::warn!("portcullis: could not define metric {name}: {status:?}");
+                Histogram(None)
+            }
+        }
+    }
+
+    /// Records one value.
+    pub fn record(self, v: u64) {
+        if let Some(id) = self.0 {
+            let _ = hostcalls::record_metric(id, v);
+        }
+    }
+}
+
 /// Reads a property (e.g. filter state written by another filter).
 pub fn property(path: &[&str]) -> Option<Vec<u8>> {
     hostcalls::get_property(path.to_vec()).ok().flatten()

@@ -3,7 +3,8 @@
 //! atomically through the [`Store`] port, and describe the result as headers or a 429.
 
 use crate::bucket::{Limit, Outcome};
-use crate::config::{CompiledLimit, FailureMode, HeaderStyle, KeySource, RateLimitConfig};
+use crate::config::{CompiledLimit, FailureMode, HeaderStyle, KeySource, RateLimitConfig, Scope};
+use crate::global;
 use crate::store::{self, Store, TakeError};
 use portcullis_core::deny::Denial;
 use portcullis_core::identity::{AuthMethod, Identity};
@@ -51,6 +52,9 @@ pub struct Decision {
     pub cas_retries: u32,
     /// The store gave no verdict and the failure mode decided.
     pub failure_mode_used: bool,
+    /// Global limits to ask the rate limit service about (only from [`decide_with_service`],
+    /// and only when every local limit admitted the request).
+    pub global: Option<global::Pending>,
 }
 
 /// The client IP: the source address, or with `trusted_hops` = N the N-th `x-forwarded-for`
@@ -86,7 +90,7 @@ pub fn client_ip(req: &Request<'_>, trusted_hops: usize) -> Option<String> {
 /// request without one falls back to its IP, so it never shares a bucket with everyone else.
 fn key_for(l: &CompiledLimit, req: &Request<'_>, route: usize, ip: Option<&str>) -> Option<String> {
     let verified = req.identity.filter(|i| i.method != AuthMethod::Anonymous);
-    let pick = |v: Option<&String>, kind: &str| match v {
+    let pick = |v: Option<&String>, kind: &str| match v.filter(|v| !v.is_empty()) {
         Some(v) => Some(format!("{kind}:{v}")),
         None => ip.map(|ip| format!("ip:{ip}")),
     };
@@ -121,20 +125,29 @@ pub fn store_key(cfg: &RateLimitConfig, limit: &str, key: &str) -> String {
 }
 
 /// Every reason code this filter can deny with.
-pub const REASONS: &[&str] = &["rate_limited", "quota_exceeded", "limiter_unavailable"];
+pub const REASONS: &[&str] = &[
+    "rate_limited",
+    "quota_exceeded",
+    "limiter_unavailable",
+    crate::global::UNAVAILABLE_REASON,
+];
 
-/// Decides one request at `now_ns`.
-pub fn decide(
-    cfg: &RateLimitConfig,
-    store: &dyn Store,
-    req: &Request<'_>,
-    now_ns: u64,
-) -> Decision {
+/// One applicable limit of one request: which key, which amount, what it costs.
+struct Planned<'c> {
+    limit: &'c CompiledLimit,
+    /// Store-style key (`tenant:acme`, `ip:192.0.2.7`, `global`).
+    key: String,
+    amount: Limit,
+    cost: u64,
+    /// The caller's tier when this limit defines an amount for it.
+    tier: Option<&'c str>,
+}
+
+fn plan<'c>(cfg: &'c RateLimitConfig, req: &Request<'c>) -> Vec<Planned<'c>> {
     let normalized = path::normalize(req.path).unwrap_or_else(|_| req.path.to_string());
     let ip = client_ip(req, cfg.trusted_hops);
     let tier = tier(cfg, req);
-    // Plan: (limit, key, amount, cost) for every applicable limit.
-    let mut plan: Vec<(&CompiledLimit, String, Limit, u64)> = Vec::new();
+    let mut plan = Vec::new();
     for l in &cfg.limits {
         // The covering route's index is the `route` key: bounded by config, never by the path.
         let route = if l.routes.is_empty() {
@@ -152,17 +165,83 @@ pub fn decide(
         let Some(key) = key_for(l, req, route, ip.as_deref()) else {
             continue;
         };
+        let tier = tier.filter(|t| l.tiers.contains_key(*t));
         let amount = tier
             .and_then(|t| l.tiers.get(t))
             .copied()
             .unwrap_or(l.limit);
-        plan.push((l, store_key(cfg, &l.name, &key), amount, cost));
+        plan.push(Planned {
+            limit: l,
+            key,
+            amount,
+            cost,
+            tier,
+        });
     }
+    plan
+}
+
+/// Decides one request at `now_ns` with every limit — global ones included — kept in `store`.
+/// This is what the policy simulator runs (`portcullis test`, `explain`): the arithmetic of a
+/// global limit is the same, only its state is elsewhere.
+pub fn decide(
+    cfg: &RateLimitConfig,
+    store: &dyn Store,
+    req: &Request<'_>,
+    now_ns: u64,
+) -> Decision {
+    let all = plan(cfg, req);
+    run_local(cfg, store, &all, now_ns).0
+}
+
+/// Decides the local limits of one request at `now_ns`; when they admit it and global limits
+/// apply, [`Decision::global`] holds the call to make to the rate limit service (local limits
+/// first, so a burst is cut before any network call).
+pub fn decide_with_service(
+    cfg: &RateLimitConfig,
+    store: &dyn Store,
+    req: &Request<'_>,
+    now_ns: u64,
+) -> Decision {
+    let (global, local): (Vec<Planned<'_>>, Vec<Planned<'_>>) = plan(cfg, req)
+        .into_iter()
+        .partition(|p| p.limit.scope == Scope::Global);
+    let (mut d, taken) = run_local(cfg, store, &local, now_ns);
+    if let (Ok(applied), Some(g), false) = (&d.verdict, &cfg.global, global.is_empty()) {
+        let descriptors = global
+            .iter()
+            .map(|p| (global::descriptor(&p.limit.name, p.tier, &p.key), p.cost))
+            .collect();
+        d.global = Some(global::Pending {
+            message: global::request(&g.domain, descriptors).encode(),
+            slots: global
+                .iter()
+                .map(|p| global::Slot {
+                    name: p.limit.name.clone(),
+                    amount: p.amount,
+                })
+                .collect(),
+            local_applied: applied.clone(),
+            local_taken: taken,
+        });
+    }
+    d
+}
+
+/// Checks every planned limit, then takes them all through the store; returns the decision and
+/// what was taken (store key, amount, cost).
+fn run_local(
+    cfg: &RateLimitConfig,
+    store: &dyn Store,
+    plan: &[Planned<'_>],
+    now_ns: u64,
+) -> (Decision, Vec<(String, Limit, u64)>) {
     let mut d = Decision {
         verdict: Ok(Vec::new()),
         limited_by: None,
         cas_retries: 0,
         failure_mode_used: false,
+        global: None,
     };
     let fail = |d: &mut Decision| {
         d.failure_mode_used = true;
@@ -176,61 +255,67 @@ pub fn decide(
             .with_header("retry-after", "1"));
         }
     };
+    let keys: Vec<String> = plan
+        .iter()
+        .map(|p| store_key(cfg, &p.limit.name, &p.key))
+        .collect();
     // Phase 1: check every limit without writing; the first refusal decides.
-    for (l, key, amount, cost) in &plan {
-        match store::peek(store, key, amount, now_ns, *cost) {
+    for (p, key) in plan.iter().zip(&keys) {
+        match store::peek(store, key, &p.amount, now_ns, p.cost) {
             Ok(o) if !o.allowed => {
-                d.limited_by = Some(l.name.clone());
-                d.verdict = Err(too_many(l, amount, &o, cfg.headers));
-                return d;
+                d.limited_by = Some(p.limit.name.clone());
+                d.verdict = Err(too_many(&p.limit.name, &p.amount, &o, cfg.headers));
+                return (d, Vec::new());
             }
             Ok(_) => {}
             Err(_) => {
                 fail(&mut d);
-                return d;
+                return (d, Vec::new());
             }
         }
     }
     // Phase 2: take them all; if a race made one refuse, give back what was taken.
     let mut applied = Vec::new();
-    let mut taken: Vec<(&str, Limit, u64)> = Vec::new();
-    for (l, key, amount, cost) in &plan {
-        let t = store::take(store, key, amount, now_ns, *cost, cfg.max_cas_retries);
+    let mut taken: Vec<(String, Limit, u64)> = Vec::new();
+    let give_back = |taken: &[(String, Limit, u64)]| {
+        for (k, a, c) in taken {
+            store::refund(store, k, a, *c, cfg.max_cas_retries);
+        }
+    };
+    for (p, key) in plan.iter().zip(&keys) {
+        let t = store::take(store, key, &p.amount, now_ns, p.cost, cfg.max_cas_retries);
         d.cas_retries += t.retries;
         match t.result {
             Ok(o) if o.allowed => {
-                taken.push((key.as_str(), *amount, *cost));
+                taken.push((key.clone(), p.amount, p.cost));
                 applied.push(Applied {
-                    name: l.name.clone(),
-                    capacity: amount.capacity(),
-                    window_secs: amount.window_secs(),
+                    name: p.limit.name.clone(),
+                    capacity: p.amount.capacity(),
+                    window_secs: p.amount.window_secs(),
                     outcome: o,
                 });
             }
             Ok(o) => {
-                for (k, a, c) in &taken {
-                    store::refund(store, k, a, *c, cfg.max_cas_retries);
-                }
-                d.limited_by = Some(l.name.clone());
-                d.verdict = Err(too_many(l, amount, &o, cfg.headers));
-                return d;
+                give_back(&taken);
+                d.limited_by = Some(p.limit.name.clone());
+                d.verdict = Err(too_many(&p.limit.name, &p.amount, &o, cfg.headers));
+                return (d, Vec::new());
             }
             Err(TakeError::Contended | TakeError::Unavailable) => {
                 fail(&mut d);
                 if d.verdict.is_err() {
-                    for (k, a, c) in &taken {
-                        store::refund(store, k, a, *c, cfg.max_cas_retries);
-                    }
-                    return d;
+                    give_back(&taken);
+                    return (d, Vec::new());
                 }
             }
         }
     }
     d.verdict = Ok(applied);
-    d
+    (d, taken)
 }
 
-fn too_many(l: &CompiledLimit, amount: &Limit, o: &Outcome, style: HeaderStyle) -> Denial {
+/// The 429 of a limit that refused, with its headers and `Retry-After`.
+pub fn too_many(name: &str, amount: &Limit, o: &Outcome, style: HeaderStyle) -> Denial {
     let (reason, detail) = match amount {
         Limit::Bucket { .. } => (
             "rate_limited",
@@ -242,14 +327,14 @@ fn too_many(l: &CompiledLimit, amount: &Limit, o: &Outcome, style: HeaderStyle) 
         ),
     };
     let applied = Applied {
-        name: l.name.clone(),
+        name: name.to_string(),
         capacity: amount.capacity(),
         window_secs: amount.window_secs(),
         outcome: *o,
     };
     let mut d = Denial::new(FILTER, 429, reason, detail)
         .with_header("retry-after", o.retry_after_secs.to_string())
-        .with_member("policy", json!(l.name));
+        .with_member("policy", json!(name));
     for (k, v) in response_headers(style, std::slice::from_ref(&applied)) {
         d = d.with_header(k, v);
     }
