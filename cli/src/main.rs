@@ -22,6 +22,8 @@ USAGE:
       --no-envoy-normalize  leave path normalisation to the filters alone
       --tls-cert PEM --tls-key PEM [--tls-client-ca PEM]   serve the gateway over TLS
                             (client certificates optional; needed for RFC 8705 bound tokens)
+      --rls HOST:PORT       rate limit service for scope: global limits (default: 127.0.0.1:8081)
+      --rls-out FILE        also write the rate limit service's config (portcullis-rls --config)
   portcullis test [TESTS] [options]        run policy test files through the filters' decision code
       --policies DIR        policy directory (default: policies)
       --min-coverage N      fail when fewer than N % of rules, routes and limits are exercised
@@ -197,8 +199,15 @@ fn render_cmd(args: &[String]) -> Result<()> {
         "tls-cert",
         "tls-key",
         "tls-client-ca",
+        "rls",
+        "rls-out",
     ])?;
     let policies = policy::load(Path::new(o.get("policies").unwrap_or("policies")))?;
+    let (rls_host, rls_port) = o
+        .get("rls")
+        .unwrap_or("127.0.0.1:8081")
+        .rsplit_once(':')
+        .ok_or_else(|| CliError("--rls must be HOST:PORT".into()))?;
     let template_path = o.get("template").unwrap_or("envoy/gateway.yaml.tmpl");
     let template = std::fs::read_to_string(template_path)
         .map_err(|e| CliError(format!("{template_path}: {e}")))?;
@@ -240,7 +249,15 @@ fn render_cmd(args: &[String]) -> Result<()> {
             (None, None) => None,
             _ => return Err(CliError("--tls-cert and --tls-key go together".into())),
         },
+        rls_host: rls_host.to_string(),
+        rls_port: rls_port
+            .parse()
+            .map_err(|_| CliError("--rls: bad port".into()))?,
     };
+    if let Some(path) = o.get("rls-out") {
+        let cfg = render::rls_config(&policies)?;
+        std::fs::write(path, cfg).map_err(|e| CliError(format!("{path}: {e}")))?;
+    }
     let out = render::render(&template, &policies, &opts)?;
     match o.get("out") {
         Some(path) => std::fs::write(path, out).map_err(|e| CliError(format!("{path}: {e}")))?,

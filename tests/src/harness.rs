@@ -91,6 +91,8 @@ pub struct GatewayOptions {
     pub tls: Option<portcullis_cli::render::DownstreamTls>,
     /// Listen on this port (default: a free one), e.g. when the policy names the origin.
     pub listen_port: Option<u16>,
+    /// The rate limit service for `scope: global` limits (the `portcullis_rls` cluster).
+    pub rls: Option<SocketAddr>,
 }
 
 impl Default for GatewayOptions {
@@ -103,6 +105,7 @@ impl Default for GatewayOptions {
             template: "gateway.yaml.tmpl",
             tls: None,
             listen_port: None,
+            rls: None,
         }
     }
 }
@@ -229,6 +232,8 @@ impl Gateway {
             envoy_normalize_path: opts.envoy_normalize_path,
             format: opts.format,
             downstream_tls: opts.tls.clone(),
+            rls_host: "127.0.0.1".into(),
+            rls_port: opts.rls.map_or(8081, |a| a.port()),
         };
         let yaml = render::render(&template, &opts.policies, &ro)
             .unwrap_or_else(|e| panic!("render: {e}"));

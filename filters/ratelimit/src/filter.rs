@@ -216,7 +216,10 @@ impl RateLimit {
                 .record(host::now_unix_nanos().saturating_sub(started) / 1_000);
         }
         if r.failure_mode_used {
-            let mode = cfg.global.as_ref().map_or(cfg.failure_mode, |g| g.failure_mode);
+            let mode = cfg
+                .global
+                .as_ref()
+                .map_or(cfg.failure_mode, |g| g.failure_mode);
             match mode {
                 FailureMode::Allow => m.failure_allowed.inc(),
                 FailureMode::Deny => m.failure_denied.inc(),

@@ -117,14 +117,12 @@ impl Backend {
             inv.arg(*a);
         }
         // EVALSHA; on NOSCRIPT (a restarted or flushed Redis) the script is loaded and retried.
-        inv.invoke_async::<Vec<i64>>(&mut conn)
-            .await
-            .map_err(|e| {
-                if e.is_timeout() {
-                    BackendError::Timeout
-                } else {
-                    BackendError::Unavailable
-                }
-            })
+        inv.invoke_async::<Vec<i64>>(&mut conn).await.map_err(|e| {
+            if e.is_timeout() {
+                BackendError::Timeout
+            } else {
+                BackendError::Unavailable
+            }
+        })
     }
 }

@@ -13,9 +13,12 @@ use std::collections::BTreeMap;
 pub struct RawServiceLimit {
     /// The filter's key source (`tenant`, `app`, `subject`, `ip`, `route`, `header`, `global`).
     pub key: String,
-    /// Default amount (exactly one of `rate` / `quota`, as in the policy).
-    #[serde(flatten)]
-    pub amount: RawAmountSer,
+    /// Token bucket, as in the policy (exactly one of `rate` / `quota`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<serde_json::Value>,
+    /// Fixed-window quota, as in the policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<serde_json::Value>,
     /// Per-tier amounts.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tiers: BTreeMap<String, RawAmountSer>,
@@ -89,7 +92,14 @@ impl ServiceConfig {
                 let at = format!("domains.{domain}.{name}");
                 let kinds = kinds_for(&l.key)
                     .ok_or_else(|| format!("{at}.key: unknown key `{}`", l.key))?;
-                let amount = compile_amount(&l.amount, &at)?;
+                let mut m = serde_json::Map::new();
+                if let Some(r) = &l.rate {
+                    m.insert("rate".into(), r.clone());
+                }
+                if let Some(q) = &l.quota {
+                    m.insert("quota".into(), q.clone());
+                }
+                let amount = compile_amount(&RawAmountSer(m), &at)?;
                 let mut tiers = BTreeMap::new();
                 for (t, a) in &l.tiers {
                     tiers.insert(t.clone(), compile_amount(a, &format!("{at}.tiers.{t}"))?);
@@ -123,11 +133,15 @@ mod tests {
         assert_eq!(d["tenant"].amount.capacity(), 200);
         assert_eq!(d["tenant"].tiers["sandbox"].capacity(), 20);
         assert_eq!(d["daily"].amount.window_secs(), 86_400);
-        let e = ServiceConfig::parse("domains: { d: { x: { key: cookie, rate: { burst: 1, refill: 1 } } } }")
-            .unwrap_err();
+        let e = ServiceConfig::parse(
+            "domains: { d: { x: { key: cookie, rate: { burst: 1, refill: 1 } } } }",
+        )
+        .unwrap_err();
         assert!(e.contains("domains.d.x.key"), "{e}");
-        let e = ServiceConfig::parse("domains: { d: { x: { key: ip, rate: { burst: 0, refill: 1 } } } }")
-            .unwrap_err();
+        let e = ServiceConfig::parse(
+            "domains: { d: { x: { key: ip, rate: { burst: 0, refill: 1 } } } }",
+        )
+        .unwrap_err();
         assert!(e.contains("domains.d.x"), "{e}");
     }
 }

@@ -81,7 +81,10 @@ pub fn plan(cfg: &ServiceConfig, prefix: &str, req: &RateLimitRequest) -> Result
     let mut p = Plan::default();
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, d) in req.descriptors.iter().enumerate() {
-        if d.entries.iter().any(|e| e.value.len() > MAX_VALUE_BYTES || e.key.len() > 64) {
+        if d.entries
+            .iter()
+            .any(|e| e.value.len() > MAX_VALUE_BYTES || e.key.len() > 64)
+        {
             return Err(Invalid("descriptor entry too long"));
         }
         let Some((name, _, amount, subject)) = limit_for(cfg, &req.domain, d) else {
@@ -116,11 +119,14 @@ pub fn plan(cfg: &ServiceConfig, prefix: &str, req: &RateLimitRequest) -> Result
     Ok(p)
 }
 
-/// The script arguments of a plan (five per check).
+/// The script arguments of a plan: the clock (0: Redis' own), then five per check.
 pub fn script_args(p: &Plan) -> Vec<u64> {
-    p.checks
-        .iter()
-        .flat_map(|c| script::args(&c.amount, c.cost))
+    std::iter::once(0)
+        .chain(
+            p.checks
+                .iter()
+                .flat_map(|c| script::args(&c.amount, c.cost)),
+        )
         .collect()
 }
 
@@ -226,18 +232,21 @@ mod tests {
         let req = RateLimitRequest {
             domain: "d".into(),
             descriptors: vec![
-                d(vec![e("limit", "tenant"), e("app", "x")]),     // wrong kind
-                d(vec![e("limit", "tenant")]),                    // missing subject
-                d(vec![e("tenant", "acme")]),                     // no limit entry
-                d(vec![e("limit", "all"), e("tenant", "acme")]),  // global takes none
-                d(vec![e("limit", "tenant"), e("tenant", "")]),   // empty value
+                d(vec![e("limit", "tenant"), e("app", "x")]), // wrong kind
+                d(vec![e("limit", "tenant")]),                // missing subject
+                d(vec![e("tenant", "acme")]),                 // no limit entry
+                d(vec![e("limit", "all"), e("tenant", "acme")]), // global takes none
+                d(vec![e("limit", "tenant"), e("tenant", "")]), // empty value
                 d(vec![e("limit", "tenant"), e("tenant", "a")]),
                 d(vec![e("limit", "tenant"), e("tenant", "a")]),
             ],
             hits_addend: 2,
         };
         let p = plan(&cfg(), "pc", &req).unwrap();
-        assert_eq!(p.slots, vec![None, None, None, None, None, Some(0), Some(0)]);
+        assert_eq!(
+            p.slots,
+            vec![None, None, None, None, None, Some(0), Some(0)]
+        );
         assert_eq!(p.checks[0].cost, 4);
         let other_domain = RateLimitRequest {
             domain: "x".into(),
@@ -282,7 +291,10 @@ mod tests {
         assert_eq!(r.statuses[1].code, Code::OverLimit);
         assert_eq!(r.statuses[1].duration_until_reset_secs, Some(40));
         let l = r.statuses[1].current_limit.as_ref().unwrap();
-        assert_eq!((l.requests_per_unit, l.unit, l.name.as_str()), (5, Unit::Minute, "all"));
+        assert_eq!(
+            (l.requests_per_unit, l.unit, l.name.as_str()),
+            (5, Unit::Minute, "all")
+        );
         assert_eq!(r.statuses[2].code, Code::Ok);
         assert!(r.statuses[2].current_limit.is_none());
     }

@@ -62,7 +62,10 @@ fn opts(args: &[String], known: &[&str]) -> Result<Vec<(String, String)>, String
 }
 
 fn get<'a>(o: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    o.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    o.iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn num(o: &[(String, String)], name: &str, default: u64) -> Result<u64, String> {
@@ -82,7 +85,14 @@ fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, String> {
 fn serve(args: &[String]) -> Result<(), String> {
     let o = opts(
         args,
-        &["config", "listen", "redis", "redis-timeout-ms", "key-prefix", "threads"],
+        &[
+            "config",
+            "listen",
+            "redis",
+            "redis-timeout-ms",
+            "key-prefix",
+            "threads",
+        ],
     )?;
     let path = get(&o, "config").ok_or("--config FILE is required; see --help")?;
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;

@@ -11,7 +11,8 @@
 use portcullis_ratelimit::bucket::Limit;
 
 /// The script. `KEYS[i]` is descriptor i's state (a hash: `l` = level, `s` = stamp);
-/// `ARGV` holds five numbers per descriptor: kind (1 bucket, 2 quota), then
+/// `ARGV[1]` is 0 (use Redis' clock) or a time in µs (tests replay the filter's arithmetic with
+/// it); then five numbers per descriptor: kind (1 bucket, 2 quota), then
 /// `burst, refill, period_s` or `limit, window_s, 0`, then the cost. It returns four integers
 /// per descriptor: allowed (1/0), remaining, seconds until full / window reset, seconds until
 /// the request could pass (0 when allowed).
@@ -27,12 +28,15 @@ local function cdiv(x, y)
   if q * y < x then q = q + 1 end
   return q
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = tonumber(ARGV[1])
+if now == 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
 local n = #KEYS
 local out, next_state, all = {}, {}, true
 for i = 1, n do
-  local o = (i - 1) * 5
+  local o = 1 + (i - 1) * 5
   local kind, a, b, c, cost = tonumber(ARGV[o+1]), tonumber(ARGV[o+2]), tonumber(ARGV[o+3]), tonumber(ARGV[o+4]), tonumber(ARGV[o+5])
   local st = redis.call('HMGET', KEYS[i], 'l', 's')
   local level, stamp = tonumber(st[1]), tonumber(st[2])

@@ -77,8 +77,8 @@ async fn decide(req: Request<RecvStream>, svc: &Service) -> Result<Vec<u8>, (u32
     let msg = rls::unframe(&buf).map_err(|_| (status::INVALID_ARGUMENT, "bad gRPC framing"))?;
     let rl = RateLimitRequest::decode(msg)
         .map_err(|_| (status::INVALID_ARGUMENT, "not a RateLimitRequest"))?;
-    let plan = engine::plan(&svc.config, &svc.prefix, &rl)
-        .map_err(|e| (status::INVALID_ARGUMENT, e.0))?;
+    let plan =
+        engine::plan(&svc.config, &svc.prefix, &rl).map_err(|e| (status::INVALID_ARGUMENT, e.0))?;
     let verdicts = if plan.checks.is_empty() {
         Vec::new()
     } else {
