@@ -267,4 +267,31 @@ mod tests {
         }
         assert!(render("x {{NOPE}}", &p, &RenderOptions::default()).is_err());
     }
+
+    #[test]
+    fn rls_config_holds_every_global_limit_of_the_shipped_fleet_policy() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut p = crate::policy::load(&root.join("policies")).unwrap();
+        assert!(
+            rls_config(&p).unwrap().contains("domains: {}"),
+            "the default demo is local-only"
+        );
+        let text = std::fs::read_to_string(root.join("policies/global/ratelimit.yaml")).unwrap();
+        p.ratelimit = serde_yaml::from_str(&text).unwrap();
+        crate::policy::compile_ratelimit(&p.ratelimit, "global/ratelimit.yaml").unwrap();
+        let out = rls_config(&p).unwrap();
+        let y: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+        let d = &y["domains"]["portcullis.ratelimit"];
+        assert_eq!(d["tenant"]["key"], "tenant");
+        assert_eq!(d["tenant"]["tiers"]["sandbox"]["rate"]["burst"], 20);
+        assert_eq!(d["exports"]["quota"]["limit"], 50);
+        assert!(
+            d.get("burst").is_none() && d.get("app").is_none(),
+            "local limits stay out"
+        );
+        // Two instances may not share a domain.
+        p.ratelimit_ip = json!({"stat_prefix": "ip", "global": {"domain": "portcullis.ratelimit"},
+            "limits": [{"name": "x", "scope": "global", "key": "ip", "rate": {"burst": 1, "refill": 1}}]});
+        assert!(rls_config(&p).is_err());
+    }
 }
