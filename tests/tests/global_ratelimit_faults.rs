@@ -139,7 +139,6 @@ fn faults_answer_with_the_failure_mode_within_the_timeout_and_recover() {
     }) else {
         return;
     };
-    let _log = gw.log_on_failure();
     let mut rig = Rig {
         redis,
         rls,

@@ -254,10 +254,20 @@ impl Context for RateLimit {
         } else {
             Vec::new()
         };
+        let timeout_ms = self
+            .state
+            .config
+            .global
+            .as_ref()
+            .map_or(0, |g| g.timeout_ms);
+        let elapsed = host::now_unix_nanos().saturating_sub(started);
         let reply = match status_code {
             0 => Reply::Answer(&body),
-            s => Reply::Status(s),
+            s => global::failed_call(s, elapsed, timeout_ms),
         };
+        if status_code != 0 {
+            log::debug!("portcullis ratelimit: rate limit service call ended with gRPC status {status_code}");
+        }
         if self.finish(&pending, reply, started) == Action::Continue {
             let _ = hostcalls::resume_http_request();
         }

@@ -27,6 +27,19 @@ pub const UNAVAILABLE_REASON: &str = "global_limiter_unavailable";
 /// gRPC status Envoy reports when the call's timeout fires.
 pub const GRPC_DEADLINE_EXCEEDED: u32 = 4;
 
+/// The reply of a call that ended with a non-zero gRPC status. Envoy reports its own call
+/// timeout as a local HTTP 504 turned into gRPC `UNAVAILABLE`, not `DEADLINE_EXCEEDED`, so a
+/// failure that took the whole timeout is classified as a timeout by its duration.
+pub fn failed_call(status: u32, elapsed_ns: u64, timeout_ms: u64) -> Reply<'static> {
+    let took_the_timeout =
+        elapsed_ns.saturating_add(1_000_000) >= timeout_ms.saturating_mul(1_000_000);
+    if status == GRPC_DEADLINE_EXCEEDED || took_the_timeout {
+        Reply::Status(GRPC_DEADLINE_EXCEEDED)
+    } else {
+        Reply::Status(status)
+    }
+}
+
 /// One global limit applied to the request, in descriptor order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slot {
@@ -520,6 +533,24 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_failure_that_took_the_whole_timeout_is_a_timeout() {
+        let ms = 1_000_000;
+        assert!(matches!(
+            failed_call(14, 100 * ms, 100),
+            Reply::Status(GRPC_DEADLINE_EXCEEDED)
+        ));
+        assert!(matches!(
+            failed_call(14, 250 * ms, 100),
+            Reply::Status(GRPC_DEADLINE_EXCEEDED)
+        ));
+        assert!(matches!(
+            failed_call(4, 3 * ms, 100),
+            Reply::Status(GRPC_DEADLINE_EXCEEDED)
+        ));
+        assert!(matches!(failed_call(14, 3 * ms, 100), Reply::Status(14)));
     }
 
     #[test]

@@ -41,18 +41,25 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid(pub &'static str);
 
+/// A descriptor resolved to its limit: name, amount (tier applied), and the keyed entry.
+struct Resolved<'c> {
+    name: &'c str,
+    amount: Limit,
+    subject: Option<(String, String)>,
+}
+
 fn limit_for<'c>(
     cfg: &'c ServiceConfig,
     domain: &str,
     d: &portcullis_ratelimit::rls::Descriptor,
-) -> Option<(&'c str, &'c ServiceLimit, Limit, Option<(String, String)>)> {
+) -> Option<Resolved<'c>> {
     let limits = cfg.domains.get(domain)?;
     let mut it = d.entries.iter();
     let first = it.next()?;
     if first.key != "limit" {
         return None;
     }
-    let (name, limit) = limits.get_key_value(first.value.as_str())?;
+    let (name, limit): (&String, &ServiceLimit) = limits.get_key_value(first.value.as_str())?;
     let mut amount = limit.amount;
     let mut rest: Vec<_> = it.collect();
     if let Some(t) = rest.first().filter(|e| e.key == "tier") {
@@ -68,7 +75,11 @@ fn limit_for<'c>(
         }
         _ => return None,
     };
-    Some((name.as_str(), limit, amount, subject))
+    Some(Resolved {
+        name: name.as_str(),
+        amount,
+        subject,
+    })
 }
 
 /// Plans a request: validates sizes, resolves each descriptor to a limit and key, merges
@@ -87,7 +98,12 @@ pub fn plan(cfg: &ServiceConfig, prefix: &str, req: &RateLimitRequest) -> Result
         {
             return Err(Invalid("descriptor entry too long"));
         }
-        let Some((name, _, amount, subject)) = limit_for(cfg, &req.domain, d) else {
+        let Some(Resolved {
+            name,
+            amount,
+            subject,
+        }) = limit_for(cfg, &req.domain, d)
+        else {
             p.slots.push(None);
             continue;
         };
