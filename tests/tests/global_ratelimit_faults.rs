@@ -187,3 +187,33 @@ fn faults_answer_with_the_failure_mode_within_the_timeout_and_recover() {
         "latency histogram exported"
     );
 }
+
+#[test]
+fn a_cluster_that_does_not_exist_is_the_failure_mode_not_a_crash() {
+    let mut p = harness::demo_policies();
+    p.ratelimit = json!({
+        "stat_prefix": "ratelimit",
+        "global": {"cluster": "no_such_cluster", "timeout_ms": TIMEOUT_MS, "failure_mode": "deny"},
+        "limits": [{"name": "t", "scope": "global", "key": "tenant", "rate": {"burst": 10, "refill": 1}}]
+    });
+    let Some(gw) = Gateway::start(GatewayOptions {
+        policies: p,
+        ..GatewayOptions::default()
+    }) else {
+        return;
+    };
+    let token = rs256(&claims("acme", "customers:read"));
+    for _ in 0..3 {
+        let r = gw.send(&Request::get("/api/v1/tenants/acme/customers").bearer(&token));
+        assert_eq!(r.status, 503, "{}", r.body_str());
+        assert_eq!(
+            r.header("x-portcullis-reason"),
+            Some("global_limiter_unavailable")
+        );
+    }
+    assert!(
+        gw.stat("wasmcustom.portcullis.ratelimit.global.errors")
+            .unwrap_or(0)
+            >= 3
+    );
+}
