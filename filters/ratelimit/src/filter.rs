@@ -111,13 +111,21 @@ impl Metrics {
 struct State {
     config: RateLimitConfig,
     metrics: Metrics,
+    /// When this worker last logged a failed call to the rate limit service (host clock, ns):
+    /// an outage is logged once per worker every 10 s, not once per request (it is counted
+    /// per request).
+    last_service_warning: std::cell::Cell<u64>,
 }
 
 impl State {
     fn load(bytes: &[u8]) -> Result<Self, portcullis_core::config::ConfigError> {
         let config = RateLimitConfig::from_bytes(bytes)?;
         let metrics = Metrics::define(&config);
-        Ok(State { config, metrics })
+        Ok(State {
+            config,
+            metrics,
+            last_service_warning: std::cell::Cell::new(0),
+        })
     }
 }
 
@@ -224,10 +232,14 @@ impl RateLimit {
                 FailureMode::Allow => m.failure_allowed.inc(),
                 FailureMode::Deny => m.failure_denied.inc(),
             }
-            log::warn!(
-                "portcullis ratelimit: no verdict from the rate limit service ({:?}); failure mode {mode:?}",
-                r.outcome
-            );
+            let now = host::now_unix_nanos();
+            if now.saturating_sub(st.last_service_warning.get()) >= 10_000_000_000 {
+                st.last_service_warning.set(now);
+                log::warn!(
+                    "portcullis ratelimit: no verdict from the rate limit service ({:?}); failure mode {mode:?} (logged at most every 10 s per worker; see global.* metrics)",
+                    r.outcome
+                );
+            }
         }
         if r.refund_local && cfg.mode == Mode::Enforce {
             global::refund_local(&SharedData, pending, cfg.max_cas_retries);
