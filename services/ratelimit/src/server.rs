@@ -25,6 +25,9 @@ pub mod status {
     pub const UNAVAILABLE: u32 = 14;
 }
 
+/// Concurrent calls one HTTP/2 connection may have open.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+
 /// Everything a request needs.
 pub struct Service {
     /// Limits per domain.
@@ -42,7 +45,14 @@ pub async fn serve(listener: TcpListener, svc: Arc<Service>) -> std::io::Result<
         let _ = sock.set_nodelay(true);
         let svc = svc.clone();
         tokio::spawn(async move {
-            let Ok(mut conn) = h2::server::handshake(sock).await else {
+            // Bounded per connection: a gateway keeps far fewer calls in flight (Envoy's
+            // circuit breaker), and request headers are a few hundred bytes.
+            let Ok(mut conn) = h2::server::Builder::new()
+                .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+                .max_header_list_size(16 * 1024)
+                .handshake(sock)
+                .await
+            else {
                 return;
             };
             while let Some(Ok((req, respond))) = conn.accept().await {
