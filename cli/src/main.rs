@@ -25,6 +25,8 @@ USAGE:
       --jwks-upstream HOST:PORT  where remote JWKS are fetched (default: the upstream)
       --jwks-tls [--jwks-ca PEM] fetch them over TLS (default CA bundle: the system's)
       --external-origin URL      the origin clients use (DPoP htu); overrides the policy's
+      --rls HOST:PORT       rate limit service for scope: global limits (default: 127.0.0.1:8081)
+      --rls-out FILE        also write the rate limit service's config (portcullis-rls --config)
   portcullis render --format istio [options]   Istio WasmPlugins + EnvoyFilter (YAML stream)
       --namespace NS        (default: portcullis)
       --selector KEY=VALUE  workload labels, repeatable (default: app=portcullis-gateway)
@@ -230,6 +232,8 @@ fn render_cmd(args: &[String]) -> Result<()> {
         "istio-mode",
         "oci-registry",
         "wasm-url-dir",
+        "rls",
+        "rls-out",
     ])?;
     let policies = policy::load(Path::new(o.get("policies").unwrap_or("policies")))?;
     match o.get("format").unwrap_or("envoy") {
@@ -241,6 +245,11 @@ fn render_cmd(args: &[String]) -> Result<()> {
             )))
         }
     }
+    let (rls_host, rls_port) = o
+        .get("rls")
+        .unwrap_or("127.0.0.1:8081")
+        .rsplit_once(':')
+        .ok_or_else(|| CliError("--rls must be HOST:PORT".into()))?;
     let template_path = o.get("template").unwrap_or("envoy/gateway.yaml.tmpl");
     let template = std::fs::read_to_string(template_path)
         .map_err(|e| CliError(format!("{template_path}: {e}")))?;
@@ -305,7 +314,15 @@ fn render_cmd(args: &[String]) -> Result<()> {
                 ),
             }),
         external_origin: o.get("external-origin").map(str::to_string),
+        rls_host: rls_host.to_string(),
+        rls_port: rls_port
+            .parse()
+            .map_err(|_| CliError("--rls: bad port".into()))?,
     };
+    if let Some(path) = o.get("rls-out") {
+        let cfg = render::rls_config(&policies)?;
+        std::fs::write(path, cfg).map_err(|e| CliError(format!("{path}: {e}")))?;
+    }
     let out = render::render(&template, &policies, &opts)?;
     match o.get("out") {
         Some(path) => std::fs::write(path, out).map_err(|e| CliError(format!("{path}: {e}")))?,

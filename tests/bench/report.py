@@ -128,6 +128,20 @@ out.append(f"- Rate limiting (C2) at 2 workers vs 1: {ratio(rl2, rl1)} ({f(rl1)}
 out.append(f"- Shared data for {shm.get('keys', 0):,} distinct client addresses against the per-IP limit (max_keys {shm.get('max_keys', '–')}): +{shm.get('rss_delta_mib', '–')} MiB RSS, {shm.get('slots_created', '–')} shared-data keys created of a bound of {shm.get('slot_bound', '–')}.")
 for fl in by("flood"):
     out.append(f"- Garbage-token flood, {fl['alg']} (forged signatures with a real `kid`, one worker, authn only): {f(fl['forged_rps'])} forged req/s absorbed, {fl['refused']:,} of {fl['sent']:,} refused; a valid cached token's latency p50/p99 {fl['valid_p50_ms']:.2f}/{fl['valid_p99_ms']:.2f} ms alone, {fl['flood_p50_ms']:.2f}/{fl['flood_p99_ms']:.2f} ms under the flood.")
+g_thr = {sc: m("global_throughput", "rps", scope=sc) for sc in ("local", "global")}
+g_p50 = {sc: m("global_paced", "p50_ms", scope=sc) for sc in ("local", "global")}
+g_p99 = {sc: m("global_paced", "p99_ms", scope=sc) for sc in ("local", "global")}
+svc = {r["connections"]: r for r in by("rls_service")}
+if g_thr["local"] or svc:
+    out.append("\n## Fleet-wide limits (`scope: global`)\n")
+    out.append("authn + the identity ratelimit instance, direct response, one Envoy worker on core 0; the same limit")
+    out.append("kept in Envoy's shared data (local) or asked of `portcullis-rls` + Redis on core 1 (global).\n")
+    out.append("| limit | req/s (16 connections) | p50 ms | p99 ms (paced) |")
+    out.append("|---|---:|---:|---:|")
+    for sc in ("local", "global"):
+        out.append(f"| {sc} | {f(g_thr[sc])} | {f(g_p50[sc], 2)} | {f(g_p99[sc], 2)} |")
+    for c, r in sorted(svc.items()):
+        out.append(f"\nService decision latency on loopback, {c} connection(s) (sequential calls each): {f(r['rps'])} decisions/s, p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.3f} ms.")
 out.append("")
 
 
@@ -148,6 +162,8 @@ targets = [
     ("chain ≤ 16 MiB RSS per worker", f"{chain_per_worker:.1f} MiB", chain_per_worker <= 16),
     ("rate limit at 2 workers ≥ 1.7× 1 worker", ratio(rl2, rl1), bool(rl1 and rl2 and rl2 >= 1.7 * rl1)),
     ("1M client addresses: shared data within the configured bound", f"{shm.get('slots_created', '–')} of {shm.get('slot_bound', '–')} keys, +{shm.get('rss_delta_mib', '–')} MiB", shm.get("slots_created", 1e12) <= shm.get("slot_bound", 0)),
+    ("RLS decision p99 ≤ 1 ms (loopback)", f"{f((svc.get(1) or {}).get('p99_ms'), 3)} ms", bool(svc.get(1) and svc[1]["p99_ms"] <= 1.0)),
+    ("100k tenants ≤ 32 MiB shared data", f"{shm.get('rss_delta_mib', '–')} MiB", (shm.get("rss_delta_mib") or 1e9) <= 32),
 ]
 out.append("## Targets (reported, not asserted)\n")
 out.append("| target | measured | status |")

@@ -7,7 +7,8 @@
 #
 # Knobs: REPS (default 3), DUR seconds per measurement (default 8), RATE for the fixed-rate
 # latency (default 400 req/s), OUT (default .build/bench), ONLY=verify to run just the per-algorithm
-# verification section (prints its table, leaves docs/ untouched; ALGS="direct RS256" narrows it).
+# verification section (prints its table, leaves docs/ untouched; ALGS="direct RS256" narrows it),
+# ONLY=global the fleet-wide section (local vs global limit, service latency; needs redis-server).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -152,6 +153,42 @@ for rep in 1 2; do
   done
 done
 
+fi
+
+if section global; then
+echo "== fleet-wide limits: the same limit local vs global (portcullis-rls + Redis), service decision latency"
+bash tests/bench/global-ratelimit.sh | tee "$WORK/global.txt"
+$PY - "$WORK/global.txt" >> "$RESULTS" <<'PY'
+import re, sys, json
+t = open(sys.argv[1]).read()
+def ms(v):
+    return float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-1]) * 1000
+for m in re.finditer(r"^(local|global) rep=(\d+) (throughput|paced) rps=(\S+) p50=(\S+) p99=(\S+) non2xx=(\d+)", t, re.M):
+    print(json.dumps({"kind": "global_" + m.group(3), "scope": m.group(1), "rep": int(m.group(2)), "rps": float(m.group(4)),
+                      "p50_ms": ms(m.group(5)), "p99_ms": ms(m.group(6)), "non2xx": int(m.group(7))}))
+for m in re.finditer(r"^service connections=(\d+) calls=(\d+) errors=(\d+) connections=\d+ rps=(\S+) p50_ms=(\S+) p90_ms=\S+ p99_ms=(\S+)", t, re.M):
+    print(json.dumps({"kind": "rls_service", "connections": int(m.group(1)), "calls": int(m.group(2)), "errors": int(m.group(3)),
+                      "rps": float(m.group(4)), "p50_ms": float(m.group(5)), "p99_ms": float(m.group(6))}))
+PY
+fi
+
+if [ -n "${ONLY:-}" ] && [ "$ONLY" = global ]; then
+  # Partial run: the fleet-wide table from what was measured; docs/ keep the last full run.
+  $PY - "$RESULTS" <<'PY'
+import json, sys, statistics
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+med = lambda xs: statistics.median(xs) if xs else float("nan")
+print("scope   req/s (16 conns)  p50 ms  p99 ms (paced ~400 req/s)")
+for s in ("local", "global"):
+    thr = med([r["rps"] for r in rows if r["kind"] == "global_throughput" and r["scope"] == s])
+    p50 = med([r["p50_ms"] for r in rows if r["kind"] == "global_paced" and r["scope"] == s])
+    p99 = med([r["p99_ms"] for r in rows if r["kind"] == "global_paced" and r["scope"] == s])
+    print(f"{s:7} {thr:17,.0f}  {p50:6.2f}  {p99:6.2f}")
+for r in rows:
+    if r["kind"] == "rls_service":
+        print(f"service, {r['connections']} connection(s): {r['rps']:,.0f} decisions/s, p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.3f} ms, errors {r['errors']}")
+PY
+  exit 0
 fi
 
 if [ -n "${ONLY:-}" ]; then

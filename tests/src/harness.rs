@@ -93,6 +93,8 @@ pub struct GatewayOptions {
     pub listen_port: Option<u16>,
     /// The origin clients use (DPoP `htu`), replacing the policy's `dpop.external_origin`.
     pub external_origin: Option<String>,
+    /// The rate limit service for `scope: global` limits (the `portcullis_rls` cluster).
+    pub rls: Option<SocketAddr>,
 }
 
 impl Default for GatewayOptions {
@@ -106,6 +108,7 @@ impl Default for GatewayOptions {
             tls: None,
             listen_port: None,
             external_origin: None,
+            rls: None,
         }
     }
 }
@@ -235,6 +238,8 @@ impl Gateway {
             jwks_upstream: None,
             jwks_tls: None,
             external_origin: opts.external_origin.clone(),
+            rls_host: "127.0.0.1".into(),
+            rls_port: opts.rls.map_or(8081, |a| a.port()),
         };
         let yaml = render::render(&template, &opts.policies, &ro)
             .unwrap_or_else(|e| panic!("render: {e}"));
@@ -425,4 +430,232 @@ pub fn rs256(claims: &Value) -> String {
 /// A demo token for a tenant with space-separated scopes.
 pub fn demo_token(tenant: &str, scope: &str) -> String {
     rs256(&claims(tenant, scope))
+}
+
+// ---- Fleet-wide limits: a real redis-server and the real `portcullis-rls` ----
+
+/// `redis-server` (`PORTCULLIS_REDIS` or on `PATH`), or `None` (with the reason printed)
+/// outside CI; under `CI=true` a missing Redis is a failure (`make test` installs it).
+pub fn redis_binary() -> Option<PathBuf> {
+    let candidates = std::env::var("PORTCULLIS_REDIS")
+        .ok()
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(
+            std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|d| d.join("redis-server")),
+        );
+    let found = candidates.into_iter().find(|p| p.is_file());
+    if found.is_none() {
+        let msg = "redis-server not found: `apt-get install redis-server` (or set PORTCULLIS_REDIS) to run the global rate limit tests";
+        assert!(
+            !under_ci(),
+            "{msg} — under CI=true a missing Redis is a failure"
+        );
+        eprintln!("SKIPPED: {msg}");
+    }
+    found
+}
+
+/// Sends `SIGSTOP` / `SIGCONT` to a process this test started (a hung, not a dead, peer).
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+}
+
+/// A redis-server of this test alone: free loopback port, its own temp dir, no persistence.
+pub struct RedisServer {
+    bin: PathBuf,
+    child: Option<Child>,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    dir: TempDir,
+}
+
+impl RedisServer {
+    /// Starts one and waits until it answers `PING`; `None` when Redis is not installed.
+    pub fn start() -> Option<RedisServer> {
+        let mut r = RedisServer {
+            bin: redis_binary()?,
+            child: None,
+            port: free_port(),
+            dir: TempDir::new("redis"),
+        };
+        r.spawn();
+        Some(r)
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(&self.bin)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
+            .arg("--dir")
+            .arg(&self.dir.0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("redis-server: {e}"));
+        reap_with_parent(&[child.id()]);
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.pings() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn pings(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut buf = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    /// Kills it (its data is gone: no persistence, like a lost cache node).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Freezes it (`SIGSTOP`): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        if let Some(c) = &self.child {
+            signal(c.id(), "-STOP");
+        }
+    }
+
+    /// Thaws it (`SIGCONT`).
+    pub fn resume(&self) {
+        if let Some(c) = &self.child {
+            signal(c.id(), "-CONT");
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.resume();
+        self.stop();
+    }
+}
+
+/// The `portcullis-rls` binary cargo builds beside the test executables.
+pub fn rls_binary() -> PathBuf {
+    upstream_binary().with_file_name(format!("portcullis-rls{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// A running `portcullis-rls` of this test.
+pub struct RlsService {
+    child: Option<Child>,
+    /// Its gRPC address (kept across restarts).
+    pub addr: SocketAddr,
+    args: Vec<String>,
+    _dir: TempDir,
+}
+
+impl RlsService {
+    /// Starts the service with `config` (YAML, e.g. `render::rls_config`) against `redis`.
+    pub fn start(config: &str, redis: &RedisServer, redis_timeout_ms: u64) -> RlsService {
+        let dir = TempDir::new("rls");
+        let path = dir.0.join("rls.yaml");
+        std::fs::write(&path, config).unwrap_or_else(|e| panic!("{e}"));
+        let mut s = RlsService {
+            child: None,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            args: vec![
+                "--config".into(),
+                path.to_string_lossy().into_owned(),
+                "--redis".into(),
+                redis.url(),
+                "--redis-timeout-ms".into(),
+                redis_timeout_ms.to_string(),
+            ],
+            _dir: dir,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(rls_binary())
+            .args(&self.args)
+            .args(["--listen", &self.addr.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", rls_binary().display()));
+        reap_with_parent(&[child.id()]);
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = BufReader::new(out).read_line(&mut line);
+        }
+        self.addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("portcullis-rls printed {line:?}"));
+        self.child = Some(child);
+    }
+
+    /// Kills it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same address.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Freezes it (`SIGSTOP`): Envoy's calls get no answer.
+    pub fn pause(&self) {
+        if let Some(c) = &self.child {
+            signal(c.id(), "-STOP");
+        }
+    }
+
+    /// Thaws it.
+    pub fn resume(&self) {
+        if let Some(c) = &self.child {
+            signal(c.id(), "-CONT");
+        }
+    }
+}
+
+impl Drop for RlsService {
+    fn drop(&mut self) {
+        self.resume();
+        self.stop();
+    }
 }

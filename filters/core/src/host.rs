@@ -154,6 +154,7 @@ impl Host for WasmHost {
         let t = match kind {
             MetricKind::Counter => MetricType::Counter,
             MetricKind::Gauge => MetricType::Gauge,
+            MetricKind::Histogram => MetricType::Histogram,
         };
         MetricId(hostcalls::define_metric(t, name).ok())
     }

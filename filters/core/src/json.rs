@@ -123,8 +123,13 @@ pub enum Event<'a> {
 }
 
 enum Frame {
-    Array { len: usize },
-    Object { members: usize, names: Option<HashSet<String>> },
+    Array {
+        len: usize,
+    },
+    Object {
+        members: usize,
+        names: Option<HashSet<String>>,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -137,8 +142,6 @@ enum Expect {
     FirstName,
     /// After a member value or an element: `,` or the closing bracket.
     CommaOrClose,
-    /// After `,` in an object: a name.
-    Name,
     /// The document is complete: only whitespace may follow.
     End,
 }
@@ -213,7 +216,6 @@ impl<'a> Tokenizer<'a> {
                 }
                 self.name()
             }
-            Expect::Name => self.name(),
             Expect::CommaOrClose => {
                 let c = self.b.get(self.i).copied();
                 match (c, self.stack.last()) {
@@ -227,7 +229,8 @@ impl<'a> Tokenizer<'a> {
                         self.ws();
                         self.name()
                     }
-                    (Some(b']'), Some(Frame::Array { .. })) | (Some(b'}'), Some(Frame::Object { .. })) => {
+                    (Some(b']'), Some(Frame::Array { .. }))
+                    | (Some(b'}'), Some(Frame::Object { .. })) => {
                         self.i += 1;
                         Ok(Some(self.close()))
                     }
@@ -506,8 +509,10 @@ fn unescape_into(raw: &str, out: &mut String) {
                 if (0xD800..0xDC00).contains(&hi) {
                     let lo = hex(i + 8);
                     i += 6;
-                    char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo.wrapping_sub(0xDC00) & 0x3FF))
-                        .unwrap_or('\u{FFFD}')
+                    char::from_u32(
+                        0x10000 + ((hi - 0xD800) << 10) + (lo.wrapping_sub(0xDC00) & 0x3FF),
+                    )
+                    .unwrap_or('\u{FFFD}')
                 } else {
                     char::from_u32(hi).unwrap_or('\u{FFFD}')
                 }
@@ -578,8 +583,23 @@ mod tests {
     #[test]
     fn events_of_a_document() {
         assert_eq!(
-            events(r#" {"a": [1, -2.5e3, true, null, "x\u00e9\ud83d\ude00"], "b\"": {}} "#).unwrap(),
-            vec!["{", "name:a", "[", "num:1", "num:-2.5e3", "bool:true", "null", "str:xé😀", "]", "name:b\"", "{", "}", "}"]
+            events(r#" {"a": [1, -2.5e3, true, null, "x\u00e9\ud83d\ude00"], "b\"": {}} "#)
+                .unwrap(),
+            vec![
+                "{",
+                "name:a",
+                "[",
+                "num:1",
+                "num:-2.5e3",
+                "bool:true",
+                "null",
+                "str:xé😀",
+                "]",
+                "name:b\"",
+                "{",
+                "}",
+                "}"
+            ]
         );
         assert_eq!(events("0").unwrap(), vec!["num:0"]);
         assert_eq!(events("\"\"").unwrap(), vec!["str:"]);
@@ -588,12 +608,42 @@ mod tests {
     #[test]
     fn what_serde_json_refuses_is_refused() {
         for b in [
-            "", " ", "{", "[1,]", "[,1]", "{\"a\"}", "{\"a\":1,}", "{a:1}", "01", "1.", "-", "tru",
-            "[1 2]", "\"\t\"", "{} {}", "\"\\x\"", "[1]]", "\"\\u+100\"", "\"\\u12\"", "{\"a\":}",
-            "[}", "{]", "1e", "1e+", "--1", ".5", "+1", "NaN", "\"\\ud800\"", "[\"a\" \"b\"]",
+            "",
+            " ",
+            "{",
+            "[1,]",
+            "[,1]",
+            "{\"a\"}",
+            "{\"a\":1,}",
+            "{a:1}",
+            "01",
+            "1.",
+            "-",
+            "tru",
+            "[1 2]",
+            "\"\t\"",
+            "{} {}",
+            "\"\\x\"",
+            "[1]]",
+            "\"\\u+100\"",
+            "\"\\u12\"",
+            "{\"a\":}",
+            "[}",
+            "{]",
+            "1e",
+            "1e+",
+            "--1",
+            ".5",
+            "+1",
+            "NaN",
+            "\"\\ud800\"",
+            "[\"a\" \"b\"]",
         ] {
             assert!(events(b).is_err(), "{b:?} was accepted");
-            assert!(serde_json::from_str::<serde_json::Value>(b).is_err(), "{b:?} (serde)");
+            assert!(
+                serde_json::from_str::<serde_json::Value>(b).is_err(),
+                "{b:?} (serde)"
+            );
         }
     }
 
@@ -606,22 +656,52 @@ mod tests {
         };
         let depth3 = l(|x| x.max_depth = 3);
         assert!(validate(b"[[[1]]]", depth3).is_ok());
-        assert!(matches!(validate(b"[[[[1]]]]", depth3), Err(Error::TooDeep(3))));
-        assert!(matches!(validate(b"[1,2,3,4]", l(|x| x.max_array_len = 3)), Err(Error::ArrayTooLong(_))));
+        assert!(matches!(
+            validate(b"[[[[1]]]]", depth3),
+            Err(Error::TooDeep(3))
+        ));
+        assert!(matches!(
+            validate(b"[1,2,3,4]", l(|x| x.max_array_len = 3)),
+            Err(Error::ArrayTooLong(_))
+        ));
         let s4 = l(|x| x.max_string_len = 4);
-        assert!(validate(br#""\u00e9\u00e9""#, s4).is_ok(), "length counts unescaped bytes");
-        assert!(matches!(validate(b"\"abcde\"", s4), Err(Error::StringTooLong(0))));
-        assert!(matches!(validate(br#"{"a":1,"b":2,"c":3}"#, l(|x| x.max_object_members = 2)), Err(Error::TooManyMembers(_))));
+        assert!(
+            validate(br#""\u00e9\u00e9""#, s4).is_ok(),
+            "length counts unescaped bytes"
+        );
+        assert!(matches!(
+            validate(b"\"abcde\"", s4),
+            Err(Error::StringTooLong(0))
+        ));
+        assert!(matches!(
+            validate(br#"{"a":1,"b":2,"c":3}"#, l(|x| x.max_object_members = 2)),
+            Err(Error::TooManyMembers(_))
+        ));
         let dup = l(|x| x.reject_duplicate_names = true);
-        assert!(matches!(validate(br#"{"a":1,"\u0061":2}"#, dup), Err(Error::DuplicateName(_))));
+        assert!(matches!(
+            validate(br#"{"a":1,"\u0061":2}"#, dup),
+            Err(Error::DuplicateName(_))
+        ));
         assert!(validate(br#"{"a":{"a":1},"b":{"a":1}}"#, dup).is_ok());
         let num = l(|x| x.check_number_range = true);
-        assert!(matches!(validate(b"1e400", num), Err(Error::NumberOutOfRange(0))));
+        assert!(matches!(
+            validate(b"1e400", num),
+            Err(Error::NumberOutOfRange(0))
+        ));
         assert!(validate(b"18446744073709551615", num).is_ok());
-        assert!(matches!(validate(b"18446744073709551616", num), Err(Error::NumberOutOfRange(_))));
-        assert!(matches!(validate(b"\"\xff\"", Limits::default()), Err(Error::InvalidUtf8(1))));
+        assert!(matches!(
+            validate(b"18446744073709551616", num),
+            Err(Error::NumberOutOfRange(_))
+        ));
+        assert!(matches!(
+            validate(b"\"\xff\"", Limits::default()),
+            Err(Error::InvalidUtf8(1))
+        ));
         let deep = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
-        assert!(validate(deep.as_bytes(), Limits::default()).is_ok(), "no recursion, no stack growth");
+        assert!(
+            validate(deep.as_bytes(), Limits::default()).is_ok(),
+            "no recursion, no stack growth"
+        );
     }
 
     #[test]
@@ -630,7 +710,10 @@ mod tests {
             let mut out = String::new();
             write_string(s, &mut out);
             assert_eq!(serde_json::from_str::<String>(&out).unwrap(), s);
-            let ev = Tokenizer::new(out.as_bytes(), Limits::default()).unwrap().next_event().unwrap();
+            let ev = Tokenizer::new(out.as_bytes(), Limits::default())
+                .unwrap()
+                .next_event()
+                .unwrap();
             let Some(Event::Str(t)) = ev else { panic!() };
             assert_eq!(t.unescape(), s);
         }

@@ -48,6 +48,22 @@ impl Gauge {
     }
 }
 
+/// A histogram in Envoy's `/stats` (quantiles) and `/stats/prometheus` (buckets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Histogram(MetricId);
+
+impl Histogram {
+    /// Defines (or finds) a histogram.
+    pub fn define<H: Host>(host: &H, name: &str) -> Self {
+        Histogram(host.define_metric(MetricKind::Histogram, name))
+    }
+
+    /// Records one value.
+    pub fn record<H: Host>(self, host: &H, v: u64) {
+        host.record_metric(self.0, v);
+    }
+}
+
 /// One counter per reason code of a filter: `<prefix>.<kind>.<code>`, declared from the
 /// reason enum's list of all values, so no code can go uncounted.
 #[derive(Debug, Clone)]

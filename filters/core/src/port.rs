@@ -31,6 +31,8 @@ pub enum MetricKind {
     Counter,
     /// Set to a value.
     Gauge,
+    /// A distribution of recorded values (quantiles in `/stats`, buckets in Prometheus).
+    Histogram,
 }
 
 /// A metric handle (`None`: the host could not define it, and it counts nothing).
@@ -155,7 +157,7 @@ pub trait Host: SharedStore {
     fn define_metric(&self, kind: MetricKind, name: &str) -> MetricId;
     /// Adds to a counter.
     fn increment_metric(&self, id: MetricId, by: u64);
-    /// Sets a gauge.
+    /// Sets a gauge, or records a value in a histogram.
     fn record_metric(&self, id: MetricId, value: u64);
     /// Starts an HTTP call; the answer arrives at the context that made it, with this token.
     fn http_call(&self, call: &HttpCall<'_>) -> Result<u32, HostError>;

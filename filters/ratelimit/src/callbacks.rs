@@ -1,15 +1,20 @@
 //! The ratelimit filter's callbacks, written once over the host port: the identity from
 //! authn's filter state, the client address Envoy settled on, the decision from
-//! [`crate::decide`], and its application (a 429, or headers on the response).
+//! [`crate::decide`], and its application (a 429, or headers on the response). When global
+//! limits apply, the request waits for the rate limit service ([`crate::global`] decides what
+//! its answer, or its silence, means; this file only moves bytes).
 
 use crate::config::{FailureMode, KeySource, Mode, RateLimitConfig};
-use crate::decide::{self, RateLimitReason, Request};
+use crate::decide::{self, Applied, RateLimitReason, Request};
+use crate::global::{self, CallOutcome, Pending, Reply};
+use crate::rls;
 use portcullis_core::config::ConfigError;
+use portcullis_core::deny::Denial;
 use portcullis_core::identity::{Identity, IDENTITY_PROPERTY};
-use portcullis_core::metrics::{self, Counter, DenialCounters, DenyLog};
-use portcullis_core::port::{Filter, Flow, Host, HostExt, Step, Stream};
+use portcullis_core::metrics::{self, Counter, DenialCounters, DenyLog, Histogram};
+use portcullis_core::port::{CallResponse, Filter, Flow, GrpcCall, Host, HostExt, Step, Stream};
 use portcullis_core::slots::Secret;
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -22,6 +27,19 @@ struct Metrics {
     slots_created: Counter,
     failure_allowed: Counter,
     failure_denied: Counter,
+    global: GlobalMetrics,
+}
+
+/// Calls to the rate limit service: `global.calls` = `ok + over_limit + timeouts + errors`.
+struct GlobalMetrics {
+    calls: Counter,
+    ok: Counter,
+    over_limit: Counter,
+    timeouts: Counter,
+    errors: Counter,
+    failure_allowed: Counter,
+    failure_denied: Counter,
+    latency_us: Histogram,
 }
 
 impl Metrics {
@@ -52,6 +70,16 @@ impl Metrics {
             slots_created: Counter::define(host, &name("slots_created")),
             failure_allowed: Counter::define(host, &name("failure_mode.allowed")),
             failure_denied: Counter::define(host, &name("failure_mode.denied")),
+            global: GlobalMetrics {
+                calls: Counter::define(host, &name("global.calls")),
+                ok: Counter::define(host, &name("global.ok")),
+                over_limit: Counter::define(host, &name("global.over_limit")),
+                timeouts: Counter::define(host, &name("global.timeouts")),
+                errors: Counter::define(host, &name("global.errors")),
+                failure_allowed: Counter::define(host, &name("global.failure_mode.allowed")),
+                failure_denied: Counter::define(host, &name("global.failure_mode.denied")),
+                latency_us: Histogram::define(host, &name("global.latency_us")),
+            },
         }
     }
 }
@@ -64,6 +92,8 @@ pub struct RateLimit {
     /// Request headers some limit is keyed by (read by name; nothing else is copied).
     header_names: Vec<String>,
     secret: OnceCell<Secret>,
+    /// When this worker last logged a silent rate limit service (at most every 10 s).
+    last_service_warning: Cell<u64>,
 }
 
 impl Filter for RateLimit {
@@ -86,6 +116,7 @@ impl Filter for RateLimit {
             metrics,
             header_names,
             secret: OnceCell::new(),
+            last_service_warning: Cell::new(0),
         })
     }
 
@@ -93,6 +124,7 @@ impl Filter for RateLimit {
         RateLimitStream {
             root: root.clone(),
             response_headers: Vec::new(),
+            in_flight: None,
         }
     }
 }
@@ -140,6 +172,148 @@ pub struct RateLimitStream {
     root: Rc<RateLimit>,
     /// Rate-limit headers for the response, decided on the request.
     response_headers: Vec<(&'static str, String)>,
+    /// The rate limit service call this request waits for: token, what to finish with, start.
+    in_flight: Option<(u32, Pending, u64)>,
+}
+
+impl RateLimitStream {
+    /// Applies a verdict: remember the headers and continue, or answer with the denial.
+    fn apply<H: Host>(
+        &mut self,
+        host: &H,
+        verdict: Result<Vec<Applied>, Denial>,
+        limited_by: Option<&str>,
+    ) -> Flow {
+        let rl = self.root.clone();
+        let cfg = &rl.config;
+        let m = &rl.metrics;
+        let hits = |names: &mut dyn Iterator<Item = &str>| -> Vec<String> {
+            names
+                .map(|n| format!("{}.limit:{n}", cfg.stat_prefix))
+                .collect()
+        };
+        match verdict {
+            Ok(applied) => {
+                for a in &applied {
+                    if let Some(c) = m.allowed.get(&a.name) {
+                        c.inc(host);
+                    }
+                }
+                if host.explaining() {
+                    let left: Vec<String> = applied
+                        .iter()
+                        .map(|a| format!("{} ({} left)", a.name, a.outcome.remaining))
+                        .collect();
+                    host.explain(Step {
+                        filter: String::new(),
+                        matched: if left.is_empty() {
+                            "-".into()
+                        } else {
+                            left.join(", ")
+                        },
+                        outcome: "allow".into(),
+                        hits: hits(&mut applied.iter().map(|a| a.name.as_str())),
+                    });
+                }
+                self.response_headers = decide::response_headers(cfg.headers, &applied);
+                Flow::Continue
+            }
+            Err(denial) => {
+                let policy = limited_by.unwrap_or("-");
+                if let Some(c) = limited_by.and_then(|n| m.limited.get(n)) {
+                    c.inc(host);
+                }
+                if cfg.mode == Mode::Shadow {
+                    m.shadow_limited.inc(host);
+                }
+                metrics::apply_denial(
+                    host,
+                    "ratelimit",
+                    cfg.mode,
+                    policy,
+                    &denial,
+                    &m.denials,
+                    DenyLog::Debug,
+                    || hits(&mut limited_by.into_iter()),
+                )
+            }
+        }
+    }
+
+    /// Starts the `ShouldRateLimit` call and pauses the request; if the host refuses the call,
+    /// the failure mode decides at once.
+    fn ask_service<H: Host>(&mut self, host: &H, pending: Pending) -> Flow {
+        let rl = self.root.clone();
+        let Some(g) = rl.config.global.as_ref() else {
+            return self.finish(host, &pending, Reply::NotDispatched, 0);
+        };
+        rl.metrics.global.calls.inc(host);
+        let started = host.now_nanos();
+        // The cluster goes as a serialized GrpcService (see `rls::grpc_service`).
+        let dispatched = rls::grpc_service(&g.cluster).map(|service| {
+            host.grpc_call(&GrpcCall {
+                cluster: &service,
+                service: rls::SERVICE,
+                method: rls::METHOD,
+                message: &pending.message,
+                timeout: std::time::Duration::from_millis(g.timeout_ms),
+            })
+        });
+        match dispatched {
+            Some(Ok(token)) => {
+                self.in_flight = Some((token, pending, started));
+                Flow::Pause
+            }
+            _ => self.finish(host, &pending, Reply::NotDispatched, started),
+        }
+    }
+
+    /// Counts the call's outcome, gives local units back when the request is refused, and
+    /// applies the resolved verdict.
+    fn finish<H: Host>(
+        &mut self,
+        host: &H,
+        pending: &Pending,
+        reply: Reply<'_>,
+        started: u64,
+    ) -> Flow {
+        let rl = self.root.clone();
+        let cfg = &rl.config;
+        let r = global::resolve(cfg, pending, reply);
+        let m = &rl.metrics.global;
+        match r.outcome {
+            CallOutcome::Ok => m.ok.inc(host),
+            CallOutcome::OverLimit => m.over_limit.inc(host),
+            CallOutcome::Timeout => m.timeouts.inc(host),
+            CallOutcome::Error => m.errors.inc(host),
+        }
+        let now = host.now_nanos();
+        if started > 0 {
+            m.latency_us
+                .record(host, now.saturating_sub(started) / 1_000);
+        }
+        if r.failure_mode_used {
+            let mode = cfg
+                .global
+                .as_ref()
+                .map_or(cfg.failure_mode, |g| g.failure_mode);
+            match mode {
+                FailureMode::Allow => m.failure_allowed.inc(host),
+                FailureMode::Deny => m.failure_denied.inc(host),
+            }
+            if now.saturating_sub(rl.last_service_warning.get()) >= 10_000_000_000 {
+                rl.last_service_warning.set(now);
+                log::warn!(
+                    "portcullis ratelimit: no verdict from the rate limit service ({:?}); failure mode {mode:?} (logged at most every 10 s per worker; see global.* metrics)",
+                    r.outcome
+                );
+            }
+        }
+        if r.refund_local && cfg.mode == Mode::Enforce {
+            global::refund_local(cfg, host, pending, now);
+        }
+        self.apply(host, r.verdict, r.limited_by.as_deref())
+    }
 }
 
 impl Stream for RateLimitStream {
@@ -169,7 +343,7 @@ impl Stream for RateLimitStream {
             identity: identity.as_ref(),
             source_address: source.as_deref(),
         };
-        let d = decide::decide(cfg, host, &secret, &req, host.now_nanos());
+        let d = decide::decide_with_service(cfg, host, &secret, &req, host.now_nanos());
         m.cas_retries.add(host, u64::from(d.cas_retries));
         m.slots_created.add(host, u64::from(d.slots_created));
         if d.failure_mode_used {
@@ -182,56 +356,36 @@ impl Stream for RateLimitStream {
                 cfg.failure_mode
             );
         }
-        let hits = |names: &mut dyn Iterator<Item = &str>| -> Vec<String> {
-            names
-                .map(|n| format!("{}.limit:{n}", cfg.stat_prefix))
-                .collect()
+        match (d.verdict, d.global) {
+            // Local limits admitted the request; the global ones are asked next.
+            (Ok(_), Some(pending)) => self.ask_service(host, pending),
+            (verdict, _) => self.apply(host, verdict, d.limited_by.as_deref()),
+        }
+    }
+
+    /// The rate limit service answered (or Envoy gave up on it): finish the request.
+    fn on_call_response<H: Host>(&mut self, host: &H, token: u32, response: CallResponse) {
+        let Some((t, pending, started)) = self.in_flight.take() else {
+            return;
         };
-        match d.verdict {
-            Ok(applied) => {
-                for a in &applied {
-                    if let Some(c) = m.allowed.get(&a.name) {
-                        c.inc(host);
-                    }
-                }
-                if host.explaining() {
-                    let left: Vec<String> = applied
-                        .iter()
-                        .map(|a| format!("{} ({} left)", a.name, a.outcome.remaining))
-                        .collect();
-                    host.explain(Step {
-                        filter: String::new(),
-                        matched: if left.is_empty() {
-                            "-".into()
-                        } else {
-                            left.join(", ")
-                        },
-                        outcome: "allow".into(),
-                        hits: hits(&mut applied.iter().map(|a| a.name.as_str())),
-                    });
-                }
-                self.response_headers = decide::response_headers(cfg.headers, &applied);
-                Flow::Continue
-            }
-            Err(denial) => {
-                let policy = d.limited_by.as_deref().unwrap_or("-");
-                if let Some(c) = d.limited_by.as_ref().and_then(|n| m.limited.get(n)) {
-                    c.inc(host);
-                }
-                if cfg.mode == Mode::Shadow {
-                    m.shadow_limited.inc(host);
-                }
-                metrics::apply_denial(
-                    host,
-                    "ratelimit",
-                    cfg.mode,
-                    policy,
-                    &denial,
-                    &m.denials,
-                    DenyLog::Debug,
-                    || hits(&mut d.limited_by.iter().map(String::as_str)),
-                )
-            }
+        if t != token {
+            self.in_flight = Some((t, pending, started));
+            return;
+        }
+        let status = response.grpc_status.unwrap_or(2);
+        let timeout_ms = self.root.config.global.as_ref().map_or(0, |g| g.timeout_ms);
+        let elapsed = host.now_nanos().saturating_sub(started);
+        let reply = match status {
+            0 => Reply::Answer(&response.body),
+            s => global::failed_call(s, elapsed, timeout_ms),
+        };
+        if status != 0 {
+            log::debug!(
+                "portcullis ratelimit: rate limit service call ended with gRPC status {status}"
+            );
+        }
+        if self.finish(host, &pending, reply, started) == Flow::Continue {
+            host.resume_request();
         }
     }
 

@@ -21,6 +21,63 @@ pub enum FailureMode {
     Deny,
 }
 
+/// Where a limit's state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// In this Envoy's shared data: exact across its workers, per gateway replica.
+    #[default]
+    Local,
+    /// In the rate limit service (Redis): one quota across every gateway replica.
+    Global,
+}
+
+/// The rate limit service that holds `scope: global` limits, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGlobal {
+    /// Envoy cluster (HTTP/2) of the rate limit service (default `portcullis_rls`).
+    #[serde(default = "default_cluster")]
+    pub cluster: String,
+    /// RLS domain (default `portcullis.<stat_prefix>`): one per filter instance.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// How long a request waits for the service before the failure mode decides (default 100).
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// When the service gives no verdict (error, timeout, unusable answer); default: the
+    /// instance's `failure_mode`.
+    #[serde(default)]
+    pub failure_mode: Option<FailureMode>,
+}
+
+fn default_cluster() -> String {
+    "portcullis_rls".into()
+}
+fn default_timeout_ms() -> u64 {
+    100
+}
+
+/// The compiled rate limit service settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalConfig {
+    /// Envoy cluster.
+    pub cluster: String,
+    /// RLS domain.
+    pub domain: String,
+    /// Call timeout.
+    pub timeout_ms: u64,
+    /// Failure mode for service faults.
+    pub failure_mode: FailureMode,
+}
+
+/// Largest `burst × period_seconds` of a global token bucket: the service's arithmetic runs in
+/// Redis' Lua, whose numbers are doubles, and stays exact while `burst × 1000 × period in µs`
+/// fits in 2^53.
+pub const MAX_GLOBAL_BURST_PERIOD: u64 = 9_000_000;
+/// Largest global quota (exact in a double with room for any cost).
+pub const MAX_GLOBAL_QUOTA: u64 = 1_000_000_000_000;
+
 /// Which rate-limit headers to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -108,7 +165,8 @@ pub struct RawAmount {
 }
 
 impl RawAmount {
-    fn compile(&self) -> Result<Limit, ConfigError> {
+    /// Checks and compiles the amount (the rate limit service compiles its copy the same way).
+    pub fn compile(&self) -> Result<Limit, ConfigError> {
         match (self.rate, self.quota) {
             (Some(r), None) => {
                 if r.burst == 0 || r.period_seconds == 0 {
@@ -162,6 +220,9 @@ pub struct RawCost {
 pub struct RawLimit {
     /// Name, shown in headers, 429 bodies and metrics.
     pub name: String,
+    /// `local` (default: this Envoy's shared data) or `global` (the rate limit service).
+    #[serde(default)]
+    pub scope: Scope,
     /// `global`, `tenant`, `app`, `subject`, `ip`, `route` or `header`.
     pub key: String,
     /// For `key: header`: the header name.
@@ -227,6 +288,9 @@ pub struct RawConfig {
     /// Tier per tenant, overriding the identity's own tier.
     #[serde(default)]
     pub tenant_tiers: BTreeMap<String, String>,
+    /// The rate limit service for `scope: global` limits (defaults apply when omitted).
+    #[serde(default)]
+    pub global: Option<RawGlobal>,
     /// Limits; a request passes only if every applicable one admits it.
     pub limits: Vec<RawLimit>,
 }
@@ -255,6 +319,8 @@ pub const WAYS: usize = 8;
 pub struct CompiledLimit {
     /// Name.
     pub name: String,
+    /// Local or global.
+    pub scope: Scope,
     /// Key source.
     pub key: KeySource,
     /// Default amount.
@@ -307,6 +373,34 @@ pub struct RateLimitConfig {
     pub tenant_tiers: BTreeMap<String, String>,
     /// Limits.
     pub limits: Vec<CompiledLimit>,
+    /// The rate limit service, when any limit is global.
+    pub global: Option<GlobalConfig>,
+}
+
+/// Refuses amounts the service's Lua arithmetic cannot hold exactly.
+fn check_global_amount(l: &Limit) -> Result<(), ConfigError> {
+    match *l {
+        Limit::Bucket {
+            burst, period_secs, ..
+        } if burst.saturating_mul(period_secs) > MAX_GLOBAL_BURST_PERIOD => Err(ConfigError::new(
+            "rate",
+            format!(
+                "a global token bucket needs burst × period_seconds ≤ {MAX_GLOBAL_BURST_PERIOD}; \
+                 use a quota for long windows"
+            ),
+        )),
+        Limit::Quota { limit, .. } if limit > MAX_GLOBAL_QUOTA => Err(ConfigError::new(
+            "quota.limit",
+            format!("a global quota is at most {MAX_GLOBAL_QUOTA}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A domain or cluster name: printable ASCII without spaces or `|` (the service's key
+/// separator), at most 100 bytes.
+fn valid_service_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 100 && s.bytes().all(|b| b.is_ascii_graphic() && b != b'|')
 }
 
 fn valid_name(s: &str) -> bool {
@@ -430,6 +524,12 @@ impl RateLimitConfig {
                 );
                 tier_tables.insert(t.clone(), table(&l.name, Some(t)));
             }
+            if l.scope == Scope::Global {
+                check_global_amount(&limit).map_err(|e| e.within(&at))?;
+                for (t, a) in &tiers {
+                    check_global_amount(a).map_err(|e| e.within(&format!("{at}.tiers.{t}")))?;
+                }
+            }
             let mut routes = Vec::new();
             for (j, m) in l.routes.iter().enumerate() {
                 routes.push(
@@ -444,6 +544,7 @@ impl RateLimitConfig {
             }
             limits.push(CompiledLimit {
                 name: l.name.clone(),
+                scope: l.scope,
                 key,
                 limit,
                 tiers,
@@ -454,7 +555,44 @@ impl RateLimitConfig {
                 tier_tables,
             });
         }
+        let any_global = limits.iter().any(|l| l.scope == Scope::Global);
+        let global = match (raw.global, any_global) {
+            (None, false) => None,
+            (raw_global, _) => {
+                let g = raw_global.unwrap_or(RawGlobal {
+                    cluster: default_cluster(),
+                    domain: None,
+                    timeout_ms: default_timeout_ms(),
+                    failure_mode: None,
+                });
+                if !valid_service_name(&g.cluster) {
+                    return Err(ConfigError::new(
+                        "global.cluster",
+                        "an Envoy cluster name: printable ASCII, no spaces, at most 100 bytes",
+                    ));
+                }
+                let domain = g
+                    .domain
+                    .unwrap_or_else(|| format!("portcullis.{}", raw.stat_prefix));
+                if !valid_service_name(&domain) {
+                    return Err(ConfigError::new(
+                        "global.domain",
+                        "printable ASCII without spaces or `|`, at most 100 bytes",
+                    ));
+                }
+                if g.timeout_ms == 0 || g.timeout_ms > 60_000 {
+                    return Err(ConfigError::new("global.timeout_ms", "between 1 and 60000"));
+                }
+                Some(GlobalConfig {
+                    cluster: g.cluster,
+                    domain,
+                    timeout_ms: g.timeout_ms,
+                    failure_mode: g.failure_mode.unwrap_or(raw.failure_mode),
+                })
+            }
+        };
         Ok(RateLimitConfig {
+            global,
             mode: raw.mode,
             stat_prefix: raw.stat_prefix,
             failure_mode: raw.failure_mode,

@@ -3,8 +3,9 @@
 //! atomically through the [`Store`] port, and describe the result as headers or a 429.
 
 use crate::bucket::{Limit, Outcome};
-use crate::config::{CompiledLimit, FailureMode, HeaderStyle, KeySource, RateLimitConfig};
-use crate::store::{self, Bucket, TakeError};
+use crate::config::{CompiledLimit, FailureMode, HeaderStyle, KeySource, RateLimitConfig, Scope};
+use crate::global;
+use crate::store::{self, Bucket, Charge, TakeError};
 use portcullis_core::deny::Denial;
 use portcullis_core::identity::{AuthMethod, Identity};
 use portcullis_core::path;
@@ -19,8 +20,10 @@ portcullis_core::reasons! {
         RateLimited = ("rate_limited", 429),
         /// A fixed-window quota is used up.
         QuotaExceeded = ("quota_exceeded", 429),
-        /// The store gave no verdict and the failure mode is `deny`.
+        /// Shared data gave no verdict and the failure mode is `deny`.
         LimiterUnavailable = ("limiter_unavailable", 503),
+        /// The rate limit service gave no verdict for a global limit and its failure mode is `deny`.
+        GlobalLimiterUnavailable = ("global_limiter_unavailable", 503),
     }
 }
 
@@ -63,6 +66,9 @@ pub struct Decision {
     pub cas_retries: u32,
     /// The store gave no verdict and the failure mode decided.
     pub failure_mode_used: bool,
+    /// Global limits to ask the rate limit service about (only from [`decide_with_service`],
+    /// and only when every local limit admitted the request).
+    pub global: Option<global::Pending>,
     /// Shared-data keys this request created (each limit's table bounds them).
     pub slots_created: u32,
 }
@@ -120,7 +126,7 @@ pub fn client_ip(source_address: Option<&str>, v4_prefix: u8, v6_prefix: u8) -> 
 /// request without one falls back to its IP, so it never shares a bucket with everyone else.
 fn key_for(l: &CompiledLimit, req: &Request<'_>, route: usize, ip: Option<&str>) -> Option<String> {
     let verified = req.identity.filter(|i| i.method != AuthMethod::Anonymous);
-    let pick = |v: Option<&String>, kind: &str| match v {
+    let pick = |v: Option<&String>, kind: &str| match v.filter(|v| !v.is_empty()) {
         Some(v) => Some(format!("{kind}:{v}")),
         None => ip.map(|ip| format!("ip:{ip}")),
     };
@@ -148,20 +154,27 @@ fn tier<'c>(cfg: &'c RateLimitConfig, req: &Request<'c>) -> Option<&'c str> {
         .or(id.tier.as_deref())
 }
 
-/// Decides one request at `now_ns`.
-pub fn decide(
-    cfg: &RateLimitConfig,
-    store: &dyn SharedStore,
-    secret: &Secret,
-    req: &Request<'_>,
-    now_ns: u64,
-) -> Decision {
+/// One applicable limit of one request: which key, which amount, what it costs.
+struct Planned<'c> {
+    /// Index of the limit in the configuration.
+    index: usize,
+    limit: &'c CompiledLimit,
+    /// Store-style key (`tenant:acme`, `ip:192.0.2.7`, `global`).
+    key: String,
+    amount: Limit,
+    cost: u64,
+    /// The caller's tier when this limit defines an amount for it.
+    tier: Option<&'c str>,
+    /// Where a local limit's bucket lives.
+    bucket: Bucket<'c>,
+}
+
+fn plan<'c>(cfg: &'c RateLimitConfig, secret: &Secret, req: &Request<'c>) -> Vec<Planned<'c>> {
     let normalized = path::normalize(req.path).unwrap_or_else(|_| req.path.to_string());
     let ip = client_ip(req.source_address, cfg.ipv4_prefix, cfg.ipv6_prefix);
     let tier = tier(cfg, req);
-    // Plan: (limit, bucket, cost) for every applicable limit.
-    let mut plan: Vec<(&CompiledLimit, Bucket<'_>, u64)> = Vec::new();
-    for l in &cfg.limits {
+    let mut plan = Vec::new();
+    for (index, l) in cfg.limits.iter().enumerate() {
         // The covering route's index is the `route` key: bounded by config, never by the path.
         let route = if l.routes.is_empty() {
             Some(0)
@@ -178,19 +191,89 @@ pub fn decide(
         let Some(key) = key_for(l, req, route, ip.as_deref()) else {
             continue;
         };
+        let tier = tier.filter(|t| l.tiers.contains_key(*t));
         let (amount, table) = l.amount(tier);
         let bucket = Bucket {
             table,
             slot: table.locate(secret, key.as_bytes()),
             limit: amount,
         };
-        plan.push((l, bucket, cost));
+        plan.push(Planned {
+            index,
+            limit: l,
+            key,
+            amount,
+            cost,
+            tier,
+            bucket,
+        });
     }
+    plan
+}
+
+/// Decides one request at `now_ns` with every limit — global ones included — kept in `store`.
+/// This is what the policy simulator runs (`portcullis test`, `explain`): the arithmetic of a
+/// global limit is the same, only its state is elsewhere.
+pub fn decide(
+    cfg: &RateLimitConfig,
+    store: &dyn SharedStore,
+    secret: &Secret,
+    req: &Request<'_>,
+    now_ns: u64,
+) -> Decision {
+    let all = plan(cfg, secret, req);
+    run_local(cfg, store, &all, now_ns).0
+}
+
+/// Decides the local limits of one request at `now_ns`; when they admit it and global limits
+/// apply, [`Decision::global`] holds the call to make to the rate limit service (local limits
+/// first, so a burst is cut before any network call).
+pub fn decide_with_service(
+    cfg: &RateLimitConfig,
+    store: &dyn SharedStore,
+    secret: &Secret,
+    req: &Request<'_>,
+    now_ns: u64,
+) -> Decision {
+    let (global, local): (Vec<Planned<'_>>, Vec<Planned<'_>>) = plan(cfg, secret, req)
+        .into_iter()
+        .partition(|p| p.limit.scope == Scope::Global);
+    let (mut d, taken) = run_local(cfg, store, &local, now_ns);
+    if let (Ok(applied), Some(g), false) = (&d.verdict, &cfg.global, global.is_empty()) {
+        let descriptors = global
+            .iter()
+            .map(|p| (global::descriptor(&p.limit.name, p.tier, &p.key), p.cost))
+            .collect();
+        d.global = Some(global::Pending {
+            message: global::request(&g.domain, descriptors).encode(),
+            slots: global
+                .iter()
+                .map(|p| global::Slot {
+                    name: p.limit.name.clone(),
+                    amount: p.amount,
+                })
+                .collect(),
+            local_applied: applied.clone(),
+            local_taken: taken,
+        });
+    }
+    d
+}
+
+/// Checks every planned limit, then takes them all through the store; returns the decision and
+/// what was taken (to give back if a later decision refuses the request).
+fn run_local(
+    cfg: &RateLimitConfig,
+    store: &dyn SharedStore,
+    plan: &[Planned<'_>],
+    now_ns: u64,
+) -> (Decision, Vec<Charge>) {
     let mut d = Decision {
         verdict: Ok(Vec::new()),
         limited_by: None,
         cas_retries: 0,
         failure_mode_used: false,
+        global: None,
         slots_created: 0,
     };
     let fail = |d: &mut Decision| {
@@ -200,59 +283,65 @@ pub fn decide(
         }
     };
     // Phase 1: check every limit without writing; the first refusal decides.
-    for (l, b, cost) in &plan {
-        match store::peek(store, b, now_ns, *cost) {
+    for p in plan {
+        match store::peek(store, &p.bucket, now_ns, p.cost) {
             Ok(o) if !o.allowed => {
-                d.limited_by = Some(l.name.clone());
-                d.verdict = Err(too_many(l, &b.limit, &o, cfg.headers));
-                return d;
+                d.limited_by = Some(p.limit.name.clone());
+                d.verdict = Err(too_many(&p.limit.name, &p.amount, &o, cfg.headers));
+                return (d, Vec::new());
             }
             Ok(_) => {}
             Err(_) => {
                 fail(&mut d);
-                return d;
+                return (d, Vec::new());
             }
         }
     }
     // Phase 2: take them all; if a race made one refuse, give back what was taken.
     let mut applied = Vec::new();
-    let mut taken: Vec<(&Bucket<'_>, u64)> = Vec::new();
-    let refund_all = |taken: &[(&Bucket<'_>, u64)]| {
-        for (b, c) in taken {
-            store::refund(store, b, now_ns, *c, cfg.max_cas_retries);
+    let mut taken: Vec<Charge> = Vec::new();
+    let give_back = |taken: &[Charge]| {
+        for c in taken {
+            c.refund(cfg, store, now_ns);
         }
     };
-    for (l, b, cost) in &plan {
-        let t = store::take(store, b, now_ns, *cost, cfg.max_cas_retries);
+    for p in plan {
+        let t = store::take(store, &p.bucket, now_ns, p.cost, cfg.max_cas_retries);
         d.cas_retries += t.retries;
         d.slots_created += u32::from(t.created_slot);
         match t.result {
             Ok(o) if o.allowed => {
-                taken.push((b, *cost));
+                taken.push(Charge {
+                    limit: p.index,
+                    tier: p.tier.map(str::to_string),
+                    slot: p.bucket.slot.clone(),
+                    amount: p.amount,
+                    cost: p.cost,
+                });
                 applied.push(Applied {
-                    name: l.name.clone(),
-                    capacity: b.limit.capacity(),
-                    window_secs: b.limit.window_secs(),
+                    name: p.limit.name.clone(),
+                    capacity: p.amount.capacity(),
+                    window_secs: p.amount.window_secs(),
                     outcome: o,
                 });
             }
             Ok(o) => {
-                refund_all(&taken);
-                d.limited_by = Some(l.name.clone());
-                d.verdict = Err(too_many(l, &b.limit, &o, cfg.headers));
-                return d;
+                give_back(&taken);
+                d.limited_by = Some(p.limit.name.clone());
+                d.verdict = Err(too_many(&p.limit.name, &p.amount, &o, cfg.headers));
+                return (d, Vec::new());
             }
             Err(TakeError::Contended | TakeError::Unavailable) => {
                 fail(&mut d);
                 if d.verdict.is_err() {
-                    refund_all(&taken);
-                    return d;
+                    give_back(&taken);
+                    return (d, Vec::new());
                 }
             }
         }
     }
     d.verdict = Ok(applied);
-    d
+    (d, taken)
 }
 
 /// The refusal when the limiter cannot decide and the failure mode is `deny`.
@@ -264,7 +353,8 @@ pub fn unavailable() -> Denial {
     .with_header("retry-after", "1")
 }
 
-fn too_many(l: &CompiledLimit, amount: &Limit, o: &Outcome, style: HeaderStyle) -> Denial {
+/// The 429 of a limit that refused, with its headers and `Retry-After`.
+pub fn too_many(name: &str, amount: &Limit, o: &Outcome, style: HeaderStyle) -> Denial {
     let (reason, detail) = match amount {
         Limit::Bucket { .. } => (
             RateLimitReason::RateLimited,
@@ -276,14 +366,14 @@ fn too_many(l: &CompiledLimit, amount: &Limit, o: &Outcome, style: HeaderStyle) 
         ),
     };
     let applied = Applied {
-        name: l.name.clone(),
+        name: name.to_string(),
         capacity: amount.capacity(),
         window_secs: amount.window_secs(),
         outcome: *o,
     };
     let mut d = Denial::of(reason, detail)
         .with_header("retry-after", o.retry_after_secs.to_string())
-        .with_member("policy", json!(l.name));
+        .with_member("policy", json!(name));
     for (k, v) in response_headers(style, std::slice::from_ref(&applied)) {
         d = d.with_header(k, v);
     }

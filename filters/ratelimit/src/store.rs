@@ -9,6 +9,7 @@
 //! a limit stricter. The shared data a limit can ever use is therefore `max_keys` entries.
 
 use crate::bucket::{Limit, Outcome, State};
+use crate::config::RateLimitConfig;
 use portcullis_core::shared::{self, SharedStore, Step, UpdateError};
 use portcullis_core::slots::{Place, Slot, SlotTable};
 
@@ -36,6 +37,38 @@ pub struct Bucket<'t> {
     pub slot: Slot,
     /// The amount the table's entries share.
     pub limit: Limit,
+}
+
+/// Units taken for one request, to give back if a later decision refuses it (owned: it
+/// outlives the callback, e.g. while the rate limit service is asked about global limits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
+    /// Index of the limit in the configuration.
+    pub limit: usize,
+    /// The tier whose table holds the bucket (`None`: the default amount's).
+    pub tier: Option<String>,
+    /// The bucket's slot.
+    pub slot: Slot,
+    /// The amount taken against.
+    pub amount: Limit,
+    /// Units taken.
+    pub cost: u64,
+}
+
+impl Charge {
+    /// Gives the units back, best effort.
+    pub fn refund(&self, cfg: &RateLimitConfig, store: &dyn SharedStore, now_ns: u64) {
+        let Some(l) = cfg.limits.get(self.limit) else {
+            return;
+        };
+        let (_, table) = l.amount(self.tier.as_deref());
+        let b = Bucket {
+            table,
+            slot: self.slot.clone(),
+            limit: self.amount,
+        };
+        refund(store, &b, now_ns, self.cost, cfg.max_cas_retries);
+    }
 }
 
 fn decode(payload: &[u8]) -> Option<State> {
