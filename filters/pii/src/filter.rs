@@ -2,6 +2,7 @@
 //! header edits decided in [`crate::decide`], buffers bodies to the end, masks them and writes
 //! them back. Headers are read only in header callbacks (the host refuses them later).
 
+use crate::charset;
 use crate::config::{Mode, PiiConfig, Route};
 use crate::decide::{self, BodyPlan, Cause, Finished, HeaderEdit, Job};
 use crate::mask::{Caller, Report};
@@ -294,7 +295,7 @@ impl Pii {
     fn mask_header_map(
         &mut self,
         map: MapType,
-        headers: &[(String, String)],
+        headers: &Headers,
         response: bool,
     ) -> Result<(), Cause> {
         let st = self.state.clone();
@@ -305,7 +306,7 @@ impl Pii {
             scopes: &self.scopes,
             key: st.config.keys.for_tenant(self.tenant.as_deref()),
         };
-        let masked = decide::mask_headers(&st.config, route, caller, headers, response)?;
+        let masked = decide::mask_headers(&st.config, route, caller, &headers.pairs, response)?;
         if masked.report.total() > 0 || masked.report.revealed.iter().any(|&n| n > 0) {
             let direction = if response {
                 "response headers"
@@ -318,16 +319,18 @@ impl Pii {
             return Ok(());
         }
         for (name, values) in &masked.replace {
+            let latin = headers.latin.contains(name);
             // Pseudo-headers (`:path`) are replaced in place; others removed, then re-added.
             if name.starts_with(':') {
                 if let Some(v) = values.first() {
-                    let _ = hostcalls::set_map_value(map, name, Some(v));
+                    let _ =
+                        hostcalls::set_map_value_bytes(map, name, Some(&header_bytes(v, latin)));
                 }
                 continue;
             }
             let _ = hostcalls::set_map_value(map, name, None);
             for v in values {
-                let _ = hostcalls::add_map_value(map, name, v);
+                let _ = hostcalls::add_map_value_bytes(map, name, &header_bytes(v, latin));
             }
         }
         Ok(())
@@ -342,11 +345,63 @@ impl Pii {
     }
 }
 
+/// Headers as read: names in lower case, values as text, and the names that had a value that
+/// was not UTF-8.
+struct Headers {
+    pairs: Vec<(String, String)>,
+    latin: Vec<String>,
+}
+
+/// Every header of a map. Read as bytes: HTTP allows header values that are not UTF-8
+/// (obs-text), and the SDK's string reads panic on them, trapping the VM. Such a value is read
+/// as windows-1252 (ISO-8859-1 for every byte HTTP allows), so the detectors see its ASCII,
+/// and is written back the same way.
+fn read_headers(map: MapType) -> Headers {
+    let mut latin = Vec::new();
+    let pairs = hostcalls::get_map_bytes(map)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(mut k, v)| {
+            k.make_ascii_lowercase();
+            let value = match String::from_utf8(v) {
+                Ok(text) => text,
+                Err(e) => {
+                    latin.push(k.clone());
+                    let d = charset::decode(
+                        e.as_bytes(),
+                        Some(charset::Declared::Known(charset::Encoding::Windows1252)),
+                        charset::Guess::Text,
+                    );
+                    String::from_utf8_lossy(&d.utf8).into_owned()
+                }
+            };
+            (k, value)
+        })
+        .collect();
+    Headers { pairs, latin }
+}
+
+/// A header value to write: in windows-1252 when the header was read that way (and the mask
+/// fits it), else as UTF-8.
+fn header_bytes(value: &str, latin: bool) -> Vec<u8> {
+    let form = charset::Form {
+        encoding: charset::Encoding::Windows1252,
+        bom: false,
+    };
+    if latin {
+        if let Ok(b) = charset::encode(value, form) {
+            return b;
+        }
+    }
+    value.as_bytes().to_vec()
+}
+
 impl Context for Pii {}
 
 impl HttpContext for Pii {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let headers = host::request_headers();
+        let read = read_headers(MapType::HttpRequestHeaders);
+        let headers = read.pairs.clone();
         let h = |n: &str| portcullis_core::header(&headers, n);
         self.method = h(":method").unwrap_or_default().to_string();
         let st = self.state.clone();
@@ -368,7 +423,7 @@ impl HttpContext for Pii {
             MapType::HttpRequestHeaders,
             &decide::request_edits(route, !end_of_stream),
         );
-        if let Err(cause) = self.mask_header_map(MapType::HttpRequestHeaders, &headers, false) {
+        if let Err(cause) = self.mask_header_map(MapType::HttpRequestHeaders, &read, false) {
             return self.refuse_early(cause, false);
         }
         match decide::plan_request(route, &headers, end_of_stream) {
@@ -400,14 +455,12 @@ impl HttpContext for Pii {
             return Action::Continue;
         };
         // Every header, repeated ones included (a single-value read returns only the first).
-        let mut headers = hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default();
-        for (k, _) in &mut headers {
-            k.make_ascii_lowercase();
-        }
+        let read = read_headers(MapType::HttpResponseHeaders);
+        let headers = &read.pairs;
         let status = portcullis_core::header(&headers, ":status")
             .and_then(|s| s.parse::<u16>().ok())
             .unwrap_or(0);
-        if let Err(cause) = self.mask_header_map(MapType::HttpResponseHeaders, &headers, true) {
+        if let Err(cause) = self.mask_header_map(MapType::HttpResponseHeaders, &read, true) {
             return self.refuse_early(cause, true);
         }
         let plan = decide::plan_response(route, &self.method, status, &headers, end_of_stream);
