@@ -457,13 +457,13 @@ impl HttpContext for Pii {
         // Every header, repeated ones included (a single-value read returns only the first).
         let read = read_headers(MapType::HttpResponseHeaders);
         let headers = &read.pairs;
-        let status = portcullis_core::header(&headers, ":status")
+        let status = portcullis_core::header(headers, ":status")
             .and_then(|s| s.parse::<u16>().ok())
             .unwrap_or(0);
         if let Err(cause) = self.mask_header_map(MapType::HttpResponseHeaders, &read, true) {
             return self.refuse_early(cause, true);
         }
-        let plan = decide::plan_response(route, &self.method, status, &headers, end_of_stream);
+        let plan = decide::plan_response(route, &self.method, status, headers, end_of_stream);
         match plan {
             BodyPlan::Pass => Action::Continue,
             BodyPlan::Refuse(cause) => self.refuse_early(cause, true),
