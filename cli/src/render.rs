@@ -411,10 +411,22 @@ pub fn verify_buffer_limits(yaml: &str) -> Result<()> {
                                 .map_err(|e| {
                                     CliError(format!("listener `{name}`, filter `{fname}`: {e}"))
                                 })?;
+                            // What schema itself buffers: validated request bodies and
+                            // responses under a contract (its filter-wide default caps only
+                            // the routes that use it).
+                            let (mut requests, mut held) = (0, 0);
+                            for (_, r) in c.routes.iter() {
+                                if let Some(q) = &r.request {
+                                    requests = q.limits.max_body_bytes.max(requests);
+                                }
+                                if let Some(q) = &r.response {
+                                    held = q.limits.max_body_bytes.max(held);
+                                }
+                            }
                             (
-                                c.max_body_bytes(),
-                                c.max_body_bytes(),
-                                "the largest body schema buffers (max_body_bytes)",
+                                requests.max(held),
+                                requests,
+                                "the largest body schema buffers (a route's max_body_bytes)",
                             )
                         }
                         _ => continue,

@@ -8,6 +8,7 @@
 use portcullis_tests::harness::{self, demo_token, Gateway, GatewayOptions};
 use portcullis_tests::http::{self, Request, Response};
 use serde_json::{json, Value};
+use std::io::{Read, Write};
 use std::sync::OnceLock;
 
 const BASE: &str = "customers:read";
@@ -111,7 +112,12 @@ fn assert_alive(g: &Gateway) {
 
 fn assert_refused(r: &Response, status: u16, cause: &str) {
     assert_eq!(r.status, status, "{}", r.body_str());
-    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/problem+json"),
+        "{cause}: {}",
+        r.body_str()
+    );
     let p = r.json();
     assert_eq!(p["reason"], "unmaskable_body", "{p}");
     assert_eq!(p["cause"], cause, "{p}");
@@ -319,4 +325,92 @@ fn egress_bodies_that_cannot_be_masked_within_the_limits_never_leave() {
     assert_eq!(r.status, 202);
     let log = g.log();
     assert!(!log.contains("panicked") && !log.contains("Segmentation fault"));
+}
+
+/// Sends raw request bytes on a new connection (`connection: close`) and returns every byte of
+/// the answer: header values that are not UTF-8 cannot go through the string-based client.
+fn raw_exchange(g: &Gateway, request: &[u8]) -> Vec<u8> {
+    let mut s = std::net::TcpStream::connect(g.addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn header_values_that_are_not_utf8_are_masked_byte_for_byte_without_a_trap() {
+    let g = gateway!(demo());
+    let _log = g.log_on_failure();
+    let token = demo_token("acme", BASE);
+    let out = raw_exchange(
+        g,
+        format!(
+            "GET /api/v1/tenants/acme/fixtures/latin1-headers HTTP/1.1\r\nhost: x\r\n\
+             authorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    // Masked, and the byte that is not UTF-8 is still the byte the upstream sent.
+    assert!(
+        contains(&out, b"x-note: caf\xe9 ***@acme.example.com\r\n"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(contains(&out, b"x-plain: \xff\xfe\r\n"));
+    assert!(!contains(&out, b"ada@"));
+    assert_alive(g);
+}
+
+#[test]
+fn egress_request_headers_that_are_not_utf8_are_masked_without_a_trap() {
+    let g = &gateway!(Gateway::start(GatewayOptions {
+        template: "egress.yaml.tmpl",
+        ..GatewayOptions::default()
+    }));
+    let _log = g.log_on_failure();
+    let id = harness::test_id("egress-latin1");
+    let body = r#"{"name":"Ada"}"#;
+    let mut req = format!(
+        "POST /crm/v1/sync/contacts HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nx-test-id: {id}\r\nconnection: close\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(b"x-sync-note: caf\xe9 ssn 123-45-6789\r\n\r\n");
+    req.extend_from_slice(body.as_bytes());
+    let out = raw_exchange(g, &req);
+    assert!(
+        out.starts_with(b"HTTP/1.1 202"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    let seen = g.upstream_saw(&id).expect("the sync reached the CRM");
+    let note = seen["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|kv| kv[0] == "x-sync-note")
+        .and_then(|kv| kv[1].as_str().map(String::from))
+        .unwrap();
+    assert_eq!(
+        note, "caf\u{FFFD} ssn [REDACTED]",
+        "the CRM's recorder reads bytes lossily"
+    );
+    let log = g.log();
+    assert!(
+        !log.contains("panicked") && !log.contains("Segmentation fault"),
+        "{}",
+        g.log_tail()
+    );
 }

@@ -17,16 +17,18 @@ use std::time::Duration;
 pub struct WasmHost;
 
 // Header values are read as bytes: the SDK's string readers unwrap UTF-8, and one client
-// header holding a Latin-1 byte (legal obs-text in HTTP/1.1) would panic the VM and fail every
-// later request on the worker. Such bytes become U+FFFD; no filter trusts them anyway.
+// header holding a byte above 0x7F that is not UTF-8 (obs-text, legal in HTTP/1.1) would panic
+// the VM and fail every later request on the worker. Such a value is read as ISO-8859-1 (each
+// byte one character), so its ASCII stays what it was for every filter.
+fn text(v: Vec<u8>) -> String {
+    String::from_utf8(v).unwrap_or_else(|e| e.as_bytes().iter().map(|&b| char::from(b)).collect())
+}
+
 fn map_value(map: MapType, name: &str) -> Option<String> {
     hostcalls::get_map_value_bytes(map, name)
         .ok()
         .flatten()
-        .map(|v| {
-            String::from_utf8(v)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-        })
+        .map(text)
 }
 
 fn map_all(map: MapType) -> Vec<(String, String)> {
@@ -35,9 +37,7 @@ fn map_all(map: MapType) -> Vec<(String, String)> {
         .into_iter()
         .map(|(mut k, v)| {
             k.make_ascii_lowercase();
-            let v = String::from_utf8(v)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-            (k, v)
+            (k, text(v))
         })
         .collect()
 }

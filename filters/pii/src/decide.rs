@@ -415,12 +415,6 @@ pub fn classify(values: &[&str]) -> Result<Declared, Cause> {
     Ok(Declared { kind, charset })
 }
 
-/// Classifies one `Content-Type` value (see [`classify`]); an unknown charset makes it
-/// [`Kind::Sniff`] here.
-pub fn kind_of(content_type: Option<&str>) -> Kind {
-    classify(&content_type.into_iter().collect::<Vec<_>>()).map_or(Kind::Sniff, |d| d.kind)
-}
-
 /// A body to buffer and mask: how to read it and what to undo first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {

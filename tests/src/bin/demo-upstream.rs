@@ -60,6 +60,8 @@ struct Resp {
     chunked: bool,
     /// More headers, sent after `content-type` (which is left out when empty).
     headers: Vec<(String, String)>,
+    /// Header lines sent verbatim (bytes that are not UTF-8 included), each ending in CRLF.
+    raw_headers: Vec<u8>,
 }
 
 impl Resp {
@@ -72,6 +74,7 @@ impl Resp {
             encoding: None,
             chunked: false,
             headers: Vec::new(),
+            raw_headers: Vec::new(),
         }
     }
 }
@@ -285,6 +288,12 @@ fn fixture(tenant: &str, name: &str, query: &str) -> Resp {
             ] {
                 r.headers.push((k.into(), v.into()));
             }
+            r
+        }
+        // Header values with bytes that are not UTF-8 (obs-text, as HTTP allows).
+        "latin1-headers" => {
+            let mut r = json_resp(200, json!({"ok": true}));
+            r.raw_headers = b"x-note: caf\xe9 ada@acme.example.com\r\nx-plain: \xff\xfe\r\n".to_vec();
             r
         }
         "large" => {
@@ -642,9 +651,11 @@ fn write_response(s: &mut TcpStream, resp: &Resp, head: bool, close: bool) -> st
     if close {
         out.push_str("connection: close\r\n");
     }
-    out.push_str("\r\n");
+    let mut out = out.into_bytes();
+    out.extend_from_slice(&resp.raw_headers);
+    out.extend_from_slice(b"\r\n");
     // One write per response: a separate body write would meet Nagle + delayed ACK (40 ms).
-    let mut buf = out.into_bytes();
+    let mut buf = out;
     if !head && resp.status != 204 {
         if resp.chunked {
             for chunk in resp.body.chunks(700) {
