@@ -37,10 +37,11 @@ pub struct Target {
     pub generate: fn(&mut Rng) -> Vec<u8>,
     /// A structure-aware mutation of an input.
     pub mutate: fn(&mut Rng, &[u8]) -> Vec<u8>,
+    /// Longest input worth trying: what can reach the parser in Envoy (longer ones only slow
+    /// the run down).
+    pub max_input: usize,
 }
 
-/// Largest input handed to a target; mutations that grow past it are cut.
-pub const MAX_INPUT: usize = 64 * 1024;
 /// Most inputs kept for mutation besides the seeds.
 const POOL: usize = 512;
 
@@ -281,7 +282,7 @@ pub fn run(target: &Target, opts: &Options) -> Result<Summary, String> {
                 x
             }
         };
-        input.truncate(MAX_INPUT);
+        input.truncate(target.max_input);
         if let Some(t) = &opts.trace {
             std::fs::write(t, &input).map_err(|e| format!("--trace {}: {e}", t.display()))?;
         }

@@ -25,6 +25,8 @@ pub const TARGETS: &[Target] = &[
         seeds: gen::jws::seeds,
         generate: gen::jws::generate,
         mutate: gen::jws::mutate,
+        // authn refuses tokens over `max_token_bytes` (8 KiB by default) before parsing.
+        max_input: 16 * 1024,
     },
     Target {
         name: "path",
@@ -33,6 +35,8 @@ pub const TARGETS: &[Target] = &[
         seeds: seeds::path,
         generate: gen::path::generate,
         mutate: gen::path::mutate,
+        // Envoy's default request-header limit is 60 KiB; real paths are far shorter.
+        max_input: 16 * 1024,
     },
     Target {
         name: "pbstruct",
@@ -41,6 +45,7 @@ pub const TARGETS: &[Target] = &[
         seeds: seeds::pbstruct,
         generate: gen::pb::generate,
         mutate: gen::pb::mutate,
+        max_input: 64 * 1024,
     },
     Target {
         name: "pbstruct-roundtrip",
@@ -49,6 +54,7 @@ pub const TARGETS: &[Target] = &[
         seeds: seeds::json,
         generate: gen::json::object_document,
         mutate: gen::json::mutate,
+        max_input: 64 * 1024,
     },
     Target {
         name: "json",
@@ -57,6 +63,7 @@ pub const TARGETS: &[Target] = &[
         seeds: seeds::json,
         generate: gen::json::document,
         mutate: gen::json::mutate,
+        max_input: 64 * 1024,
     },
 ];
 

@@ -47,7 +47,7 @@ fn run(name: &str, cases: u64, seconds: u64) {
 
 #[test]
 fn jws() {
-    run("jws", 10_000, 10);
+    run("jws", 40_000, 10);
 }
 
 #[test]
