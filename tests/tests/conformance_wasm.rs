@@ -1,7 +1,7 @@
-//! The Wycheproof vectors through the verification core compiled to wasm32-wasip1 by
-//! `make build` (the `authn-conformance` module, built with the filter's crate and profile), run
-//! in V8 through Node's WASI. Native runs are `filters/authn/tests/wycheproof.rs`; both use
-//! `portcullis_authn::conformance`.
+//! The Wycheproof raw-signature vectors through the verification arithmetic compiled to
+//! wasm32-wasip1 by `make build` (the `jose-conformance` module, built in the filters' cargo
+//! invocation and release profile), run in V8 through Node's WASI. Native runs are
+//! `filters/jose/tests/wycheproof.rs`; both use `portcullis_jose::wycheproof`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
@@ -23,7 +23,7 @@ fn wycheproof_in_v8() {
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| repo_root().join("target"));
-    let module = target.join("wasm32-wasip1/release/authn-conformance.wasm");
+    let module = target.join("wasm32-wasip1/release/jose-conformance.wasm");
     if !module.is_file() {
         return skip_or_fail(&format!("{} not built: run `make build`", module.display()));
     }
@@ -56,7 +56,7 @@ fn wycheproof_in_v8() {
         "conformance module failed:\n{stdout}\n{stderr}"
     );
     // Every file reported, from the wasm32 build, with no failure.
-    for (file, _) in portcullis_authn::conformance::FILES {
+    for (file, _) in portcullis_jose::wycheproof::RAW_FILES {
         assert!(
             stdout.lines().any(|l| l.starts_with("[wasm32] wycheproof ")
                 && l.contains(file)

@@ -7,110 +7,11 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use portcullis_jose::{KeyError, Precompute, VerifyingKey};
 use serde_json::Value;
 
-/// JWS algorithms Portcullis verifies (RFC 7518 §3 plus EdDSA, RFC 8037).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Alg {
-    /// RSASSA-PKCS1-v1_5 with SHA-256.
-    RS256,
-    /// RSASSA-PKCS1-v1_5 with SHA-384.
-    RS384,
-    /// RSASSA-PKCS1-v1_5 with SHA-512.
-    RS512,
-    /// RSASSA-PSS with SHA-256.
-    PS256,
-    /// RSASSA-PSS with SHA-384.
-    PS384,
-    /// RSASSA-PSS with SHA-512.
-    PS512,
-    /// ECDSA P-256 with SHA-256.
-    ES256,
-    /// ECDSA P-384 with SHA-384.
-    ES384,
-    /// Ed25519.
-    EdDSA,
-    /// HMAC with SHA-256.
-    HS256,
-    /// HMAC with SHA-384.
-    HS384,
-    /// HMAC with SHA-512.
-    HS512,
-}
-
-impl Alg {
-    /// Every supported algorithm.
-    pub const ALL: [Alg; 12] = [
-        Alg::RS256,
-        Alg::RS384,
-        Alg::RS512,
-        Alg::PS256,
-        Alg::PS384,
-        Alg::PS512,
-        Alg::ES256,
-        Alg::ES384,
-        Alg::EdDSA,
-        Alg::HS256,
-        Alg::HS384,
-        Alg::HS512,
-    ];
-
-    /// Parses a JOSE `alg` value, case-sensitively (`none`, `None`, `NONE` are all unknown).
-    pub fn parse(s: &str) -> Option<Alg> {
-        Alg::ALL.into_iter().find(|a| a.name() == s)
-    }
-
-    /// The JOSE name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Alg::RS256 => "RS256",
-            Alg::RS384 => "RS384",
-            Alg::RS512 => "RS512",
-            Alg::PS256 => "PS256",
-            Alg::PS384 => "PS384",
-            Alg::PS512 => "PS512",
-            Alg::ES256 => "ES256",
-            Alg::ES384 => "ES384",
-            Alg::EdDSA => "EdDSA",
-            Alg::HS256 => "HS256",
-            Alg::HS384 => "HS384",
-            Alg::HS512 => "HS512",
-        }
-    }
-
-    /// True for the symmetric (shared-secret) algorithms.
-    pub fn is_symmetric(self) -> bool {
-        matches!(self, Alg::HS256 | Alg::HS384 | Alg::HS512)
-    }
-}
-
-/// Verification key material.
-#[derive(Clone)]
-pub enum KeyMaterial {
-    /// RSA public key, in the form the fast verifier uses (validated by the `rsa` crate first).
-    Rsa(Box<crate::rsa_fast::RsaPublic>),
-    /// P-256 public point, for the specialised verifier (validated on load).
-    P256(Box<crate::p256_fast::P256Public>),
-    /// P-384 public point.
-    P384(p384::ecdsa::VerifyingKey),
-    /// Ed25519 public key, for the specialised verifier (validated on load).
-    Ed25519(Box<crate::ed25519_fast::Ed25519Public>),
-    /// HMAC secret.
-    Oct(Vec<u8>),
-}
-
-impl std::fmt::Debug for KeyMaterial {
-    // Never print key bytes (an HMAC secret is a secret).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            KeyMaterial::Rsa(_) => "Rsa",
-            KeyMaterial::P256(_) => "P256",
-            KeyMaterial::P384(_) => "P384",
-            KeyMaterial::Ed25519(_) => "Ed25519",
-            KeyMaterial::Oct(_) => "Oct(<secret>)",
-        })
-    }
-}
+/// The JWS algorithms Portcullis verifies; defined with the arithmetic in `portcullis-jose`.
+pub use portcullis_jose::Alg;
 
 /// One verification key from a JWKS.
 #[derive(Debug, Clone)]
@@ -119,8 +20,8 @@ pub struct Jwk {
     pub kid: Option<String>,
     /// The key's own `alg`, which then is the only algorithm it verifies.
     pub alg: Option<Alg>,
-    /// The key.
-    pub material: KeyMaterial,
+    /// The key, validated and prepared for verification.
+    pub key: VerifyingKey,
 }
 
 /// What the loader demands of keys.
@@ -207,7 +108,12 @@ impl Jwk {
             },
             Some(_) => return bad("`alg` must be a string"),
         };
-        let material = match kty {
+        let precompute = if policy.precompute {
+            Precompute::Tables
+        } else {
+            Precompute::OneShot
+        };
+        let key = match kty {
             "RSA" => {
                 for private in ["d", "p", "q", "dp", "dq", "qi", "oth"] {
                     if v.get(private).is_some() {
@@ -216,25 +122,16 @@ impl Jwk {
                         );
                     }
                 }
-                let (n_be, e_be) = (b64(v, "n")?, b64(v, "e")?);
-                let n = rsa::BigUint::from_bytes_be(&n_be);
-                let e = rsa::BigUint::from_bytes_be(&e_be);
-                let bits = n.bits();
+                let (n, e) = (b64(v, "n")?, b64(v, "e")?);
+                // Policy first, so an undersized key is named as such whatever else is wrong.
+                let bits = modulus_bits(&n);
                 if bits < policy.min_rsa_bits {
                     return bad(format!(
                         "RSA key of {bits} bits is below the {} bit minimum",
                         policy.min_rsa_bits
                     ));
                 }
-                // The `rsa` crate's checks (modulus size, exponent bounds) gate the key; the
-                // precomputed Montgomery form is what verifies, built once here.
-                if let Err(e) = rsa::RsaPublicKey::new(n, e) {
-                    return bad(format!("invalid RSA key: {e}"));
-                }
-                match crate::rsa_fast::RsaPublic::new(&n_be, &e_be) {
-                    Some(k) => KeyMaterial::Rsa(Box::new(k)),
-                    None => return bad("invalid RSA key"),
-                }
+                VerifyingKey::rsa(&n, &e).map_err(key_error)?
             }
             "EC" => {
                 if v.get("d").is_some() {
@@ -252,29 +149,9 @@ impl Jwk {
                 }
                 // Both loaders reject coordinates >= p, points not on the curve and the identity.
                 if crv == "P-256" {
-                    let (Ok(x), Ok(y)) =
-                        (<[u8; 32]>::try_from(&x[..]), <[u8; 32]>::try_from(&y[..]))
-                    else {
-                        return bad("`x`/`y` must be 32 bytes for P-256");
-                    };
-                    let key = if policy.precompute {
-                        crate::p256_fast::P256Public::from_affine(&x, &y)
-                    } else {
-                        crate::p256_fast::P256Public::from_affine_one_shot(&x, &y)
-                    };
-                    match key {
-                        Some(k) => KeyMaterial::P256(Box::new(k)),
-                        None => return bad("EC point is not on P-256"),
-                    }
+                    VerifyingKey::p256(&x, &y, precompute).map_err(key_error)?
                 } else {
-                    let mut point = Vec::with_capacity(1 + 2 * width);
-                    point.push(0x04);
-                    point.extend_from_slice(&x);
-                    point.extend_from_slice(&y);
-                    match p384::ecdsa::VerifyingKey::from_sec1_bytes(&point) {
-                        Ok(k) => KeyMaterial::P384(k),
-                        Err(_) => return bad("EC point is not on P-384"),
-                    }
+                    VerifyingKey::p384(&x, &y).map_err(key_error)?
                 }
             }
             "OKP" => {
@@ -285,63 +162,52 @@ impl Jwk {
                 if crv != "Ed25519" {
                     return bad(format!("unsupported OKP curve `{crv}`"));
                 }
-                let Ok(x) = <[u8; 32]>::try_from(&b64(v, "x")?[..]) else {
+                let x = b64(v, "x")?;
+                if x.len() != 32 {
                     return bad("`x` is not a 32-byte Ed25519 key");
-                };
+                }
                 // Non-canonical encodings and small-order points are refused, as by
                 // ed25519-compact, whose verdicts the fast verifier reproduces.
-                let key = if policy.precompute {
-                    crate::ed25519_fast::Ed25519Public::from_bytes(&x)
-                } else {
-                    crate::ed25519_fast::Ed25519Public::from_bytes_one_shot(&x)
-                };
-                match key {
-                    Some(k) => KeyMaterial::Ed25519(Box::new(k)),
-                    None => return bad("`x` is not an acceptable Ed25519 public key"),
-                }
+                VerifyingKey::ed25519(&x, precompute)
+                    .map_err(|_| JwkError("`x` is not an acceptable Ed25519 public key".into()))?
             }
             "oct" => {
                 if !policy.allow_symmetric {
                     return bad("symmetric (`oct`) keys are not allowed here");
                 }
-                let k = b64(v, "k")?;
-                if k.len() < 32 {
-                    return bad("HMAC key must be at least 32 bytes (RFC 7518 §3.2)");
-                }
-                KeyMaterial::Oct(k)
+                VerifyingKey::hmac(&b64(v, "k")?).map_err(key_error)?
             }
             other => return bad(format!("unsupported `kty` `{other}`")),
         };
-        let jwk = Jwk { kid, alg, material };
+        let jwk = Jwk { kid, alg, key };
         if let Some(a) = alg {
-            if !jwk.fits(a) {
+            if !jwk.key.fits(a) {
                 return bad(format!("`alg` {} does not fit a `{kty}` key", a.name()));
             }
         }
         Ok(jwk)
     }
 
-    /// True when the key type can verify `alg` (ignoring the key's own `alg`).
-    fn fits(&self, alg: Alg) -> bool {
-        match (&self.material, alg) {
-            (
-                KeyMaterial::Rsa(_),
-                Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512,
-            ) => true,
-            (KeyMaterial::P256(_), Alg::ES256) | (KeyMaterial::P384(_), Alg::ES384) => true,
-            (KeyMaterial::Ed25519(_), Alg::EdDSA) => true,
-            (KeyMaterial::Oct(k), Alg::HS256) => k.len() >= 32,
-            (KeyMaterial::Oct(k), Alg::HS384) => k.len() >= 48,
-            (KeyMaterial::Oct(k), Alg::HS512) => k.len() >= 64,
-            _ => false,
-        }
-    }
-
     /// True when this key may verify a token signed with `alg`: the key type fits and, if the
     /// key names its own `alg`, it is that one.
     pub fn supports(&self, alg: Alg) -> bool {
-        self.alg.is_none_or(|a| a == alg) && self.fits(alg)
+        self.alg.is_none_or(|a| a == alg) && self.key.fits(alg)
     }
+}
+
+/// Bit length of a big-endian unsigned integer (leading zero bytes ignored).
+fn modulus_bits(be: &[u8]) -> usize {
+    let digits = be.iter().skip_while(|&&b| b == 0);
+    let len = digits.clone().count();
+    digits
+        .copied()
+        .next()
+        .map_or(0, |top| len * 8 - top.leading_zeros() as usize)
+}
+
+/// The arithmetic crate's refusal, in the loader's words (value-free either way).
+fn key_error(e: KeyError) -> JwkError {
+    JwkError(e.to_string())
 }
 
 /// Parses a JWKS document (`{"keys": [...]}`); every key must be valid, errors name the index.
@@ -437,10 +303,11 @@ mod tests {
     }
 
     #[test]
-    fn alg_names_are_case_sensitive() {
-        assert_eq!(Alg::parse("RS256"), Some(Alg::RS256));
-        for n in ["none", "None", "NONE", "nOnE", "rs256", "ES512", ""] {
-            assert_eq!(Alg::parse(n), None, "{n}");
-        }
+    fn modulus_bits_ignores_leading_zero_bytes() {
+        assert_eq!(modulus_bits(&[]), 0);
+        assert_eq!(modulus_bits(&[0, 0]), 0);
+        assert_eq!(modulus_bits(&[0, 1]), 1);
+        assert_eq!(modulus_bits(&[0, 0x80, 0]), 16);
+        assert_eq!(modulus_bits(&[0xff; 256]), 2048);
     }
 }

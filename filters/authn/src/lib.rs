@@ -4,19 +4,16 @@
 //! The decision core ([`config`], [`jwk`], [`jws`], [`cache`], [`decide`]) is plain Rust,
 //! unit-tested natively; [`callbacks`] holds the callbacks, written once over the core's host port
 //! and run by Envoy, by the fake host in native tests, and by `portcullis test`.
+//! The signature arithmetic under [`jws`] is the `portcullis-jose` crate's.
 
 pub mod cache;
 pub mod callbacks;
 pub mod config;
-pub mod conformance;
 pub mod decide;
 pub mod dpop;
-pub mod ed25519_fast;
 pub mod jwk;
 pub mod jws;
-pub mod p256_fast;
 pub mod remote;
-pub mod rsa_fast;
 
 pub use callbacks::Authn;
 

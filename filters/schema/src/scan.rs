@@ -124,6 +124,10 @@ impl Scanner<'_> {
 
     fn hex4(&mut self) -> Result<u16, ScanError> {
         let s = self.b.get(self.i..self.i + 4).ok_or(ScanError::Malformed)?;
+        // Exactly four hex digits: `from_str_radix` alone would also take a sign (`\u+100`).
+        if !s.iter().all(u8::is_ascii_hexdigit) {
+            return Err(ScanError::Malformed);
+        }
         let s = std::str::from_utf8(s).map_err(|_| ScanError::Malformed)?;
         let v = u16::from_str_radix(s, 16).map_err(|_| ScanError::Malformed)?;
         self.i += 4;
@@ -425,6 +429,10 @@ mod tests {
             "{} {}",
             "\"\\x\"",
             "[1]]",
+            // Found by the json fuzz target: a sign is not a hex digit.
+            "\"\\u+100\"",
+            "\"\\u-100\"",
+            "\"\\ud83d\\u+e00\"",
         ] {
             assert_eq!(s(b), Err(ScanError::Malformed), "{b:?}");
         }

@@ -2,12 +2,12 @@
 //! `rsa_fast` against Wycheproof and, differentially, against the `rsa` crate it replaces.
 //!
 //! Speed check (needs optimisation, so run it in release; see `speed`):
-//! `cargo test --release -p portcullis-authn --test rsa_fast -- --ignored --nocapture`
+//! `cargo test --release -p portcullis-jose --test rsa_fast -- --ignored --nocapture`
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use portcullis_authn::rsa_fast::{self, Hash, RsaPublic};
+use portcullis_jose::rsa_fast::{self, Hash, RsaPublic};
 use rand::{Rng, RngCore, SeedableRng};
 use rsa::signature::Verifier;
 use rsa::traits::PublicKeyParts;
@@ -36,7 +36,7 @@ enum Scheme {
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    portcullis_authn::conformance::hex(s).unwrap_or_else(|| panic!("not hex: {s}"))
+    portcullis_jose::wycheproof::hex(s).unwrap_or_else(|| panic!("not hex: {s}"))
 }
 
 fn fast_verify(key: &RsaPublic, scheme: Scheme, hash: Hash, msg: &[u8], sig: &[u8]) -> bool {
@@ -47,7 +47,7 @@ fn fast_verify(key: &RsaPublic, scheme: Scheme, hash: Hash, msg: &[u8], sig: &[u
 }
 
 /// The `rsa` crate's verdict, through the APIs that check RFC 8017's `s < n`: `Pkcs1v15Sign`
-/// (as `jws.rs` uses) and `pss::VerifyingKey` (salt length = hash length).
+/// (the call the filter made before `rsa_fast`) and `pss::VerifyingKey` (salt length = hash length).
 fn reference_verify(
     key: &RsaPublicKey,
     scheme: Scheme,
@@ -78,7 +78,7 @@ fn reference_verify(
 }
 
 /// The `rsa` crate's PSS verdict through `RsaPublicKey::verify(Pss::new::<D>(), ..)`, the call
-/// `jws.rs` makes today. Unlike `pss::VerifyingKey`, this path does not reject `s >= n`.
+/// the filter made before `rsa_fast`. Unlike `pss::VerifyingKey`, this path does not reject `s >= n`.
 fn reference_pss_scheme(key: &RsaPublicKey, hash: Hash, msg: &[u8], sig: &[u8]) -> bool {
     match hash {
         Hash::Sha256 => key.verify(Pss::new::<Sha256>(), &Sha256::digest(msg), sig),
@@ -183,7 +183,7 @@ fn wycheproof() {
                     && reference_pss_scheme(&reference, hash, &msg, &sig) != theirs
                 {
                     crate_disagreements.push(format!(
-                        "{file} tcId {id} ({result}, {comment:?}): rsa::Pss scheme (jws.rs path) says {}",
+                        "{file} tcId {id} ({result}, {comment:?}): rsa::Pss scheme (the former filter path) says {}",
                         !theirs
                     ));
                 }
@@ -615,7 +615,7 @@ fn best_us(batches: u32, per_batch: u32, mut f: impl FnMut()) -> f64 {
 
 /// Speed check: µs per verify (hashing included) for rsa_fast and the rsa crate. 1000 verifies
 /// per implementation and key, reported as the best of 20 batches of 50.
-/// Native: `cargo test --release -p portcullis-authn --test rsa_fast -- --ignored --nocapture`;
+/// Native: `cargo test --release -p portcullis-jose --test rsa_fast -- --ignored --nocapture`;
 /// the same test binary built for wasm32-wasip1 runs under any WASI runtime (V8: node's WASI).
 #[test]
 #[ignore = "timing; run with --release -- --ignored --nocapture"]

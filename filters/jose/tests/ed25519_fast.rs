@@ -12,13 +12,13 @@ use std::path::Path;
 use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
 use curve25519_dalek::edwards::EdwardsPoint;
 use curve25519_dalek::scalar::Scalar;
-use portcullis_authn::ed25519_fast::Ed25519Public;
+use portcullis_jose::ed25519_fast::Ed25519Public;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use sha2::{Digest, Sha512};
 
 fn unhex(s: &str) -> Vec<u8> {
-    portcullis_authn::conformance::hex(s).unwrap_or_else(|| panic!("not hex: {s}"))
+    portcullis_jose::wycheproof::hex(s).unwrap_or_else(|| panic!("not hex: {s}"))
 }
 
 fn b64url(s: &str) -> Vec<u8> {
@@ -55,7 +55,7 @@ fn fast_verdict(pk: &[u8; 32], msg: &[u8], sig: &[u8]) -> (bool, bool) {
     }
 }
 
-/// What the filter does today: from_slice + verify (plus `validate` to know
+/// What the filter did before `ed25519_fast`: from_slice + verify (plus `validate` to know
 /// whether compact considers the key itself acceptable).
 fn compact_verdict(pk: &[u8; 32], msg: &[u8], sig: &[u8]) -> (bool, bool) {
     let pk = ed25519_compact::PublicKey::from_slice(pk).unwrap();

@@ -1,24 +1,25 @@
-//! Runs every Wycheproof vector file through the authn verification core and exits non-zero on
-//! any disagreement.
+//! Runs every Wycheproof raw-signature vector file through the verification arithmetic and exits non-zero on any disagreement.
 //!
-//! Built by `make build` for wasm32-wasip1 together with the filter (same crate, same release
-//! profile, same dependency graph), so `make test` runs the verification arithmetic compiled the
-//! way Envoy loads it, in V8 (Node's WASI). Native runs go through `cargo test` instead.
+//! Built by `make build` for wasm32-wasip1 in the same cargo invocation as the filters (same
+//! release profile, same dependency versions), so `make test` runs the arithmetic compiled the
+//! way Envoy loads it, in V8 (Node's WASI; `tests/tests/conformance_wasm.rs`). Native runs go
+//! through `cargo test -p portcullis-jose` instead. Test support only: it is not part of any
+//! filter module.
 //!
-//! Usage: `authn-conformance <wycheproof-dir>`
+//! Usage: `jose-conformance <wycheproof-dir>`
 
-use portcullis_authn::conformance;
+use portcullis_jose::wycheproof;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let Some(dir) = std::env::args().nth(1) else {
-        eprintln!("usage: authn-conformance <wycheproof-dir>");
+        eprintln!("usage: jose-conformance <wycheproof-dir>");
         return ExitCode::from(2);
     };
-    let reports = match conformance::run_all(std::path::Path::new(&dir)) {
+    let reports = match wycheproof::run_all_raw(std::path::Path::new(&dir)) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("authn-conformance: {e}");
+            eprintln!("jose-conformance: {e}");
             return ExitCode::from(2);
         }
     };

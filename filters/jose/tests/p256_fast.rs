@@ -6,7 +6,7 @@ use p256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use p256::elliptic_curve::ff::PrimeField;
 use p256::{ProjectivePoint, Scalar};
-use portcullis_authn::p256_fast::P256Public;
+use portcullis_jose::p256_fast::P256Public;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
@@ -19,7 +19,7 @@ const WYCHEPROOF_DIR: &str = concat!(
 );
 
 fn hex(s: &str) -> Vec<u8> {
-    portcullis_authn::conformance::hex(s).unwrap_or_else(|| panic!("not hex: {s}"))
+    portcullis_jose::wycheproof::hex(s).unwrap_or_else(|| panic!("not hex: {s}"))
 }
 
 fn arr32(b: &[u8]) -> [u8; 32] {
