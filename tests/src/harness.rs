@@ -391,6 +391,14 @@ pub fn test_id(tag: &str) -> String {
     )
 }
 
+/// The route named `name` of a policy document (`routes: [...]`), to change in a test.
+pub fn route_mut<'a>(policy: &'a mut Value, name: &str) -> &'a mut Value {
+    policy["routes"]
+        .as_array_mut()
+        .and_then(|r| r.iter_mut().find(|r| r["name"] == name))
+        .unwrap_or_else(|| panic!("no route named {name}"))
+}
+
 /// Issuer of the demo provider in `policies/authn.yaml`.
 pub const DEMO_ISSUER: &str = "https://idp.demo.portcullis.local";
 /// Audience of the demo provider.

@@ -378,8 +378,9 @@ fn nothing_personal_reaches_envoys_log() {
 #[test]
 fn on_unmaskable_pass_lets_oversized_bodies_through_when_a_route_says_so() {
     let g = &gateway!(gw_with(|pii| {
-        pii["routes"][0]["on_unmaskable"] = json!("pass");
-        pii["routes"][0]["max_body_bytes"] = json!(200);
+        let r = harness::route_mut(pii, "tenant-api");
+        r["on_unmaskable"] = json!("pass");
+        r["max_body_bytes"] = json!(200);
     }));
     let _log = g.log_on_failure();
     let r = get(g, "/api/v1/tenants/acme/customers", BASE);

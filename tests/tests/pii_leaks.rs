@@ -270,7 +270,7 @@ fn binary_bodies_are_refused_unless_a_route_passes_them() {
     let _log = g.log_on_failure();
     assert_refused(&fixture(g, "binary", BASE), "binary");
     let mut policies = harness::demo_policies();
-    policies.pii["routes"][0]["binary"] = json!("pass");
+    harness::route_mut(&mut policies.pii, "tenant-api")["binary"] = json!("pass");
     let g = &gateway!(Gateway::start(GatewayOptions {
         policies,
         ..GatewayOptions::default()

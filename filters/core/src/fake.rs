@@ -272,6 +272,19 @@ impl Host for FakeHost<'_> {
         });
     }
 
+    // The fake keeps header values as text: bytes that are not UTF-8 are held as ISO-8859-1
+    // characters and given back as those bytes.
+    fn request_headers_bytes(&self) -> Vec<(String, Vec<u8>)> {
+        self.request_headers()
+            .into_iter()
+            .map(|(k, v)| (k, latin1_bytes(&v)))
+            .collect()
+    }
+
+    fn add_request_header_bytes(&self, name: &str, value: &[u8]) {
+        self.add_request_header(name, &latin1_text(value));
+    }
+
     fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
         self.with_stream(|s| {
             s.request_body
@@ -315,6 +328,17 @@ impl Host for FakeHost<'_> {
             s.response_headers
                 .push((name.to_string(), value.to_string()))
         });
+    }
+
+    fn response_headers_bytes(&self) -> Vec<(String, Vec<u8>)> {
+        self.response_headers()
+            .into_iter()
+            .map(|(k, v)| (k, latin1_bytes(&v)))
+            .collect()
+    }
+
+    fn add_response_header_bytes(&self, name: &str, value: &[u8]) {
+        self.add_response_header(name, &latin1_text(value));
     }
 
     fn response_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
@@ -1203,6 +1227,21 @@ impl Gateway {
             steps: Vec::new(),
         }
     }
+}
+
+/// A value's bytes: UTF-8 unless every character fits one byte and one does not fit ASCII
+/// (then it was read as ISO-8859-1).
+fn latin1_bytes(v: &str) -> Vec<u8> {
+    if !v.is_ascii() && v.chars().all(|c| u32::from(c) <= 0xFF) {
+        v.chars().map(|c| c as u8).collect()
+    } else {
+        v.as_bytes().to_vec()
+    }
+}
+
+/// Bytes as text: UTF-8, or one character per byte.
+fn latin1_text(b: &[u8]) -> String {
+    String::from_utf8(b.to_vec()).unwrap_or_else(|_| b.iter().map(|&c| char::from(c)).collect())
 }
 
 fn json_string(s: &str) -> String {

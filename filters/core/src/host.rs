@@ -31,6 +31,17 @@ fn map_value(map: MapType, name: &str) -> Option<String> {
         .map(text)
 }
 
+fn map_all_bytes(map: MapType) -> Vec<(String, Vec<u8>)> {
+    hostcalls::get_map_bytes(map)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(mut k, v)| {
+            k.make_ascii_lowercase();
+            (k, v)
+        })
+        .collect()
+}
+
 fn map_all(map: MapType) -> Vec<(String, String)> {
     hostcalls::get_map_bytes(map)
         .unwrap_or_default()
@@ -79,6 +90,14 @@ impl Host for WasmHost {
         let _ = hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value);
     }
 
+    fn request_headers_bytes(&self) -> Vec<(String, Vec<u8>)> {
+        map_all_bytes(MapType::HttpRequestHeaders)
+    }
+
+    fn add_request_header_bytes(&self, name: &str, value: &[u8]) {
+        let _ = hostcalls::add_map_value_bytes(MapType::HttpRequestHeaders, name, value);
+    }
+
     fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
         buffer(BufferType::HttpRequestBody, start, len)
     }
@@ -105,6 +124,14 @@ impl Host for WasmHost {
 
     fn add_response_header(&self, name: &str, value: &str) {
         let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
+    }
+
+    fn response_headers_bytes(&self) -> Vec<(String, Vec<u8>)> {
+        map_all_bytes(MapType::HttpResponseHeaders)
+    }
+
+    fn add_response_header_bytes(&self, name: &str, value: &[u8]) {
+        let _ = hostcalls::add_map_value_bytes(MapType::HttpResponseHeaders, name, value);
     }
 
     fn response_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {

@@ -114,6 +114,11 @@ pub trait Host: SharedStore {
     fn set_request_header(&self, name: &str, value: Option<&str>);
     /// Adds a request header (keeps existing values).
     fn add_request_header(&self, name: &str, value: &str);
+    /// Every request header with its value's bytes as sent (HTTP allows values that are not
+    /// UTF-8; the text readers show those as ISO-8859-1).
+    fn request_headers_bytes(&self) -> Vec<(String, Vec<u8>)>;
+    /// Adds a request header from bytes.
+    fn add_request_header_bytes(&self, name: &str, value: &[u8]);
     /// Reads `len` bytes of the buffered request body from `start`.
     fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>>;
     /// Replaces the first `len` bytes of the buffered request body.
@@ -130,6 +135,10 @@ pub trait Host: SharedStore {
     fn set_response_header(&self, name: &str, value: Option<&str>);
     /// Adds a response header (keeps existing values).
     fn add_response_header(&self, name: &str, value: &str);
+    /// Every response header with its value's bytes.
+    fn response_headers_bytes(&self) -> Vec<(String, Vec<u8>)>;
+    /// Adds a response header from bytes.
+    fn add_response_header_bytes(&self, name: &str, value: &[u8]);
     /// Reads the buffered response body.
     fn response_body(&self, start: usize, len: usize) -> Option<Vec<u8>>;
     /// Replaces the first `len` bytes of the buffered response body.

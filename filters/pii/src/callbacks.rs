@@ -3,6 +3,7 @@
 //! end, masked, and written back. Headers are read only in header callbacks (the host refuses
 //! them later).
 
+use crate::charset;
 use crate::config::{Mode, PiiConfig, Route};
 use crate::decide::{self, BodyPlan, Cause, Finished, HeaderEdit, Job};
 use crate::mask::{Caller, Report};
@@ -364,7 +365,7 @@ impl PiiStream {
     fn mask_header_map<H: Host>(
         &mut self,
         host: &H,
-        headers: &[(String, String)],
+        headers: &Headers,
         response: bool,
     ) -> Result<(), Cause> {
         let st = self.root.clone();
@@ -375,7 +376,7 @@ impl PiiStream {
             scopes: &self.scopes,
             key: st.config.keys.for_tenant(self.tenant.as_deref()),
         };
-        let masked = decide::mask_headers(&st.config, route, caller, headers, response)?;
+        let masked = decide::mask_headers(&st.config, route, caller, &headers.pairs, response)?;
         if masked.report.total() > 0 || masked.report.revealed.iter().any(|&n| n > 0) {
             let dir = if response {
                 "response headers"
@@ -388,6 +389,7 @@ impl PiiStream {
             return Ok(());
         }
         for (name, values) in &masked.replace {
+            let latin = headers.latin.contains(name);
             // Pseudo-headers (`:path`) are replaced in place; others removed, then re-added.
             if name.starts_with(':') {
                 if let Some(v) = values.first() {
@@ -402,12 +404,12 @@ impl PiiStream {
             if response {
                 host.set_response_header(name, None);
                 for v in values {
-                    host.add_response_header(name, v);
+                    host.add_response_header_bytes(name, &header_bytes(v, latin));
                 }
             } else {
                 host.set_request_header(name, None);
                 for v in values {
-                    host.add_request_header(name, v);
+                    host.add_request_header_bytes(name, &header_bytes(v, latin));
                 }
             }
         }
@@ -423,12 +425,61 @@ impl PiiStream {
     }
 }
 
+/// Headers as read: names in lower case, values as text, and the names that had a value that
+/// was not UTF-8.
+struct Headers {
+    pairs: Vec<(String, String)>,
+    latin: Vec<String>,
+}
+
+/// Every header of a message, read as bytes: HTTP allows header values that are not UTF-8
+/// (obs-text). Such a value is read as windows-1252 (ISO-8859-1 for every byte HTTP allows),
+/// so the detectors see its ASCII, and is written back the same way.
+fn read_headers(raw: Vec<(String, Vec<u8>)>) -> Headers {
+    let mut latin = Vec::new();
+    let pairs = raw
+        .into_iter()
+        .map(|(k, v)| {
+            let value = match String::from_utf8(v) {
+                Ok(text) => text,
+                Err(e) => {
+                    latin.push(k.clone());
+                    let d = charset::decode(
+                        e.as_bytes(),
+                        Some(charset::Declared::Known(charset::Encoding::Windows1252)),
+                        charset::Guess::Text,
+                    );
+                    String::from_utf8_lossy(&d.utf8).into_owned()
+                }
+            };
+            (k, value)
+        })
+        .collect();
+    Headers { pairs, latin }
+}
+
+/// A header value to write: in windows-1252 when the header was read that way (and the mask
+/// fits it), else as UTF-8.
+fn header_bytes(value: &str, latin: bool) -> Vec<u8> {
+    let form = charset::Form {
+        encoding: charset::Encoding::Windows1252,
+        bom: false,
+    };
+    if latin {
+        if let Ok(b) = charset::encode(value, form) {
+            return b;
+        }
+    }
+    value.as_bytes().to_vec()
+}
+
 impl Stream for PiiStream {
     type Root = Pii;
 
     fn on_request_headers<H: Host>(&mut self, host: &H, end_of_stream: bool) -> Flow {
         // Every header: each value may carry personal data to mask on an egress route.
-        let headers = host.request_headers();
+        let read = read_headers(host.request_headers_bytes());
+        let headers = read.pairs.clone();
         let h = |n: &str| portcullis_core::header(&headers, n);
         self.method = h(":method").unwrap_or_default().to_string();
         let st = self.root.clone();
@@ -453,7 +504,7 @@ impl Stream for PiiStream {
             vec![format!("pii.route:{}", route.name)],
         );
         self.edit(host, false, &decide::request_edits(route, !end_of_stream));
-        if let Err(cause) = self.mask_header_map(host, &headers, false) {
+        if let Err(cause) = self.mask_header_map(host, &read, false) {
             return self.refuse_early(host, cause, false);
         }
         match decide::plan_request(route, &headers, end_of_stream) {
@@ -481,14 +532,15 @@ impl Stream for PiiStream {
             return Flow::Continue;
         };
         // Every header, repeated ones included (a single-value read returns only the first).
-        let headers = host.response_headers();
-        let status = portcullis_core::header(&headers, ":status")
+        let read = read_headers(host.response_headers_bytes());
+        let headers = &read.pairs;
+        let status = portcullis_core::header(headers, ":status")
             .and_then(|s| s.parse::<u16>().ok())
             .unwrap_or(0);
-        if let Err(cause) = self.mask_header_map(host, &headers, true) {
+        if let Err(cause) = self.mask_header_map(host, &read, true) {
             return self.refuse_early(host, cause, true);
         }
-        let plan = decide::plan_response(route, &self.method, status, &headers, end_of_stream);
+        let plan = decide::plan_response(route, &self.method, status, headers, end_of_stream);
         match plan {
             BodyPlan::Pass => Flow::Continue,
             BodyPlan::Refuse(cause) => self.refuse_early(host, cause, true),
