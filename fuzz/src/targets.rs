@@ -280,6 +280,7 @@ fn as_doubles(v: &Value) -> Value {
 
 /// JSON bodies: schema's structural scan and pii's parser, each held to serde_json.
 pub fn json(input: &[u8]) -> Result<Verdict, String> {
+    json_tokenizer(input)?;
     let scanned = json_scan(input)?;
     let parsed = json_pii(input)?;
     Ok(verdict(
@@ -401,6 +402,69 @@ fn has_wide_integer(text: &[u8]) -> bool {
 /// it accepts exactly what serde_json accepts, except what it refuses on purpose — duplicate
 /// member names, nesting past its ceiling, integers outside `i64`..`u64` — and each such
 /// refusal must be true of the input.
+/// The core tokenizer with no limits accepts exactly what serde_json accepts (up to serde's
+/// own nesting limit of 128), and every string it yields unescapes to serde's value.
+pub fn json_tokenizer(input: &[u8]) -> Result<Verdict, String> {
+    use portcullis_core::json::{Event, Limits, Tokenizer};
+    let mut strings = Vec::new();
+    let mut depth = 0usize;
+    let mut max_depth = 0usize;
+    let got: Result<(), portcullis_core::json::Error> = (|| {
+        let mut t = Tokenizer::new(input, Limits::default())?;
+        while let Some(e) = t.next_event()? {
+            match e {
+                Event::StartObject | Event::StartArray => {
+                    depth += 1;
+                    max_depth = max_depth.max(depth);
+                }
+                Event::EndObject | Event::EndArray => depth -= 1,
+                Event::Str(x) | Event::Name(x) => strings.push(x.unescape().into_owned()),
+                _ => {}
+            }
+        }
+        Ok(())
+    })();
+    let serde = serde_json::from_slice::<serde_json::Value>(input);
+    match (&got, &serde) {
+        (Ok(()), Ok(v)) => {
+            let mut want = Vec::new();
+            collect_strings(v, &mut want);
+            let mut have = strings.clone();
+            have.sort();
+            want.sort();
+            // serde keeps the last of duplicate names; the tokenizer yields every one.
+            want.dedup();
+            have.dedup();
+            ensure!(
+                want.iter().all(|w| have.contains(w)),
+                "a string unescaped differently from serde_json"
+            );
+        }
+        // Range checks are a limit (off here); serde refuses an f64 that overflows.
+        (Ok(()), Err(e)) => ensure!(
+            max_depth > 127 || e.to_string().contains("number out of range"),
+            "the tokenizer accepted what serde_json refuses: {e}"
+        ),
+        (Err(e), Ok(_)) => return Err(format!("the tokenizer refused valid JSON: {e:?}")),
+        (Err(_), Err(_)) => {}
+    }
+    Ok(verdict(got.is_ok()))
+}
+
+fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_strings(x, out)),
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                out.push(k.clone());
+                collect_strings(x, out);
+            }
+        }
+        _ => {}
+    }
+}
+
 pub fn json_scan(input: &[u8]) -> Result<Verdict, String> {
     use portcullis_schema::scan::{scan, Limits, ScanError, DEPTH_CEILING};
     let limits = Limits {

@@ -1,9 +1,7 @@
 //! A small JSON tree made for masking: object members stay in their order (duplicates kept, so
 //! every copy of a key is seen by the rules), numbers keep their exact text (no float rounding
 //! of large ids), keys and strings are unescaped before any rule looks at them (`"s\u0073n"` is
-//! `ssn`). Parsing has a depth ceiling so a hostile body cannot exhaust the stack.
-
-use std::fmt::Write as _;
+//! `ssn`). Parsing goes through the core's tokenizer, with a depth ceiling.
 
 /// A JSON value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,241 +32,65 @@ pub enum JsonError {
 /// Deepest nesting accepted.
 pub const MAX_DEPTH: usize = 256;
 
-/// Parses a complete JSON document (surrounding whitespace allowed, nothing else).
+/// Parses a complete JSON document (surrounding whitespace allowed, nothing else), through
+/// the core's tokenizer: iteratively (an explicit stack, never recursion), strings unescaped
+/// as they are kept.
 pub fn parse(input: &[u8]) -> Result<Json, JsonError> {
-    let mut p = Parser { s: input, i: 0 };
-    p.ws();
-    let v = p.value(0)?;
-    p.ws();
-    if p.i != p.s.len() {
-        return Err(JsonError::Syntax(p.i));
-    }
-    Ok(v)
-}
-
-struct Parser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl Parser<'_> {
-    fn err<T>(&self) -> Result<T, JsonError> {
-        Err(JsonError::Syntax(self.i))
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.s.get(self.i).copied()
-    }
-
-    fn ws(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
-            self.i += 1;
-        }
-    }
-
-    fn lit(&mut self, word: &[u8], v: Json) -> Result<Json, JsonError> {
-        if self.s.get(self.i..self.i + word.len()) == Some(word) {
-            self.i += word.len();
-            Ok(v)
-        } else {
-            self.err()
-        }
-    }
-
-    fn value(&mut self, depth: usize) -> Result<Json, JsonError> {
-        match self.peek() {
-            Some(b'{') => self.object(depth + 1),
-            Some(b'[') => self.array(depth + 1),
-            Some(b'"') => self.string().map(Json::Str),
-            Some(b't') => self.lit(b"true", Json::Bool(true)),
-            Some(b'f') => self.lit(b"false", Json::Bool(false)),
-            Some(b'n') => self.lit(b"null", Json::Null),
-            Some(b'-' | b'0'..=b'9') => self.number(),
-            _ => self.err(),
-        }
-    }
-
-    fn object(&mut self, depth: usize) -> Result<Json, JsonError> {
-        if depth > MAX_DEPTH {
-            return Err(JsonError::TooDeep);
-        }
-        self.i += 1;
-        let mut members = Vec::new();
-        self.ws();
-        if self.peek() == Some(b'}') {
-            self.i += 1;
-            return Ok(Json::Obj(members));
-        }
-        loop {
-            self.ws();
-            if self.peek() != Some(b'"') {
-                return self.err();
+    use portcullis_core::json::{Error, Event, Limits, Tokenizer};
+    let limits = Limits {
+        max_depth: MAX_DEPTH,
+        ..Limits::default()
+    };
+    let err = |e: Error| match e {
+        Error::TooDeep(_) => JsonError::TooDeep,
+        Error::Syntax(at)
+        | Error::InvalidUtf8(at)
+        | Error::LoneSurrogate(at)
+        | Error::ArrayTooLong(at)
+        | Error::StringTooLong(at)
+        | Error::TooManyMembers(at)
+        | Error::DuplicateName(at)
+        | Error::NumberOutOfRange(at) => JsonError::Syntax(at),
+    };
+    let mut t = Tokenizer::new(input, limits).map_err(err)?;
+    // Open containers, each with the member name its value will be stored under.
+    let mut stack: Vec<(Json, Option<String>)> = Vec::new();
+    let mut name: Option<String> = None;
+    let mut done: Option<Json> = None;
+    while let Some(ev) = t.next_event().map_err(err)? {
+        let value = match ev {
+            Event::StartObject | Event::StartArray => {
+                let open = if ev == Event::StartObject {
+                    Json::Obj(Vec::new())
+                } else {
+                    Json::Arr(Vec::new())
+                };
+                stack.push((open, name.take()));
+                continue;
             }
-            let key = self.string()?;
-            self.ws();
-            if self.peek() != Some(b':') {
-                return self.err();
+            Event::Name(n) => {
+                name = Some(n.unescape().into_owned());
+                continue;
             }
-            self.i += 1;
-            self.ws();
-            let v = self.value(depth)?;
-            members.push((key, v));
-            self.ws();
-            match self.peek() {
-                Some(b',') => self.i += 1,
-                Some(b'}') => {
-                    self.i += 1;
-                    return Ok(Json::Obj(members));
-                }
-                _ => return self.err(),
+            Event::EndObject | Event::EndArray => {
+                let Some((v, key)) = stack.pop() else {
+                    return Err(JsonError::Syntax(t.offset()));
+                };
+                name = key;
+                v
             }
-        }
-    }
-
-    fn array(&mut self, depth: usize) -> Result<Json, JsonError> {
-        if depth > MAX_DEPTH {
-            return Err(JsonError::TooDeep);
-        }
-        self.i += 1;
-        let mut items = Vec::new();
-        self.ws();
-        if self.peek() == Some(b']') {
-            self.i += 1;
-            return Ok(Json::Arr(items));
-        }
-        loop {
-            self.ws();
-            items.push(self.value(depth)?);
-            self.ws();
-            match self.peek() {
-                Some(b',') => self.i += 1,
-                Some(b']') => {
-                    self.i += 1;
-                    return Ok(Json::Arr(items));
-                }
-                _ => return self.err(),
-            }
-        }
-    }
-
-    fn number(&mut self) -> Result<Json, JsonError> {
-        let start = self.i;
-        if self.peek() == Some(b'-') {
-            self.i += 1;
-        }
-        match self.peek() {
-            Some(b'0') => self.i += 1,
-            Some(b'1'..=b'9') => self.digits(),
-            _ => return self.err(),
-        }
-        if self.peek() == Some(b'.') {
-            self.i += 1;
-            if !matches!(self.peek(), Some(b'0'..=b'9')) {
-                return self.err();
-            }
-            self.digits();
-        }
-        if let Some(b'e' | b'E') = self.peek() {
-            self.i += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.i += 1;
-            }
-            if !matches!(self.peek(), Some(b'0'..=b'9')) {
-                return self.err();
-            }
-            self.digits();
-        }
-        let text = self.s.get(start..self.i).unwrap_or_default();
-        Ok(Json::Num(String::from_utf8_lossy(text).into_owned()))
-    }
-
-    fn digits(&mut self) {
-        while let Some(b'0'..=b'9') = self.peek() {
-            self.i += 1;
-        }
-    }
-
-    fn hex4(&mut self) -> Result<u32, JsonError> {
-        let Some(h) = self.s.get(self.i..self.i + 4) else {
-            return self.err();
+            Event::Str(s) => Json::Str(s.unescape().into_owned()),
+            Event::Num(n) => Json::Num(n.to_string()),
+            Event::Bool(b) => Json::Bool(b),
+            Event::Null => Json::Null,
         };
-        let mut v = 0u32;
-        for &c in h {
-            let d = match c {
-                b'0'..=b'9' => c - b'0',
-                b'a'..=b'f' => c - b'a' + 10,
-                b'A'..=b'F' => c - b'A' + 10,
-                _ => return self.err(),
-            };
-            v = v * 16 + u32::from(d);
-        }
-        self.i += 4;
-        Ok(v)
-    }
-
-    fn string(&mut self) -> Result<String, JsonError> {
-        self.i += 1; // opening quote
-        let mut out: Vec<u8> = Vec::new();
-        loop {
-            // Copy the run of plain bytes at once.
-            let start = self.i;
-            while let Some(c) = self.peek() {
-                if c == b'"' || c == b'\\' || c < 0x20 {
-                    break;
-                }
-                self.i += 1;
-            }
-            out.extend_from_slice(self.s.get(start..self.i).unwrap_or_default());
-            match self.peek() {
-                Some(b'"') => {
-                    self.i += 1;
-                    return String::from_utf8(out).map_err(|_| JsonError::Syntax(start));
-                }
-                Some(b'\\') => {
-                    self.i += 1;
-                    let Some(e) = self.peek() else {
-                        return self.err();
-                    };
-                    self.i += 1;
-                    let c = match e {
-                        b'"' => '"',
-                        b'\\' => '\\',
-                        b'/' => '/',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'n' => '\n',
-                        b'r' => '\r',
-                        b't' => '\t',
-                        b'u' => {
-                            let hi = self.hex4()?;
-                            let cp = if (0xD800..0xDC00).contains(&hi) {
-                                if self.s.get(self.i..self.i + 2) != Some(b"\\u") {
-                                    return self.err();
-                                }
-                                self.i += 2;
-                                let lo = self.hex4()?;
-                                if !(0xDC00..0xE000).contains(&lo) {
-                                    return self.err();
-                                }
-                                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
-                            } else {
-                                hi
-                            };
-                            match char::from_u32(cp) {
-                                Some(c) => c,
-                                // A lone low surrogate: not a character.
-                                None => return self.err(),
-                            }
-                        }
-                        _ => return self.err(),
-                    };
-                    let mut buf = [0u8; 4];
-                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                }
-                _ => return self.err(),
-            }
+        match stack.last_mut() {
+            Some((Json::Obj(members), _)) => members.push((name.take().unwrap_or_default(), value)),
+            Some((Json::Arr(items), _)) => items.push(value),
+            _ => done = Some(value),
         }
     }
+    done.ok_or(JsonError::Syntax(t.offset()))
 }
 
 impl Json {
@@ -285,7 +107,7 @@ impl Json {
             Json::Bool(true) => out.push_str("true"),
             Json::Bool(false) => out.push_str("false"),
             Json::Num(n) => out.push_str(n),
-            Json::Str(s) => write_str(s, out),
+            Json::Str(s) => portcullis_core::json::write_string(s, out),
             Json::Arr(items) => {
                 out.push('[');
                 for (i, v) in items.iter().enumerate() {
@@ -302,7 +124,7 @@ impl Json {
                     if i > 0 {
                         out.push(',');
                     }
-                    write_str(k, out);
+                    portcullis_core::json::write_string(k, out);
                     out.push(':');
                     v.write(out);
                 }
@@ -321,24 +143,6 @@ impl Json {
         }
         Some(cur)
     }
-}
-
-fn write_str(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 #[cfg(test)]

@@ -5,9 +5,8 @@
 //! no stack growth), array length, string length, object member count, duplicate member names
 //! (compared after unescaping: `"a"` and `"\u0061"` are the same name), lone surrogates in
 //! `\u` escapes, numbers that do not fit an `f64` / integers outside `i64`..`u64`, and JSON
-//! syntax itself. Only a body that passes is handed to serde_json.
-
-use std::collections::HashSet;
+//! syntax itself. Only a body that passes is handed to serde_json. The scanning itself is the
+//! core's JSON tokenizer (`portcullis_core::json`), shared with pii.
 
 /// Structural limits of one route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -87,297 +86,32 @@ pub enum ScanError {
     TooManyMembers,
 }
 
-enum Frame {
-    Array { len: usize },
-    Object { keys: HashSet<String> },
-}
-
-struct Scanner<'a> {
-    b: &'a [u8],
-    i: usize,
-    limits: &'a Limits,
-}
-
-impl Scanner<'_> {
-    fn ws(&mut self) {
-        while let Some(c) = self.b.get(self.i) {
-            if matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
-                self.i += 1;
-            } else {
-                break;
-            }
-        }
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.b.get(self.i).copied()
-    }
-
-    fn expect(&mut self, c: u8) -> Result<(), ScanError> {
-        if self.peek() == Some(c) {
-            self.i += 1;
-            Ok(())
-        } else {
-            Err(ScanError::Malformed)
-        }
-    }
-
-    fn hex4(&mut self) -> Result<u16, ScanError> {
-        let s = self.b.get(self.i..self.i + 4).ok_or(ScanError::Malformed)?;
-        // Exactly four hex digits: `from_str_radix` alone would also take a sign (`\u+100`).
-        if !s.iter().all(u8::is_ascii_hexdigit) {
-            return Err(ScanError::Malformed);
-        }
-        let s = std::str::from_utf8(s).map_err(|_| ScanError::Malformed)?;
-        let v = u16::from_str_radix(s, 16).map_err(|_| ScanError::Malformed)?;
-        self.i += 4;
-        Ok(v)
-    }
-
-    /// Scans a string starting at `"`; returns it unescaped when `keep` (member names).
-    fn string(&mut self, keep: bool) -> Result<Option<String>, ScanError> {
-        self.expect(b'"')?;
-        let mut out = keep.then(String::new);
-        let mut len = 0usize;
-        loop {
-            let c = self.peek().ok_or(ScanError::Malformed)?;
-            self.i += 1;
-            match c {
-                b'"' => return Ok(out),
-                b'\\' => {
-                    let e = self.peek().ok_or(ScanError::Malformed)?;
-                    self.i += 1;
-                    let ch = match e {
-                        b'"' => '"',
-                        b'\\' => '\\',
-                        b'/' => '/',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'n' => '\n',
-                        b'r' => '\r',
-                        b't' => '\t',
-                        b'u' => {
-                            let hi = self.hex4()?;
-                            let code = if (0xD800..0xDC00).contains(&hi) {
-                                // A high surrogate must be followed by `\u` + low surrogate.
-                                if self.b.get(self.i..self.i + 2) != Some(b"\\u") {
-                                    return Err(ScanError::LoneSurrogate);
-                                }
-                                self.i += 2;
-                                let lo = self.hex4()?;
-                                if !(0xDC00..0xE000).contains(&lo) {
-                                    return Err(ScanError::LoneSurrogate);
-                                }
-                                0x10000
-                                    + ((u32::from(hi) - 0xD800) << 10)
-                                    + (u32::from(lo) - 0xDC00)
-                            } else if (0xDC00..0xE000).contains(&hi) {
-                                return Err(ScanError::LoneSurrogate);
-                            } else {
-                                u32::from(hi)
-                            };
-                            char::from_u32(code).ok_or(ScanError::LoneSurrogate)?
-                        }
-                        _ => return Err(ScanError::Malformed),
-                    };
-                    len += ch.len_utf8();
-                    if let Some(o) = out.as_mut() {
-                        o.push(ch);
-                    }
-                }
-                0x00..=0x1f => return Err(ScanError::Malformed),
-                _ => {
-                    // Copy the whole UTF-8 sequence (input was validated as UTF-8 up front).
-                    let start = self.i - 1;
-                    let width = match c {
-                        0xC0..=0xDF => 2,
-                        0xE0..=0xEF => 3,
-                        0xF0..=0xF7 => 4,
-                        _ => 1,
-                    };
-                    self.i = start + width;
-                    len += width;
-                    if let Some(o) = out.as_mut() {
-                        let s = self
-                            .b
-                            .get(start..self.i)
-                            .and_then(|s| std::str::from_utf8(s).ok());
-                        o.push_str(s.ok_or(ScanError::InvalidUtf8)?);
-                    }
-                }
-            }
-            if len > self.limits.max_string_len {
-                return Err(ScanError::StringTooLong);
-            }
-        }
-    }
-
-    fn number(&mut self) -> Result<(), ScanError> {
-        let start = self.i;
-        if self.peek() == Some(b'-') {
-            self.i += 1;
-        }
-        match self.peek() {
-            Some(b'0') => self.i += 1,
-            Some(b'1'..=b'9') => {
-                while matches!(self.peek(), Some(b'0'..=b'9')) {
-                    self.i += 1;
-                }
-            }
-            _ => return Err(ScanError::Malformed),
-        }
-        let mut integer = true;
-        if self.peek() == Some(b'.') {
-            integer = false;
-            self.i += 1;
-            if !matches!(self.peek(), Some(b'0'..=b'9')) {
-                return Err(ScanError::Malformed);
-            }
-            while matches!(self.peek(), Some(b'0'..=b'9')) {
-                self.i += 1;
-            }
-        }
-        if matches!(self.peek(), Some(b'e' | b'E')) {
-            integer = false;
-            self.i += 1;
-            if matches!(self.peek(), Some(b'+' | b'-')) {
-                self.i += 1;
-            }
-            if !matches!(self.peek(), Some(b'0'..=b'9')) {
-                return Err(ScanError::Malformed);
-            }
-            while matches!(self.peek(), Some(b'0'..=b'9')) {
-                self.i += 1;
-            }
-        }
-        let text = std::str::from_utf8(&self.b[start..self.i]).map_err(|_| ScanError::Malformed)?;
-        let fits = if integer {
-            text.parse::<i64>().is_ok() || text.parse::<u64>().is_ok()
-        } else {
-            text.parse::<f64>().is_ok_and(f64::is_finite)
-        };
-        if fits {
-            Ok(())
-        } else {
-            Err(ScanError::NumberOutOfRange)
-        }
-    }
-
-    fn literal(&mut self, word: &[u8]) -> Result<(), ScanError> {
-        if self.b.get(self.i..self.i + word.len()) == Some(word) {
-            self.i += word.len();
-            Ok(())
-        } else {
-            Err(ScanError::Malformed)
-        }
-    }
-
-    /// Scans one value; containers push a frame instead of recursing.
-    fn value(&mut self, stack: &mut Vec<Frame>) -> Result<(), ScanError> {
-        match self.peek().ok_or(ScanError::Malformed)? {
-            b'{' | b'[' => {
-                if stack.len() >= self.limits.max_depth {
-                    return Err(ScanError::TooDeep);
-                }
-                let open = self.peek();
-                self.i += 1;
-                stack.push(if open == Some(b'{') {
-                    Frame::Object {
-                        keys: HashSet::new(),
-                    }
-                } else {
-                    Frame::Array { len: 0 }
-                });
-                Ok(())
-            }
-            b'"' => self.string(false).map(|_| ()),
-            b't' => self.literal(b"true"),
-            b'f' => self.literal(b"false"),
-            b'n' => self.literal(b"null"),
-            _ => self.number(),
-        }
-    }
-
-    fn run(&mut self) -> Result<(), ScanError> {
-        let mut stack: Vec<Frame> = Vec::new();
-        self.ws();
-        self.value(&mut stack)?;
-        // After each value or container opening: continue inside the innermost container.
-        // `fresh` is true right after an opening bracket (no element yet).
-        let mut fresh = true;
-        loop {
-            self.ws();
-            let Some(frame) = stack.last_mut() else { break };
-            match frame {
-                Frame::Array { len } => {
-                    if self.peek() == Some(b']') {
-                        self.i += 1;
-                        stack.pop();
-                        fresh = false;
-                        continue;
-                    }
-                    if !fresh {
-                        self.expect(b',')?;
-                        self.ws();
-                    }
-                    *len += 1;
-                    if *len > self.limits.max_array_len {
-                        return Err(ScanError::ArrayTooLong);
-                    }
-                }
-                Frame::Object { keys } => {
-                    if self.peek() == Some(b'}') {
-                        self.i += 1;
-                        stack.pop();
-                        fresh = false;
-                        continue;
-                    }
-                    if !fresh {
-                        self.expect(b',')?;
-                        self.ws();
-                    }
-                    if self.peek() != Some(b'"') {
-                        return Err(ScanError::Malformed);
-                    }
-                    let key = self.string(true)?.unwrap_or_default();
-                    if keys.len() >= self.limits.max_object_members {
-                        return Err(ScanError::TooManyMembers);
-                    }
-                    if !keys.insert(key) {
-                        return Err(ScanError::DuplicateKey);
-                    }
-                    self.ws();
-                    self.expect(b':')?;
-                    self.ws();
-                }
-            }
-            let depth = stack.len();
-            self.value(&mut stack)?;
-            fresh = stack.len() > depth;
-        }
-        self.ws();
-        if self.i == self.b.len() {
-            Ok(())
-        } else {
-            Err(ScanError::Malformed)
-        }
-    }
-}
-
-/// Scans a body against the limits; `Ok` means serde_json can parse it safely.
+/// Scans a body against the limits; `Ok` means serde_json can parse it safely. The scan is the
+/// core's tokenizer with every check on.
 pub fn scan(body: &[u8], limits: &Limits) -> Result<(), ScanError> {
+    use portcullis_core::json::{self, Error};
     if body.len() > limits.max_body_bytes {
         return Err(ScanError::TooLarge);
     }
-    if std::str::from_utf8(body).is_err() {
-        return Err(ScanError::InvalidUtf8);
-    }
-    Scanner {
-        b: body,
-        i: 0,
-        limits,
-    }
-    .run()
+    let checks = json::Limits {
+        max_depth: limits.max_depth,
+        max_array_len: limits.max_array_len,
+        max_string_len: limits.max_string_len,
+        max_object_members: limits.max_object_members,
+        reject_duplicate_names: true,
+        check_number_range: true,
+    };
+    json::validate(body, checks).map_err(|e| match e {
+        Error::Syntax(_) => ScanError::Malformed,
+        Error::InvalidUtf8(_) => ScanError::InvalidUtf8,
+        Error::LoneSurrogate(_) => ScanError::LoneSurrogate,
+        Error::TooDeep(_) => ScanError::TooDeep,
+        Error::ArrayTooLong(_) => ScanError::ArrayTooLong,
+        Error::StringTooLong(_) => ScanError::StringTooLong,
+        Error::TooManyMembers(_) => ScanError::TooManyMembers,
+        Error::DuplicateName(_) => ScanError::DuplicateKey,
+        Error::NumberOutOfRange(_) => ScanError::NumberOutOfRange,
+    })
 }
 
 #[cfg(test)]
