@@ -457,6 +457,7 @@ mod tests {
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod store_tests {
     use super::*;
     use portcullis_core::shared::memory::{Fault, MemoryStore};

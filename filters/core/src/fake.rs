@@ -544,12 +544,18 @@ impl<F: Filter> DynFilter for Erased<F> {
     }
 }
 
+/// Configures one filter instance on a worker.
+type MakeFilter = dyn Fn(&FakeHost<'_>) -> Result<Box<dyn DynFilter>, ConfigError>;
+
+/// A configured filter instance of a worker: its name, its VM, the tick it asked for.
+type WorkerFilter = (String, Box<dyn DynFilter>, Cell<Option<Duration>>);
+
 /// One filter instance of the chain: its name (`ratelimit_ip`) and configuration.
 #[derive(Clone)]
 pub struct Instance {
     /// Instance name (the `decided_by` of its denials).
     pub name: String,
-    make: Rc<dyn Fn(&FakeHost<'_>) -> Result<Box<dyn DynFilter>, ConfigError>>,
+    make: Rc<MakeFilter>,
 }
 
 impl Instance {
@@ -610,7 +616,7 @@ pub const HOLD_HEADER: &str = "x-portcullis-hold-response";
 
 /// A worker: one VM per filter instance, in chain order.
 pub struct Worker {
-    filters: Vec<(String, Box<dyn DynFilter>, Cell<Option<Duration>>)>,
+    filters: Vec<WorkerFilter>,
 }
 
 /// A request as the client sends it.
