@@ -7,14 +7,19 @@ cd "$(dirname "$0")/../.."
 out=${PORTCULLIS_COMPOSE_BUILD:-.build/compose}
 cli=./target/debug/portcullis
 mkdir -p "$out"
-render() { # TEMPLATE POLICY_DIR OUT UPSTREAM
-  "$cli" check "envoy/compose/policies/$2" >/dev/null
-  "$cli" render --template "envoy/compose/$1" --policies "envoy/compose/policies/$2" \
-    --wasm-dir /etc/portcullis/wasm --listen-port 8080 --admin-port 9901 --upstream "$4" \
-    --out "$out/$3"
-  echo "config: $out/$3 (envoy/compose/$1 + envoy/compose/policies/$2)"
+render() { # TEMPLATE POLICY_DIR OUT UPSTREAM [more render options]
+  local tmpl=$1 dir=$2 file=$3 upstream=$4
+  shift 4
+  "$cli" check "envoy/compose/policies/$dir" >/dev/null
+  "$cli" render --template "envoy/compose/$tmpl" --policies "envoy/compose/policies/$dir" \
+    --wasm-dir /etc/portcullis/wasm --listen-port 8080 --admin-port 9901 --upstream "$upstream" \
+    --out "$out/$file" "$@"
+  echo "config: $out/$file (envoy/compose/$tmpl + envoy/compose/policies/$dir)"
 }
-render gateway.yaml.tmpl gateway gateway.yaml crm-sidecar:15443
+# The gateways' `scope: global` limits go to the rate limit service; its limits come from the
+# same policy (rls.yaml).
+render gateway.yaml.tmpl gateway gateway.yaml crm-sidecar:15443 \
+  --rls ratelimit-service:8081 --rls-out "$out/rls.yaml"
 render crm-sidecar.yaml.tmpl crm-api crm-sidecar.yaml crm-api:8080
 render sync-sidecar.yaml.tmpl sync-worker sync-sidecar.yaml sync-worker:8080
 # The IdP serves the demo's public keys (the private halves stay in policies/demo-keys).

