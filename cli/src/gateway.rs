@@ -34,6 +34,25 @@ pub const DEFAULT_STRIPPED_HEADERS: &[&str] = &[
     "x-cluster-client-ip",
 ];
 
+/// The HTTP connection manager's `local_reply_config` for every listener `portcullis render`
+/// writes: Envoy's own local replies (timeouts, oversize bodies, no upstream) in the problem+json
+/// shape of the filters' denials, with Envoy's response code details as the reason. The CEL
+/// filter selects only Envoy's replies — those always carry code details, a wasm filter's local
+/// reply carries none — so a filter's denial stays exactly as the filter wrote it. One line of
+/// JSON (which YAML reads as a flow mapping) so it fits any template's indentation.
+pub const ENVOY_LOCAL_REPLIES: &str = concat!(
+    r#"{"mappers": [{"#,
+    r#""filter": {"extension_filter": {"name": "envoy.access_loggers.extension_filters.cel", "#,
+    r#""typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter", "#,
+    r#""expression": "response.code_details != ''"}}}, "#,
+    r#""headers_to_add": ["#,
+    r#"{"header": {"key": "x-portcullis-reason", "value": "%RESPONSE_CODE_DETAILS%"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}, "#,
+    r#"{"header": {"key": "cache-control", "value": "no-store"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}], "#,
+    r#""body_format_override": {"content_type": "application/problem+json", "json_format": {"#,
+    r#""type": "about:blank", "status": "%RESPONSE_CODE%", "detail": "%LOCAL_REPLY_BODY%", "#,
+    r#""reason": "%RESPONSE_CODE_DETAILS%", "filter": "envoy"}}}]}"#
+);
+
 /// What Envoy does with a request header whose name contains `_` (a CGI/WSGI upstream would read
 /// `x_portcullis_tenant` as `X-Portcullis-Tenant`, slipping past the identity-header stripping).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

@@ -109,9 +109,20 @@ impl Policies {
             .max(PiiLimits::of(&self.pii).request_output)
     }
 
-    /// The egress listener's buffer filter limit: every masked sync body must fit.
+    /// The egress listener's buffer filter limit: every masked sync body must fit, and it sits
+    /// a whole connection buffer above pii's own body cap. The buffer filter sets the stream's
+    /// buffer limit for every filter, so while pii buffers a chunked body Envoy refuses the
+    /// read that crosses this limit before pii sees it (a bare `413 Payload Too Large`): with
+    /// the margin, the read that crosses pii's cap reaches pii, which answers with its own
+    /// problem+json (`too_large`). Every egress route is pii's, so the margin admits nothing.
     pub fn egress_buffer_filter_bytes(&self) -> usize {
-        PiiLimits::of(&self.pii_egress).request_output.max(1024)
+        let eg = PiiLimits::of(&self.pii_egress);
+        eg.request_output
+            .max(
+                eg.input
+                    .saturating_add(self.egress_connection_buffer_bytes()),
+            )
+            .max(1024)
     }
 }
 

@@ -256,6 +256,10 @@ pub fn render(template: &str, policies: &Policies, opts: &RenderOptions) -> Resu
         ("WASM_DIR", wasm_dir),
         ("NORMALIZE_PATH", opts.envoy_normalize_path.to_string()),
         (
+            "ENVOY_LOCAL_REPLIES",
+            crate::gateway::ENVOY_LOCAL_REPLIES.to_string(),
+        ),
+        (
             "ESCAPED_SLASHES_ACTION",
             if opts.envoy_normalize_path {
                 "REJECT_REQUEST"

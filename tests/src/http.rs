@@ -68,6 +68,9 @@ pub struct Request {
     pub body: Option<Vec<u8>>,
     /// Send the body with `transfer-encoding: chunked`.
     pub chunked: bool,
+    /// Chunked, in chunks of this many bytes, each written on its own after a short pause: Envoy
+    /// then reads the body in many reads, as from a slow network, instead of one.
+    pub paced: Option<usize>,
 }
 
 impl Request {
@@ -79,6 +82,7 @@ impl Request {
             headers: Vec::new(),
             body: None,
             chunked: false,
+            paced: None,
         }
     }
 
@@ -111,7 +115,20 @@ impl Request {
         self
     }
 
+    /// Sends the body chunked, `piece` bytes a chunk, one write (and a pause) per chunk.
+    pub fn paced(mut self, piece: usize) -> Self {
+        self.chunked = true;
+        self.paced = Some(piece.max(1));
+        self
+    }
+
     fn encode(&self, close: bool) -> Vec<u8> {
+        self.encode_parts(close).concat()
+    }
+
+    /// The request as the writes that send it: one, or with [`Request::paced`] the head and
+    /// then one write per chunk.
+    fn encode_parts(&self, close: bool) -> Vec<Vec<u8>> {
         let mut out = format!("{} {} HTTP/1.1\r\n", self.method, self.target).into_bytes();
         let has = |n: &str| self.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
         if !has("host") {
@@ -126,15 +143,19 @@ impl Request {
         match (&self.body, self.chunked) {
             (Some(b), true) => {
                 out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
-                let mid = b.len() / 2;
-                for part in [&b[..mid], &b[mid..]] {
-                    if !part.is_empty() {
-                        out.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
-                        out.extend_from_slice(part);
-                        out.extend_from_slice(b"\r\n");
-                    }
+                let piece = self.paced.unwrap_or(b.len().div_ceil(2)).max(1);
+                let mut parts = vec![out];
+                for part in b.chunks(piece) {
+                    let mut chunk = format!("{:x}\r\n", part.len()).into_bytes();
+                    chunk.extend_from_slice(part);
+                    chunk.extend_from_slice(b"\r\n");
+                    parts.push(chunk);
                 }
-                out.extend_from_slice(b"0\r\n\r\n");
+                parts.push(b"0\r\n\r\n".to_vec());
+                if self.paced.is_none() {
+                    return vec![parts.concat()];
+                }
+                return parts;
             }
             (Some(b), false) => {
                 out.extend_from_slice(format!("content-length: {}\r\n\r\n", b.len()).as_bytes());
@@ -142,7 +163,7 @@ impl Request {
             }
             (None, _) => out.extend_from_slice(b"\r\n"),
         }
-        out
+        vec![out]
     }
 }
 
@@ -169,7 +190,20 @@ impl Conn {
     }
 
     fn send_inner(&mut self, req: &Request, close: bool) -> std::io::Result<Response> {
-        self.reader.get_mut().write_all(&req.encode(close))?;
+        let parts = req.encode_parts(close);
+        let paced = parts.len() > 1;
+        for (i, part) in parts.iter().enumerate() {
+            if paced && i > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            if let Err(e) = self.reader.get_mut().write_all(part) {
+                // Refused mid-body: the answer was sent before the connection closed.
+                if paced && i > 0 {
+                    break;
+                }
+                return Err(e);
+            }
+        }
         read_response(&mut self.reader, req.method == "HEAD")
     }
 }
@@ -271,5 +305,19 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("connection: close"));
+    }
+
+    #[test]
+    fn paced_bodies_are_one_write_per_chunk() {
+        let parts = Request::post("/x", "abcdefg").paced(3).encode_parts(false);
+        let parts: Vec<String> = parts
+            .into_iter()
+            .map(|p| String::from_utf8(p).unwrap())
+            .collect();
+        assert!(parts[0].ends_with("transfer-encoding: chunked\r\n\r\n"));
+        assert_eq!(
+            parts[1..],
+            ["3\r\nabc\r\n", "3\r\ndef\r\n", "1\r\ng\r\n", "0\r\n\r\n"]
+        );
     }
 }
