@@ -526,7 +526,7 @@ fn apikey_cmd(args: &[String]) -> Result<()> {
         ),
     };
     g.entry["id"] = serde_json::Value::from(id);
-    let entry = serde_yaml::to_string(&vec![g.entry]).map_err(|e| CliError(e.to_string()))?;
+    let entry = serde_norway::to_string(&vec![g.entry]).map_err(|e| CliError(e.to_string()))?;
     eprintln!("API key for `{app}` (shown once; give it to the app, store it as a secret):");
     println!("{}", g.key);
     eprintln!("\nAdd to authn.yaml under api_keys.keys (only the digest is stored):\n");

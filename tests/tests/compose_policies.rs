@@ -88,8 +88,8 @@ fn every_template_renders_completely_into_yaml() {
             },
         )
         .unwrap_or_else(|e| panic!("{tmpl}: {e}"));
-        let y: serde_yaml::Value =
-            serde_yaml::from_str(&out).unwrap_or_else(|e| panic!("{tmpl}: not YAML: {e}"));
+        let y: serde_norway::Value =
+            serde_norway::from_str(&out).unwrap_or_else(|e| panic!("{tmpl}: not YAML: {e}"));
         let y = serde_json::to_value(y).unwrap();
         let listeners = y["static_resources"]["listeners"].as_array().unwrap();
         assert!(!listeners.is_empty(), "{tmpl}");
