@@ -46,11 +46,11 @@ impl Response {
     /// Body as JSON; panics with the status and body when it is not JSON (tests only).
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
+            crate::fail(format!(
                 "response {} is not JSON ({e}): {}",
                 self.status,
                 self.body_str()
-            )
+            ))
         })
     }
 }
@@ -249,6 +249,7 @@ fn read_response(r: &mut BufReader<TcpStream>, head: bool) -> std::io::Result<Re
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
     #[test]

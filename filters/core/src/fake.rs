@@ -520,12 +520,15 @@ impl<F: Filter> DynFilter for Erased<F> {
     }
 }
 
+/// Configures one VM of a filter instance on a worker's host.
+type MakeFilter = dyn Fn(&FakeHost<'_>) -> Result<Box<dyn DynFilter>, ConfigError>;
+
 /// One filter instance of the chain: its name (`ratelimit_ip`) and configuration.
 #[derive(Clone)]
 pub struct Instance {
     /// Instance name (the `decided_by` of its denials).
     pub name: String,
-    make: Rc<dyn Fn(&FakeHost<'_>) -> Result<Box<dyn DynFilter>, ConfigError>>,
+    make: Rc<MakeFilter>,
 }
 
 impl Instance {
@@ -584,9 +587,12 @@ impl Default for Edge {
 /// Header the schema and pii filters set to have the Lua filter hold a response.
 pub const HOLD_HEADER: &str = "x-portcullis-hold-response";
 
+/// One VM of a worker: the instance's name, its filter, and the tick period it asked for.
+type Vm = (String, Box<dyn DynFilter>, Cell<Option<Duration>>);
+
 /// A worker: one VM per filter instance, in chain order.
 pub struct Worker {
-    filters: Vec<(String, Box<dyn DynFilter>, Cell<Option<Duration>>)>,
+    filters: Vec<Vm>,
 }
 
 /// A request as the client sends it.

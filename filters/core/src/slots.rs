@@ -195,7 +195,7 @@ impl SlotTable {
         debug_assert_eq!(payload.len(), self.width);
         let mut out = value.unwrap_or_default().to_vec();
         // A value of another shape (a table resized between versions) starts over.
-        if out.len() % (FP + self.width) != 0 || out.len() > self.max_value_bytes() {
+        if !out.len().is_multiple_of(FP + self.width) || out.len() > self.max_value_bytes() {
             out.clear();
         }
         let entry = |fp: u64| {
