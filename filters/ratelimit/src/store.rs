@@ -281,10 +281,9 @@ mod tests {
             now += 50_000; // 50 µs
             let id = format!("ip:10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
             assert!(take(&s, &mk(&id), now, 1, 8).result.is_ok());
-            if (1_000..1_020).contains(&i) || (600_000..600_020).contains(&i) {
-                if take(&s, &active, now, 1, 8).result.unwrap().allowed {
-                    admitted += 1;
-                }
+            let burst = (1_000..1_020).contains(&i) || (600_000..600_020).contains(&i);
+            if burst && take(&s, &active, now, 1, 8).result.unwrap().allowed {
+                admitted += 1;
             }
         }
         assert_eq!(admitted, 20, "10 per burst, exactly");
