@@ -247,7 +247,7 @@ pub fn render(p: &Policies, opts: &IstioOptions) -> Result<String> {
     );
     for d in docs {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&d).map_err(|e| CliError(e.to_string()))?);
+        out.push_str(&serde_norway::to_string(&d).map_err(|e| CliError(e.to_string()))?);
     }
     Ok(out)
 }

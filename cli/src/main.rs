@@ -1,89 +1,496 @@
 //! `portcullis`: check policies, render the Envoy config, mint demo tokens.
+//!
+//! Arguments are parsed by clap from the types below: each subcommand's `--help` is generated
+//! from the same declarations that parse it, so the two cannot drift. Flag names, defaults and
+//! positional arguments are an interface (the Makefile, the bench and compose scripts, the
+//! README and the integration tests call them): `cli/tests/cli.rs` holds them in place.
 
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use portcullis_cli::render::{self, ConfigFormat, RenderOptions};
 use portcullis_cli::token::{self, SigningAlg, TokenSpec};
 use portcullis_cli::{chain, openapi, policy, policytest, CliError, Result};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-const USAGE: &str = "portcullis — policy tooling for the Portcullis Envoy filters
+/// Policy tooling for the Portcullis Envoy filters.
+#[derive(Parser)]
+#[command(name = "portcullis", version)]
+// A repeated single-value option keeps its last value, as scripts that append overrides expect.
+#[command(args_override_self = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-USAGE:
-  portcullis check [POLICY_DIR]            validate policy files (default: policies)
-  portcullis render [options]              write an Envoy config from envoy/ and policies/
-      --policies DIR        policy directory (default: policies)
-      --template FILE       template (default: envoy/gateway.yaml.tmpl)
-      --wasm-dir DIR        where authn.wasm etc. are (default: dist, made absolute)
-      --out FILE            output file (default: stdout)
-      --listen-port N       gateway port on 127.0.0.1 (default: 10000)
-      --admin-port N        admin port on 127.0.0.1 (default: 9901)
-      --upstream HOST:PORT  upstream address (default: 127.0.0.1:8080)
-      --config-format json|struct   how filter configs are embedded (default: json)
-      --no-envoy-normalize  leave path normalisation to the filters alone
-      --tls-cert PEM --tls-key PEM [--tls-client-ca PEM]   serve the gateway over TLS
-                            (client certificates optional; needed for RFC 8705 bound tokens)
-      --jwks-upstream HOST:PORT  where remote JWKS are fetched (default: the upstream)
-      --jwks-tls [--jwks-ca PEM] fetch them over TLS (default CA bundle: the system's)
-      --external-origin URL      the origin clients use (DPoP htu); overrides the policy's
-      --rls HOST:PORT       rate limit service for scope: global limits (default: 127.0.0.1:8081)
-      --rls-out FILE        also write the rate limit service's config (portcullis-rls --config)
-  portcullis render --format istio [options]   Istio WasmPlugins + EnvoyFilter (YAML stream)
-      --namespace NS        (default: portcullis)
-      --selector KEY=VALUE  workload labels, repeatable (default: app=portcullis-gateway)
-      --istio-mode gateway|sidecar   gateway, or sidecars' inbound traffic (default: gateway)
-      --oci-registry REG    url oci://REG/portcullis-<module>:<version> (sha256: manifest digest)
-      --wasm-url-dir DIR    else url file://DIR/<module>.wasm (default: /etc/portcullis/wasm)
-  portcullis oci [FILTER...] [--wasm-dir dist] [--out dist/oci]
-                            Wasm images (Istio's compat variant): an OCI layout per filter,
-                            and the same as a `docker load` archive (FILTER.tar)
-  portcullis test [TESTS] [options]        run policy test files through the filters' decision code
-      --policies DIR        policy directory (default: policies)
-      --min-coverage N      fail when fewer than N % of rules, routes and limits are exercised
-      TESTS: a test file or directory (default: POLICY_DIR/tests)
-  portcullis explain METHOD PATH [options] which rule of each filter matched one request, and why
-      --policies DIR  --header 'name: value' (repeatable)  --body JSON  --client-ip IP
-      --token JWT, or a demo token: --tenant T --scope \"a b\" --role R --claim NAME=VALUE
-      --upstream-status N  --upstream-body JSON  (what the upstream answers; default 200 {})
-  portcullis import openapi SPEC [options] policy files from an OpenAPI 3.x document
-      --out DIR             where to write authn.yaml, schema.yaml, pii.yaml (default: stdout summary)
-  portcullis apikey --app APP [options]    generate an API key; prints it once, and the policy entry
-      --tenant T  --scope \"a b\"  --tier TIER  --id ID (default: APP-<key prefix>)
-  portcullis token [options]               mint a DEMO token signed with the demo key
-      --tenant T  --scope \"a b\"  --role R (repeatable)  --sub S  --app A
-      --ttl SECONDS (default 3600)  --alg RS256|ES256 (default RS256)
-      --claim NAME=VALUE (repeatable)  --keys DIR (default: policies/demo-keys)
-      --issuer URL  --audience AUD (defaults: the demo provider's)
-";
+#[derive(Subcommand)]
+enum Command {
+    /// Validate policy files with the filters' own config compilers.
+    Check(CheckArgs),
+    /// Write an Envoy config (or Istio manifests) from a template and the policies.
+    ///
+    /// With `--format envoy` (the default) the template's placeholders are filled with the
+    /// compiled policies and the options below; with `--format istio`, WasmPlugins and an
+    /// EnvoyFilter for the same policies are written instead (a YAML stream).
+    Render(Box<RenderArgs>),
+    /// Run policy test files through the filters, with coverage.
+    ///
+    /// Every case runs through each filter's real callbacks, in chain order, on the fake host.
+    Test(TestArgs),
+    /// Which rule of each filter matched one request, and why.
+    Explain(ExplainArgs),
+    /// Policy files from another description of the API.
+    #[command(subcommand)]
+    Import(ImportCommand),
+    /// Generate an API key for a micro app.
+    ///
+    /// The key is printed once (stdout), then the authn.yaml entry that stores only its digest
+    /// (stderr).
+    Apikey(ApikeyArgs),
+    /// Mint a DEMO token signed with the demo keys (never for production).
+    Token(TokenArgs),
+    /// Pack each filter as a Wasm OCI image (Istio's compat variant).
+    ///
+    /// Per filter: an OCI layout directory, and the same image as a `docker load` archive
+    /// (FILTER.tar), tagged portcullis-FILTER:VERSION.
+    Oci(OciArgs),
+    /// Pack a staged root filesystem as a reproducible image archive.
+    ///
+    /// One layer, byte-identical for identical files whatever their times and umask (`make
+    /// images`).
+    Image(ImageArgs),
+    /// Fresh keys for every algorithm the benchmark compares (`make bench`).
+    #[command(hide = true)]
+    BenchKeys(BenchKeysArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Policy directory.
+    #[arg(value_name = "POLICY_DIR", default_value = "policies")]
+    dir: PathBuf,
+}
+
+/// How `render` writes its output.
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    /// An Envoy bootstrap config from `--template`.
+    Envoy,
+    /// Istio WasmPlugins and an EnvoyFilter (a YAML stream).
+    Istio,
+}
+
+/// How filter configs are embedded in the Envoy config.
+#[derive(Clone, Copy, ValueEnum)]
+enum FilterConfigFormat {
+    /// A JSON string (`google.protobuf.StringValue`).
+    Json,
+    /// A YAML struct (`google.protobuf.Struct`).
+    Struct,
+}
+
+/// Which proxies the Istio manifests select.
+#[derive(Clone, Copy, ValueEnum)]
+enum IstioMode {
+    /// An ingress gateway.
+    Gateway,
+    /// Sidecars, inbound traffic only.
+    Sidecar,
+}
+
+/// A `HOST:PORT` option value.
+#[derive(Clone)]
+struct HostPort {
+    host: String,
+    port: u16,
+}
+
+/// Parses `HOST:PORT`; the port is what follows the last colon.
+fn host_port(s: &str) -> std::result::Result<HostPort, String> {
+    let (host, port) = s.rsplit_once(':').ok_or("expected HOST:PORT")?;
+    let port = port
+        .parse()
+        .map_err(|_| format!("`{port}` is not a port (HOST:PORT)"))?;
+    Ok(HostPort {
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// Parses `NAME=VALUE` (split at the first `=`).
+fn name_value(s: &str) -> std::result::Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| "expected NAME=VALUE".to_string())
+}
+
+/// Parses `name: value` (split at the first `:`, both trimmed, the name lower-cased).
+fn header(s: &str) -> std::result::Result<(String, String), String> {
+    s.split_once(':')
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .ok_or_else(|| "expected 'name: value'".to_string())
+}
+
+#[derive(Args)]
+struct RenderArgs {
+    /// Policy directory.
+    #[arg(long, value_name = "DIR", default_value = "policies")]
+    policies: PathBuf,
+    /// What to write.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Envoy)]
+    format: OutputFormat,
+    /// Where the modules (authn.wasm, …) are: made absolute for the Envoy config; their
+    /// digests go into the Istio manifests.
+    #[arg(long, value_name = "DIR", default_value = "dist")]
+    wasm_dir: PathBuf,
+    /// Output file (default: stdout).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+
+    /// Envoy config template.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "envoy/gateway.yaml.tmpl",
+        help_heading = "Envoy (--format envoy)"
+    )]
+    template: PathBuf,
+    /// Gateway port on 127.0.0.1.
+    // Numbers may look like flags (`-1`): taking them as values gets the clearer error.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 10000,
+        allow_negative_numbers = true,
+        help_heading = "Envoy (--format envoy)"
+    )]
+    listen_port: u16,
+    /// Admin port on 127.0.0.1.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 9901,
+        allow_negative_numbers = true,
+        help_heading = "Envoy (--format envoy)"
+    )]
+    admin_port: u16,
+    /// Upstream address.
+    #[arg(long, value_name = "HOST:PORT", value_parser = host_port, default_value = "127.0.0.1:8080", help_heading = "Envoy (--format envoy)")]
+    upstream: HostPort,
+    /// How filter configs are embedded.
+    #[arg(long, value_enum, default_value_t = FilterConfigFormat::Json, help_heading = "Envoy (--format envoy)")]
+    config_format: FilterConfigFormat,
+    /// Leave path normalisation to the filters alone (Envoy's own is on by default).
+    #[arg(long, help_heading = "Envoy (--format envoy)")]
+    no_envoy_normalize: bool,
+    /// The origin clients use (DPoP `htu`); overrides the authn policy's
+    /// `dpop.external_origin`.
+    #[arg(long, value_name = "URL", help_heading = "Envoy (--format envoy)")]
+    external_origin: Option<String>,
+    /// Serve the gateway over TLS with this certificate chain (needs --tls-key).
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "tls_key",
+        help_heading = "Gateway TLS"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The gateway's private key (needs --tls-cert).
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "tls_cert",
+        help_heading = "Gateway TLS"
+    )]
+    tls_key: Option<PathBuf>,
+    /// CA of client certificates: clients may present one (optional; needed for RFC 8705
+    /// certificate-bound tokens).
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "tls_cert",
+        help_heading = "Gateway TLS"
+    )]
+    tls_client_ca: Option<PathBuf>,
+    /// Where remote JWKS are fetched (default: the upstream).
+    #[arg(long, value_name = "HOST:PORT", value_parser = host_port, help_heading = "Remote JWKS")]
+    jwks_upstream: Option<HostPort>,
+    /// Fetch remote JWKS over TLS (SNI and certificate checked against the host name).
+    #[arg(long, help_heading = "Remote JWKS")]
+    jwks_tls: bool,
+    /// CA bundle for --jwks-tls.
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "jwks_tls",
+        default_value = "/etc/ssl/certs/ca-certificates.crt",
+        help_heading = "Remote JWKS"
+    )]
+    jwks_ca: PathBuf,
+    /// Rate limit service for `scope: global` limits.
+    #[arg(long, value_name = "HOST:PORT", value_parser = host_port, default_value = "127.0.0.1:8081", help_heading = "Fleet-wide limits")]
+    rls: HostPort,
+    /// Also write the rate limit service's config (`portcullis-rls --config`).
+    #[arg(long, value_name = "FILE", help_heading = "Fleet-wide limits")]
+    rls_out: Option<PathBuf>,
+
+    /// Namespace of every resource.
+    #[arg(
+        long,
+        value_name = "NS",
+        default_value = "portcullis",
+        help_heading = "Istio (--format istio)"
+    )]
+    namespace: String,
+    /// Workload label to select, repeatable (default: app=portcullis-gateway).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = name_value, help_heading = "Istio (--format istio)")]
+    selector: Vec<(String, String)>,
+    /// An ingress gateway, or sidecars' inbound traffic.
+    #[arg(long, value_enum, default_value_t = IstioMode::Gateway, help_heading = "Istio (--format istio)")]
+    istio_mode: IstioMode,
+    /// Modules from oci://REG/portcullis-<module>:<version> (pinned by manifest digest).
+    #[arg(
+        long,
+        value_name = "REG",
+        conflicts_with = "wasm_url_dir",
+        help_heading = "Istio (--format istio)"
+    )]
+    oci_registry: Option<String>,
+    /// Modules from file://DIR/<module>.wasm inside the proxy (default: /etc/portcullis/wasm).
+    #[arg(long, value_name = "DIR", help_heading = "Istio (--format istio)")]
+    wasm_url_dir: Option<String>,
+}
+
+#[derive(Args)]
+struct TestArgs {
+    /// A test file or a directory of them (default: POLICY_DIR/tests).
+    tests: Option<PathBuf>,
+    /// Policy directory.
+    #[arg(long, value_name = "DIR", default_value = "policies")]
+    policies: PathBuf,
+    /// Fail when fewer than N % of rules, routes and limits are exercised.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
+    min_coverage: f64,
+}
+
+/// The claims of a demo token (`explain` and `token`).
+#[derive(Args)]
+struct DemoClaims {
+    /// `tenant` claim.
+    #[arg(long, value_name = "T")]
+    tenant: Option<String>,
+    /// Scopes, space-separated; repeatable.
+    #[arg(long, value_name = "SCOPES")]
+    scope: Vec<String>,
+    /// Role; repeatable.
+    #[arg(long, value_name = "R")]
+    role: Vec<String>,
+    /// An extra string claim; repeatable.
+    #[arg(long, value_name = "NAME=VALUE", value_parser = name_value)]
+    claim: Vec<(String, String)>,
+}
+
+/// `--scope` values, each a space-separated list.
+fn split_scopes(values: &[String]) -> Vec<String> {
+    values
+        .iter()
+        .flat_map(|s| s.split_whitespace())
+        .map(str::to_string)
+        .collect()
+}
+
+#[derive(Args)]
+struct ExplainArgs {
+    /// HTTP method.
+    method: String,
+    /// Request path, with query.
+    path: String,
+    /// Policy directory.
+    #[arg(long, value_name = "DIR", default_value = "policies")]
+    policies: PathBuf,
+    /// A request header; repeatable.
+    #[arg(long, value_name = "'name: value'", value_parser = header)]
+    header: Vec<(String, String)>,
+    /// Request body (content-type application/json unless a --header sets one).
+    #[arg(long, value_name = "JSON", allow_hyphen_values = true)]
+    body: Option<String>,
+    /// The client's address.
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+    client_ip: String,
+    /// A bearer token; without one, the demo-token options mint one.
+    #[arg(long, value_name = "JWT")]
+    token: Option<String>,
+    #[command(flatten, next_help_heading = "Demo token (without --token)")]
+    claims: DemoClaims,
+    /// What the upstream answers: status.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 200,
+        allow_negative_numbers = true,
+        help_heading = "Upstream answer"
+    )]
+    upstream_status: u16,
+    /// What the upstream answers: a JSON body.
+    #[arg(
+        long,
+        value_name = "JSON",
+        default_value = "{}",
+        allow_hyphen_values = true,
+        help_heading = "Upstream answer"
+    )]
+    upstream_body: String,
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// authn.yaml, schema.yaml and pii.yaml from an OpenAPI 3.x document (JSON or YAML).
+    Openapi(ImportOpenapiArgs),
+}
+
+#[derive(Args)]
+struct ImportOpenapiArgs {
+    /// The OpenAPI document.
+    spec: PathBuf,
+    /// Where to write the policy files (default: print a summary only).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ApikeyArgs {
+    /// The micro app the key is for.
+    #[arg(long, value_name = "APP")]
+    app: String,
+    /// Tenant the key is bound to.
+    #[arg(long, value_name = "T")]
+    tenant: Option<String>,
+    /// Scopes, space-separated; repeatable.
+    #[arg(long, value_name = "SCOPES")]
+    scope: Vec<String>,
+    /// Rate limit tier.
+    #[arg(long, value_name = "TIER")]
+    tier: Option<String>,
+    /// Entry id (default: APP-<first 6 characters of the key>).
+    #[arg(long, value_name = "ID")]
+    id: Option<String>,
+}
+
+/// Algorithms the demo keys sign with.
+#[derive(Clone, Copy, ValueEnum)]
+enum DemoAlg {
+    /// RSA PKCS#1 v1.5 SHA-256 (demo-rs256.key.pem).
+    #[value(name = "RS256")]
+    Rs256,
+    /// ECDSA P-256 SHA-256 (demo-es256.key.pem).
+    #[value(name = "ES256")]
+    Es256,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    #[command(flatten)]
+    claims: DemoClaims,
+    /// `sub` claim.
+    #[arg(long, value_name = "S", default_value = "demo-user")]
+    sub: String,
+    /// `client_id` claim.
+    #[arg(long, value_name = "A")]
+    app: Option<String>,
+    /// Lifetime in seconds.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 3600,
+        allow_negative_numbers = true
+    )]
+    ttl: u64,
+    /// Signing algorithm.
+    #[arg(long, value_enum, default_value_t = DemoAlg::Rs256)]
+    alg: DemoAlg,
+    /// Directory of the demo keys.
+    #[arg(long, value_name = "DIR", default_value = "policies/demo-keys")]
+    keys: PathBuf,
+    /// `iss` claim (default: the demo provider's).
+    #[arg(long, value_name = "URL", default_value = DEMO_ISSUER)]
+    issuer: String,
+    /// `aud` claim (default: the demo provider's).
+    #[arg(long, value_name = "AUD", default_value = DEMO_AUDIENCE)]
+    audience: String,
+}
+
+#[derive(Args)]
+struct OciArgs {
+    /// Filters to pack (default: authn ratelimit schema pii).
+    #[arg(value_name = "FILTER")]
+    filters: Vec<String>,
+    /// Where FILTER.wasm are.
+    #[arg(long, value_name = "DIR", default_value = "dist")]
+    wasm_dir: PathBuf,
+    /// Output directory.
+    #[arg(long, value_name = "DIR", default_value = "dist/oci")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct ImageArgs {
+    /// The staged root filesystem.
+    #[arg(long, value_name = "DIR")]
+    rootfs: PathBuf,
+    /// Image reference written into the archive.
+    #[arg(long, value_name = "REPO:TAG")]
+    tag: String,
+    /// The `docker load` archive to write.
+    #[arg(long, value_name = "FILE.tar")]
+    out: PathBuf,
+    /// Entrypoint, its arguments separated by commas.
+    #[arg(long, value_name = "a,b")]
+    entrypoint: Option<String>,
+    /// User the container runs as.
+    #[arg(long, value_name = "UID:GID")]
+    user: Option<String>,
+    /// An environment variable; repeatable.
+    #[arg(long, value_name = "K=V")]
+    env: Vec<String>,
+    /// An image label; repeatable.
+    #[arg(long, value_name = "K=V", value_parser = name_value)]
+    label: Vec<(String, String)>,
+}
+
+#[derive(Args)]
+struct BenchKeysArgs {
+    /// Directory to write the keys, JWKS and tokens to.
+    dir: PathBuf,
+}
+
+/// The demo provider's issuer and audience (policies/authn.yaml).
+const DEMO_ISSUER: &str = "https://idp.demo.portcullis.local";
+const DEMO_AUDIENCE: &str = "portcullis-demo-api";
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("check") => check(&args[1..]),
-        Some("render") => render_cmd(&args[1..]),
-        Some("token") => token_cmd(&args[1..]),
-        Some("test") => test_cmd(&args[1..]),
-        Some("apikey") => apikey_cmd(&args[1..]),
-        // Benchmark material (make bench); not part of the documented interface.
-        Some("bench-keys") => match args.get(1) {
-            Some(dir) => portcullis_cli::benchkeys::generate(
-                Path::new(dir),
-                "https://idp.demo.portcullis.local",
-                "portcullis-demo-api",
-            ),
-            None => Err(CliError("usage: portcullis bench-keys DIR".into())),
-        },
-        Some("explain") => explain_cmd(&args[1..]),
-        Some("oci") => oci_cmd(&args[1..]),
-        // Packs a staged root filesystem as a reproducible image archive (`make images`).
-        Some("image") => image_cmd(&args[1..]),
-        Some("import") => import_cmd(&args[1..]),
-        Some("help" | "-h" | "--help") | None => {
-            print!("{USAGE}");
-            Ok(())
+    // Usage errors, --help and --version exit here, with clap's messages and exit codes.
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Check(a)) => check(&a),
+        Some(Command::Render(a)) => render_cmd(&a),
+        Some(Command::Test(a)) => test_cmd(&a),
+        Some(Command::Explain(a)) => explain_cmd(&a),
+        Some(Command::Import(ImportCommand::Openapi(a))) => import_openapi(&a),
+        Some(Command::Apikey(a)) => apikey_cmd(&a),
+        Some(Command::Token(a)) => token_cmd(&a),
+        Some(Command::Oci(a)) => oci_cmd(&a),
+        Some(Command::Image(a)) => image_cmd(&a),
+        Some(Command::BenchKeys(a)) => {
+            portcullis_cli::benchkeys::generate(&a.dir, DEMO_ISSUER, DEMO_AUDIENCE)
         }
-        Some(other) => Err(CliError(format!(
-            "unknown command `{other}`; see `portcullis help`"
-        ))),
+        // Bare `portcullis` lists the commands, as `portcullis help` does.
+        None => Cli::command()
+            .print_help()
+            .map_err(|e| CliError(e.to_string())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -94,74 +501,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// `--name value` options; flags without values are listed in `flags`.
-struct Opts {
-    pairs: Vec<(String, String)>,
-    flags: Vec<String>,
-    positional: Vec<String>,
+/// `path: error`, for errors about a file the user named.
+fn at(path: &Path) -> impl Fn(std::io::Error) -> CliError + '_ {
+    move |e| CliError(format!("{}: {e}", path.display()))
 }
 
-impl Opts {
-    fn parse(args: &[String], flags: &[&str]) -> Result<Opts> {
-        let mut o = Opts {
-            pairs: vec![],
-            flags: vec![],
-            positional: vec![],
-        };
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            if let Some(name) = a.strip_prefix("--") {
-                if flags.contains(&name) {
-                    o.flags.push(name.to_string());
-                } else {
-                    let v = it
-                        .next()
-                        .ok_or_else(|| CliError(format!("--{name} needs a value")))?;
-                    o.pairs.push((name.to_string(), v.clone()));
-                }
-            } else {
-                o.positional.push(a.clone());
-            }
-        }
-        Ok(o)
-    }
-    fn get(&self, name: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-    fn all(&self, name: &str) -> Vec<&str> {
-        self.pairs
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-    fn port(&self, name: &str, default: u16) -> Result<u16> {
-        self.get(name).map_or(Ok(default), |v| {
-            v.parse()
-                .map_err(|_| CliError(format!("--{name}: not a port")))
-        })
-    }
-    fn reject_unknown(&self, known: &[&str]) -> Result<()> {
-        match self
-            .pairs
-            .iter()
-            .find(|(k, _)| !known.contains(&k.as_str()))
-        {
-            Some((k, _)) => Err(CliError(format!("unknown option --{k}"))),
-            None => Ok(()),
-        }
-    }
-}
-
-fn check(args: &[String]) -> Result<()> {
-    let o = Opts::parse(args, &[])?;
-    o.reject_unknown(&[])?;
-    let dir = PathBuf::from(o.positional.first().map_or("policies", String::as_str));
-    let p = policy::load(&dir)?;
+fn check(a: &CheckArgs) -> Result<()> {
+    let dir = &a.dir;
+    let p = policy::load(dir)?;
     let authn = policy::compile_authn(&p.authn)?;
     println!(
         "ok: {}/{}: {} provider(s), {} route(s)",
@@ -209,141 +556,94 @@ fn check(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn render_cmd(args: &[String]) -> Result<()> {
-    let o = Opts::parse(args, &["no-envoy-normalize", "jwks-tls"])?;
-    o.reject_unknown(&[
-        "jwks-upstream",
-        "jwks-ca",
-        "external-origin",
-        "policies",
-        "template",
-        "wasm-dir",
-        "out",
-        "listen-port",
-        "admin-port",
-        "upstream",
-        "config-format",
-        "tls-cert",
-        "tls-key",
-        "tls-client-ca",
-        "format",
-        "namespace",
-        "selector",
-        "istio-mode",
-        "oci-registry",
-        "wasm-url-dir",
-        "rls",
-        "rls-out",
-    ])?;
-    let policies = policy::load(Path::new(o.get("policies").unwrap_or("policies")))?;
-    match o.get("format").unwrap_or("envoy") {
-        "envoy" => {}
-        "istio" => return istio_render(&o, &policies),
-        other => {
-            return Err(CliError(format!(
-                "--format: `{other}` is not envoy or istio"
-            )))
+/// Writes `out` to the file, or to stdout without one.
+fn emit(out: &str, file: Option<&Path>) -> Result<()> {
+    match file {
+        Some(path) => std::fs::write(path, out).map_err(at(path)),
+        None => {
+            print!("{out}");
+            Ok(())
         }
     }
-    let (rls_host, rls_port) = o
-        .get("rls")
-        .unwrap_or("127.0.0.1:8081")
-        .rsplit_once(':')
-        .ok_or_else(|| CliError("--rls must be HOST:PORT".into()))?;
-    let template_path = o.get("template").unwrap_or("envoy/gateway.yaml.tmpl");
-    let template = std::fs::read_to_string(template_path)
-        .map_err(|e| CliError(format!("{template_path}: {e}")))?;
-    let wasm_dir = PathBuf::from(o.get("wasm-dir").unwrap_or("dist"));
-    let wasm_dir = std::fs::canonicalize(&wasm_dir).unwrap_or(wasm_dir);
-    let (host, port) = o
-        .get("upstream")
-        .unwrap_or("127.0.0.1:8080")
-        .rsplit_once(':')
-        .ok_or_else(|| CliError("--upstream must be HOST:PORT".into()))?;
-    let format = match o.get("config-format").unwrap_or("json") {
-        "json" => ConfigFormat::Json,
-        "struct" => ConfigFormat::Struct,
-        other => {
-            return Err(CliError(format!(
-                "--config-format: `{other}` is not json or struct"
-            )))
-        }
-    };
-    let opts = RenderOptions {
-        listen_port: o.port("listen-port", 10000)?,
-        admin_port: o.port("admin-port", 9901)?,
-        upstream_host: host.to_string(),
-        upstream_port: port
-            .parse()
-            .map_err(|_| CliError("--upstream: bad port".into()))?,
-        wasm_dir,
-        envoy_normalize_path: !o.flags.iter().any(|f| f == "no-envoy-normalize"),
-        format,
-        downstream_tls: match (o.get("tls-cert"), o.get("tls-key")) {
-            (Some(c), Some(k)) => Some(render::DownstreamTls {
-                cert: std::fs::canonicalize(c).map_err(|e| CliError(format!("{c}: {e}")))?,
-                key: std::fs::canonicalize(k).map_err(|e| CliError(format!("{k}: {e}")))?,
-                client_ca: o
-                    .get("tls-client-ca")
-                    .map(|a| std::fs::canonicalize(a).map_err(|e| CliError(format!("{a}: {e}"))))
-                    .transpose()?,
-            }),
-            (None, None) => None,
-            _ => return Err(CliError("--tls-cert and --tls-key go together".into())),
-        },
-        jwks_upstream: o
-            .get("jwks-upstream")
-            .map(|hp| {
-                let (h, p) = hp
-                    .rsplit_once(':')
-                    .ok_or_else(|| CliError("--jwks-upstream must be HOST:PORT".into()))?;
-                let p = p
-                    .parse()
-                    .map_err(|_| CliError("--jwks-upstream: bad port".into()))?;
-                Ok::<_, CliError>((h.to_string(), p))
-            })
-            .transpose()?,
-        jwks_tls: o
-            .flags
-            .iter()
-            .any(|f| f == "jwks-tls")
-            .then(|| render::JwksTls {
-                ca_file: PathBuf::from(
-                    o.get("jwks-ca")
-                        .unwrap_or("/etc/ssl/certs/ca-certificates.crt"),
-                ),
-            }),
-        external_origin: o.get("external-origin").map(str::to_string),
-        rls_host: rls_host.to_string(),
-        rls_port: rls_port
-            .parse()
-            .map_err(|_| CliError("--rls: bad port".into()))?,
-    };
-    if let Some(path) = o.get("rls-out") {
-        let cfg = render::rls_config(&policies)?;
-        std::fs::write(path, cfg).map_err(|e| CliError(format!("{path}: {e}")))?;
-    }
-    let out = render::render(&template, &policies, &opts)?;
-    match o.get("out") {
-        Some(path) => std::fs::write(path, out).map_err(|e| CliError(format!("{path}: {e}")))?,
-        None => print!("{out}"),
-    }
-    Ok(())
 }
 
-fn test_cmd(args: &[String]) -> Result<()> {
-    let o = Opts::parse(args, &[])?;
-    o.reject_unknown(&["policies", "min-coverage"])?;
-    let dir = PathBuf::from(o.get("policies").unwrap_or("policies"));
-    let tests = o
-        .positional
-        .first()
-        .map_or_else(|| dir.join("tests"), PathBuf::from);
-    let min: f64 = o.get("min-coverage").map_or(Ok(0.0), |v| {
-        v.parse()
-            .map_err(|_| CliError("--min-coverage: not a number".into()))
-    })?;
-    let policies = policy::load(&dir)?;
+fn render_cmd(a: &RenderArgs) -> Result<()> {
+    let policies = policy::load(&a.policies)?;
+    if let OutputFormat::Istio = a.format {
+        return istio_render(a, &policies);
+    }
+    let template = std::fs::read_to_string(&a.template).map_err(at(&a.template))?;
+    let wasm_dir = std::fs::canonicalize(&a.wasm_dir).unwrap_or_else(|_| a.wasm_dir.clone());
+    let canonical = |p: &PathBuf| std::fs::canonicalize(p).map_err(at(p));
+    let opts = RenderOptions {
+        listen_port: a.listen_port,
+        admin_port: a.admin_port,
+        upstream_host: a.upstream.host.clone(),
+        upstream_port: a.upstream.port,
+        wasm_dir,
+        envoy_normalize_path: !a.no_envoy_normalize,
+        format: match a.config_format {
+            FilterConfigFormat::Json => ConfigFormat::Json,
+            FilterConfigFormat::Struct => ConfigFormat::Struct,
+        },
+        // clap makes --tls-cert and --tls-key require each other.
+        downstream_tls: match (&a.tls_cert, &a.tls_key) {
+            (Some(c), Some(k)) => Some(render::DownstreamTls {
+                cert: canonical(c)?,
+                key: canonical(k)?,
+                client_ca: a.tls_client_ca.as_ref().map(canonical).transpose()?,
+            }),
+            _ => None,
+        },
+        jwks_upstream: a
+            .jwks_upstream
+            .as_ref()
+            .map(|hp| (hp.host.clone(), hp.port)),
+        jwks_tls: a.jwks_tls.then(|| render::JwksTls {
+            ca_file: a.jwks_ca.clone(),
+        }),
+        external_origin: a.external_origin.clone(),
+        rls_host: a.rls.host.clone(),
+        rls_port: a.rls.port,
+    };
+    if let Some(path) = &a.rls_out {
+        let cfg = render::rls_config(&policies)?;
+        std::fs::write(path, cfg).map_err(at(path))?;
+    }
+    let out = render::render(&template, &policies, &opts)?;
+    emit(&out, a.out.as_deref())
+}
+
+/// `render --format istio`: WasmPlugins and an EnvoyFilter from the same policies.
+fn istio_render(a: &RenderArgs, policies: &policy::Policies) -> Result<()> {
+    use portcullis_cli::istio::{self, IstioOptions, Mode, ModuleSource};
+    let mut opts = IstioOptions {
+        namespace: a.namespace.clone(),
+        mode: match a.istio_mode {
+            IstioMode::Gateway => Mode::Gateway,
+            IstioMode::Sidecar => Mode::SidecarInbound,
+        },
+        wasm_dir: a.wasm_dir.clone(),
+        ..IstioOptions::default()
+    };
+    if !a.selector.is_empty() {
+        opts.selector = a.selector.clone();
+    }
+    // clap makes --oci-registry and --wasm-url-dir exclude each other.
+    if let Some(r) = &a.oci_registry {
+        opts.source = ModuleSource::Oci {
+            registry: r.clone(),
+        };
+    } else if let Some(d) = &a.wasm_url_dir {
+        opts.source = ModuleSource::File { dir: d.clone() };
+    }
+    let out = istio::render(policies, &opts)?;
+    emit(&out, a.out.as_deref())
+}
+
+fn test_cmd(a: &TestArgs) -> Result<()> {
+    let tests = a.tests.clone().unwrap_or_else(|| a.policies.join("tests"));
+    let policies = policy::load(&a.policies)?;
     let suites = policytest::load(&tests)?;
     let mut stdout = std::io::stdout();
     let report = policytest::run(&policies, &suites, &mut stdout)?;
@@ -351,119 +651,77 @@ fn test_cmd(args: &[String]) -> Result<()> {
     if report.failed > 0 {
         return Err(CliError(format!("{} case(s) failed", report.failed)));
     }
-    if report.percent() + 1e-9 < min {
+    if report.percent() + 1e-9 < a.min_coverage {
         return Err(CliError(format!(
-            "coverage {:.1} % is below --min-coverage {min}",
-            report.percent()
+            "coverage {:.1} % is below --min-coverage {}",
+            report.percent(),
+            a.min_coverage
         )));
     }
     Ok(())
 }
 
+/// The demo token described by the claim options and the rest of its spec.
+fn token_spec(c: &DemoClaims, rest: TokenSpec) -> TokenSpec {
+    TokenSpec {
+        tenant: c.tenant.clone(),
+        scopes: split_scopes(&c.scope),
+        roles: c.role.clone(),
+        extra: c.claim.clone(),
+        ..rest
+    }
+}
+
 /// A demo token from `--tenant/--scope/--role/--claim` (explain), or `None`.
-fn demo_token_from(o: &Opts) -> Result<Option<String>> {
-    if o.get("tenant").is_none() && o.all("scope").is_empty() && o.all("role").is_empty() {
+fn demo_token_from(c: &DemoClaims) -> Result<Option<String>> {
+    if c.tenant.is_none() && c.scope.is_empty() && c.role.is_empty() {
         return Ok(None);
     }
-    let pem = std::fs::read_to_string("policies/demo-keys/demo-rs256.key.pem")
-        .map_err(|e| CliError(format!("policies/demo-keys/demo-rs256.key.pem: {e}")))?;
-    token::mint(&token_spec(o, 600)?, SigningAlg::RS256, &pem, "demo-rs256").map(Some)
+    let path = Path::new("policies/demo-keys/demo-rs256.key.pem");
+    let pem = std::fs::read_to_string(path).map_err(at(path))?;
+    let spec = token_spec(
+        c,
+        TokenSpec {
+            issuer: DEMO_ISSUER.into(),
+            audience: DEMO_AUDIENCE.into(),
+            subject: "demo-user".into(),
+            tenant: None,
+            app: None,
+            scopes: vec![],
+            roles: vec![],
+            extra: vec![],
+            ttl_secs: 600,
+        },
+    );
+    token::mint(&spec, SigningAlg::RS256, &pem, "demo-rs256").map(Some)
 }
 
-/// `--scope` values, each a space-separated list.
-fn scopes_of(o: &Opts) -> Vec<String> {
-    o.all("scope")
-        .iter()
-        .flat_map(|s| s.split_whitespace())
-        .map(str::to_string)
-        .collect()
-}
-
-/// The demo token described by the token options (`token` and `explain`).
-fn token_spec(o: &Opts, default_ttl: u64) -> Result<TokenSpec> {
-    let mut extra = Vec::new();
-    for c in o.all("claim") {
-        let (k, v) = c
-            .split_once('=')
-            .ok_or_else(|| CliError("--claim must be NAME=VALUE".into()))?;
-        extra.push((k.to_string(), v.to_string()));
-    }
-    Ok(TokenSpec {
-        issuer: o
-            .get("issuer")
-            .unwrap_or("https://idp.demo.portcullis.local")
-            .to_string(),
-        audience: o
-            .get("audience")
-            .unwrap_or("portcullis-demo-api")
-            .to_string(),
-        subject: o.get("sub").unwrap_or("demo-user").to_string(),
-        tenant: o.get("tenant").map(str::to_string),
-        app: o.get("app").map(str::to_string),
-        scopes: scopes_of(o),
-        roles: o.all("role").iter().map(|s| s.to_string()).collect(),
-        extra,
-        ttl_secs: o.get("ttl").map_or(Ok(default_ttl), |v| {
-            v.parse()
-                .map_err(|_| CliError("--ttl: not a number".into()))
-        })?,
-    })
-}
-
-fn explain_cmd(args: &[String]) -> Result<()> {
-    let o = Opts::parse(args, &[])?;
-    o.reject_unknown(&[
-        "policies",
-        "header",
-        "body",
-        "client-ip",
-        "token",
-        "tenant",
-        "scope",
-        "role",
-        "claim",
-        "upstream-status",
-        "upstream-body",
-    ])?;
-    let (Some(method), Some(path)) = (o.positional.first(), o.positional.get(1)) else {
-        return Err(CliError(
-            "usage: portcullis explain METHOD PATH [options]".into(),
-        ));
-    };
-    let policies = policy::load(Path::new(o.get("policies").unwrap_or("policies")))?;
+fn explain_cmd(a: &ExplainArgs) -> Result<()> {
+    let policies = policy::load(&a.policies)?;
     let compiled = chain::Compiled::new(&policies)?;
-    let mut headers = Vec::new();
-    for h in o.all("header") {
-        let (k, v) = h
-            .split_once(':')
-            .ok_or_else(|| CliError("--header must be 'name: value'".into()))?;
-        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-    }
-    let token = match o.get("token") {
-        Some(t) => Some(t.to_string()),
-        None => demo_token_from(&o)?,
+    let mut headers = a.header.clone();
+    let token = match &a.token {
+        Some(t) => Some(t.clone()),
+        None => demo_token_from(&a.claims)?,
     };
     if let Some(t) = token {
         headers.push(("authorization".into(), format!("Bearer {t}")));
     }
-    let body = o.get("body").map(|b| b.as_bytes().to_vec());
+    let body = a.body.as_ref().map(|b| b.as_bytes().to_vec());
     if body.is_some() && !headers.iter().any(|(k, _)| k == "content-type") {
         headers.push(("content-type".into(), "application/json".into()));
     }
     let req = chain::SimRequest {
-        method: method.to_ascii_uppercase(),
-        path: path.clone(),
+        method: a.method.to_ascii_uppercase(),
+        path: a.path.clone(),
         headers,
         body,
-        client_ip: o.get("client-ip").unwrap_or("127.0.0.1").to_string(),
+        client_ip: a.client_ip.clone(),
     };
     let resp = chain::SimResponse {
-        status: o.get("upstream-status").map_or(Ok(200), |v| {
-            v.parse()
-                .map_err(|_| CliError("--upstream-status: not a number".into()))
-        })?,
+        status: a.upstream_status,
         headers: vec![("content-type".into(), "application/json".into())],
-        body: o.get("upstream-body").unwrap_or("{}").as_bytes().to_vec(),
+        body: a.upstream_body.as_bytes().to_vec(),
     };
     let now_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -484,24 +742,13 @@ fn explain_cmd(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn import_cmd(args: &[String]) -> Result<()> {
-    let o = Opts::parse(args, &[])?;
-    o.reject_unknown(&["out"])?;
-    let (Some(kind), Some(spec)) = (o.positional.first(), o.positional.get(1)) else {
-        return Err(CliError(
-            "usage: portcullis import openapi SPEC [--out DIR]".into(),
-        ));
-    };
-    if kind != "openapi" {
-        return Err(CliError(format!(
-            "import: `{kind}` is not supported (only `openapi`)"
-        )));
-    }
-    let text = std::fs::read_to_string(spec).map_err(|e| CliError(format!("{spec}: {e}")))?;
+fn import_openapi(a: &ImportOpenapiArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&a.spec).map_err(at(&a.spec))?;
     let imported = openapi::import(&text)?;
     println!("{}", imported.summary());
-    if let Some(out) = o.get("out") {
-        imported.write(Path::new(out))?;
+    if let Some(out) = &a.out {
+        imported.write(out)?;
+        let out = out.display();
         println!(
             "wrote {out}/authn.yaml, {out}/schema.yaml, {out}/pii.yaml — review the REVIEW markers"
         );
@@ -509,24 +756,25 @@ fn import_cmd(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn apikey_cmd(args: &[String]) -> Result<()> {
-    let o = Opts::parse(args, &[])?;
-    o.reject_unknown(&["app", "tenant", "scope", "tier", "id"])?;
-    let app = o
-        .get("app")
-        .ok_or_else(|| CliError("apikey: --app is required".into()))?;
-    let scopes = scopes_of(&o);
-    let mut g =
-        portcullis_cli::apikey::generate(app, app, o.get("tenant"), &scopes, o.get("tier"))?;
-    let id = match o.get("id") {
-        Some(id) => id.to_string(),
+fn apikey_cmd(a: &ApikeyArgs) -> Result<()> {
+    let app = a.app.as_str();
+    let scopes = split_scopes(&a.scope);
+    let mut g = portcullis_cli::apikey::generate(
+        app,
+        app,
+        a.tenant.as_deref(),
+        &scopes,
+        a.tier.as_deref(),
+    )?;
+    let id = match &a.id {
+        Some(id) => id.clone(),
         None => format!(
             "{app}-{}",
             &g.key[portcullis_cli::apikey::KEY_PREFIX.len()..][..6]
         ),
     };
     g.entry["id"] = serde_json::Value::from(id);
-    let entry = serde_yaml::to_string(&vec![g.entry]).map_err(|e| CliError(e.to_string()))?;
+    let entry = serde_norway::to_string(&vec![g.entry]).map_err(|e| CliError(e.to_string()))?;
     eprintln!("API key for `{app}` (shown once; give it to the app, store it as a secret):");
     println!("{}", g.key);
     eprintln!("\nAdd to authn.yaml under api_keys.keys (only the digest is stored):\n");
@@ -534,102 +782,54 @@ fn apikey_cmd(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn token_cmd(args: &[String]) -> Result<()> {
-    let o = Opts::parse(args, &[])?;
-    o.reject_unknown(&[
-        "tenant", "scope", "role", "sub", "app", "ttl", "alg", "claim", "keys", "issuer",
-        "audience",
-    ])?;
-    let alg = SigningAlg::parse(o.get("alg").unwrap_or("RS256"))?;
-    let keys = PathBuf::from(o.get("keys").unwrap_or("policies/demo-keys"));
-    let (file, kid) = match alg {
-        SigningAlg::RS256 => ("demo-rs256.key.pem", "demo-rs256"),
-        SigningAlg::ES256 => ("demo-es256.key.pem", "demo-es256"),
-        SigningAlg::HS256 => return Err(CliError("the demo provider has no HMAC key".into())),
+fn token_cmd(a: &TokenArgs) -> Result<()> {
+    let (alg, file, kid) = match a.alg {
+        DemoAlg::Rs256 => (SigningAlg::RS256, "demo-rs256.key.pem", "demo-rs256"),
+        DemoAlg::Es256 => (SigningAlg::ES256, "demo-es256.key.pem", "demo-es256"),
     };
-    let pem = std::fs::read_to_string(keys.join(file))
-        .map_err(|e| CliError(format!("{}: {e}", keys.join(file).display())))?;
-    let spec = token_spec(&o, 3600)?;
-    println!("{}", token::mint(&spec, alg, &pem, kid)?);
-    Ok(())
-}
-
-/// `render --format istio`: WasmPlugins and an EnvoyFilter from the same policies.
-fn istio_render(o: &Opts, policies: &policy::Policies) -> Result<()> {
-    use portcullis_cli::istio::{self, IstioOptions, Mode, ModuleSource};
-    let mut opts = IstioOptions::default();
-    if let Some(ns) = o.get("namespace") {
-        opts.namespace = ns.to_string();
-    }
-    let selectors = o.all("selector");
-    if !selectors.is_empty() {
-        opts.selector = selectors
-            .iter()
-            .map(|s| {
-                s.split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .ok_or_else(|| CliError("--selector must be KEY=VALUE".into()))
-            })
-            .collect::<Result<_>>()?;
-    }
-    opts.mode = match o.get("istio-mode").unwrap_or("gateway") {
-        "gateway" => Mode::Gateway,
-        "sidecar" => Mode::SidecarInbound,
-        other => {
-            return Err(CliError(format!(
-                "--istio-mode: `{other}` is not gateway or sidecar"
-            )))
-        }
-    };
-    opts.source = match (o.get("oci-registry"), o.get("wasm-url-dir")) {
-        (Some(_), Some(_)) => {
-            return Err(CliError(
-                "--oci-registry and --wasm-url-dir exclude each other".into(),
-            ))
-        }
-        (Some(r), None) => ModuleSource::Oci {
-            registry: r.to_string(),
+    let path = a.keys.join(file);
+    let pem = std::fs::read_to_string(&path).map_err(at(&path))?;
+    let spec = token_spec(
+        &a.claims,
+        TokenSpec {
+            issuer: a.issuer.clone(),
+            audience: a.audience.clone(),
+            subject: a.sub.clone(),
+            tenant: None,
+            app: a.app.clone(),
+            scopes: vec![],
+            roles: vec![],
+            extra: vec![],
+            ttl_secs: a.ttl,
         },
-        (None, Some(d)) => ModuleSource::File { dir: d.to_string() },
-        (None, None) => opts.source,
-    };
-    opts.wasm_dir = PathBuf::from(o.get("wasm-dir").unwrap_or("dist"));
-    let out = istio::render(policies, &opts)?;
-    match o.get("out") {
-        Some(path) => std::fs::write(path, out).map_err(|e| CliError(format!("{path}: {e}")))?,
-        None => print!("{out}"),
-    }
+    );
+    println!("{}", token::mint(&spec, alg, &pem, kid)?);
     Ok(())
 }
 
 /// `oci`: each filter as a Wasm compat image, an OCI layout directory plus a `docker load`
 /// archive, named `portcullis-<filter>:<version>`.
-fn oci_cmd(args: &[String]) -> Result<()> {
+fn oci_cmd(a: &OciArgs) -> Result<()> {
     use portcullis_cli::oci::Image;
-    let o = Opts::parse(args, &[])?;
-    o.reject_unknown(&["wasm-dir", "out"])?;
-    let wasm_dir = PathBuf::from(o.get("wasm-dir").unwrap_or("dist"));
-    let out = PathBuf::from(o.get("out").unwrap_or("dist/oci"));
-    let filters: Vec<String> = if o.positional.is_empty() {
+    let filters: Vec<String> = if a.filters.is_empty() {
         ["authn", "ratelimit", "schema", "pii"]
             .iter()
             .map(|s| s.to_string())
             .collect()
     } else {
-        o.positional.clone()
+        a.filters.clone()
     };
-    std::fs::create_dir_all(&out).map_err(|e| CliError(format!("{}: {e}", out.display())))?;
+    let out = &a.out;
+    std::fs::create_dir_all(out).map_err(at(out))?;
     let version = env!("CARGO_PKG_VERSION");
     for f in &filters {
-        let path = wasm_dir.join(format!("{f}.wasm"));
-        let wasm =
-            std::fs::read(&path).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+        let path = a.wasm_dir.join(format!("{f}.wasm"));
+        let wasm = std::fs::read(&path).map_err(at(&path))?;
         let img = Image::wasm_compat(&wasm, f, version)?;
         let tag = format!("{}:{version}", portcullis_cli::istio::image_name(f));
         img.write_layout_dir(&out.join(f), &tag)?;
         let tar = out.join(format!("{f}.tar"));
-        std::fs::write(&tar, img.archive(&tag)?)
-            .map_err(|e| CliError(format!("{}: {e}", tar.display())))?;
+        std::fs::write(&tar, img.archive(&tag)?).map_err(at(&tar))?;
         println!(
             "{tag}  manifest {}  module {}  {}",
             img.manifest_digest,
@@ -642,33 +842,22 @@ fn oci_cmd(args: &[String]) -> Result<()> {
 
 /// `image`: a staged directory as a one-layer image archive, byte-identical for identical
 /// files (`make images`).
-fn image_cmd(args: &[String]) -> Result<()> {
+fn image_cmd(a: &ImageArgs) -> Result<()> {
     use portcullis_cli::oci::{self, Image, RuntimeConfig};
-    let o = Opts::parse(args, &[])?;
-    o.reject_unknown(&["rootfs", "tag", "out", "entrypoint", "user", "env", "label"])?;
-    let (Some(rootfs), Some(tag), Some(out)) = (o.get("rootfs"), o.get("tag"), o.get("out")) else {
-        return Err(CliError(
-            "usage: portcullis image --rootfs DIR --tag REPO:TAG --out FILE.tar [--entrypoint a,b] [--user UID:GID] [--env K=V] [--label K=V]".into(),
-        ));
-    };
-    let layer = oci::layer_tar(&oci::entries_from_dir(Path::new(rootfs))?)?;
+    let layer = oci::layer_tar(&oci::entries_from_dir(&a.rootfs)?)?;
     let rc = RuntimeConfig {
-        entrypoint: o
-            .get("entrypoint")
+        entrypoint: a
+            .entrypoint
+            .as_ref()
             .map(|e| e.split(',').map(str::to_string).collect())
             .unwrap_or_default(),
-        user: o.get("user").map(str::to_string),
-        env: o.all("env").iter().map(|s| s.to_string()).collect(),
-        labels: o
-            .all("label")
-            .iter()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        user: a.user.clone(),
+        env: a.env.clone(),
+        labels: a.label.clone(),
         ..Default::default()
     };
     let img = Image::build(&[layer], false, &rc, &[])?;
-    std::fs::write(out, img.archive(tag)?).map_err(|e| CliError(format!("{out}: {e}")))?;
-    println!("{tag}  image id {}", img.config_digest);
+    std::fs::write(&a.out, img.archive(&a.tag)?).map_err(at(&a.out))?;
+    println!("{}  image id {}", a.tag, img.config_digest);
     Ok(())
 }

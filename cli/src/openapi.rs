@@ -344,7 +344,7 @@ const TENANT_PARAMS: &[&str] = &[
 /// Imports a document (YAML or JSON text).
 pub fn import(text: &str) -> Result<Imported> {
     let doc: Value =
-        serde_yaml::from_str(text).map_err(|e| CliError(format!("not YAML or JSON: {e}")))?;
+        serde_norway::from_str(text).map_err(|e| CliError(format!("not YAML or JSON: {e}")))?;
     let version = doc.get("openapi").and_then(Value::as_str).unwrap_or("");
     if !version.starts_with("3.") {
         return Err(CliError(format!(
@@ -681,7 +681,7 @@ impl Imported {
         for r in self.review.get(file).into_iter().flatten() {
             let _ = writeln!(out, "# REVIEW: {r}");
         }
-        out.push_str(&serde_yaml::to_string(doc).map_err(|e| CliError(e.to_string()))?);
+        out.push_str(&serde_norway::to_string(doc).map_err(|e| CliError(e.to_string()))?);
         Ok(out)
     }
 

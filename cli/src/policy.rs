@@ -129,7 +129,7 @@ impl Policies {
 fn read_yaml(path: &Path) -> Result<Value> {
     let text =
         std::fs::read_to_string(path).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
-    serde_yaml::from_str(&text)
+    serde_norway::from_str(&text)
         .map_err(|e| CliError(format!("{}: not valid YAML: {e}", path.display())))
 }
 

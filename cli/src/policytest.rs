@@ -293,7 +293,7 @@ pub fn load(path: &Path) -> Result<Vec<Suite>> {
         .map(|p| {
             let text = std::fs::read_to_string(&p)
                 .map_err(|e| CliError(format!("{}: {e}", p.display())))?;
-            let file: TestFile = serde_yaml::from_str(&text)
+            let file: TestFile = serde_norway::from_str(&text)
                 .map_err(|e| CliError(format!("{}: {e}", p.display())))?;
             let read = |rel: &str, what: &str| {
                 let kp = p.parent().unwrap_or(Path::new(".")).join(rel);

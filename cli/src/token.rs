@@ -18,20 +18,6 @@ pub enum SigningAlg {
     HS256,
 }
 
-impl SigningAlg {
-    /// Parses `RS256`, `ES256`, `HS256`.
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "RS256" => Ok(SigningAlg::RS256),
-            "ES256" => Ok(SigningAlg::ES256),
-            "HS256" => Ok(SigningAlg::HS256),
-            _ => Err(CliError(format!(
-                "unsupported signing algorithm `{s}` (RS256, ES256)"
-            ))),
-        }
-    }
-}
-
 /// What a demo token says.
 #[derive(Debug, Clone)]
 pub struct TokenSpec {

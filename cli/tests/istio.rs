@@ -51,9 +51,9 @@ fn wasm_dir() -> PathBuf {
 }
 
 fn docs(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
+    serde_norway::Deserializer::from_str(yaml)
         .map(|d| {
-            let v: serde_yaml::Value = serde::Deserialize::deserialize(d).unwrap();
+            let v: serde_norway::Value = serde::Deserialize::deserialize(d).unwrap();
             serde_json::to_value(v).unwrap()
         })
         .filter(|v| !v.is_null())
@@ -342,7 +342,7 @@ fn gateway_chain() -> Vec<String> {
     let p = policy::load(&repo().join("policies")).unwrap();
     let tmpl = std::fs::read_to_string(repo().join("envoy/gateway.yaml.tmpl")).unwrap();
     let out = portcullis_cli::render::render(&tmpl, &p, &Default::default()).unwrap();
-    let y: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+    let y: serde_norway::Value = serde_norway::from_str(&out).unwrap();
     let y = serde_json::to_value(y).unwrap();
     let filters = &y["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
         ["typed_config"]["http_filters"];

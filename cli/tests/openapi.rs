@@ -45,7 +45,7 @@ fn concrete(template: &str) -> String {
 #[test]
 fn a_real_world_spec_round_trips_through_the_filter_compilers() {
     let text = data("readme-legacy.yaml");
-    let spec: Value = serde_yaml::from_str(&text).unwrap();
+    let spec: Value = serde_norway::from_str(&text).unwrap();
     let imported = openapi::import(&text).unwrap();
 
     // Every operation of the spec is a route, named after its operationId.
@@ -68,7 +68,7 @@ fn a_real_world_spec_round_trips_through_the_filter_compilers() {
     let dir = std::env::temp_dir().join(format!("portcullis-import-{}", std::process::id()));
     imported.write(&dir).unwrap();
     let reread = |f: &str| -> Value {
-        serde_yaml::from_str(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap()
+        serde_norway::from_str(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap()
     };
     assert_eq!(reread("authn.yaml"), imported.authn);
     assert_eq!(reread("schema.yaml"), imported.schema);

@@ -5,6 +5,7 @@
 //! Envoy is found through `PORTCULLIS_ENVOY` (set by `make test`) or the project virtualenv.
 //! Without it a test is skipped with a message, except under `CI=true`, where that is a failure.
 
+use crate::fail;
 use crate::http::{self, Request, Response};
 use portcullis_cli::policy;
 pub use portcullis_cli::policy::Policies;
@@ -71,7 +72,8 @@ pub fn free_port() -> u16 {
 
 /// The demo policies, loaded and validated as `portcullis render` would.
 pub fn demo_policies() -> Policies {
-    policy::load(&repo_root().join("policies")).unwrap_or_else(|e| panic!("demo policies: {e}"))
+    policy::load(&repo_root().join("policies"))
+        .unwrap_or_else(|e| fail(format!("demo policies: {e}")))
 }
 
 /// How to start a gateway.
@@ -139,7 +141,7 @@ impl TempDir {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        std::fs::create_dir_all(&p).unwrap_or_else(|e| fail(format!("{}: {e}", p.display())));
         TempDir(p)
     }
 }
@@ -186,7 +188,7 @@ pub fn start_upstream() -> (Child, SocketAddr) {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("{}: {e}", upstream_binary().display()));
+        .unwrap_or_else(|e| fail(format!("{}: {e}", upstream_binary().display())));
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {
         let _ = BufReader::new(out).read_line(&mut line);
@@ -195,7 +197,7 @@ pub fn start_upstream() -> (Child, SocketAddr) {
         .trim()
         .strip_prefix("listening on ")
         .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("demo-upstream printed {line:?}"));
+        .unwrap_or_else(|| fail(format!("demo-upstream printed {line:?}")));
     (child, addr)
 }
 
@@ -212,7 +214,7 @@ impl Gateway {
     pub fn start(opts: GatewayOptions) -> Option<Gateway> {
         match Self::try_start(opts)? {
             Started::Ready(g) => Some(g),
-            Started::Exited(log) => panic!("Envoy did not start:\n{log}"),
+            Started::Exited(log) => fail(format!("Envoy did not start:\n{log}")),
         }
     }
 
@@ -242,11 +244,11 @@ impl Gateway {
             rls_port: opts.rls.map_or(8081, |a| a.port()),
         };
         let yaml = render::render(&template, &opts.policies, &ro)
-            .unwrap_or_else(|e| panic!("render: {e}"));
+            .unwrap_or_else(|e| fail(format!("render: {e}")));
         let cfg_path = dir.0.join("envoy.yaml");
         let log_path = dir.0.join("envoy.log");
-        std::fs::write(&cfg_path, yaml).unwrap_or_else(|e| panic!("{e}"));
-        let log = std::fs::File::create(&log_path).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&cfg_path, yaml).unwrap_or_else(|e| fail(format!("{e}")));
+        let log = std::fs::File::create(&log_path).unwrap_or_else(|e| fail(format!("{e}")));
         let envoy = Command::new(envoy_bin)
             .arg("-c")
             .arg(&cfg_path)
@@ -262,7 +264,7 @@ impl Gateway {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("envoy: {e}"));
+            .unwrap_or_else(|e| fail(format!("envoy: {e}")));
         reap_with_parent(&[envoy.id()]);
         let mut gw = Gateway {
             envoy,
@@ -300,8 +302,12 @@ impl Gateway {
 
     /// Sends a request through the gateway on a new connection.
     pub fn send(&self, req: &Request) -> Response {
-        http::send(self.addr, req)
-            .unwrap_or_else(|e| panic!("request through Envoy failed: {e}\n{}", self.log_tail()))
+        http::send(self.addr, req).unwrap_or_else(|e| {
+            fail(format!(
+                "request through Envoy failed: {e}\n{}",
+                self.log_tail()
+            ))
+        })
     }
 
     /// Value of a counter from the admin `/stats` endpoint.
@@ -326,7 +332,7 @@ impl Gateway {
     /// Every request the upstream has recorded.
     pub fn upstream_requests(&self) -> Vec<Value> {
         let r = http::send(self.upstream_addr, &Request::get("/__admin/requests"))
-            .unwrap_or_else(|e| panic!("upstream recorder: {e}"));
+            .unwrap_or_else(|e| fail(format!("upstream recorder: {e}")));
         r.json()["requests"].as_array().cloned().unwrap_or_default()
     }
 
@@ -396,7 +402,7 @@ pub fn route_mut<'a>(policy: &'a mut Value, name: &str) -> &'a mut Value {
     policy["routes"]
         .as_array_mut()
         .and_then(|r| r.iter_mut().find(|r| r["name"] == name))
-        .unwrap_or_else(|| panic!("no route named {name}"))
+        .unwrap_or_else(|| crate::fail(format!("no route named {name}")))
 }
 
 /// Issuer of the demo provider in `policies/authn.yaml`.
@@ -415,7 +421,7 @@ pub fn now() -> i64 {
 /// A DEMO ONLY private key from `policies/demo-keys/`.
 pub fn demo_key(file: &str) -> Vec<u8> {
     let p = repo_root().join("policies/demo-keys").join(file);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    std::fs::read(&p).unwrap_or_else(|e| fail(format!("{}: {e}", p.display())))
 }
 
 /// Claims the demo provider accepts, valid for 10 minutes.
@@ -432,7 +438,7 @@ pub fn rs256(claims: &Value) -> String {
         &json!({"alg": "RS256", "kid": "demo-rs256", "typ": "JWT"}),
         claims,
     )
-    .unwrap_or_else(|e| panic!("signing: {e}"))
+    .unwrap_or_else(|e| fail(format!("signing: {e}")))
 }
 
 /// A demo token for a tenant with space-separated scopes.
@@ -517,7 +523,7 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("redis-server: {e}"));
+            .unwrap_or_else(|e| fail(format!("redis-server: {e}")));
         reap_with_parent(&[child.id()]);
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -592,7 +598,7 @@ impl RlsService {
     pub fn start(config: &str, redis: &RedisServer, redis_timeout_ms: u64) -> RlsService {
         let dir = TempDir::new("rls");
         let path = dir.0.join("rls.yaml");
-        std::fs::write(&path, config).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&path, config).unwrap_or_else(|e| fail(format!("{e}")));
         let mut s = RlsService {
             child: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -618,7 +624,7 @@ impl RlsService {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| panic!("{}: {e}", rls_binary().display()));
+            .unwrap_or_else(|e| fail(format!("{}: {e}", rls_binary().display())));
         reap_with_parent(&[child.id()]);
         let mut line = String::new();
         if let Some(out) = child.stdout.take() {
@@ -628,7 +634,7 @@ impl RlsService {
             .trim()
             .strip_prefix("listening on ")
             .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("portcullis-rls printed {line:?}"));
+            .unwrap_or_else(|| fail(format!("portcullis-rls printed {line:?}")));
         self.child = Some(child);
     }
 

@@ -46,11 +46,11 @@ impl Response {
     /// Body as JSON; panics with the status and body when it is not JSON (tests only).
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
+            crate::fail(format!(
                 "response {} is not JSON ({e}): {}",
                 self.status,
                 self.body_str()
-            )
+            ))
         })
     }
 }
@@ -122,6 +122,7 @@ impl Request {
         self
     }
 
+    #[cfg(test)]
     fn encode(&self, close: bool) -> Vec<u8> {
         self.encode_parts(close).concat()
     }
@@ -283,6 +284,7 @@ fn read_response(r: &mut BufReader<TcpStream>, head: bool) -> std::io::Result<Re
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
     #[test]

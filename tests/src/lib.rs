@@ -1,2 +1,16 @@
+//! The real-Envoy integration harness and its raw HTTP/1.1 client (the demo upstream and the
+//! mesh's probes are the crate's binaries).
+
 pub mod harness;
 pub mod http;
+
+/// Fails the calling test with `msg`.
+///
+/// The harness's helpers return what a test works with, not `Result`s: a binary that is
+/// missing, an Envoy that will not start or a request that gets no answer fails the test that
+/// asked, with the log that explains it. This is the one place of the library allowed to panic.
+#[track_caller]
+#[allow(clippy::panic)] // a panic is how a Rust test fails
+pub fn fail(msg: impl std::fmt::Display) -> ! {
+    panic!("{msg}")
+}

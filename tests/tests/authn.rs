@@ -1,5 +1,6 @@
 //! authn against real Envoy: the built `dist/authn.wasm` in stock Envoy (2 workers) in front of
 //! the demo upstream. Each test asserts only what a client, the upstream or `/stats` can observe.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use portcullis_cli::token::{sign_raw, SigningAlg};
 use portcullis_tests::harness::{

@@ -48,7 +48,7 @@ fn the_gateway_and_crm_sidecar_enforce_the_demo_routes() {
     assert_eq!(gw.schema, demo.schema);
     assert_eq!(gw.pii, demo.pii);
     // The replicas share their limits: the gateway runs the fleet-wide variant.
-    let fleet: Value = serde_yaml::from_str(
+    let fleet: Value = serde_norway::from_str(
         &std::fs::read_to_string(repo().join("policies/global/ratelimit.yaml")).unwrap(),
     )
     .unwrap();
@@ -93,8 +93,8 @@ fn every_template_renders_completely_into_yaml() {
             },
         )
         .unwrap_or_else(|e| panic!("{tmpl}: {e}"));
-        let y: serde_yaml::Value =
-            serde_yaml::from_str(&out).unwrap_or_else(|e| panic!("{tmpl}: not YAML: {e}"));
+        let y: serde_norway::Value =
+            serde_norway::from_str(&out).unwrap_or_else(|e| panic!("{tmpl}: not YAML: {e}"));
         let y = serde_json::to_value(y).unwrap();
         let listeners = y["static_resources"]["listeners"].as_array().unwrap();
         assert!(!listeners.is_empty(), "{tmpl}");

@@ -1,6 +1,7 @@
 //! The gateway as an edge proxy, against real Envoy: who the client is cannot be forged with
 //! forwarding headers, headers some upstreams would honour never reach them, a credential never
 //! travels upstream unchecked, and a client that is slow to send gets a bounded answer.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use portcullis_tests::harness::{self, demo_token, test_id, Gateway, GatewayOptions, Policies};
 use portcullis_tests::http::{Request, Response};

@@ -2,6 +2,7 @@
 //! share one `scope: global` limit of 100 through one `portcullis-rls` and one redis-server.
 //! Concurrent load from many connections to both gateways must admit between 99 and 100
 //! requests in every one of 10 runs, and the spent quota must survive a gateway restart.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use portcullis_cli::render;
 use portcullis_tests::harness::{

@@ -1,6 +1,7 @@
 //! The rate limit service against a real redis-server, without Envoy: the Lua script replays
 //! the filter's own arithmetic (`bucket::Limit::take`) decision for decision, one request's
 //! descriptors are all-or-nothing, and concurrent calls never over-admit.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use portcullis_ratelimit::bucket::{Limit, State};
 use portcullis_ratelimit::global::{descriptor, request};

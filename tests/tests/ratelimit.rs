@@ -1,6 +1,7 @@
 //! ratelimit against real Envoy: buckets in shared data, exact under 2 and 4 workers, headers,
 //! costs, tiers, quotas, hierarchy, fallbacks, and the per-IP instance before authn.
 //! Every test uses its own tenant, so tests sharing a gateway never share a bucket.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use portcullis_tests::harness::{self, claims, rs256, Gateway, GatewayOptions, Policies};
 use portcullis_tests::http::{Conn, Request, Response};

@@ -1,4 +1,5 @@
 //! Rendered gateway and egress configs (both embeddings of the filter config) pass `envoy --mode validate`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use portcullis_cli::render::{self, ConfigFormat, RenderOptions};
 use portcullis_tests::harness::{self, TempDir};

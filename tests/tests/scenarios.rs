@@ -3,6 +3,7 @@
 //! sent here through real Envoy with the built filters, and must get the same verdict: status,
 //! reason, deciding filter, the headers and body the client receives, and the headers and body
 //! the upstream receives. The upstream answers each request as its case scripts it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use portcullis_cli::chain::{Outcome, SimRequest, SimResponse};
 use portcullis_cli::policytest::{self, CaseRequest, CaseUpstream, Expect};

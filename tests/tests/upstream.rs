@@ -1,4 +1,5 @@
 //! The demo upstream on its own: the API the demo serves and the recorder tests rely on.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use portcullis_tests::harness::start_upstream;
 use portcullis_tests::http::{self, Conn, Request};

@@ -456,8 +456,9 @@ mod tests {
     }
 }
 
-#[cfg(all(test, not(target_arch = "wasm32")))]
-#[allow(clippy::unwrap_used, clippy::panic)]
+// Two attributes, not `cfg(all(test, …))`: clippy only sees a plain `cfg(test)` as test code.
+#[cfg(test)]
+#[cfg(not(target_arch = "wasm32"))]
 mod store_tests {
     use super::*;
     use portcullis_core::shared::memory::{Fault, MemoryStore};

@@ -79,7 +79,7 @@ impl ServiceConfig {
     /// Parses YAML (or JSON) and compiles it; the error names the domain and limit.
     pub fn parse(text: &str) -> Result<ServiceConfig, String> {
         let raw: RawServiceConfig =
-            serde_yaml::from_str(text).map_err(|e| format!("rate limit service config: {e}"))?;
+            serde_norway::from_str(text).map_err(|e| format!("rate limit service config: {e}"))?;
         Self::compile(&raw)
     }
 
