@@ -7,10 +7,11 @@ usage: configs.py GATEWAY_YAML OUTDIR WASM_DIR DEMO_JWKS_JSON BENCH_KEYS_DIR
 Writes OUTDIR/<name>.yaml for:
   c0  bare Envoy (router only)
   c1  Envoy's native jwt_authn (demo JWKS) + local_ratelimit
-  c2  Portcullis authn + ratelimit
+  c2  Portcullis authn + ratelimit, both instances (per IP and per identity), as rendered
   c3  the full Portcullis chain (as rendered)
-  c4  four no-op wasm filters
+  c4  five no-op wasm filters: the wasm floor under c3 (as many filters, each its own VM)
   c5  a Lua filter masking the same response fields with patterns
+  c6  three no-op wasm filters: the wasm floor under c2
 and, per algorithm (verification cost, every request verified: no cache on either side),
   v-<alg>-wasm / v-<alg>-native, plus v-direct (no filter) — all answering from the router
   with a direct response, so the upstream is out of the picture.
@@ -114,13 +115,18 @@ lua = {
     },
 }
 
+# The floors have exactly as many wasm filters as the configuration they sit under, so "what
+# the filters do" is read as a difference within one run, apart from what a VM costs at all.
+wasm_filters = [f for f in hcm["http_filters"] if "wasm" in f["typed_config"]["@type"].lower()]
+identity_chain = [chain["portcullis.ratelimit_ip"], chain["portcullis.authn"], chain["portcullis.ratelimit"]]
 configs = {
     "c0": with_filters([]),
     "c1": with_filters([jwt_authn(demo_jwks, cache=True), local_ratelimit]),
-    "c2": with_filters([chain["portcullis.authn"], chain["portcullis.ratelimit"]]),
+    "c2": with_filters(identity_chain),
     "c3": copy.deepcopy(base),
-    "c4": with_filters([noop(i) for i in range(4)]),
+    "c4": with_filters([noop(i) for i in range(len(wasm_filters))]),
     "c5": with_filters([lua]),
+    "c6": with_filters([noop(i) for i in range(len(identity_chain))]),
     "v-direct": with_filters([], direct=True),
     "c2-direct": with_filters([chain["portcullis.authn"], chain["portcullis.ratelimit"]], direct=True),
 }

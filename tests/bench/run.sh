@@ -8,7 +8,8 @@
 # Knobs: REPS (default 3), DUR seconds per measurement (default 8), RATE for the fixed-rate
 # latency (default 400 req/s), OUT (default .build/bench), ONLY=verify to run just the per-algorithm
 # verification section (prints its table, leaves docs/ untouched; ALGS="direct RS256" narrows it),
-# ONLY=global the fleet-wide section (local vs global limit, service latency; needs redis-server).
+# ONLY=global the fleet-wide section (local vs global limit, service latency; needs redis-server),
+# ONLY=startup the start-up times and module sizes (printed only).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -108,9 +109,9 @@ wrk_run() {
 ms() { $PY -c "import sys; v=sys.argv[1]; print(float(v[:-2])*1 if v.endswith('ms') else float(v[:-2])/1000 if v.endswith('us') else float(v[:-1])*1000)" "$1"; }
 
 if section throughput; then
-echo "== throughput and latency (c0…c5 interleaved, $REPS reps, ${DUR}s each, paced at ~${RATE} req/s)"
+echo "== throughput and latency (c0…c6 interleaved, $REPS reps, ${DUR}s each, paced at ~${RATE} req/s)"
 for rep in $(seq 1 "$REPS"); do
-  for c in c0 c1 c2 c3 c4 c5; do
+  for c in c0 c1 c2 c3 c4 c5 c6; do
     start $c
     wrk_run "$WORK/post.lua" 16 3 > /dev/null                                       # warm-up (V8 tier-up)
     wrk_run "$WORK/post.lua" 16 "$DUR"
@@ -120,6 +121,31 @@ for rep in $(seq 1 "$REPS"); do
     stop
   done
 done
+
+fi
+
+if section startup; then
+echo "== start-up: the full chain (c3), from exec to /ready and to the first request served; module sizes"
+for f in dist/*.wasm; do
+  emit "{\"kind\":\"module\",\"name\":\"$(basename "$f" .wasm)\",\"bytes\":$(stat -c %s "$f")}"
+done
+for rep in 1 2 3; do
+  t0=$(date +%s%N)
+  taskset -c 0 "$ENVOY" -c "$WORK/cfg/c3.yaml" --concurrency 1 --disable-hot-restart --log-level error > "$WORK/envoy.log" 2>&1 &
+  EP=$!
+  until curl -sf localhost:9950/ready > /dev/null; do
+    kill -0 "$EP" 2> /dev/null || { echo "Envoy exited during start-up"; cat "$WORK/envoy.log"; exit 1; }
+    [ $(( ($(date +%s%N) - t0) / 1000000000 )) -lt 60 ] || { echo "Envoy not ready in 60 s"; exit 1; }
+    sleep 0.02
+  done
+  t1=$(date +%s%N)
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' --data "$BODY" "$URL")
+  t2=$(date +%s%N)
+  [ "$code" = 200 ] || { echo "first request after start-up answered $code"; exit 1; }
+  emit "{\"kind\":\"startup\",\"rep\":$rep,\"ready_ms\":$(( (t1 - t0) / 1000000 )),\"first_ms\":$(( (t2 - t0) / 1000000 ))}"
+  stop
+done
+if [ "${ONLY:-}" = startup ]; then exit 0; fi
 
 fi
 
