@@ -280,8 +280,14 @@ fn too_many_or_too_large_request_headers_get_431() {
     }
     let r = g.send(&many);
     assert_eq!(r.status, 431, "{}", r.body_str());
+    let v = r.json();
+    assert_eq!(
+        (v["filter"].as_str(), v["reason"].as_str()),
+        (Some("envoy"), Some("http1.too_many_headers"))
+    );
     let r = g.send(&Request::get("/stub/headers/large").header("x-big", &"a".repeat(61 * 1024)));
     assert_eq!(r.status, 431, "{}", r.body_str());
+    assert_eq!(r.json()["reason"], "http1.headers_too_large");
     assert_eq!(hits(scripted(), "/stub/headers/many"), 0);
     assert_eq!(hits(scripted(), "/stub/headers/large"), 0);
     // Within the limits the same request goes through.
@@ -290,4 +296,50 @@ fn too_many_or_too_large_request_headers_get_431() {
         fine = fine.header(&format!("x-h{i}"), "1");
     }
     assert_eq!(g.send(&fine).status, 200);
+}
+
+#[test]
+fn past_the_circuit_breaker_envoy_answers_503_at_once() {
+    let up = StubUpstream::start(|_, _, _| Reply::After(Duration::from_millis(1500), 200));
+    let mut p = policies();
+    let cb = &mut p.gateway.resilience.circuit_breakers;
+    (cb.max_connections, cb.max_pending_requests, cb.max_requests) = (1, 1, 1);
+    let Some(g) = Gateway::start(GatewayOptions {
+        policies: p,
+        upstreams: vec![up.addr],
+        ..GatewayOptions::default()
+    }) else {
+        return;
+    };
+    let _log = g.log_on_failure();
+    let answers: Vec<(u16, Duration, portcullis_tests::http::Response)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let g = &g;
+                s.spawn(move || {
+                    let start = Instant::now();
+                    let r = g.send(&Request::get(&format!("/stub/hold/{i}")));
+                    (r.status, start.elapsed(), r)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let refused: Vec<_> = answers.iter().filter(|(s, _, _)| *s == 503).collect();
+    assert!(
+        !refused.is_empty(),
+        "{:?}",
+        answers.iter().map(|a| a.0).collect::<Vec<_>>()
+    );
+    for (_, took, r) in &refused {
+        assert!(*took < Duration::from_millis(1000), "{took:?}");
+        assert_eq!(r.header("x-envoy-overloaded"), Some("true"));
+        let v = r.json();
+        assert_eq!(v["filter"], "envoy");
+        assert_eq!(
+            v["reason"],
+            "upstream_reset_before_response_started{overflow}"
+        );
+    }
+    assert!(answers.iter().any(|(s, _, _)| *s == 200));
 }
