@@ -216,16 +216,19 @@ fn early_header_mutation(trusted_hops: u32) -> String {
     out
 }
 
-/// The upstream cluster's `lb_endpoints`, as one line of JSON.
+/// The upstream cluster's `lb_endpoints`, as one line (a YAML flow sequence).
 fn upstream_endpoints(opts: &RenderOptions) -> String {
     let first = (opts.upstream_host.clone(), opts.upstream_port);
-    let endpoints: Vec<Value> = std::iter::once(&first)
+    let endpoints: Vec<String> = std::iter::once(&first)
         .chain(&opts.extra_upstreams)
         .map(|(host, port)| {
-            json!({"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}})
+            format!(
+                "{{ endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {port} }} }} }} }}",
+                Value::from(host.as_str())
+            )
         })
         .collect();
-    Value::Array(endpoints).to_string()
+    format!("[{}]", endpoints.join(", "))
 }
 
 /// `key: value` on one line (a JSON flow mapping), or a comment saying why it is absent.
