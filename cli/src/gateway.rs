@@ -469,7 +469,7 @@ impl Resilience {
     /// the catch-all with `default_seconds`.
     pub fn routes(&self, cluster: &str, default_seconds: u64) -> Value {
         let mut overrides: Vec<&RouteTimeout> = self.route_timeouts.iter().collect();
-        overrides.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        overrides.sort_by_key(|rt| std::cmp::Reverse(rt.prefix.len()));
         let route = |prefix: &str, seconds: u64| {
             json!({"match": {"prefix": prefix},
                    "route": {"cluster": cluster, "timeout": format!("{seconds}s")}})
