@@ -534,12 +534,14 @@ fn check(a: &CheckArgs) -> Result<()> {
     }
     let gw = &p.gateway;
     println!(
-        "ok: {}/{}: trusted_hops {}, request timeout {} s, {} header(s) stripped",
+        "ok: {}/{}: trusted_hops {}, request timeout {} s, {} header(s) stripped, {} retries (idempotent methods), at most {} connections",
         dir.display(),
         portcullis_cli::gateway::GATEWAY_FILE,
         gw.trusted_hops,
         gw.timeouts.request_seconds,
-        gw.stripped_headers().len()
+        gw.stripped_headers().len(),
+        gw.resilience.retries.attempts,
+        gw.resilience.max_downstream_connections
     );
     // Resilience settings left to their defaults are worth a look, not a failure.
     let gw_path = dir.join(portcullis_cli::gateway::GATEWAY_FILE);
