@@ -1,7 +1,8 @@
 //! Resilience defaults of the rendered gateway against real Envoy and scripted upstreams on
 //! loopback: a failing endpoint is ejected while the healthy one serves, a slow upstream times
-//! out with the documented 504, only idempotent requests are retried, the connection limit
-//! closes the connection past it, and oversized header blocks get 431.
+//! out with the documented 504, only idempotent requests are retried (after a 503, a dropped
+//! connection or a per-try timeout), the circuit breaker and the connection limit refuse what
+//! is past them, and oversized header blocks get 431.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use portcullis_cli::gateway::RouteTimeout;
@@ -342,4 +343,55 @@ fn past_the_circuit_breaker_envoy_answers_503_at_once() {
         );
     }
     assert!(answers.iter().any(|(s, _, _)| *s == 200));
+}
+
+#[test]
+fn a_per_try_timeout_is_retried_for_a_get_and_answered_504_for_a_post() {
+    // The first request on each path hangs for 2 s; later ones answer at once.
+    let slow_once: Mutex<HashSet<String>> = Mutex::default();
+    let up = StubUpstream::start(move |_, _, path| {
+        if slow_once.lock().unwrap().insert(path.to_string()) {
+            Reply::After(Duration::from_secs(2), 200)
+        } else {
+            Reply::Status(200)
+        }
+    });
+    let mut p = policies();
+    let r = &mut p.gateway.resilience.retries;
+    r.per_try_timeout_ms = 400;
+    r.retry_on = vec![portcullis_cli::gateway::RetryOn::Condition(
+        "gateway-error".into(),
+    )];
+    let Some(g) = Gateway::start(GatewayOptions {
+        policies: p,
+        upstreams: vec![up.addr],
+        ..GatewayOptions::default()
+    }) else {
+        return;
+    };
+    let _log = g.log_on_failure();
+    let start = Instant::now();
+    let r = g.send(&Request::get("/stub/try/get"));
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        start.elapsed()
+    );
+    let start = Instant::now();
+    let r = g.send(
+        &Request::post("/stub/try/post", r#"{"a":1}"#).header("content-type", "application/json"),
+    );
+    assert_eq!(r.status, 504, "{}", r.body_str());
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        start.elapsed()
+    );
+    let v = r.json();
+    assert_eq!(v["filter"], "envoy");
+    assert_eq!(v["reason"], "upstream_per_try_timeout");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(hits(&up, "/stub/try/get"), 2);
+    assert_eq!(hits(&up, "/stub/try/post"), 1);
 }
