@@ -173,9 +173,10 @@ struct RenderArgs {
         help_heading = "Envoy (--format envoy)"
     )]
     admin_port: u16,
-    /// Upstream address.
-    #[arg(long, value_name = "HOST:PORT", value_parser = host_port, default_value = "127.0.0.1:8080", help_heading = "Envoy (--format envoy)")]
-    upstream: HostPort,
+    /// Upstream address; several (comma-separated or the flag repeated) make one cluster
+    /// whose failing endpoints are ejected.
+    #[arg(long, value_name = "HOST:PORT", value_parser = host_port, value_delimiter = ',', default_value = "127.0.0.1:8080", help_heading = "Envoy (--format envoy)")]
+    upstream: Vec<HostPort>,
     /// How filter configs are embedded.
     #[arg(long, value_enum, default_value_t = FilterConfigFormat::Json, help_heading = "Envoy (--format envoy)")]
     config_format: FilterConfigFormat,
@@ -533,13 +534,29 @@ fn check(a: &CheckArgs) -> Result<()> {
     }
     let gw = &p.gateway;
     println!(
-        "ok: {}/{}: trusted_hops {}, request timeout {} s, {} header(s) stripped",
+        "ok: {}/{}: trusted_hops {}, request timeout {} s, {} header(s) stripped, {} retries (idempotent methods), at most {} connections",
         dir.display(),
         portcullis_cli::gateway::GATEWAY_FILE,
         gw.trusted_hops,
         gw.timeouts.request_seconds,
-        gw.stripped_headers().len()
+        gw.stripped_headers().len(),
+        gw.resilience.retries.attempts,
+        gw.resilience.max_downstream_connections
     );
+    // Resilience settings left to their defaults are worth a look, not a failure.
+    let gw_path = dir.join(portcullis_cli::gateway::GATEWAY_FILE);
+    let raw = if gw_path.exists() {
+        Some(policy::read_yaml(&gw_path)?)
+    } else {
+        eprintln!(
+            "warning: {}: no such file; every edge and resilience default applies",
+            gw_path.display()
+        );
+        None
+    };
+    for w in portcullis_cli::gateway::unset_settings(raw.as_ref()) {
+        eprintln!("warning: {}: {w}", gw_path.display());
+    }
     for (file, doc) in [
         (policy::PII_FILE, &p.pii),
         (policy::PII_EGRESS_FILE, &p.pii_egress),
@@ -575,11 +592,15 @@ fn render_cmd(a: &RenderArgs) -> Result<()> {
     let template = std::fs::read_to_string(&a.template).map_err(at(&a.template))?;
     let wasm_dir = std::fs::canonicalize(&a.wasm_dir).unwrap_or_else(|_| a.wasm_dir.clone());
     let canonical = |p: &PathBuf| std::fs::canonicalize(p).map_err(at(p));
+    let Some((first_upstream, rest)) = a.upstream.split_first() else {
+        return Err(CliError("--upstream: at least one HOST:PORT".into()));
+    };
     let opts = RenderOptions {
         listen_port: a.listen_port,
         admin_port: a.admin_port,
-        upstream_host: a.upstream.host.clone(),
-        upstream_port: a.upstream.port,
+        upstream_host: first_upstream.host.clone(),
+        upstream_port: first_upstream.port,
+        extra_upstreams: rest.iter().map(|hp| (hp.host.clone(), hp.port)).collect(),
         wasm_dir,
         envoy_normalize_path: !a.no_envoy_normalize,
         format: match a.config_format {

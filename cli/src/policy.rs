@@ -126,7 +126,8 @@ impl Policies {
     }
 }
 
-fn read_yaml(path: &Path) -> Result<Value> {
+/// Reads a YAML file as JSON data, naming the file in any error.
+pub fn read_yaml(path: &Path) -> Result<Value> {
     let text =
         std::fs::read_to_string(path).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
     serde_norway::from_str(&text)

@@ -26,6 +26,9 @@ pub struct RenderOptions {
     pub upstream_host: String,
     /// Upstream port.
     pub upstream_port: u16,
+    /// More endpoints of the upstream cluster besides `upstream_host:upstream_port` (IP
+    /// address, port): Envoy balances over all of them and ejects failing ones.
+    pub extra_upstreams: Vec<(String, u16)>,
     /// Directory holding `authn.wasm` and the other modules (absolute path recommended).
     pub wasm_dir: PathBuf,
     /// Turn on Envoy's own path normalisation in front of the filters.
@@ -104,6 +107,7 @@ impl Default for RenderOptions {
             admin_port: 9901,
             upstream_host: "127.0.0.1".into(),
             upstream_port: 8080,
+            extra_upstreams: Vec::new(),
             wasm_dir: PathBuf::from("dist"),
             envoy_normalize_path: true,
             format: ConfigFormat::Json,
@@ -212,6 +216,29 @@ fn early_header_mutation(trusted_hops: u32) -> String {
     out
 }
 
+/// The upstream cluster's `lb_endpoints`, as one line (a YAML flow sequence).
+fn upstream_endpoints(opts: &RenderOptions) -> String {
+    let first = (opts.upstream_host.clone(), opts.upstream_port);
+    let endpoints: Vec<String> = std::iter::once(&first)
+        .chain(&opts.extra_upstreams)
+        .map(|(host, port)| {
+            format!(
+                "{{ endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {port} }} }} }} }}",
+                Value::from(host.as_str())
+            )
+        })
+        .collect();
+    format!("[{}]", endpoints.join(", "))
+}
+
+/// `key: value` on one line (a JSON flow mapping), or a comment saying why it is absent.
+fn optional_line(key: &str, value: Option<Value>, absent: &str) -> String {
+    match value {
+        Some(v) => format!("{key}: {v}"),
+        None => format!("# {absent}"),
+    }
+}
+
 /// Fills the template; an unknown or unfilled placeholder is an error.
 pub fn render(template: &str, policies: &Policies, opts: &RenderOptions) -> Result<String> {
     let wasm_dir = opts.wasm_dir.to_string_lossy().to_string();
@@ -236,7 +263,44 @@ pub fn render(template: &str, policies: &Policies, opts: &RenderOptions) -> Resu
         ("REQUEST_HEADERS_TIMEOUT", secs(t.request_headers_seconds)),
         ("REQUEST_TIMEOUT", secs(t.request_seconds)),
         ("STREAM_IDLE_TIMEOUT", secs(t.stream_idle_seconds)),
+        // Kept for templates that write their own route (the gateway's come from ROUTES).
         ("UPSTREAM_TIMEOUT", secs(t.upstream_seconds)),
+        (
+            "ROUTES",
+            gw.resilience
+                .routes("upstream", t.upstream_seconds)
+                .to_string(),
+        ),
+        (
+            "RETRY_POLICY",
+            optional_line(
+                "retry_policy",
+                gw.resilience.retry_policy(),
+                "no retries (resilience.retries.attempts: 0)",
+            ),
+        ),
+        (
+            "CIRCUIT_BREAKERS",
+            gw.resilience.circuit_breakers().to_string(),
+        ),
+        (
+            "OUTLIER_DETECTION",
+            optional_line(
+                "outlier_detection",
+                gw.resilience.outlier_detection(),
+                "no outlier detection (resilience.outlier_detection.consecutive_5xx: 0)",
+            ),
+        ),
+        (
+            "MAX_DOWNSTREAM_CONNECTIONS",
+            gw.resilience.max_downstream_connections.to_string(),
+        ),
+        ("MAX_HEADERS_COUNT", gw.headers.max_count.to_string()),
+        (
+            "MAX_REQUEST_HEADERS_KB",
+            gw.headers.max_request_kb.to_string(),
+        ),
+        ("UPSTREAM_ENDPOINTS", upstream_endpoints(opts)),
         (
             "STRIPPED_HEADERS",
             Value::from(gw.stripped_headers()).to_string(),
@@ -530,6 +594,76 @@ mod tests {
             assert!(y["static_resources"]["listeners"][0].is_mapping());
         }
         assert!(render("x {{NOPE}}", &p, &RenderOptions::default()).is_err());
+    }
+
+    #[test]
+    fn resilience_settings_land_in_the_route_table_cluster_and_bootstrap() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut p = crate::policy::load(&root.join("policies")).unwrap();
+        p.gateway.resilience.route_timeouts = vec![crate::gateway::RouteTimeout {
+            prefix: "/api/v1/reports".into(),
+            upstream_seconds: 60,
+        }];
+        let tmpl = std::fs::read_to_string(root.join("envoy/gateway.yaml.tmpl")).unwrap();
+        let opts = RenderOptions {
+            extra_upstreams: vec![("127.0.0.2".into(), 9000)],
+            ..Default::default()
+        };
+        let y: serde_json::Value =
+            serde_norway::from_str(&render(&tmpl, &p, &opts).unwrap()).unwrap();
+        let hcm = &y["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"];
+        assert_eq!(hcm["max_request_headers_kb"], 60);
+        assert_eq!(
+            hcm["common_http_protocol_options"]["max_headers_count"],
+            100
+        );
+        let vh = &hcm["route_config"]["virtual_hosts"][0];
+        assert_eq!(vh["retry_policy"]["num_retries"], 2);
+        assert_eq!(vh["routes"][0]["match"]["prefix"], "/api/v1/reports");
+        assert_eq!(vh["routes"][0]["route"]["timeout"], "60s");
+        assert_eq!(vh["routes"][1]["route"]["timeout"], "15s");
+        let cluster = &y["static_resources"]["clusters"][0];
+        assert_eq!(cluster["name"], "upstream");
+        assert_eq!(cluster["outlier_detection"]["consecutive_5xx"], 5);
+        assert_eq!(
+            cluster["circuit_breakers"]["thresholds"][0]["max_pending_requests"],
+            1024
+        );
+        let eps = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+            .as_array()
+            .unwrap();
+        let addrs: Vec<String> = eps
+            .iter()
+            .map(|e| {
+                let a = &e["endpoint"]["address"]["socket_address"];
+                format!("{}:{}", a["address"].as_str().unwrap(), a["port_value"])
+            })
+            .collect();
+        assert_eq!(addrs, ["127.0.0.1:8080", "127.0.0.2:9000"]);
+        let monitor = &y["overload_manager"]["resource_monitors"][0];
+        assert_eq!(
+            monitor["name"],
+            "envoy.resource_monitors.global_downstream_max_connections"
+        );
+        assert_eq!(
+            monitor["typed_config"]["max_active_downstream_connections"],
+            10_000
+        );
+        assert_eq!(y["admin"]["ignore_global_conn_limit"], true);
+        // Turned off, retries and outlier detection leave no trace in the config.
+        p.gateway.resilience.retries.attempts = 0;
+        p.gateway.resilience.outlier_detection.consecutive_5xx = 0;
+        let y: serde_json::Value =
+            serde_norway::from_str(&render(&tmpl, &p, &opts).unwrap()).unwrap();
+        let hcm = &y["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"];
+        assert!(hcm["route_config"]["virtual_hosts"][0]
+            .get("retry_policy")
+            .is_none());
+        assert!(y["static_resources"]["clusters"][0]
+            .get("outlier_detection")
+            .is_none());
     }
 
     #[test]

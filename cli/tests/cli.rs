@@ -627,3 +627,76 @@ fn the_command_lines_of_the_makefile_and_scripts_work() {
     assert!(text(&out.stderr).contains("id: crm-sync-"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn several_upstreams_make_one_cluster_and_check_warns_about_resilience_defaults() {
+    let dir = scratch("resilience");
+    let render = |args: &[&str]| {
+        let out = portcullis(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        let y: serde_norway::Value = serde_norway::from_slice(&out.stdout).unwrap();
+        let y = serde_json::to_value(y).unwrap();
+        y["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["endpoint"]["address"]["socket_address"]["port_value"].clone())
+            .collect::<Vec<_>>()
+    };
+    let both = serde_json::json!([8123, 8124]);
+    assert_eq!(
+        serde_json::Value::from(render(&[
+            "render",
+            "--upstream",
+            "127.0.0.1:8123,127.0.0.1:8124"
+        ])),
+        both
+    );
+    assert_eq!(
+        serde_json::Value::from(render(&[
+            "render",
+            "--upstream",
+            "127.0.0.1:8123",
+            "--upstream",
+            "127.0.0.1:8124"
+        ])),
+        both
+    );
+    // The shipped gateway.yaml spells out every default: no warning.
+    let out = portcullis(&["check", "policies"]);
+    assert!(out.status.success());
+    assert!(
+        !text(&out.stderr).contains("warning"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Without it, every default is named; a warning does not fail the check.
+    for f in [
+        "authn.yaml",
+        "schema.yaml",
+        "ratelimit.yaml",
+        "ratelimit-ip.yaml",
+        "pii.yaml",
+        "pii-egress.yaml",
+    ] {
+        std::fs::copy(root().join("policies").join(f), dir.join(f)).unwrap();
+    }
+    // The authn policy's `jwks_file` is relative to the policy directory.
+    std::fs::create_dir_all(dir.join("demo-keys")).unwrap();
+    std::fs::copy(
+        root().join("policies/demo-keys/demo-jwks.json"),
+        dir.join("demo-keys/demo-jwks.json"),
+    )
+    .unwrap();
+    let out = portcullis(&["check", &dir.display().to_string()]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    for needle in [
+        "gateway.yaml: no such file",
+        "resilience.retries not set",
+        "resilience.max_downstream_connections not set; default 10000 applies",
+        "headers.max_count not set; default 100 applies",
+    ] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+}

@@ -97,6 +97,9 @@ pub struct GatewayOptions {
     pub external_origin: Option<String>,
     /// The rate limit service for `scope: global` limits (the `portcullis_rls` cluster).
     pub rls: Option<SocketAddr>,
+    /// The upstream cluster's endpoints instead of the demo upstream (which still starts, and
+    /// serves remote JWKS); empty: the demo upstream alone.
+    pub upstreams: Vec<SocketAddr>,
 }
 
 impl Default for GatewayOptions {
@@ -111,6 +114,7 @@ impl Default for GatewayOptions {
             listen_port: None,
             external_origin: None,
             rls: None,
+            upstreams: Vec::new(),
         }
     }
 }
@@ -228,16 +232,25 @@ impl Gateway {
         let (listen, admin) = (opts.listen_port.unwrap_or_else(free_port), free_port());
         let template = std::fs::read_to_string(repo_root().join("envoy").join(opts.template))
             .unwrap_or_default();
+        let cluster: Vec<SocketAddr> = if opts.upstreams.is_empty() {
+            vec![upstream_addr]
+        } else {
+            opts.upstreams.clone()
+        };
         let ro = RenderOptions {
             listen_port: listen,
             admin_port: admin,
-            upstream_host: "127.0.0.1".into(),
-            upstream_port: upstream_addr.port(),
+            upstream_host: cluster[0].ip().to_string(),
+            upstream_port: cluster[0].port(),
+            extra_upstreams: cluster[1..]
+                .iter()
+                .map(|a| (a.ip().to_string(), a.port()))
+                .collect(),
             wasm_dir: dist_dir(),
             envoy_normalize_path: opts.envoy_normalize_path,
             format: opts.format,
             downstream_tls: opts.tls.clone(),
-            jwks_upstream: None,
+            jwks_upstream: Some(("127.0.0.1".into(), upstream_addr.port())),
             jwks_tls: None,
             external_origin: opts.external_origin.clone(),
             rls_host: "127.0.0.1".into(),

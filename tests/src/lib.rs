@@ -1,8 +1,9 @@
-//! The real-Envoy integration harness and its raw HTTP/1.1 client (the demo upstream and the
-//! mesh's probes are the crate's binaries).
+//! The real-Envoy integration harness, its raw HTTP/1.1 client and a scripted upstream (the demo
+//! upstream and the mesh's probes are the crate's binaries).
 
 pub mod harness;
 pub mod http;
+pub mod stub;
 
 /// Fails the calling test with `msg`.
 ///

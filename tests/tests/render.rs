@@ -41,3 +41,51 @@ fn rendered_configs_pass_envoy_validate() {
         }
     }
 }
+
+/// Every resilience shape `gateway.yaml` can ask for is a config Envoy accepts: several
+/// endpoints, per-prefix timeouts, status codes and per-try timeouts in the retry policy, and
+/// retries and outlier detection turned off.
+#[test]
+fn resilience_variants_pass_envoy_validate() {
+    let Some(envoy) = harness::envoy_binary() else {
+        return;
+    };
+    let dir = TempDir::new("validate-resilience");
+    let template =
+        std::fs::read_to_string(harness::repo_root().join("envoy/gateway.yaml.tmpl")).unwrap();
+    let variants = [
+        serde_json::json!({}),
+        serde_json::json!({"resilience": {
+            "retries": {"retry_on": ["gateway-error", "reset", 502, 503, 504], "per_try_timeout_ms": 1500,
+                        "methods": ["GET", "HEAD"], "budget_percent": 50},
+            "route_timeouts": [{"prefix": "/api/v1/reports", "upstream_seconds": 60},
+                               {"prefix": "/api", "upstream_seconds": 0}],
+            "max_downstream_connections": 1}}),
+        serde_json::json!({"headers": {"max_count": 1, "max_request_kb": 8192}, "resilience": {
+            "retries": {"attempts": 0, "methods": [], "retry_on": []},
+            "outlier_detection": {"consecutive_5xx": 0}}}),
+    ];
+    for (i, gw) in variants.iter().enumerate() {
+        let mut policies = harness::demo_policies();
+        policies.gateway =
+            portcullis_cli::gateway::GatewaySettings::from_value(gw.clone()).unwrap();
+        let opts = RenderOptions {
+            wasm_dir: harness::dist_dir(),
+            extra_upstreams: vec![("127.0.0.2".into(), 8080), ("::1".into(), 8081)],
+            ..Default::default()
+        };
+        let path = dir.0.join(format!("resilience-{i}.yaml"));
+        std::fs::write(&path, render::render(&template, &policies, &opts).unwrap()).unwrap();
+        let out = Command::new(&envoy)
+            .args(["--mode", "validate", "--log-level", "warn", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "variant {i} {gw}: envoy --mode validate failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
