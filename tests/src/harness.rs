@@ -62,8 +62,34 @@ pub fn dist_dir() -> PathBuf {
         .unwrap_or_else(|_| repo_root().join("dist"))
 }
 
-/// A free loopback port (bound then released; Envoy binds it right after).
+/// A free loopback port (bound then released; the server under test binds it soon after).
+///
+/// Picked below the kernel's ephemeral range: a port the kernel hands out (to `bind(0)` or as
+/// the source port of an outgoing connection) can be taken again by another socket in the
+/// seconds Envoy spends compiling its modules before it binds. Falls back to the kernel's
+/// choice when nothing below the range is free.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (base, span) = (10_000u32, low.saturating_sub(10_000));
+    if span >= 1_000 {
+        // Processes start at different offsets (pid) and walk with a stride coprime to
+        // the span, so parallel test binaries rarely probe the same ports.
+        let start = std::process::id().wrapping_mul(7919);
+        for _ in 0..64 {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let port = base + start.wrapping_add(n.wrapping_mul(104_729)) % span;
+            if let Ok(port) = u16::try_from(port) {
+                if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                    return port;
+                }
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -222,8 +248,27 @@ impl Gateway {
         }
     }
 
-    /// Starts a gateway and reports whether Envoy came up or exited.
+    /// Starts a gateway and reports whether Envoy came up or exited. A port taken by someone
+    /// else between picking it and Envoy binding it is the machine's doing, not the config's:
+    /// such a start is retried on fresh ports (unless the test fixed the listener port).
     pub fn try_start(opts: GatewayOptions) -> Option<Started> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::try_start_once(opts.clone())? {
+                Started::Exited(log)
+                    if attempt < 4
+                        && opts.listen_port.is_none()
+                        && log.contains("Address already in use") =>
+                {
+                    eprintln!("harness: a picked port was taken before Envoy bound it; retrying");
+                }
+                started => return Some(started),
+            }
+        }
+    }
+
+    fn try_start_once(opts: GatewayOptions) -> Option<Started> {
         let envoy_bin = envoy_binary()?;
         let dir = TempDir::new("gw");
         let (upstream, upstream_addr) = start_upstream();
