@@ -8,10 +8,11 @@ use crate::config::{FailureMode, KeySource, Mode, RateLimitConfig};
 use crate::decide::{self, Applied, RateLimitReason, Request};
 use crate::global::{self, CallOutcome, Pending, Reply};
 use crate::rls;
+use portcullis_core::audit;
 use portcullis_core::config::ConfigError;
 use portcullis_core::deny::Denial;
 use portcullis_core::identity::{Identity, IDENTITY_PROPERTY};
-use portcullis_core::metrics::{self, Counter, DenialCounters, DenyLog, Histogram};
+use portcullis_core::metrics::{self, Counter, DenialCounters, Histogram};
 use portcullis_core::port::{CallResponse, Filter, Flow, GrpcCall, Host, HostExt, Step, Stream};
 use portcullis_core::slots::Secret;
 use std::cell::{Cell, OnceCell};
@@ -154,16 +155,27 @@ impl RateLimit {
                 let d = decide::unavailable();
                 metrics::apply_denial(
                     host,
-                    "ratelimit",
+                    &self.config.stat_prefix,
                     self.config.mode,
                     "-",
                     &d,
                     &self.metrics.denials,
-                    DenyLog::Debug,
                     Vec::new,
                 )
             }
         }
+    }
+}
+
+/// Writes this instance's part of the audit record (`<stat_prefix>.limit`, `.remaining`).
+fn record<H: Host>(host: &H, instance: &str, fields: Option<(String, u64)>) {
+    if let Some((limit, remaining)) = fields {
+        audit::set(host, &format!("{instance}.limit"), &limit);
+        audit::set(
+            host,
+            &format!("{instance}.remaining"),
+            &remaining.to_string(),
+        );
     }
 }
 
@@ -215,6 +227,7 @@ impl RateLimitStream {
                         hits: hits(&mut applied.iter().map(|a| a.name.as_str())),
                     });
                 }
+                record(host, &cfg.stat_prefix, decide::audit_fields(Ok(&applied)));
                 self.response_headers = decide::response_headers(cfg.headers, &applied);
                 Flow::Continue
             }
@@ -226,14 +239,18 @@ impl RateLimitStream {
                 if cfg.mode == Mode::Shadow {
                     m.shadow_limited.inc(host);
                 }
+                record(
+                    host,
+                    &cfg.stat_prefix,
+                    decide::audit_fields(Err(limited_by)),
+                );
                 metrics::apply_denial(
                     host,
-                    "ratelimit",
+                    &cfg.stat_prefix,
                     cfg.mode,
                     policy,
                     &denial,
                     &m.denials,
-                    DenyLog::Debug,
                     || hits(&mut limited_by.into_iter()),
                 )
             }
@@ -323,6 +340,7 @@ impl Stream for RateLimitStream {
         let rl = self.root.clone();
         let cfg = &rl.config;
         let m = &rl.metrics;
+        m.denials.flush_due(host, &cfg.stat_prefix, cfg.mode);
         let Some(secret) = rl.secret(host) else {
             return rl.unavailable(host);
         };
