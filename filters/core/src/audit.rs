@@ -55,7 +55,7 @@ impl HashKey {
     /// A key from its hex form; at least [`MIN_KEY_BYTES`] bytes.
     pub fn from_hex(hex: &str) -> Result<Self, &'static str> {
         let hex = hex.trim();
-        if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err("must be hex (e.g. `openssl rand -hex 32`)");
         }
         let bytes: Vec<u8> = (0..hex.len())
