@@ -690,7 +690,7 @@ mod tests {
             .is_some());
         // Off unless asked for.
         let plain = render(&tmpl, &p, &RenderOptions::default()).unwrap();
-        assert!(!plain.contains("access_log"));
+        assert!(!plain.contains("envoy.access_loggers.file"));
     }
 
     #[test]
