@@ -777,7 +777,7 @@ fn shadow_mode_runs_every_check_counts_would_be_denials_and_denies_nothing() {
     // line per request.
     let log = g.log();
     assert!(
-        log.contains("portcullis authn: 1 shadow denials:"),
+        log.contains("portcullis authn: 1 shadow denial:"),
         "the first would-be denial is logged"
     );
     assert!(!log.contains("shadow deny route="), "no line per request");

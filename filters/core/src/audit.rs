@@ -171,16 +171,22 @@ impl Summary {
             .iter()
             .map(|(r, n)| format!("{r} {n}"))
             .collect();
+        // `denials` / `shadow denials`, singular for one.
+        let noun = if self.total == 1 {
+            verb.strip_suffix('s').unwrap_or(verb)
+        } else {
+            verb
+        };
         if self.seconds == 0 {
             format!(
-                "portcullis {filter}: {} {verb}: {} (further {verb} are summarised every {} s; per-request detail in the access log)",
+                "portcullis {filter}: {} {noun}: {} (further {verb} are summarised every {} s; per-request detail in the access log)",
                 self.total,
                 parts.join(", "),
                 SUMMARY_WINDOW_NANOS / 1_000_000_000
             )
         } else {
             format!(
-                "portcullis {filter}: {} {verb} in the last {} s: {}",
+                "portcullis {filter}: {} {noun} in the last {} s: {}",
                 self.total,
                 self.seconds,
                 parts.join(", ")
@@ -294,6 +300,9 @@ mod tests {
         let mut s = DenialSummary::default();
         let first = s.record("dpop_proof_replayed", 100 * S).unwrap();
         assert_eq!((first.total, first.seconds), (1, 0));
+        assert!(first
+            .line("authn", "denials")
+            .starts_with("portcullis authn: 1 denial: dpop_proof_replayed 1 (further denials"));
         // A flood inside the window writes nothing.
         for i in 0..9_999 {
             assert_eq!(s.record("dpop_proof_replayed", 100 * S + i * 900_000), None);

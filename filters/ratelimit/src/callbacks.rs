@@ -95,6 +95,8 @@ pub struct RateLimit {
     secret: OnceCell<Secret>,
     /// When this worker last logged a silent rate limit service (at most every 10 s).
     last_service_warning: Cell<u64>,
+    /// When this worker last warned that shared data gave no verdict (same rule).
+    last_store_warning: Cell<u64>,
 }
 
 impl Filter for RateLimit {
@@ -118,6 +120,7 @@ impl Filter for RateLimit {
             header_names,
             secret: OnceCell::new(),
             last_service_warning: Cell::new(0),
+            last_store_warning: Cell::new(0),
         })
     }
 
@@ -139,12 +142,26 @@ impl RateLimit {
         Some(*self.secret.get_or_init(|| s))
     }
 
+    /// True at most once per 10 s on this worker: a store under attack or contention must not
+    /// turn every request into a warning line.
+    fn store_warning_due<H: Host>(&self, host: &H) -> bool {
+        let now = host.now_nanos();
+        let last = self.last_store_warning.get();
+        if last != 0 && now.saturating_sub(last) < 10_000_000_000 {
+            return false;
+        }
+        self.last_store_warning.set(now.max(1));
+        true
+    }
+
     /// The store could not answer at all: the failure mode decides.
     fn unavailable<H: Host>(&self, host: &H) -> Flow {
-        log::warn!(
-            "portcullis ratelimit: shared data unavailable; failure mode {:?}",
-            self.config.failure_mode
-        );
+        if self.store_warning_due(host) {
+            log::warn!(
+                "portcullis ratelimit: shared data unavailable; failure mode {:?} (logged at most every 10 s per worker; see failure_* metrics)",
+                self.config.failure_mode
+            );
+        }
         match self.config.failure_mode {
             FailureMode::Allow => {
                 self.metrics.failure_allowed.inc(host);
@@ -369,10 +386,12 @@ impl Stream for RateLimitStream {
                 FailureMode::Allow => m.failure_allowed.inc(host),
                 FailureMode::Deny => m.failure_denied.inc(host),
             }
-            log::warn!(
-                "portcullis ratelimit: no verdict from shared data; failure mode {:?}",
-                cfg.failure_mode
-            );
+            if rl.store_warning_due(host) {
+                log::warn!(
+                    "portcullis ratelimit: no verdict from shared data; failure mode {:?} (logged at most every 10 s per worker; see failure_* metrics)",
+                    cfg.failure_mode
+                );
+            }
         }
         match (d.verdict, d.global) {
             // Local limits admitted the request; the global ones are asked next.
