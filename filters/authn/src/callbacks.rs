@@ -387,6 +387,7 @@ impl Stream for AuthnStream {
             .is_err()
         {
             log::error!("portcullis authn: could not publish identity; route={route}");
+            record(None);
             let d = Denial::of(
                 AuthnReason::InternalError,
                 "Identity could not be recorded.",
