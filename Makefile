@@ -48,13 +48,13 @@ render: build $(BUILD)/audit.key ## Render $(BUILD)/envoy.yaml from envoy/ and p
 		--listen-port $(LISTEN_PORT) --admin-port $(ADMIN_PORT) --upstream 127.0.0.1:$(UPSTREAM_PORT) \
 		--external-origin http://127.0.0.1:$(LISTEN_PORT) \
 		--audit-log /dev/stdout --audit-key-file $(BUILD)/audit.key
+	"$(ENVOY)" --mode validate -c $(BUILD)/envoy.yaml --log-level warn
 
 # The demo's audit hash key: random, made once, readable by its owner only. A deployment brings
 # its own from its secret store (see README, "Audit trail").
 $(BUILD)/audit.key:
 	@mkdir -p $(BUILD)
 	@umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_hex(32))' > $@
-	"$(ENVOY)" --mode validate -c $(BUILD)/envoy.yaml --log-level warn
 
 run: render ## Set up, build, and run the demo: Envoy on :$(LISTEN_PORT) in front of the CRM upstream
 	@echo ""
