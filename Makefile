@@ -41,13 +41,20 @@ build: setup ## Build dist/*.wasm (release, wasm32-wasip1), the native CLI, demo
 	$(CARGO) build -p portcullis-cli -p portcullis-tests -p portcullis-ratelimit-service --bins
 	@ls -l dist/*.wasm
 
-render: build ## Render $(BUILD)/envoy.yaml from envoy/ and policies/
+render: build $(BUILD)/audit.key ## Render $(BUILD)/envoy.yaml from envoy/ and policies/ (audit trail to stdout)
 	@mkdir -p $(BUILD)
 	./target/debug/portcullis check policies
 	./target/debug/portcullis render --policies policies --wasm-dir dist --out $(BUILD)/envoy.yaml \
 		--listen-port $(LISTEN_PORT) --admin-port $(ADMIN_PORT) --upstream 127.0.0.1:$(UPSTREAM_PORT) \
-		--external-origin http://127.0.0.1:$(LISTEN_PORT)
+		--external-origin http://127.0.0.1:$(LISTEN_PORT) \
+		--audit-log /dev/stdout --audit-key-file $(BUILD)/audit.key
 	"$(ENVOY)" --mode validate -c $(BUILD)/envoy.yaml --log-level warn
+
+# The demo's audit hash key: random, made once, readable by its owner only. A deployment brings
+# its own from its secret store (see README, "Audit trail").
+$(BUILD)/audit.key:
+	@mkdir -p $(BUILD)
+	@umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_hex(32))' > $@
 
 run: render ## Set up, build, and run the demo: Envoy on :$(LISTEN_PORT) in front of the CRM upstream
 	@echo ""

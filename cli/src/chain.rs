@@ -168,6 +168,8 @@ pub struct Outcome {
     pub trace: Vec<Step>,
     /// Coverage items.
     pub hits: Hits,
+    /// The audit fields the filters recorded (what the access log would write).
+    pub audit: std::collections::BTreeMap<String, String>,
 }
 
 /// Runs one request (and, if it gets through, the upstream's `response`) at `now_ns`.
@@ -229,6 +231,7 @@ pub fn run(
         }),
         trace,
         hits,
+        audit: ex.audit.clone(),
     }
 }
 
@@ -262,4 +265,99 @@ pub fn coverage_items(c: &Compiled) -> Vec<String> {
             .map(|(_, r)| format!("schema.route:{}", r.name)),
     );
     items
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::{sign_raw, SigningAlg};
+    use portcullis_core::audit::HashKey;
+    use serde_json::json;
+
+    #[test]
+    fn the_chain_records_the_audit_fields_the_access_log_writes() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut p = crate::policy::load(&root.join("policies")).unwrap();
+        let key = "ab".repeat(32);
+        p.authn["audit"] = json!({ "hash_key": key });
+        let c = Compiled::new(&p).unwrap();
+        let mut st = ChainState::new(&c).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let pem = std::fs::read(root.join("policies/demo-keys/demo-rs256.key.pem")).unwrap();
+        let token = sign_raw(
+            SigningAlg::RS256,
+            &pem,
+            &json!({"alg": "RS256", "kid": "demo-rs256", "typ": "JWT"}),
+            &json!({"iss": "https://idp.demo.portcullis.local", "aud": "portcullis-demo-api",
+                    "sub": "alice@example.com", "tenant": "acme", "client_id": "crm-web",
+                    "scope": "customers:read", "iat": now, "exp": now + 600}),
+        )
+        .unwrap();
+        let req = |auth: Option<&str>| SimRequest {
+            method: "GET".into(),
+            path: "/api/v1/tenants/acme/customers".into(),
+            headers: auth
+                .map(|t| vec![("authorization".into(), format!("Bearer {t}"))])
+                .unwrap_or_default(),
+            body: None,
+            client_ip: "192.0.2.7".into(),
+        };
+        let upstream = SimResponse {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: br#"{"customers":[{"id":"c1","name":"Ada","email":"ada@acme.example.com"}]}"#
+                .to_vec(),
+        };
+        let ok = run(
+            &c,
+            &mut st,
+            &req(Some(&token)),
+            &upstream,
+            now * 1_000_000_000,
+        );
+        assert_eq!(ok.status, 200, "{:?}", ok.reason);
+        let a = &ok.audit;
+        let k = HashKey::from_hex(&key).unwrap();
+        assert_eq!(a["decision"], "allow");
+        assert_eq!(a["route"], "list-customers");
+        assert_eq!(a["auth"], "jwt");
+        assert_eq!(a["tenant"], "acme");
+        assert_eq!(a["app"], "crm-web");
+        assert_eq!(
+            a["subject"],
+            k.hash(
+                "sub",
+                "https://idp.demo.portcullis.local",
+                "alice@example.com"
+            )
+        );
+        assert_eq!(a["ip"], k.hash("ip", "", "192.0.2.7"));
+        assert_eq!(a["upstream_status"], "200");
+        assert!(a["masked"].contains("email:1"), "{a:?}");
+        assert!(a.contains_key("ratelimit.limit") && a.contains_key("ratelimit.remaining"));
+        assert!(a.contains_key("ratelimit_ip.limit"));
+        assert!(
+            a.values()
+                .all(|v| !v.contains("alice") && !v.contains("ada@")),
+            "{a:?}"
+        );
+        assert!(!a.contains_key("decided_by"));
+
+        let denied = run(&c, &mut st, &req(None), &upstream, now * 1_000_000_000);
+        assert_eq!(denied.status, 401);
+        let d = &denied.audit;
+        assert_eq!(d["decision"], "deny");
+        assert_eq!(d["decided_by"], "authn");
+        assert_eq!(d["reason"], "missing_token");
+        assert_eq!(d["route"], "list-customers");
+        assert_eq!(d["ip"], a["ip"]);
+        assert!(
+            !d.contains_key("tenant")
+                && !d.contains_key("subject")
+                && !d.contains_key("upstream_status")
+        );
+    }
 }

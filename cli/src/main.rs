@@ -233,6 +233,25 @@ struct RenderArgs {
     /// Also write the rate limit service's config (`portcullis-rls --config`).
     #[arg(long, value_name = "FILE", help_heading = "Fleet-wide limits")]
     rls_out: Option<PathBuf>,
+    /// Write the audit trail (one JSON record per request) to this file; `/dev/stdout` ships it
+    /// with Envoy's output. Off unless given; needs --audit-key-file.
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "audit_key_file",
+        help_heading = "Audit trail"
+    )]
+    audit_log: Option<String>,
+    /// The key (hex, at least 32 bytes: `openssl rand -hex 32`) the audit record's subject,
+    /// client and address hashes are made with. Keep it secret and stable: records link across
+    /// restarts and replicas only under the same key.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "audit_log",
+        help_heading = "Audit trail"
+    )]
+    audit_key_file: Option<PathBuf>,
 
     /// Namespace of every resource.
     #[arg(
@@ -587,6 +606,11 @@ fn emit(out: &str, file: Option<&Path>) -> Result<()> {
 fn render_cmd(a: &RenderArgs) -> Result<()> {
     let policies = policy::load(&a.policies)?;
     if let OutputFormat::Istio = a.format {
+        if a.audit_log.is_some() {
+            return Err(CliError(
+                "--audit-log renders an Envoy access log (--format envoy); with Istio, add the same json_format to the mesh's access logging (see README, \"Audit trail\")".into(),
+            ));
+        }
         return istio_render(a, &policies);
     }
     let template = std::fs::read_to_string(&a.template).map_err(at(&a.template))?;
@@ -626,6 +650,10 @@ fn render_cmd(a: &RenderArgs) -> Result<()> {
         external_origin: a.external_origin.clone(),
         rls_host: a.rls.host.clone(),
         rls_port: a.rls.port,
+        audit: match (&a.audit_log, &a.audit_key_file) {
+            (Some(log), Some(key)) => Some(render::AuditLog::from_key_file(log, key)?),
+            _ => None,
+        },
     };
     if let Some(path) = &a.rls_out {
         let cfg = render::rls_config(&policies)?;

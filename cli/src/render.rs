@@ -50,6 +50,94 @@ pub struct RenderOptions {
     pub rls_host: String,
     /// Its port.
     pub rls_port: u16,
+    /// The audit trail: one JSON record per request through Envoy's access log.
+    pub audit: Option<AuditLog>,
+}
+
+/// Where the audit trail goes and the key its hashes are made with.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    /// File Envoy appends the records to (`/dev/stdout` to ship them with the container's
+    /// output).
+    pub path: String,
+    /// HMAC key (hex, at least 32 bytes) for the subject, client and address hashes.
+    pub hash_key: String,
+}
+
+impl AuditLog {
+    /// An audit log to `path`, with the key read from `key_file` (hex, as `openssl rand -hex
+    /// 32` writes it). A missing, malformed or short key is refused: hashes made with a weak
+    /// or known key could be reversed by trying candidate subjects.
+    pub fn from_key_file(path: &str, key_file: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(key_file)
+            .map_err(|e| CliError(format!("{}: {e}", key_file.display())))?;
+        let hash_key = text.trim().to_string();
+        portcullis_core::audit::HashKey::from_hex(&hash_key)
+            .map_err(|why| CliError(format!("{}: audit key {why}", key_file.display())))?;
+        if path.is_empty() {
+            return Err(CliError("--audit-log: empty path".into()));
+        }
+        Ok(AuditLog {
+            path: path.to_string(),
+            hash_key,
+        })
+    }
+}
+
+/// The access log block of the gateway's HTTP connection manager: one JSON object per line,
+/// each field read from Envoy's own stream info or from a filter's audit field
+/// (`wasm.portcullis.audit.*` filter state). `ratelimit` lists the ratelimit instances'
+/// stat prefixes (each records its own limit).
+fn access_log(audit: Option<&AuditLog>, ratelimit: &[String]) -> String {
+    let Some(a) = audit else {
+        return String::new();
+    };
+    let fs = |field: &str| format!("%FILTER_STATE(wasm.portcullis.audit.{field}:PLAIN)%");
+    let mut fields = serde_json::Map::new();
+    let mut put = |k: &str, v: Value| {
+        fields.insert(k.to_string(), v);
+    };
+    put("time", json!("%START_TIME(%Y-%m-%dT%H:%M:%S.%3fZ)%"));
+    put("duration_ms", json!("%DURATION%"));
+    put("method", json!("%REQ(:METHOD)%"));
+    put("route", json!(fs("route")));
+    put("status", json!("%RESPONSE_CODE%"));
+    put("upstream_status", json!(fs("upstream_status")));
+    put("details", json!("%RESPONSE_CODE_DETAILS%"));
+    put("flags", json!("%RESPONSE_FLAGS%"));
+    put("decision", json!(fs("decision")));
+    put("decided_by", json!(fs("decided_by")));
+    put("reason", json!(fs("reason")));
+    put("shadow", json!(fs("shadow")));
+    put("auth", json!(fs("auth")));
+    put("tenant", json!(fs("tenant")));
+    put("app", json!(fs("app")));
+    put("subject", json!(fs("subject")));
+    put("client", json!(fs("client")));
+    put("ip", json!(fs("ip")));
+    let mut limits = serde_json::Map::new();
+    for r in ratelimit {
+        limits.insert(
+            r.clone(),
+            json!({"limit": fs(&format!("{r}.limit")), "remaining": fs(&format!("{r}.remaining"))}),
+        );
+    }
+    put("limits", Value::Object(limits));
+    put("masked", json!(fs("masked")));
+    put("shadow_masked", json!(fs("shadow_masked")));
+    put("pii_passed", json!(fs("pii_passed")));
+    put("schema", json!(fs("schema")));
+    format!(
+        "access_log:
+                  - name: envoy.access_loggers.file
+                    typed_config:
+                      \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+                      path: {}
+                      log_format:
+                        json_format: {}",
+        Value::from(a.path.as_str()),
+        Value::Object(fields)
+    )
 }
 
 /// TLS toward the identity provider serving remote JWKS.
@@ -117,6 +205,7 @@ impl Default for RenderOptions {
             external_origin: None,
             rls_host: "127.0.0.1".into(),
             rls_port: 8081,
+            audit: None,
         }
     }
 }
@@ -157,6 +246,14 @@ fn authn_for(policies: &Policies, opts: &RenderOptions) -> Result<serde_json::Va
             }
         }
         crate::policy::compile_authn(&authn)?;
+    }
+    if let Some(a) = &opts.audit {
+        match authn.as_object_mut() {
+            Some(obj) => {
+                obj.insert("audit".into(), json!({ "hash_key": a.hash_key }));
+            }
+            None => return Err(CliError("the authn policy is not a mapping".into())),
+        }
     }
     Ok(authn)
 }
@@ -249,8 +346,18 @@ pub fn render(template: &str, policies: &Policies, opts: &RenderOptions) -> Resu
         .clone()
         .unwrap_or_else(|| (opts.upstream_host.clone(), opts.upstream_port));
     let authn = authn_for(policies, opts)?;
+    let instances: Vec<String> = [&policies.ratelimit_ip, &policies.ratelimit]
+        .iter()
+        .map(|p| {
+            p.get("stat_prefix")
+                .and_then(Value::as_str)
+                .unwrap_or("ratelimit")
+                .to_string()
+        })
+        .collect();
     let vars: Vec<(&str, String)> = vec![
         ("TRUSTED_HOPS", gw.trusted_hops.to_string()),
+        ("ACCESS_LOG", access_log(opts.audit.as_ref(), &instances)),
         (
             "EARLY_HEADER_MUTATION",
             early_header_mutation(gw.trusted_hops),
@@ -664,6 +771,89 @@ mod tests {
         assert!(y["static_resources"]["clusters"][0]
             .get("outlier_detection")
             .is_none());
+    }
+
+    #[test]
+    fn the_audit_log_is_one_json_object_per_line_with_the_key_in_authn_only() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let p = crate::policy::load(&root.join("policies")).unwrap();
+        let tmpl = std::fs::read_to_string(root.join("envoy/gateway.yaml.tmpl")).unwrap();
+        let key = "ab".repeat(32);
+        let opts = RenderOptions {
+            audit: Some(AuditLog {
+                path: "/var/log/portcullis/audit.log".into(),
+                hash_key: key.clone(),
+            }),
+            ..Default::default()
+        };
+        let out = render(&tmpl, &p, &opts).unwrap();
+        let y: serde_norway::Value = serde_norway::from_str(&out).unwrap();
+        let y = serde_json::to_value(y).unwrap();
+        let hcm = &y["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"];
+        let log = &hcm["access_log"][0]["typed_config"];
+        assert_eq!(log["path"], "/var/log/portcullis/audit.log");
+        let f = &log["log_format"]["json_format"];
+        assert_eq!(
+            f["decided_by"],
+            "%FILTER_STATE(wasm.portcullis.audit.decided_by:PLAIN)%"
+        );
+        assert_eq!(f["status"], "%RESPONSE_CODE%");
+        assert_eq!(
+            f["limits"]["ratelimit_ip"]["remaining"],
+            "%FILTER_STATE(wasm.portcullis.audit.ratelimit_ip.remaining:PLAIN)%"
+        );
+        assert!(f["limits"]["ratelimit"].is_object());
+        // No path, no headers, no addresses in clear.
+        let text = f.to_string();
+        for never in [
+            "PATH",
+            "REQ(:PATH",
+            "DOWNSTREAM_REMOTE_ADDRESS",
+            "AUTHORIZATION",
+        ] {
+            assert!(!text.contains(never), "{never} in {text}");
+        }
+        // The key reaches authn's configuration, and only there.
+        assert_eq!(out.matches(&key).count(), 1);
+        let authn = authn_for(&p, &opts).unwrap();
+        assert_eq!(authn["audit"]["hash_key"], key.as_str());
+        assert!(crate::policy::compile_authn(&authn)
+            .unwrap()
+            .audit_key
+            .is_some());
+        // Off unless asked for.
+        let plain = render(&tmpl, &p, &RenderOptions::default()).unwrap();
+        assert!(!plain.contains("envoy.access_loggers.file"));
+    }
+
+    #[test]
+    fn audit_key_files_must_hold_a_strong_hex_key() {
+        let dir = std::env::temp_dir().join(format!("portcullis-audit-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let good = write("good", &format!("{}\n", "0f".repeat(32)));
+        assert_eq!(
+            AuditLog::from_key_file("/dev/stdout", &good)
+                .unwrap()
+                .hash_key,
+            "0f".repeat(32)
+        );
+        for (name, text) in [
+            ("short", "0f".repeat(16)),
+            ("text", "correct horse battery staple".repeat(3)),
+        ] {
+            let e = AuditLog::from_key_file("/dev/stdout", &write(name, &text))
+                .unwrap_err()
+                .0;
+            assert!(e.contains("audit key"), "{e}");
+        }
+        assert!(AuditLog::from_key_file("/dev/stdout", &dir.join("missing")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -470,6 +470,29 @@ fn the_command_lines_of_the_makefile_and_scripts_work() {
     assert!(std::fs::read_to_string(dir.join("rls.yaml"))
         .unwrap()
         .contains("domains"));
+    // make render: the audit trail to stdout, hashed with a key from a file.
+    std::fs::write(dir.join("audit.key"), format!("{}\n", "3c".repeat(32))).unwrap();
+    let audited = ok(&[
+        "render",
+        "--audit-log",
+        "/dev/stdout",
+        "--audit-key-file",
+        &d("audit.key"),
+    ]);
+    assert!(audited.contains("envoy.access_loggers.file"), "{audited}");
+    assert!(audited.contains("wasm.portcullis.audit.decided_by"));
+    // Without a key, or with a weak one, no audit log.
+    assert!(refused(&["render", "--audit-log", "/dev/stdout"]).contains("--audit-key-file"));
+    std::fs::write(dir.join("short.key"), "3c3c3c3c").unwrap();
+    let weak = portcullis(&[
+        "render",
+        "--audit-log",
+        "/dev/stdout",
+        "--audit-key-file",
+        &d("short.key"),
+    ]);
+    assert_eq!(weak.status.code(), Some(1));
+    assert!(text(&weak.stderr).contains("at least 32 bytes"));
     ok(&[
         "render",
         "--template",

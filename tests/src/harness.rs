@@ -126,7 +126,15 @@ pub struct GatewayOptions {
     /// The upstream cluster's endpoints instead of the demo upstream (which still starts, and
     /// serves remote JWKS); empty: the demo upstream alone.
     pub upstreams: Vec<SocketAddr>,
+    /// Write the audit trail to this file, hashing with [`AUDIT_TEST_KEY`].
+    pub audit_log: Option<PathBuf>,
+    /// Envoy's log level for the wasm component (`debug` by default, so failures show the
+    /// filters' per-request lines; `info` is what an operator runs).
+    pub wasm_log_level: &'static str,
 }
+
+/// The audit hash key of test gateways (hex, 32 bytes): tests recompute hashes with it.
+pub const AUDIT_TEST_KEY: &str = "7465737420617564697420686173682b6b657920666f7220706f727463756c6c";
 
 impl Default for GatewayOptions {
     fn default() -> Self {
@@ -141,6 +149,8 @@ impl Default for GatewayOptions {
             external_origin: None,
             rls: None,
             upstreams: Vec::new(),
+            audit_log: None,
+            wasm_log_level: "debug",
         }
     }
 }
@@ -300,6 +310,13 @@ impl Gateway {
             external_origin: opts.external_origin.clone(),
             rls_host: "127.0.0.1".into(),
             rls_port: opts.rls.map_or(8081, |a| a.port()),
+            audit: opts
+                .audit_log
+                .as_ref()
+                .map(|p| portcullis_cli::render::AuditLog {
+                    path: p.to_string_lossy().to_string(),
+                    hash_key: AUDIT_TEST_KEY.to_string(),
+                }),
         };
         let yaml = render::render(&template, &opts.policies, &ro)
             .unwrap_or_else(|e| fail(format!("render: {e}")));
@@ -316,7 +333,7 @@ impl Gateway {
                 "--log-level",
                 "info",
                 "--component-log-level",
-                "wasm:debug",
+                &format!("wasm:{}", opts.wasm_log_level),
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -773,11 +773,12 @@ fn shadow_mode_runs_every_check_counts_would_be_denials_and_denies_nothing() {
             .unwrap_or(0),
         0
     );
+    // Summarised in the application log (per-request detail is the audit trail's), never a
+    // line per request.
     let log = g.log();
-    assert_eq!(
-        log.matches("shadow deny route=list-customers status=403 reason=tenant_boundary")
-            .count(),
-        1,
-        "logged once per request"
+    assert!(
+        log.contains("portcullis authn: 1 shadow denial:"),
+        "the first would-be denial is logged"
     );
+    assert!(!log.contains("shadow deny route="), "no line per request");
 }

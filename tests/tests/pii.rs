@@ -357,13 +357,17 @@ fn head_204_and_range_requests() {
 #[test]
 fn nothing_personal_reaches_envoys_log() {
     let g = gateway!(gw());
+    let before = g.stat("wasmcustom.portcullis.pii.masked.ssn").unwrap_or(0);
     let _ = customers(g, "acme", BASE);
     let _ = get(g, "/api/v1/tenants/acme/fixtures/text", BASE);
-    let log = g.log();
     assert!(
-        log.contains("portcullis pii: masked response route=tenant-api"),
-        "masking is logged"
+        g.stat("wasmcustom.portcullis.pii.masked.ssn").unwrap_or(0) > before,
+        "values were masked"
     );
+    // What was masked is per-request detail: the audit record's `masked` counts
+    // (tests/tests/audit.rs), not a line per response here.
+    let log = g.log();
+    assert!(!log.contains("portcullis pii: masked response"));
     for raw in [
         "123-45-678",
         "4111111111111111",

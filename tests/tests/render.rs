@@ -1,4 +1,5 @@
-//! Rendered gateway and egress configs (both embeddings of the filter config) pass `envoy --mode validate`.
+//! Rendered gateway and egress configs (both embeddings of the filter config, with and without
+//! the audit trail's access log) pass `envoy --mode validate`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use portcullis_cli::render::{self, ConfigFormat, RenderOptions};
@@ -21,6 +22,11 @@ fn rendered_configs_pass_envoy_validate() {
                     format,
                     envoy_normalize_path: normalize,
                     wasm_dir: harness::dist_dir(),
+                    // The audit trail's access log on one of the two variants.
+                    audit: normalize.then(|| render::AuditLog {
+                        path: dir.0.join("audit.log").to_string_lossy().to_string(),
+                        hash_key: harness::AUDIT_TEST_KEY.to_string(),
+                    }),
                     ..Default::default()
                 };
                 let path = dir.0.join(format!("{file}-{format:?}-{normalize}.yaml"));

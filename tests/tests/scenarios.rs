@@ -121,6 +121,7 @@ fn send(
         upstream_request,
         trace: Vec::new(),
         hits: Default::default(),
+        audit: Default::default(),
     }
 }
 

@@ -6,10 +6,11 @@ use crate::cache::TokenCache;
 use crate::config::{AuthnConfig, Mode};
 use crate::decide::{self, AuthnReason, CacheUse, Request};
 use crate::remote::{self, KeySet, KeyStore, SharedKeys};
+use portcullis_core::audit;
 use portcullis_core::config::ConfigError;
 use portcullis_core::deny::Denial;
 use portcullis_core::identity::IDENTITY_PROPERTY;
-use portcullis_core::metrics::{self, Counter, DenialCounters, DenyLog, Gauge};
+use portcullis_core::metrics::{self, Counter, DenialCounters, Gauge};
 use portcullis_core::port::{CallResponse, Filter, Flow, Host, HostExt, HttpCall, Step, Stream};
 use portcullis_core::slots::Secret;
 use std::cell::{OnceCell, RefCell};
@@ -277,6 +278,7 @@ impl Stream for AuthnStream {
     fn on_request_headers<H: Host>(&mut self, host: &H, _end_of_stream: bool) -> Flow {
         let st = self.root.clone();
         let cfg = &st.config;
+        st.metrics.denials.flush_due(host, "authn", cfg.mode);
         // Every header is needed once: client-sent identity headers are a family of names,
         // and credentials must be counted (two tokens, a key and a token).
         let headers = host.request_headers();
@@ -329,6 +331,19 @@ impl Stream for AuthnStream {
         }
         let route_name = decision.route.clone();
         let route = route_name.as_deref().unwrap_or("-");
+        let source = host
+            .property(&["source", "address"])
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        let record = |allowed: Option<&portcullis_core::identity::Identity>| {
+            for (field, value) in crate::audit::fields(
+                cfg.audit_key.as_ref(),
+                route_name.as_deref(),
+                source.as_deref(),
+                allowed,
+            ) {
+                audit::set(host, field, &value);
+            }
+        };
         let hits = || {
             route_name
                 .iter()
@@ -348,6 +363,7 @@ impl Stream for AuthnStream {
         let allowed = match verdict {
             Ok(a) => a,
             Err(denial) => {
+                record(None);
                 let flow = metrics::apply_denial(
                     host,
                     "authn",
@@ -355,7 +371,6 @@ impl Stream for AuthnStream {
                     route,
                     &denial,
                     &st.metrics.denials,
-                    DenyLog::Info,
                     hits,
                 );
                 // Shadow mode lets it through without an identity — and without credentials.
@@ -372,6 +387,7 @@ impl Stream for AuthnStream {
             .is_err()
         {
             log::error!("portcullis authn: could not publish identity; route={route}");
+            record(None);
             let d = Denial::of(
                 AuthnReason::InternalError,
                 "Identity could not be recorded.",
@@ -383,11 +399,11 @@ impl Stream for AuthnStream {
                 route,
                 &d,
                 &st.metrics.denials,
-                DenyLog::Info,
                 hits,
             );
         }
         st.metrics.allowed.inc(host);
+        record(Some(&allowed.identity));
         if host.explaining() {
             host.explain(Step {
                 filter: String::new(),

@@ -45,6 +45,19 @@ pub struct RawConfig {
     /// DPoP (RFC 9449): accept `Authorization: DPoP` with a proof.
     #[serde(default)]
     pub dpop: Option<crate::dpop::RawDpop>,
+    /// The audit record's keyed hashes.
+    #[serde(default)]
+    pub audit: Option<RawAudit>,
+}
+
+/// The audit trail's settings as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// HMAC-SHA-256 key (hex, at least 32 bytes) for the subject, client and address hashes in
+    /// the audit record. `portcullis render --audit-key-file` fills it in; keep it out of policy
+    /// files. Without it the record carries no hashes.
+    pub hash_key: String,
 }
 
 /// API keys as written.
@@ -605,6 +618,8 @@ pub struct AuthnConfig {
     pub api_keys: Option<ApiKeys>,
     /// DPoP, when configured.
     pub dpop: Option<crate::dpop::Dpop>,
+    /// Key of the audit record's hashes, when configured.
+    pub audit_key: Option<portcullis_core::audit::HashKey>,
 }
 
 fn valid_header_name(h: &str) -> bool {
@@ -722,6 +737,13 @@ impl AuthnConfig {
             api_keys,
             dpop: match raw.dpop {
                 Some(d) => Some(crate::dpop::Dpop::compile(d).map_err(|e| e.within("dpop"))?),
+                None => None,
+            },
+            audit_key: match raw.audit {
+                Some(a) => Some(
+                    portcullis_core::audit::HashKey::from_hex(&a.hash_key)
+                        .map_err(|why| ConfigError::new("audit.hash_key", why))?,
+                ),
                 None => None,
             },
         })

@@ -6,6 +6,7 @@
 //! and run by Envoy, by the fake host in native tests, and by `portcullis test`.
 //! The signature arithmetic under [`jws`] is the `portcullis-jose` crate's.
 
+pub mod audit;
 pub mod cache;
 pub mod callbacks;
 pub mod config;

@@ -715,6 +715,9 @@ pub struct Exchange {
     pub upstream: Option<UpstreamRequest>,
     /// The filters' explanation (when asked for).
     pub steps: Vec<Step>,
+    /// The audit fields the filters recorded (`portcullis.audit.<field>` → value), what
+    /// Envoy's access log would read.
+    pub audit: BTreeMap<String, String>,
 }
 
 impl Exchange {
@@ -977,8 +980,18 @@ impl Gateway {
             for (i, s) in streams.iter_mut().enumerate() {
                 s.done(&host(i));
             }
+            let audit = st
+                .borrow()
+                .properties
+                .iter()
+                .filter_map(|(k, v)| {
+                    let field = k.strip_prefix(crate::audit::PREFIX)?;
+                    Some((field.to_string(), String::from_utf8_lossy(v).into_owned()))
+                })
+                .collect();
             Exchange {
                 steps: steps.borrow().clone(),
+                audit,
                 ..ex
             }
         };
@@ -991,8 +1004,10 @@ impl Gateway {
             decided_by: Some(r.by),
             upstream,
             steps: Vec::new(),
+            audit: BTreeMap::new(),
         };
-        if let Some(r) = self.edge_request(req, &mut st.borrow_mut()) {
+        let edge = self.edge_request(req, &mut st.borrow_mut());
+        if let Some(r) = edge {
             return finish(&mut streams, local(r, None));
         }
         let has_body = req.body.is_some();
@@ -1044,6 +1059,10 @@ impl Gateway {
                 body: s.request_body.clone(),
             }
         };
+        // The router connected: what Envoy serves as `upstream.address`.
+        st.borrow_mut()
+            .properties
+            .insert("upstream.address".into(), b"127.0.0.1:8080".to_vec());
         let answer = upstream(&up);
         if explain {
             steps.borrow_mut().push(Step {
@@ -1098,6 +1117,7 @@ impl Gateway {
                             decided_by: Some(r.by),
                             upstream: Some(up),
                             steps: Vec::new(),
+                            audit: BTreeMap::new(),
                         },
                     );
                 }
@@ -1133,6 +1153,7 @@ impl Gateway {
                 decided_by: None,
                 upstream: Some(up),
                 steps: Vec::new(),
+                audit: BTreeMap::new(),
             },
         )
     }
@@ -1231,6 +1252,7 @@ impl Gateway {
             decided_by: Some(reply.by),
             upstream: None,
             steps: Vec::new(),
+            audit: BTreeMap::new(),
         }
     }
 }

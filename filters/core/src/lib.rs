@@ -7,10 +7,13 @@
 //! - [`path`]: normalise a request path once, so no encoding trick dodges a rule;
 //! - [`route`]: method + path matching (exact, prefix, `{param}` templates), first match wins;
 //! - [`identity`]: the verified caller handed from authn to the later filters;
+//! - [`audit`]: each filter's part of the per-request audit record, keyed hashes, and the
+//!   denial summary that replaces one log line per denied request;
 //! - [`deny`]: the one shape every filter denies with (status, reason code, problem+json);
 //! - [`shared`]: the shared-data port and the one CAS loop every filter uses on it;
 //! - [`slots`]: fixed-capacity, keyed-hash tables in shared data for state keyed by clients.
 
+pub mod audit;
 pub mod config;
 pub mod deny;
 pub mod identity;

@@ -1,9 +1,11 @@
 //! Metrics declared once at configure time through the host port, and the one function every
-//! filter applies a denial with: shadow → count → log → send.
+//! filter applies a denial with: shadow → count → audit → log (summarised) → send.
 
+use crate::audit::{self, DenialSummary};
 use crate::config::Mode;
 use crate::deny::{Denial, Reason};
 use crate::port::{Flow, Host, MetricId, MetricKind, Step};
+use std::cell::RefCell;
 
 /// A counter in Envoy's `/stats` (Envoy prefixes wasm metrics with `wasmcustom.`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,13 +101,16 @@ impl ReasonCounters {
     }
 }
 
-/// The counters a denial is applied with.
+/// The counters a denial is applied with, and the worker's summary of recent denials (the
+/// application log gets one line per window, not one per request).
 #[derive(Debug, Clone)]
 pub struct DenialCounters {
     /// `denied.<code>` (or the filter's own word, e.g. schema's `rejected`).
     pub denied: ReasonCounters,
     /// `shadow_denied.<code>` (defined only in shadow mode).
     pub shadow: ReasonCounters,
+    /// Denials not yet written to the application log.
+    summary: RefCell<DenialSummary>,
 }
 
 impl DenialCounters {
@@ -124,25 +129,42 @@ impl DenialCounters {
             } else {
                 ReasonCounters::none()
             },
+            summary: RefCell::new(DenialSummary::default()),
+        }
+    }
+
+    /// Counts a denial into the summary and writes the summary line when one is due.
+    fn summarise<H: Host>(&self, host: &H, filter: &str, reason: &'static str, shadow: bool) {
+        let due = self.summary.borrow_mut().record(reason, host.now_nanos());
+        if let Some(s) = due {
+            log::info!("{}", s.line(filter, verb(shadow)));
+        }
+    }
+
+    /// Writes the pending summary if its window is over (called on any request, so a window's
+    /// tail is not held back until the next denial).
+    pub fn flush_due<H: Host>(&self, host: &H, filter: &str, mode: Mode) {
+        let due = self.summary.borrow_mut().due(host.now_nanos());
+        if let Some(s) = due {
+            log::info!("{}", s.line(filter, verb(mode == Mode::Shadow)));
         }
     }
 }
 
-/// How loudly a filter logs an enforced denial (a per-request line is a log flood under
-/// attack for some filters).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DenyLog {
-    /// `info`.
-    Info,
-    /// `debug`.
-    Debug,
+fn verb(shadow: bool) -> &'static str {
+    if shadow {
+        "shadow denials"
+    } else {
+        "denials"
+    }
 }
 
-/// Applies a denial: in shadow mode counts and logs it and lets the request through;
-/// otherwise counts, logs (route and reason code only, never request data) and answers the
-/// client. Returns the flow for the callback.
+/// Applies a denial: in shadow mode counts it and lets the request through; otherwise counts
+/// it and answers the client. Either way the decision goes into the request's audit record
+/// (filter state) and into the worker's denial summary: the application log gets a debug
+/// line per request (route and reason code only, never request data) and an info line per
+/// summary window. Returns the flow for the callback.
 /// `hits` names the coverage items the decision exercised (built only when explaining).
-#[allow(clippy::too_many_arguments)]
 pub fn apply_denial<H: Host>(
     host: &H,
     filter: &str,
@@ -150,7 +172,6 @@ pub fn apply_denial<H: Host>(
     route: &str,
     denial: &Denial,
     counters: &DenialCounters,
-    level: DenyLog,
     hits: impl FnOnce() -> Vec<String>,
 ) -> Flow {
     let shadow = mode == Mode::Shadow;
@@ -170,9 +191,11 @@ pub fn apply_denial<H: Host>(
             hits: hits(),
         });
     }
+    audit::denied(host, filter, denial, shadow);
+    counters.summarise(host, filter, denial.reason, shadow);
     if shadow {
         counters.shadow.inc(host, denial.reason);
-        log::info!(
+        log::debug!(
             "portcullis {filter}: shadow deny route={route} status={} reason={}",
             denial.status,
             denial.reason
@@ -180,18 +203,11 @@ pub fn apply_denial<H: Host>(
         return Flow::Continue;
     }
     counters.denied.inc(host, denial.reason);
-    match level {
-        DenyLog::Info => log::info!(
-            "portcullis {filter}: deny route={route} status={} reason={}",
-            denial.status,
-            denial.reason
-        ),
-        DenyLog::Debug => log::debug!(
-            "portcullis {filter}: deny route={route} status={} reason={}",
-            denial.status,
-            denial.reason
-        ),
-    }
+    log::debug!(
+        "portcullis {filter}: deny route={route} status={} reason={}",
+        denial.status,
+        denial.reason
+    );
     send(host, denial);
     Flow::Pause
 }

@@ -7,11 +7,12 @@ use crate::charset;
 use crate::config::{Mode, PiiConfig, Route};
 use crate::decide::{self, BodyPlan, Cause, Finished, HeaderEdit, Job};
 use crate::mask::{Caller, Report};
+use portcullis_core::audit;
 use portcullis_core::config::ConfigError;
 use portcullis_core::identity::{Identity, IDENTITY_PROPERTY};
 use portcullis_core::metrics::{self, Counter};
 use portcullis_core::port::{Filter, Flow, Host, Step, Stream};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 /// Asks the response-hold Lua filter (closest to the client) to keep the response until this
@@ -89,6 +90,7 @@ impl Filter for Pii {
             tenant: None,
             request: None,
             response: None,
+            masked: BTreeMap::new(),
         }
     }
 }
@@ -102,6 +104,9 @@ pub struct PiiStream {
     tenant: Option<String>,
     request: Option<Job>,
     response: Option<Job>,
+    /// Values masked so far in this request (headers and bodies, both directions), by rule:
+    /// the audit record's `masked` field.
+    masked: BTreeMap<String, u64>,
 }
 
 fn direction(response: bool) -> &'static str {
@@ -195,6 +200,7 @@ impl PiiStream {
                     format!("{dir} passed unmasked ({})", cause.name()),
                     Vec::new(),
                 );
+                audit::set(host, "pii_passed", cause.name());
                 log::warn!("portcullis pii: {dir} body passed unmasked route={route_name} cause={} (on_unmaskable: pass)", cause.name());
                 Flow::Continue
             }
@@ -203,6 +209,7 @@ impl PiiStream {
                     c.inc(host);
                 }
                 let outcome = format!("{dir} deny {} {} — {}", d.status, d.reason, d.detail);
+                audit::denied(host, "pii", &d, self.shadow());
                 if self.shadow() {
                     self.explain(host, format!("shadow ({outcome})"), Vec::new());
                     log::info!(
@@ -236,8 +243,9 @@ impl PiiStream {
     }
 
     /// Counts and logs what masking did to a body (`headers`: to a message's headers).
-    fn record<H: Host>(&self, host: &H, report: &Report, dir: &str, headers: bool) {
-        let m = &self.root.metrics;
+    fn record<H: Host>(&mut self, host: &H, report: &Report, dir: &str, headers: bool) {
+        let root = self.root.clone();
+        let m = &root.metrics;
         if !headers {
             m.bodies_scanned.inc(host);
         }
@@ -252,7 +260,7 @@ impl PiiStream {
         for (c, n) in m.revealed.iter().zip(&report.revealed) {
             c.add(host, u64::from(*n));
         }
-        let rules = &self.root.config.rules;
+        let rules = &root.config.rules;
         if host.explaining() {
             let mut parts = Vec::new();
             let mut hits = Vec::new();
@@ -284,7 +292,20 @@ impl PiiStream {
         } else {
             m.bodies_masked.inc(host);
         }
-        // Rule names and counts only; JSON pointers (which name keys, never values) at debug.
+        for (r, n) in rules.iter().zip(&report.masked) {
+            if *n > 0 {
+                *self.masked.entry(r.name.clone()).or_insert(0) += u64::from(*n);
+            }
+        }
+        // Counts by rule name only, never values (the access log's `masked` field).
+        let field = if self.shadow() {
+            "shadow_masked"
+        } else {
+            "masked"
+        };
+        audit::set(host, field, &audit::counts(&self.masked));
+        // Per-request detail belongs to the audit record; the application log gets it at debug.
+        // Rule names and counts only; JSON pointers (which name keys, never values).
         let names: Vec<String> = rules
             .iter()
             .zip(&report.masked)
@@ -296,7 +317,7 @@ impl PiiStream {
         } else {
             "masked"
         };
-        log::info!(
+        log::debug!(
             "portcullis pii: {verb} {dir} route={} rules={}",
             self.route_name(),
             names.join(",")

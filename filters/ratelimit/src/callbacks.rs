@@ -8,10 +8,11 @@ use crate::config::{FailureMode, KeySource, Mode, RateLimitConfig};
 use crate::decide::{self, Applied, RateLimitReason, Request};
 use crate::global::{self, CallOutcome, Pending, Reply};
 use crate::rls;
+use portcullis_core::audit;
 use portcullis_core::config::ConfigError;
 use portcullis_core::deny::Denial;
 use portcullis_core::identity::{Identity, IDENTITY_PROPERTY};
-use portcullis_core::metrics::{self, Counter, DenialCounters, DenyLog, Histogram};
+use portcullis_core::metrics::{self, Counter, DenialCounters, Histogram};
 use portcullis_core::port::{CallResponse, Filter, Flow, GrpcCall, Host, HostExt, Step, Stream};
 use portcullis_core::slots::Secret;
 use std::cell::{Cell, OnceCell};
@@ -94,6 +95,8 @@ pub struct RateLimit {
     secret: OnceCell<Secret>,
     /// When this worker last logged a silent rate limit service (at most every 10 s).
     last_service_warning: Cell<u64>,
+    /// When this worker last warned that shared data gave no verdict (same rule).
+    last_store_warning: Cell<u64>,
 }
 
 impl Filter for RateLimit {
@@ -117,6 +120,7 @@ impl Filter for RateLimit {
             header_names,
             secret: OnceCell::new(),
             last_service_warning: Cell::new(0),
+            last_store_warning: Cell::new(0),
         })
     }
 
@@ -138,12 +142,26 @@ impl RateLimit {
         Some(*self.secret.get_or_init(|| s))
     }
 
+    /// True at most once per 10 s on this worker: a store under attack or contention must not
+    /// turn every request into a warning line.
+    fn store_warning_due<H: Host>(&self, host: &H) -> bool {
+        let now = host.now_nanos();
+        let last = self.last_store_warning.get();
+        if last != 0 && now.saturating_sub(last) < 10_000_000_000 {
+            return false;
+        }
+        self.last_store_warning.set(now.max(1));
+        true
+    }
+
     /// The store could not answer at all: the failure mode decides.
     fn unavailable<H: Host>(&self, host: &H) -> Flow {
-        log::warn!(
-            "portcullis ratelimit: shared data unavailable; failure mode {:?}",
-            self.config.failure_mode
-        );
+        if self.store_warning_due(host) {
+            log::warn!(
+                "portcullis ratelimit: shared data unavailable; failure mode {:?} (logged at most every 10 s per worker; see failure_* metrics)",
+                self.config.failure_mode
+            );
+        }
         match self.config.failure_mode {
             FailureMode::Allow => {
                 self.metrics.failure_allowed.inc(host);
@@ -154,16 +172,27 @@ impl RateLimit {
                 let d = decide::unavailable();
                 metrics::apply_denial(
                     host,
-                    "ratelimit",
+                    &self.config.stat_prefix,
                     self.config.mode,
                     "-",
                     &d,
                     &self.metrics.denials,
-                    DenyLog::Debug,
                     Vec::new,
                 )
             }
         }
+    }
+}
+
+/// Writes this instance's part of the audit record (`<stat_prefix>.limit`, `.remaining`).
+fn record<H: Host>(host: &H, instance: &str, fields: Option<(String, u64)>) {
+    if let Some((limit, remaining)) = fields {
+        audit::set(host, &format!("{instance}.limit"), &limit);
+        audit::set(
+            host,
+            &format!("{instance}.remaining"),
+            &remaining.to_string(),
+        );
     }
 }
 
@@ -215,6 +244,7 @@ impl RateLimitStream {
                         hits: hits(&mut applied.iter().map(|a| a.name.as_str())),
                     });
                 }
+                record(host, &cfg.stat_prefix, decide::audit_fields(Ok(&applied)));
                 self.response_headers = decide::response_headers(cfg.headers, &applied);
                 Flow::Continue
             }
@@ -226,14 +256,18 @@ impl RateLimitStream {
                 if cfg.mode == Mode::Shadow {
                     m.shadow_limited.inc(host);
                 }
+                record(
+                    host,
+                    &cfg.stat_prefix,
+                    decide::audit_fields(Err(limited_by)),
+                );
                 metrics::apply_denial(
                     host,
-                    "ratelimit",
+                    &cfg.stat_prefix,
                     cfg.mode,
                     policy,
                     &denial,
                     &m.denials,
-                    DenyLog::Debug,
                     || hits(&mut limited_by.into_iter()),
                 )
             }
@@ -323,6 +357,7 @@ impl Stream for RateLimitStream {
         let rl = self.root.clone();
         let cfg = &rl.config;
         let m = &rl.metrics;
+        m.denials.flush_due(host, &cfg.stat_prefix, cfg.mode);
         let Some(secret) = rl.secret(host) else {
             return rl.unavailable(host);
         };
@@ -351,10 +386,12 @@ impl Stream for RateLimitStream {
                 FailureMode::Allow => m.failure_allowed.inc(host),
                 FailureMode::Deny => m.failure_denied.inc(host),
             }
-            log::warn!(
-                "portcullis ratelimit: no verdict from shared data; failure mode {:?}",
-                cfg.failure_mode
-            );
+            if rl.store_warning_due(host) {
+                log::warn!(
+                    "portcullis ratelimit: no verdict from shared data; failure mode {:?} (logged at most every 10 s per worker; see failure_* metrics)",
+                    cfg.failure_mode
+                );
+            }
         }
         match (d.verdict, d.global) {
             // Local limits admitted the request; the global ones are asked next.

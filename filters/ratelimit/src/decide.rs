@@ -380,6 +380,22 @@ pub fn too_many(name: &str, amount: &Limit, o: &Outcome, style: HeaderStyle) -> 
     d
 }
 
+/// The most restrictive of the applied limits: fewest units left, then the latest reset.
+pub fn tightest(applied: &[Applied]) -> Option<&Applied> {
+    applied
+        .iter()
+        .min_by_key(|a| (a.outcome.remaining, std::cmp::Reverse(a.outcome.reset_secs)))
+}
+
+/// This instance's part of the audit record: the limit that decided (the one that refused, or
+/// the tightest one that admitted) and the units it has left (`0` on a refusal).
+pub fn audit_fields(verdict: Result<&[Applied], Option<&str>>) -> Option<(String, u64)> {
+    match verdict {
+        Ok(applied) => tightest(applied).map(|t| (t.name.clone(), t.outcome.remaining)),
+        Err(limited_by) => limited_by.map(|n| (n.to_string(), 0)),
+    }
+}
+
 /// Rate-limit headers for the applied limits: `RateLimit-Policy` lists every policy,
 /// `RateLimit` (and the legacy headers) describe the most restrictive one.
 pub fn response_headers(style: HeaderStyle, applied: &[Applied]) -> Vec<(&'static str, String)> {
@@ -391,10 +407,8 @@ pub fn response_headers(style: HeaderStyle, applied: &[Applied]) -> Vec<(&'stati
         .map(|a| format!("\"{}\";q={};w={}", a.name, a.capacity, a.window_secs))
         .collect::<Vec<_>>()
         .join(", ");
-    let tightest = applied
-        .iter()
-        .min_by_key(|a| (a.outcome.remaining, std::cmp::Reverse(a.outcome.reset_secs)));
     let mut out = vec![("ratelimit-policy", policy)];
+    let tightest = tightest(applied);
     if let Some(t) = tightest {
         out.push((
             "ratelimit",

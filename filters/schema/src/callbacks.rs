@@ -5,9 +5,10 @@
 
 use crate::config::{ContractMode, Mode, SchemaConfig};
 use crate::validate::{self, Head, HeadOutcome, SchemaReason};
+use portcullis_core::audit;
 use portcullis_core::config::ConfigError;
 use portcullis_core::deny::Denial;
-use portcullis_core::metrics::{self, Counter, DenialCounters, DenyLog};
+use portcullis_core::metrics::{self, Counter, DenialCounters};
 use portcullis_core::port::{Filter, Flow, Host, HostExt, Step, Stream};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -132,7 +133,6 @@ impl SchemaStream {
             route,
             d,
             &st.metrics.denials,
-            DenyLog::Info,
             || self.hits(),
         )
     }
@@ -140,6 +140,7 @@ impl SchemaStream {
     fn validated<H: Host>(&self, host: &H, outcome: &str) {
         let m = &self.root.metrics;
         m.validated.inc(host);
+        audit::set(host, "schema", "valid");
         if let Some(r) = self.route_name.as_ref().and_then(|n| m.routes.get(n)) {
             r.validated.inc(host);
         }
@@ -163,6 +164,7 @@ impl Stream for SchemaStream {
 
     fn on_request_headers<H: Host>(&mut self, host: &H, end_of_stream: bool) -> Flow {
         let st = self.root.clone();
+        st.metrics.denials.flush_due(host, "schema", st.config.mode);
         let (method, path) = (host.method(), host.path());
         let lookup = |n: &str| host.request_header(n);
         let head = Head {
@@ -215,6 +217,8 @@ impl Stream for SchemaStream {
     }
 
     fn on_response_headers<H: Host>(&mut self, host: &H, end_of_stream: bool) -> Flow {
+        // schema sits closest to the router: the first to see the upstream's own answer.
+        audit::upstream_status(host);
         let st = self.root.clone();
         let Some(rule) = self
             .route_name
@@ -269,6 +273,7 @@ impl Stream for SchemaStream {
                 hits: Vec::new(),
             });
         }
+        audit::denied(host, "schema", &d, !enforce);
         if enforce {
             log::warn!(
                 "portcullis schema: response contract violated route={route}; replaced with 502"
