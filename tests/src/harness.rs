@@ -350,7 +350,9 @@ impl Gateway {
             log_path,
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Envoy compiles every module with TurboFan before it binds: seconds alone, but a
+        // minute and more when several gateways start at once on a loaded 2-core machine.
+        let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             if let Ok(Some(_)) = gw.envoy.try_wait() {
                 return Some(Started::Exited(gw.log()));
@@ -363,7 +365,7 @@ impl Gateway {
             }
             assert!(
                 Instant::now() < deadline,
-                "Envoy not ready after 60 s:\n{}",
+                "Envoy not ready after 180 s:\n{}",
                 gw.log()
             );
             std::thread::sleep(Duration::from_millis(100));
