@@ -157,6 +157,7 @@ pub mod memory {
         /// Faults applied to the next `get` calls (only `HostError` is meaningful).
         get_faults: RefCell<Vec<Fault>>,
         sets: RefCell<u64>,
+        gets: RefCell<u64>,
     }
 
     impl MemoryStore {
@@ -210,6 +211,11 @@ pub mod memory {
             *self.sets.borrow()
         }
 
+        /// Reads (`get` calls) so far: each one takes the host's process-wide lock in Envoy.
+        pub fn reads(&self) -> u64 {
+            *self.gets.borrow()
+        }
+
         /// Queues a fault for a coming `set` (faults apply in the order queued).
         pub fn fault_next_set(&self, f: Fault) {
             self.set_faults.borrow_mut().push(f);
@@ -228,6 +234,7 @@ pub mod memory {
 
     impl SharedStore for MemoryStore {
         fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, u32), StoreError> {
+            *self.gets.borrow_mut() += 1;
             if let Some(Fault::HostError) = Self::take_fault(&self.get_faults) {
                 return Err(StoreError::Unavailable);
             }
