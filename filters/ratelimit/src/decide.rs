@@ -282,15 +282,17 @@ fn run_local(
             d.verdict = Err(unavailable());
         }
     };
-    // Phase 1: check every limit without writing; the first refusal decides.
+    // Phase 1: check every limit without writing; the first refusal decides. What each read
+    // returned is where its take starts: one read and one write per limit, unless contended.
+    let mut snapshots = Vec::with_capacity(plan.len());
     for p in plan {
-        match store::peek(store, &p.bucket, now_ns, p.cost) {
-            Ok(o) if !o.allowed => {
+        match store::peek_snapshot(store, &p.bucket, now_ns, p.cost) {
+            Ok((o, _)) if !o.allowed => {
                 d.limited_by = Some(p.limit.name.clone());
                 d.verdict = Err(too_many(&p.limit.name, &p.amount, &o, cfg.headers));
                 return (d, Vec::new());
             }
-            Ok(_) => {}
+            Ok((_, snapshot)) => snapshots.push(Some(snapshot)),
             Err(_) => {
                 fail(&mut d);
                 return (d, Vec::new());
@@ -305,8 +307,15 @@ fn run_local(
             c.refund(cfg, store, now_ns);
         }
     };
-    for p in plan {
-        let t = store::take(store, &p.bucket, now_ns, p.cost, cfg.max_cas_retries);
+    for (p, snapshot) in plan.iter().zip(snapshots) {
+        let t = store::take_from(
+            store,
+            &p.bucket,
+            now_ns,
+            p.cost,
+            cfg.max_cas_retries,
+            snapshot,
+        );
         d.cas_retries += t.retries;
         d.slots_created += u32::from(t.created_slot);
         match t.result {
