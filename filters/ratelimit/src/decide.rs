@@ -170,7 +170,16 @@ struct Planned<'c> {
 }
 
 fn plan<'c>(cfg: &'c RateLimitConfig, secret: &Secret, req: &Request<'c>) -> Vec<Planned<'c>> {
-    let normalized = path::normalize(req.path).unwrap_or_else(|_| req.path.to_string());
+    // Only limits with routes or route costs look at the path: normalise it for them alone.
+    let by_route = cfg
+        .limits
+        .iter()
+        .any(|l| !l.routes.is_empty() || !l.route_costs.is_empty());
+    let normalized = if by_route {
+        path::normalize(req.path).unwrap_or_else(|_| req.path.to_string())
+    } else {
+        String::new()
+    };
     let ip = client_ip(req.source_address, cfg.ipv4_prefix, cfg.ipv6_prefix);
     let tier = tier(cfg, req);
     let mut plan = Vec::new();
@@ -184,10 +193,13 @@ fn plan<'c>(cfg: &'c RateLimitConfig, secret: &Secret, req: &Request<'c>) -> Vec
                 .position(|m| m.matches(req.method, &normalized).is_some())
         };
         let Some(route) = route else { continue };
-        let cost = l
-            .route_costs
-            .find(req.method, &normalized)
-            .map_or(l.cost, |m| *m.route);
+        let cost = if l.route_costs.is_empty() {
+            l.cost
+        } else {
+            l.route_costs
+                .find(req.method, &normalized)
+                .map_or(l.cost, |m| *m.route)
+        };
         let Some(key) = key_for(l, req, route, ip.as_deref()) else {
             continue;
         };
