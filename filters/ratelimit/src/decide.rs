@@ -124,18 +124,24 @@ pub fn client_ip(source_address: Option<&str>, v4_prefix: u8, v6_prefix: u8) -> 
 
 /// The key of a limit for this request. Identity keys come only from a verified identity; a
 /// request without one falls back to its IP, so it never shares a bucket with everyone else.
-fn key_for(l: &CompiledLimit, req: &Request<'_>, route: usize, ip: Option<&str>) -> Option<String> {
+/// `ip` is the client's key, worked out on first use (a verified caller's keys rarely need it).
+fn key_for(
+    l: &CompiledLimit,
+    req: &Request<'_>,
+    route: usize,
+    ip: &dyn Fn() -> Option<String>,
+) -> Option<String> {
     let verified = req.identity.filter(|i| i.method != AuthMethod::Anonymous);
     let pick = |v: Option<&String>, kind: &str| match v.filter(|v| !v.is_empty()) {
         Some(v) => Some(format!("{kind}:{v}")),
-        None => ip.map(|ip| format!("ip:{ip}")),
+        None => ip(),
     };
     match &l.key {
         KeySource::Global => Some("global".into()),
         KeySource::Tenant => pick(verified.and_then(|i| i.tenant.as_ref()), "tenant"),
         KeySource::App => pick(verified.and_then(|i| i.app.as_ref()), "app"),
         KeySource::Subject => pick(verified.and_then(|i| i.subject.as_ref()), "sub"),
-        KeySource::Ip => ip.map(|ip| format!("ip:{ip}")),
+        KeySource::Ip => ip(),
         KeySource::Route => Some(format!("route:{route}")),
         KeySource::Header { name, values } => {
             let v = req.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v);
@@ -180,7 +186,15 @@ fn plan<'c>(cfg: &'c RateLimitConfig, secret: &Secret, req: &Request<'c>) -> Vec
     } else {
         String::new()
     };
-    let ip = client_ip(req.source_address, cfg.ipv4_prefix, cfg.ipv6_prefix);
+    let ip_key = std::cell::OnceCell::new();
+    let ip = || {
+        ip_key
+            .get_or_init(|| {
+                client_ip(req.source_address, cfg.ipv4_prefix, cfg.ipv6_prefix)
+                    .map(|ip| format!("ip:{ip}"))
+            })
+            .clone()
+    };
     let tier = tier(cfg, req);
     let mut plan = Vec::new();
     for (index, l) in cfg.limits.iter().enumerate() {
@@ -200,7 +214,7 @@ fn plan<'c>(cfg: &'c RateLimitConfig, secret: &Secret, req: &Request<'c>) -> Vec
                 .find(req.method, &normalized)
                 .map_or(l.cost, |m| *m.route)
         };
-        let Some(key) = key_for(l, req, route, ip.as_deref()) else {
+        let Some(key) = key_for(l, req, route, &ip) else {
             continue;
         };
         let tier = tier.filter(|t| l.tiers.contains_key(*t));
