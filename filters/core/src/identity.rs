@@ -1,8 +1,15 @@
 //! The verified caller, as authn hands it to the later filters.
 //!
-//! authn stores it as Envoy filter state (`set_property(["portcullis.identity"], json)`), which no
-//! client can write; the other filters read it back with [`Identity::from_filter_state`]. The
+//! authn stores it as Envoy filter state (`set_property(["portcullis.identity"], bytes)`), which
+//! no client can write; the other filters read it back with [`Identity::from_filter_state`]. The
 //! forwarded `x-portcullis-*` headers are for the upstream only: filters never trust headers.
+//!
+//! The bytes are a compact binary form, written and read on every request (JSON cost more than
+//! the rest of the hand-over; see tests/bench/README.md, "Profiling"): a version byte
+//! ([`FORMAT_VERSION`]), the method byte, then the optional strings (issuer, tenant, app,
+//! subject, tier) and the two lists (scopes, roles), each length-prefixed. Anything else —
+//! another version, a short or overlong length, bytes left over, text that is not UTF-8 — reads
+//! as no identity.
 
 use serde::{Deserialize, Serialize};
 
@@ -71,15 +78,145 @@ impl Identity {
         self.scopes.iter().any(|s| s == scope)
     }
 
-    /// Serialized form stored in filter state.
+    /// Serialized form stored in filter state (see the module docs for the layout).
     pub fn to_filter_state(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        let strings = [
+            &self.issuer,
+            &self.tenant,
+            &self.app,
+            &self.subject,
+            &self.tier,
+        ];
+        let size = 2
+            + strings
+                .iter()
+                .map(|s| 4 + s.as_ref().map_or(0, String::len))
+                .sum::<usize>()
+            + [&self.scopes, &self.roles]
+                .iter()
+                .map(|l| 4 + l.iter().map(|s| 4 + s.len()).sum::<usize>())
+                .sum::<usize>();
+        let mut out = Vec::with_capacity(size);
+        out.push(FORMAT_VERSION);
+        out.push(match self.method {
+            AuthMethod::Anonymous => 0,
+            AuthMethod::Jwt => 1,
+            AuthMethod::ApiKey => 2,
+        });
+        for s in strings {
+            match s {
+                // A string's length is below 2^32 - 1 here: the credential it came from fits
+                // in a request header.
+                Some(s) => put(&mut out, s.as_bytes()),
+                None => out.extend_from_slice(&ABSENT.to_le_bytes()),
+            }
+        }
+        for list in [&self.scopes, &self.roles] {
+            out.extend_from_slice(&len32(list.len()).to_le_bytes());
+            for s in list {
+                put(&mut out, s.as_bytes());
+            }
+        }
+        out
     }
 
     /// Reads the identity back from filter state; `None` if absent or unreadable, which later
     /// filters must treat as "not authenticated".
     pub fn from_filter_state(bytes: Option<&[u8]>) -> Option<Self> {
-        bytes.and_then(|b| serde_json::from_slice(b).ok())
+        let mut r = Reader(bytes?);
+        if r.byte()? != FORMAT_VERSION {
+            return None;
+        }
+        let method = match r.byte()? {
+            0 => AuthMethod::Anonymous,
+            1 => AuthMethod::Jwt,
+            2 => AuthMethod::ApiKey,
+            _ => return None,
+        };
+        let issuer = r.optional()?;
+        let tenant = r.optional()?;
+        let app = r.optional()?;
+        let subject = r.optional()?;
+        let tier = r.optional()?;
+        let scopes = r.list()?;
+        let roles = r.list()?;
+        if !r.0.is_empty() {
+            return None;
+        }
+        Some(Identity {
+            method,
+            issuer,
+            tenant,
+            app,
+            subject,
+            scopes,
+            roles,
+            tier,
+        })
+    }
+}
+
+/// First byte of the filter-state form; a reader refuses any other.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// Length marking an absent optional string.
+const ABSENT: u32 = u32::MAX;
+
+fn len32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(ABSENT - 1)
+}
+
+fn put(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&len32(s.len()).to_le_bytes());
+    out.extend_from_slice(s);
+}
+
+/// A cursor over filter-state bytes; every read fails (`None`) past the end.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        let (&b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(b)
+    }
+
+    fn len(&mut self) -> Option<u32> {
+        let (head, rest) = self.0.split_first_chunk::<4>()?;
+        self.0 = rest;
+        Some(u32::from_le_bytes(*head))
+    }
+
+    fn string_of(&mut self, len: u32) -> Option<String> {
+        let len = usize::try_from(len).ok()?;
+        if len > self.0.len() {
+            return None;
+        }
+        let (s, rest) = self.0.split_at(len);
+        self.0 = rest;
+        std::str::from_utf8(s).ok().map(str::to_string)
+    }
+
+    fn optional(&mut self) -> Option<Option<String>> {
+        match self.len()? {
+            ABSENT => Some(None),
+            n => self.string_of(n).map(Some),
+        }
+    }
+
+    fn list(&mut self) -> Option<Vec<String>> {
+        let n = usize::try_from(self.len()?).ok()?;
+        // Each entry takes at least its 4-byte length: a count the bytes cannot hold is refused
+        // before anything is allocated for it.
+        if n > self.0.len() / 4 {
+            return None;
+        }
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            let len = self.len()?;
+            v.push(self.string_of(len)?);
+        }
+        Some(v)
     }
 }
 
@@ -100,5 +237,66 @@ mod tests {
         assert!(!back.has_scope("customers:read:admin"));
         assert_eq!(Identity::from_filter_state(Some(b"garbage")), None);
         assert_eq!(Identity::from_filter_state(None), None);
+    }
+
+    fn full() -> Identity {
+        Identity {
+            method: AuthMethod::ApiKey,
+            issuer: Some("https://idp".into()),
+            tenant: Some("acme".into()),
+            app: Some("widget".into()),
+            subject: Some("".into()),
+            scopes: vec!["a".into(), "b:c".into()],
+            roles: vec!["admin".into()],
+            tier: Some("gold".into()),
+        }
+    }
+
+    #[test]
+    fn every_field_round_trips_and_empty_differs_from_absent() {
+        for id in [full(), Identity::anonymous()] {
+            assert_eq!(
+                Identity::from_filter_state(Some(&id.to_filter_state())),
+                Some(id)
+            );
+        }
+        let mut none = full();
+        none.subject = None;
+        assert_ne!(none.to_filter_state(), full().to_filter_state());
+    }
+
+    #[test]
+    fn malformed_filter_state_is_no_identity() {
+        let good = full().to_filter_state();
+        // Every truncation, and one byte too many.
+        for n in 0..good.len() {
+            assert_eq!(Identity::from_filter_state(Some(&good[..n])), None, "{n}");
+        }
+        let mut long = good.clone();
+        long.push(0);
+        assert_eq!(Identity::from_filter_state(Some(&long)), None);
+        // Another version, an unknown method.
+        let mut v = good.clone();
+        v[0] = FORMAT_VERSION + 1;
+        assert_eq!(Identity::from_filter_state(Some(&v)), None);
+        let mut m = good.clone();
+        m[1] = 9;
+        assert_eq!(Identity::from_filter_state(Some(&m)), None);
+        // The JSON form of earlier releases.
+        assert_eq!(
+            Identity::from_filter_state(Some(br#"{"method":"jwt","tenant":"acme"}"#)),
+            None
+        );
+        // A list count far beyond the bytes, and text that is not UTF-8.
+        let mut id = Identity::anonymous();
+        id.tenant = Some("é".into());
+        let mut b = id.to_filter_state();
+        let at = b.len() - 8;
+        b[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(Identity::from_filter_state(Some(&b)), None);
+        let mut b = id.to_filter_state();
+        let at = b.iter().position(|&x| x == 0xc3).unwrap_or(0);
+        b[at] = 0xff;
+        assert_eq!(Identity::from_filter_state(Some(&b)), None);
     }
 }

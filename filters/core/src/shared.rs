@@ -66,11 +66,31 @@ pub fn update<T>(
     store: &dyn SharedStore,
     key: &str,
     max_retries: u32,
+    step: impl FnMut(Option<&[u8]>) -> Step<T>,
+) -> Updated<T> {
+    update_from(store, key, max_retries, None, step)
+}
+
+/// A key's value and CAS as one `get` returned them.
+pub type Snapshot = (Option<Vec<u8>>, u32);
+
+/// [`update`], starting from a `snapshot` the caller already read (no second `get`: each one
+/// takes the host's process-wide lock). If the key changed since, the write's CAS fails and the
+/// loop goes on from a fresh read, as it would from its own.
+pub fn update_from<T>(
+    store: &dyn SharedStore,
+    key: &str,
+    max_retries: u32,
+    mut snapshot: Option<Snapshot>,
     mut step: impl FnMut(Option<&[u8]>) -> Step<T>,
 ) -> Updated<T> {
     let mut retries = 0;
     loop {
-        let (value, cas) = match store.get(key) {
+        let read = match snapshot.take() {
+            Some(s) => Ok(s),
+            None => store.get(key),
+        };
+        let (value, cas) = match read {
             Ok(v) => v,
             Err(_) => {
                 return Updated {
@@ -157,6 +177,7 @@ pub mod memory {
         /// Faults applied to the next `get` calls (only `HostError` is meaningful).
         get_faults: RefCell<Vec<Fault>>,
         sets: RefCell<u64>,
+        gets: RefCell<u64>,
     }
 
     impl MemoryStore {
@@ -210,6 +231,11 @@ pub mod memory {
             *self.sets.borrow()
         }
 
+        /// Reads (`get` calls) so far: each one takes the host's process-wide lock in Envoy.
+        pub fn reads(&self) -> u64 {
+            *self.gets.borrow()
+        }
+
         /// Queues a fault for a coming `set` (faults apply in the order queued).
         pub fn fault_next_set(&self, f: Fault) {
             self.set_faults.borrow_mut().push(f);
@@ -228,6 +254,7 @@ pub mod memory {
 
     impl SharedStore for MemoryStore {
         fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, u32), StoreError> {
+            *self.gets.borrow_mut() += 1;
             if let Some(Fault::HostError) = Self::take_fault(&self.get_faults) {
                 return Err(StoreError::Unavailable);
             }
@@ -302,6 +329,23 @@ mod tests {
         s.fault_next_set(Fault::CompetingWrite("n".into(), vec![1]));
         let u = incr(&s, 3);
         assert_eq!((u.result, u.retries), (Ok(2), 1), "A counted on top of B");
+    }
+
+    #[test]
+    fn an_update_from_a_snapshot_reads_only_after_a_mismatch() {
+        let s = MemoryStore::new();
+        incr(&s, 3);
+        let snap = s.get("n").unwrap();
+        let reads = s.reads();
+        let step = |v: Option<&[u8]>| {
+            let n = v.map_or(0, |b| u64::from(b[0])) + 1;
+            Step::Write(vec![n as u8], n)
+        };
+        let u = update_from(&s, "n", 3, Some(snap.clone()), step);
+        assert_eq!((u.result, s.reads() - reads), (Ok(2), 0));
+        // The snapshot is stale now: the CAS fails, and the loop reads the fresh value.
+        let u = update_from(&s, "n", 3, Some(snap), step);
+        assert_eq!((u.result, u.retries, s.reads() - reads), (Ok(3), 1, 1));
     }
 
     #[test]

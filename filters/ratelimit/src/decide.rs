@@ -124,18 +124,24 @@ pub fn client_ip(source_address: Option<&str>, v4_prefix: u8, v6_prefix: u8) -> 
 
 /// The key of a limit for this request. Identity keys come only from a verified identity; a
 /// request without one falls back to its IP, so it never shares a bucket with everyone else.
-fn key_for(l: &CompiledLimit, req: &Request<'_>, route: usize, ip: Option<&str>) -> Option<String> {
+/// `ip` is the client's key, worked out on first use (a verified caller's keys rarely need it).
+fn key_for(
+    l: &CompiledLimit,
+    req: &Request<'_>,
+    route: usize,
+    ip: &dyn Fn() -> Option<String>,
+) -> Option<String> {
     let verified = req.identity.filter(|i| i.method != AuthMethod::Anonymous);
     let pick = |v: Option<&String>, kind: &str| match v.filter(|v| !v.is_empty()) {
         Some(v) => Some(format!("{kind}:{v}")),
-        None => ip.map(|ip| format!("ip:{ip}")),
+        None => ip(),
     };
     match &l.key {
         KeySource::Global => Some("global".into()),
         KeySource::Tenant => pick(verified.and_then(|i| i.tenant.as_ref()), "tenant"),
         KeySource::App => pick(verified.and_then(|i| i.app.as_ref()), "app"),
         KeySource::Subject => pick(verified.and_then(|i| i.subject.as_ref()), "sub"),
-        KeySource::Ip => ip.map(|ip| format!("ip:{ip}")),
+        KeySource::Ip => ip(),
         KeySource::Route => Some(format!("route:{route}")),
         KeySource::Header { name, values } => {
             let v = req.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v);
@@ -170,8 +176,25 @@ struct Planned<'c> {
 }
 
 fn plan<'c>(cfg: &'c RateLimitConfig, secret: &Secret, req: &Request<'c>) -> Vec<Planned<'c>> {
-    let normalized = path::normalize(req.path).unwrap_or_else(|_| req.path.to_string());
-    let ip = client_ip(req.source_address, cfg.ipv4_prefix, cfg.ipv6_prefix);
+    // Only limits with routes or route costs look at the path: normalise it for them alone.
+    let by_route = cfg
+        .limits
+        .iter()
+        .any(|l| !l.routes.is_empty() || !l.route_costs.is_empty());
+    let normalized = if by_route {
+        path::normalize(req.path).unwrap_or_else(|_| req.path.to_string())
+    } else {
+        String::new()
+    };
+    let ip_key = std::cell::OnceCell::new();
+    let ip = || {
+        ip_key
+            .get_or_init(|| {
+                client_ip(req.source_address, cfg.ipv4_prefix, cfg.ipv6_prefix)
+                    .map(|ip| format!("ip:{ip}"))
+            })
+            .clone()
+    };
     let tier = tier(cfg, req);
     let mut plan = Vec::new();
     for (index, l) in cfg.limits.iter().enumerate() {
@@ -184,11 +207,14 @@ fn plan<'c>(cfg: &'c RateLimitConfig, secret: &Secret, req: &Request<'c>) -> Vec
                 .position(|m| m.matches(req.method, &normalized).is_some())
         };
         let Some(route) = route else { continue };
-        let cost = l
-            .route_costs
-            .find(req.method, &normalized)
-            .map_or(l.cost, |m| *m.route);
-        let Some(key) = key_for(l, req, route, ip.as_deref()) else {
+        let cost = if l.route_costs.is_empty() {
+            l.cost
+        } else {
+            l.route_costs
+                .find(req.method, &normalized)
+                .map_or(l.cost, |m| *m.route)
+        };
+        let Some(key) = key_for(l, req, route, &ip) else {
             continue;
         };
         let tier = tier.filter(|t| l.tiers.contains_key(*t));
@@ -282,15 +308,17 @@ fn run_local(
             d.verdict = Err(unavailable());
         }
     };
-    // Phase 1: check every limit without writing; the first refusal decides.
+    // Phase 1: check every limit without writing; the first refusal decides. What each read
+    // returned is where its take starts: one read and one write per limit, unless contended.
+    let mut snapshots = Vec::with_capacity(plan.len());
     for p in plan {
-        match store::peek(store, &p.bucket, now_ns, p.cost) {
-            Ok(o) if !o.allowed => {
+        match store::peek_snapshot(store, &p.bucket, now_ns, p.cost) {
+            Ok((o, _)) if !o.allowed => {
                 d.limited_by = Some(p.limit.name.clone());
                 d.verdict = Err(too_many(&p.limit.name, &p.amount, &o, cfg.headers));
                 return (d, Vec::new());
             }
-            Ok(_) => {}
+            Ok((_, snapshot)) => snapshots.push(Some(snapshot)),
             Err(_) => {
                 fail(&mut d);
                 return (d, Vec::new());
@@ -305,8 +333,15 @@ fn run_local(
             c.refund(cfg, store, now_ns);
         }
     };
-    for p in plan {
-        let t = store::take(store, &p.bucket, now_ns, p.cost, cfg.max_cas_retries);
+    for (p, snapshot) in plan.iter().zip(snapshots) {
+        let t = store::take_from(
+            store,
+            &p.bucket,
+            now_ns,
+            p.cost,
+            cfg.max_cas_retries,
+            snapshot,
+        );
         d.cas_retries += t.retries;
         d.slots_created += u32::from(t.created_slot);
         match t.result {

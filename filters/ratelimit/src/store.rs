@@ -10,7 +10,7 @@
 
 use crate::bucket::{Limit, Outcome, State};
 use crate::config::RateLimitConfig;
-use portcullis_core::shared::{self, SharedStore, Step, UpdateError};
+use portcullis_core::shared::{self, SharedStore, Snapshot, Step, UpdateError};
 use portcullis_core::slots::{Place, Slot, SlotTable};
 
 /// Why an atomic take gave no verdict.
@@ -98,10 +98,22 @@ pub fn peek(
     now_ns: u64,
     cost: u64,
 ) -> Result<Outcome, TakeError> {
-    shared::read(store, &b.slot.key, |v| {
-        let (_, state) = b.place(v, now_ns);
-        b.limit.take(state, now_ns, cost)
-    })
+    peek_snapshot(store, b, now_ns, cost).map(|(o, _)| o)
+}
+
+/// [`peek`], also returning what was read, so the [`take_from`] that follows needs no second
+/// read of the key.
+pub fn peek_snapshot(
+    store: &dyn SharedStore,
+    b: &Bucket<'_>,
+    now_ns: u64,
+    cost: u64,
+) -> Result<(Outcome, Snapshot), TakeError> {
+    let (value, cas) = store
+        .get(&b.slot.key)
+        .map_err(|_| UpdateError::Unavailable)?;
+    let (_, state) = b.place(value.as_deref(), now_ns);
+    Ok((b.limit.take(state, now_ns, cost), (value, cas)))
 }
 
 /// Atomically takes `cost` units (or, when denied, changes nothing).
@@ -112,7 +124,19 @@ pub fn take(
     cost: u64,
     max_retries: u32,
 ) -> Taken {
-    let u = shared::update(store, &b.slot.key, max_retries, |v| {
+    take_from(store, b, now_ns, cost, max_retries, None)
+}
+
+/// [`take`], starting from a `snapshot` of the key [`peek_snapshot`] read.
+pub fn take_from(
+    store: &dyn SharedStore,
+    b: &Bucket<'_>,
+    now_ns: u64,
+    cost: u64,
+    max_retries: u32,
+    snapshot: Option<Snapshot>,
+) -> Taken {
+    let u = shared::update_from(store, &b.slot.key, max_retries, snapshot, |v| {
         let (place, state) = b.place(v, now_ns);
         let outcome = b.limit.take(state, now_ns, cost);
         if !outcome.allowed {
