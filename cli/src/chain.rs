@@ -280,6 +280,14 @@ mod tests {
         let mut p = crate::policy::load(&root.join("policies")).unwrap();
         let key = "ab".repeat(32);
         p.authn["audit"] = json!({ "hash_key": key });
+        for c in [
+            &mut p.ratelimit,
+            &mut p.ratelimit_ip,
+            &mut p.pii,
+            &mut p.schema,
+        ] {
+            c["audit"] = json!(true);
+        }
         let c = Compiled::new(&p).unwrap();
         let mut st = ChainState::new(&c).unwrap();
         let now = std::time::SystemTime::now()

@@ -54,6 +54,16 @@ pub struct RenderOptions {
     pub audit: Option<AuditLog>,
 }
 
+/// A filter's configuration with `audit: true` when the audit log is on, so the filter writes
+/// its audit fields; without the log they would cost host calls on every request for nothing.
+fn audited(config: &Value, opts: &RenderOptions) -> Value {
+    let mut c = config.clone();
+    if let (Some(_), Some(obj)) = (&opts.audit, c.as_object_mut()) {
+        obj.insert("audit".into(), Value::Bool(true));
+    }
+    c
+}
+
 /// Where the audit trail goes and the key its hashes are made with.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
@@ -445,15 +455,15 @@ pub fn render(template: &str, policies: &Policies, opts: &RenderOptions) -> Resu
         ),
         (
             "SCHEMA_CONFIGURATION",
-            plugin_configuration(&policies.schema, opts.format),
+            plugin_configuration(&audited(&policies.schema, opts), opts.format),
         ),
         (
             "RATELIMIT_CONFIGURATION",
-            plugin_configuration(&policies.ratelimit, opts.format),
+            plugin_configuration(&audited(&policies.ratelimit, opts), opts.format),
         ),
         (
             "RATELIMIT_IP_CONFIGURATION",
-            plugin_configuration(&policies.ratelimit_ip, opts.format),
+            plugin_configuration(&audited(&policies.ratelimit_ip, opts), opts.format),
         ),
         (
             "DOWNSTREAM_TLS",
@@ -464,7 +474,7 @@ pub fn render(template: &str, policies: &Policies, opts: &RenderOptions) -> Resu
         ),
         (
             "PII_CONFIGURATION",
-            plugin_configuration(&policies.pii, opts.format),
+            plugin_configuration(&audited(&policies.pii, opts), opts.format),
         ),
         (
             "PII_EGRESS_CONFIGURATION",

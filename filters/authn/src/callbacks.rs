@@ -331,10 +331,17 @@ impl Stream for AuthnStream {
         }
         let route_name = decision.route.clone();
         let route = route_name.as_deref().unwrap_or("-");
-        let source = host
-            .property(&["source", "address"])
+        // The audit record is written only when the access log asks for it (a key is
+        // configured): off, the request path makes none of these host calls.
+        let auditing = cfg.audit_key.is_some();
+        let source = auditing
+            .then(|| host.property(&["source", "address"]))
+            .flatten()
             .map(|b| String::from_utf8_lossy(&b).into_owned());
         let record = |allowed: Option<&portcullis_core::identity::Identity>| {
+            if !auditing {
+                return;
+            }
             for (field, value) in crate::audit::fields(
                 cfg.audit_key.as_ref(),
                 route_name.as_deref(),

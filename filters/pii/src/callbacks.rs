@@ -200,7 +200,9 @@ impl PiiStream {
                     format!("{dir} passed unmasked ({})", cause.name()),
                     Vec::new(),
                 );
-                audit::set(host, "pii_passed", cause.name());
+                if st.config.audit {
+                    audit::set(host, "pii_passed", cause.name());
+                }
                 log::warn!("portcullis pii: {dir} body passed unmasked route={route_name} cause={} (on_unmaskable: pass)", cause.name());
                 Flow::Continue
             }
@@ -303,7 +305,9 @@ impl PiiStream {
         } else {
             "masked"
         };
-        audit::set(host, field, &audit::counts(&self.masked));
+        if root.config.audit {
+            audit::set(host, field, &audit::counts(&self.masked));
+        }
         // Per-request detail belongs to the audit record; the application log gets it at debug.
         // Rule names and counts only; JSON pointers (which name keys, never values).
         let names: Vec<String> = rules

@@ -16,6 +16,10 @@ pub use portcullis_core::config::Mode;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// Write this filter's audit fields (filter state the access log reads) on every request.
+    /// `portcullis render --audit-log` turns it on; off, the request path makes no such writes.
+    #[serde(default)]
+    pub audit: bool,
     /// `enforce` (default) or `shadow` (count what would be masked, change nothing).
     #[serde(default)]
     pub mode: Mode,
@@ -359,6 +363,8 @@ impl Keys {
 /// The compiled configuration.
 #[derive(Debug, Clone)]
 pub struct PiiConfig {
+    /// Audit fields written per request (`audit` as written).
+    pub audit: bool,
     /// Mode.
     pub mode: Mode,
     /// Metric prefix.
@@ -695,6 +701,7 @@ impl PiiConfig {
             }
         };
         Ok(PiiConfig {
+            audit: raw.audit,
             mode: raw.mode,
             stat_prefix: raw.stat_prefix.clone(),
             max_decompressed_bytes: raw.decompression.max_bytes,

@@ -244,7 +244,9 @@ impl RateLimitStream {
                         hits: hits(&mut applied.iter().map(|a| a.name.as_str())),
                     });
                 }
-                record(host, &cfg.stat_prefix, decide::audit_fields(Ok(&applied)));
+                if cfg.audit {
+                    record(host, &cfg.stat_prefix, decide::audit_fields(Ok(&applied)));
+                }
                 self.response_headers = decide::response_headers(cfg.headers, &applied);
                 Flow::Continue
             }
@@ -256,11 +258,13 @@ impl RateLimitStream {
                 if cfg.mode == Mode::Shadow {
                     m.shadow_limited.inc(host);
                 }
-                record(
-                    host,
-                    &cfg.stat_prefix,
-                    decide::audit_fields(Err(limited_by)),
-                );
+                if cfg.audit {
+                    record(
+                        host,
+                        &cfg.stat_prefix,
+                        decide::audit_fields(Err(limited_by)),
+                    );
+                }
                 metrics::apply_denial(
                     host,
                     &cfg.stat_prefix,

@@ -255,6 +255,10 @@ pub struct RawLimit {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// Write this filter's audit fields (filter state the access log reads) on every request.
+    /// `portcullis render --audit-log` turns it on; off, the request path makes no such writes.
+    #[serde(default)]
+    pub audit: bool,
     /// `enforce` or `shadow`.
     #[serde(default)]
     pub mode: Mode,
@@ -353,6 +357,8 @@ impl CompiledLimit {
 /// The compiled configuration.
 #[derive(Debug)]
 pub struct RateLimitConfig {
+    /// Audit fields written per request (`audit` as written).
+    pub audit: bool,
     /// Mode.
     pub mode: Mode,
     /// Prefix.
@@ -592,6 +598,7 @@ impl RateLimitConfig {
             }
         };
         Ok(RateLimitConfig {
+            audit: raw.audit,
             global,
             mode: raw.mode,
             stat_prefix: raw.stat_prefix,

@@ -67,6 +67,10 @@ impl LimitOverrides {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// Write this filter's audit fields (filter state the access log reads) on every request.
+    /// `portcullis render --audit-log` turns it on; off, the request path makes no such writes.
+    #[serde(default)]
+    pub audit: bool,
     /// `enforce` (default) or `shadow`.
     #[serde(default)]
     pub mode: Mode,
@@ -242,6 +246,8 @@ pub struct Route {
 /// The compiled schema filter configuration.
 #[derive(Debug)]
 pub struct SchemaConfig {
+    /// Audit fields written per request (`audit` as written).
+    pub audit: bool,
     /// Enforce or shadow.
     pub mode: Mode,
     /// Metric prefix.
@@ -461,6 +467,7 @@ impl SchemaConfig {
             ));
         }
         Ok(SchemaConfig {
+            audit: raw.audit,
             mode: raw.mode,
             stat_prefix: raw.stat_prefix,
             json_suffix: raw.json_suffix,
