@@ -170,6 +170,19 @@ impl<'a> Tokenizer<'a> {
         })
     }
 
+    /// A tokenizer over text already known to be UTF-8 (a part of a document another
+    /// tokenizer is reading, say: a look-ahead must not check the rest of the body again).
+    pub fn for_str(input: &'a str, limits: Limits) -> Self {
+        Tokenizer {
+            s: input,
+            b: input.as_bytes(),
+            i: 0,
+            stack: Vec::new(),
+            expect: Expect::Value,
+            limits,
+        }
+    }
+
     /// Offset just after the last event.
     pub fn offset(&self) -> usize {
         self.i

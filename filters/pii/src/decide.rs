@@ -4,9 +4,9 @@
 
 use crate::charset;
 use crate::codec::{self, Coding, DecodeError};
-use crate::config::{BinaryPolicy, OnUnmaskable, PiiConfig, Route};
-use crate::json::{self, Json};
+use crate::config::{BinaryPolicy, OnUnmaskable, PiiConfig, Profile, Route};
 use crate::mask::{self, Caller, HeaderOutcome, Report};
+use crate::stream::{self, StreamError};
 use portcullis_core::deny::{Denial, Reason};
 
 portcullis_core::reasons! {
@@ -613,30 +613,38 @@ pub fn mask_body(
         charset::Guess::Json
     };
     let text = charset::decode(body, job.charset, guess);
-    let as_json = match job.kind {
-        Kind::Json => Some(json::parse(&text.utf8).map_err(|_| Cause::InvalidJson)?),
+    // JSON is masked in one pass over its text, copying what no rule touches (`stream`).
+    let json_text = std::str::from_utf8(&text.utf8);
+    let as_json = match (job.kind, json_text) {
+        (Kind::Binary, _) => None,
+        (Kind::Json, Err(_)) => return Err(Cause::InvalidJson),
+        (Kind::Json, Ok(s)) => Some((s, stream_json(cfg, profile, caller, s)?)),
         // Text that is a JSON object or array is read as JSON too: a client may parse it, and
         // JSON escapes (`\u0040`) would hide what the detectors look for in the raw text.
-        Kind::Text => json::parse(&text.utf8)
-            .ok()
-            .filter(|d| matches!(d, Json::Obj(_) | Json::Arr(_))),
-        Kind::Sniff => json::parse(&text.utf8).ok(),
-        Kind::Binary => None,
+        (Kind::Text, Ok(s))
+            if s.trim_start_matches([' ', '\t', '\n', '\r'])
+                .starts_with(['{', '[']) =>
+        {
+            json_or_text(cfg, profile, caller, s)?
+        }
+        (Kind::Sniff, Ok(s)) => json_or_text(cfg, profile, caller, s)?,
+        (Kind::Text | Kind::Sniff, _) => None,
     };
     let unchanged = || (!job.codings.is_empty()).then(|| body.to_vec());
     let write =
         |masked: &str| charset::encode(masked, text.form).map_err(|_| Cause::UnsupportedCharset);
-    if let Some(mut doc) = as_json {
-        let report =
-            mask::mask_json(cfg, profile, caller, &mut doc).map_err(|_| Cause::NoTokenKey)?;
+    if let Some((input, m)) = as_json {
         let out = if shadow {
             None
-        } else if report.total() == 0 {
+        } else if m.report.total() == 0 {
             unchanged()
         } else {
-            Some(write(&String::from_utf8_lossy(&doc.to_bytes()))?)
+            Some(write(m.body.as_deref().unwrap_or(input))?)
         };
-        return Ok(Masked { body: out, report });
+        return Ok(Masked {
+            body: out,
+            report: m.report,
+        });
     }
     // Sniffed bytes are text only when they decode cleanly (UTF-8, or wide text with a BOM).
     let readable = match job.kind {
@@ -662,6 +670,33 @@ pub fn mask_body(
         None => unchanged(),
     };
     Ok(Masked { body: out, report })
+}
+
+/// Masks a body that must be JSON.
+fn stream_json(
+    cfg: &PiiConfig,
+    profile: &Profile,
+    caller: Caller<'_>,
+    s: &str,
+) -> Result<stream::Streamed, Cause> {
+    stream::mask_document(cfg, profile, caller, s).map_err(|e| match e {
+        StreamError::Json(_) => Cause::InvalidJson,
+        StreamError::NoKey => Cause::NoTokenKey,
+    })
+}
+
+/// Masks a body as JSON when it is JSON; `None` when it is not (it is text then).
+fn json_or_text<'s>(
+    cfg: &PiiConfig,
+    profile: &Profile,
+    caller: Caller<'_>,
+    s: &'s str,
+) -> Result<Option<(&'s str, stream::Streamed)>, Cause> {
+    match stream_json(cfg, profile, caller, s) {
+        Ok(m) => Ok(Some((s, m))),
+        Err(Cause::InvalidJson) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// How a buffered body ends.

@@ -32,16 +32,10 @@ pub enum JsonError {
 /// Deepest nesting accepted.
 pub const MAX_DEPTH: usize = 256;
 
-/// Parses a complete JSON document (surrounding whitespace allowed, nothing else), through
-/// the core's tokenizer: iteratively (an explicit stack, never recursion), strings unescaped
-/// as they are kept.
-pub fn parse(input: &[u8]) -> Result<Json, JsonError> {
-    use portcullis_core::json::{Error, Event, Limits, Tokenizer};
-    let limits = Limits {
-        max_depth: MAX_DEPTH,
-        ..Limits::default()
-    };
-    let err = |e: Error| match e {
+/// The tokenizer's refusal as this model's.
+pub(crate) fn error(e: portcullis_core::json::Error) -> JsonError {
+    use portcullis_core::json::Error;
+    match e {
         Error::TooDeep(_) => JsonError::TooDeep,
         Error::Syntax(at)
         | Error::InvalidUtf8(at)
@@ -51,7 +45,19 @@ pub fn parse(input: &[u8]) -> Result<Json, JsonError> {
         | Error::TooManyMembers(at)
         | Error::DuplicateName(at)
         | Error::NumberOutOfRange(at) => JsonError::Syntax(at),
+    }
+}
+
+/// Parses a complete JSON document (surrounding whitespace allowed, nothing else), through
+/// the core's tokenizer: iteratively (an explicit stack, never recursion), strings unescaped
+/// as they are kept.
+pub fn parse(input: &[u8]) -> Result<Json, JsonError> {
+    use portcullis_core::json::{Event, Limits, Tokenizer};
+    let limits = Limits {
+        max_depth: MAX_DEPTH,
+        ..Limits::default()
     };
+    let err = error;
     let mut t = Tokenizer::new(input, limits).map_err(err)?;
     // Open containers, each with the member name its value will be stored under.
     let mut stack: Vec<(Json, Option<String>)> = Vec::new();

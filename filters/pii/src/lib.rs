@@ -7,7 +7,7 @@
 //! - [`json`], [`jsonpath`]: the document model and field paths;
 //! - [`detect`], [`action`]: what is personal data and what happens to it;
 //! - [`charset`]: text encodings, decoded and written back;
-//! - [`mask`]: the engine; [`number`]: what a JSON number denotes; [`codec`]: content
+//! - [`mask`]: the engine (its decisions), [`stream`]: JSON bodies masked in one pass; [`number`]: what a JSON number denotes; [`codec`]: content
 //!   codings; [`decide`]: the filter's decisions;
 //! - [`callbacks`]: the callbacks, written once over the core's host port.
 
@@ -22,6 +22,7 @@ pub mod json;
 pub mod jsonpath;
 pub mod mask;
 pub mod number;
+pub mod stream;
 
 pub use callbacks::Pii;
 

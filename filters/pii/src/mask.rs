@@ -36,7 +36,7 @@ pub struct Report {
 pub const MAX_POINTERS: usize = 16;
 
 impl Report {
-    fn new(rules: usize) -> Self {
+    pub(crate) fn new(rules: usize) -> Self {
         Report {
             masked: vec![0; rules],
             revealed: vec![0; rules],
@@ -49,7 +49,7 @@ impl Report {
         self.masked.iter().sum()
     }
 
-    fn hit(&mut self, rule: usize, at: impl FnOnce() -> String) {
+    pub(crate) fn hit(&mut self, rule: usize, at: impl FnOnce() -> String) {
         if let Some(c) = self.masked.get_mut(rule) {
             *c += 1;
         }
@@ -58,25 +58,27 @@ impl Report {
         }
     }
 
-    fn reveal(&mut self, rule: usize) {
+    pub(crate) fn reveal(&mut self, rule: usize) {
         if let Some(c) = self.revealed.get_mut(rule) {
             *c += 1;
         }
     }
 }
 
-fn allowed(rule: &Rule, caller: &Caller<'_>) -> bool {
+pub(crate) fn allowed(rule: &Rule, caller: &Caller<'_>) -> bool {
     rule.unmask_scopes
         .iter()
         .any(|s| caller.scopes.iter().any(|c| c == s))
 }
 
-struct Walker<'a> {
-    cfg: &'a PiiConfig,
-    profile: &'a Profile,
-    caller: Caller<'a>,
-    report: Report,
-    /// Path of the node being visited, for pointers.
+/// The rules' decisions for one body, shared by the tree walk below and the streaming masker
+/// ([`crate::stream`]), with the report they fill.
+pub(crate) struct Walker<'a> {
+    pub(crate) cfg: &'a PiiConfig,
+    pub(crate) profile: &'a Profile,
+    pub(crate) caller: Caller<'a>,
+    pub(crate) report: Report,
+    /// Path of the node being visited, for pointers (tree walk only).
     stack: Vec<PathSeg>,
 }
 
@@ -98,14 +100,24 @@ fn pointer(stack: &[PathSeg], last: Option<&PathSeg>) -> String {
 }
 
 /// What a field rule decided for one member.
-enum Verdict {
+pub(crate) enum Verdict {
     Keep,
     Replace(Json),
     Remove,
 }
 
 impl<'a> Walker<'a> {
-    fn rule(&self, i: usize) -> Option<&'a Rule> {
+    pub(crate) fn new(cfg: &'a PiiConfig, profile: &'a Profile, caller: Caller<'a>) -> Self {
+        Walker {
+            cfg,
+            profile,
+            caller,
+            report: Report::new(cfg.rules.len()),
+            stack: Vec::new(),
+        }
+    }
+
+    pub(crate) fn rule(&self, i: usize) -> Option<&'a Rule> {
         self.cfg.rules.get(i)
     }
 
@@ -155,7 +167,7 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn apply(&self, action: &Action, value: &Json) -> Result<Verdict, NoKey> {
+    pub(crate) fn apply(&self, action: &Action, value: &Json) -> Result<Verdict, NoKey> {
         if *action == Action::Drop {
             return Ok(Verdict::Remove);
         }
@@ -177,6 +189,34 @@ impl<'a> Walker<'a> {
         )))
     }
 
+    /// Whether field rule `ri` leaves a value it matched as it is for this caller (counted as
+    /// revealed). `consent` reads the consent flag at a dotted path in the record holding the
+    /// value (`false` for array elements: no flag, fail closed); it is asked only when the
+    /// caller's scopes would reveal, so a streaming caller looks ahead only then.
+    pub(crate) fn reveals(
+        &mut self,
+        ri: usize,
+        consent: &mut dyn FnMut(&[String]) -> bool,
+    ) -> bool {
+        let Some(rule) = self.rule(ri) else {
+            return true;
+        };
+        let scope_ok = if rule.unmask_scopes.is_empty() {
+            rule.consent.is_some()
+        } else {
+            allowed(rule, &self.caller)
+        };
+        let mut consent_ok = || match &rule.consent {
+            None => true,
+            Some(path) => consent(path),
+        };
+        if scope_ok && consent_ok() {
+            self.report.reveal(ri);
+            return true;
+        }
+        false
+    }
+
     /// Decides a member matched by field rule `ri`; `record` holds the members of the object
     /// holding it (for the consent flag), `None` for array elements (no flag: fail closed).
     fn field_verdict(
@@ -189,17 +229,9 @@ impl<'a> Walker<'a> {
         let Some(rule) = self.rule(ri) else {
             return Ok(Verdict::Keep);
         };
-        let consent_ok = match &rule.consent {
-            None => true,
-            Some(path) => record.is_some_and(|r| consent_flag(r, path)),
-        };
-        let scope_ok = if rule.unmask_scopes.is_empty() {
-            rule.consent.is_some()
-        } else {
-            allowed(rule, &self.caller)
-        };
-        if scope_ok && consent_ok {
-            self.report.reveal(ri);
+        if self.reveals(ri, &mut |path| {
+            record.is_some_and(|r| consent_flag(r, path))
+        }) {
             return Ok(Verdict::Keep);
         }
         let v = self.apply(&rule.action, value)?;
@@ -314,6 +346,22 @@ impl<'a> Walker<'a> {
     /// Applies the detectors to one string; `None` when nothing changes. `base` is the byte
     /// offset of the string in a text body (pointers as `#offset`), `None` inside JSON.
     fn detect(&mut self, s: &str, base: Option<usize>) -> Result<Option<String>, NoKey> {
+        let stack = std::mem::take(&mut self.stack);
+        let out = self.detect_at(s, &|start| match base {
+            Some(b) => format!("#{}", b + start),
+            None => pointer(&stack, None),
+        });
+        self.stack = stack;
+        out
+    }
+
+    /// Applies the detectors to one string; `None` when nothing changes. `at` gives the
+    /// location reported for a hit starting at a byte offset of `s`.
+    pub(crate) fn detect_at(
+        &mut self,
+        s: &str,
+        at: &dyn Fn(usize) -> String,
+    ) -> Result<Option<String>, NoKey> {
         let found = self.profile.detectors.find(s.as_bytes());
         if found.is_empty() {
             return Ok(None);
@@ -337,11 +385,7 @@ impl<'a> Walker<'a> {
             out.push_str(&replacement(&rule.action, hit, self.caller.key)?);
             last = f.end;
             changed = true;
-            let stack = &self.stack;
-            self.report.hit(ri, || match base {
-                Some(b) => format!("#{}", b + f.start),
-                None => pointer(stack, None),
-            });
+            self.report.hit(ri, || at(f.start));
         }
         if !changed {
             return Ok(None);
@@ -353,7 +397,7 @@ impl<'a> Walker<'a> {
 
 /// What replaces a detected `hit`: the action applied to the value a reader sees (URL escapes
 /// undone, so `ada%40x.com` tokenizes like `ada@x.com`), escaped again when the hit was.
-fn replacement(action: &Action, hit: &str, key: Option<&[u8]>) -> Result<String, NoKey> {
+pub(crate) fn replacement(action: &Action, hit: &str, key: Option<&[u8]>) -> Result<String, NoKey> {
     match crate::detect::unescaped(hit) {
         Some(plain) => Ok(crate::detect::escape(&action.apply(&plain, key)?)),
         None => action.apply(hit, key),

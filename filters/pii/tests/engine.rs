@@ -7,6 +7,7 @@ use portcullis_pii::config::PiiConfig;
 use portcullis_pii::decide::{self, BodyPlan, Cause, Job, Kind, Unmaskable};
 use portcullis_pii::json;
 use portcullis_pii::mask::{self, Caller};
+use portcullis_pii::stream;
 use serde_json::{json, Value};
 use std::io::Write;
 
@@ -71,6 +72,11 @@ fn run(
     };
     let mut doc = json::parse(body.as_bytes()).unwrap();
     let report = mask::mask_json(cfg, &cfg.profiles[0], caller, &mut doc).unwrap();
+    // The streaming masker the filter runs decides the same, value for value.
+    let streamed = stream::mask_document(cfg, &cfg.profiles[0], caller, body).unwrap();
+    let out = streamed.body.as_deref().unwrap_or(body);
+    assert_eq!(json::parse(out.as_bytes()).unwrap(), doc, "{out}");
+    assert_eq!(streamed.report, report);
     (serde_json::from_slice(&doc.to_bytes()).unwrap(), report)
 }
 

@@ -1,0 +1,653 @@
+//! The streaming masker: one pass of the core's tokenizer over a JSON body, untouched text
+//! copied as it is and only what a rule or detector hits written anew — no tree is built.
+//!
+//! The decisions are the tree walk's ([`crate::mask`]; both go through the same [`Walker`]):
+//! a value matched by a field rule is decided by that rule alone, other strings and member
+//! names go through the detectors, numbers through the payment-card detector. What differs is
+//! what stays as it was: whitespace and escapes of untouched text are kept byte for byte (the
+//! tree walk wrote the whole document anew, compactly), and a body with nothing to mask is
+//! never copied. Two decisions need a whole object and look ahead in it, only when taken (each
+//! at most once per object): a consent flag, read only when the caller's scopes would reveal
+//! the value, and a masked member name, made unique among the object's names.
+
+use crate::action::{Action, NoKey};
+use crate::config::{PiiConfig, Profile};
+use crate::json::{self, Json, JsonError};
+use crate::jsonpath::{FieldPath, Seg};
+use crate::mask::{allowed, Caller, Report, Verdict, Walker};
+use portcullis_core::json::{write_string, Event, Limits, Text, Tokenizer};
+
+/// Why a document could not be masked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamError {
+    /// Not JSON, or nested too deep (the whole body is checked before a key error is told).
+    Json(JsonError),
+    /// A tokenize action with no key for the caller's tenant.
+    NoKey,
+}
+
+impl From<NoKey> for StreamError {
+    fn from(_: NoKey) -> Self {
+        StreamError::NoKey
+    }
+}
+
+/// What masking a document did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Streamed {
+    /// The masked document; `None` when nothing was rewritten (the input is the output).
+    pub body: Option<String>,
+    /// Counts and pointers.
+    pub report: Report,
+}
+
+/// Masks a complete JSON document (UTF-8 text) in one pass.
+pub fn mask_document(
+    cfg: &PiiConfig,
+    profile: &Profile,
+    caller: Caller<'_>,
+    text: &str,
+) -> Result<Streamed, StreamError> {
+    let limits = Limits {
+        max_depth: json::MAX_DEPTH,
+        ..Limits::default()
+    };
+    let paths: Vec<&FieldPath> = profile
+        .paths
+        .iter()
+        .filter_map(|&(ri, pi)| cfg.rules.get(ri).and_then(|r| r.fields.get(pi)))
+        .collect();
+    if paths.len() != profile.paths.len() {
+        // A compiled profile names only paths that exist; anything else is refused, not
+        // masked with some rules missing.
+        return Err(StreamError::Json(JsonError::Syntax(0)));
+    }
+    let mut m = Masker {
+        w: Walker::new(cfg, profile, caller),
+        s: text,
+        next: paths.iter().map(|p| p.start()).collect(),
+        paths,
+        out: None,
+        cursor: 0,
+        frames: Vec::new(),
+        states: Vec::new(),
+        detect: !profile.detectors.is_empty(),
+    };
+    let mut t = Tokenizer::for_str(text, limits);
+    match m.run(&mut t) {
+        Ok(()) => {}
+        // A key error half-way through a body that is not JSON at all is a JSON error, as
+        // when the document was parsed first.
+        Err(StreamError::NoKey) => {
+            portcullis_core::json::validate(text.as_bytes(), limits)
+                .map_err(|e| StreamError::Json(json::error(e)))?;
+            return Err(StreamError::NoKey);
+        }
+        Err(e) => return Err(e),
+    }
+    let body = match m.out.take() {
+        Some(mut out) => {
+            out.push_str(text.get(m.cursor..).unwrap_or_default());
+            Some(out)
+        }
+        None => None,
+    };
+    Ok(Streamed {
+        body,
+        report: m.w.report,
+    })
+}
+
+/// Where the current member or element of a container is, for pointers.
+enum Loc<'s> {
+    /// Nothing yet.
+    None,
+    /// A member name as written.
+    Key(Text<'s>),
+    /// A member name as the detectors masked it.
+    Shown(String),
+    /// An array element.
+    Index(usize),
+}
+
+/// A member name read, its value not yet.
+struct Member {
+    /// Offset of the name's opening quote.
+    start: usize,
+    /// Offset just after the name's closing quote.
+    name_end: usize,
+    /// The field rule its path matched.
+    rule: Option<usize>,
+    /// The name to write instead (masked by a detector, made unique).
+    rename: Option<String>,
+}
+
+/// An open object or array.
+struct Frame<'s> {
+    object: bool,
+    /// Offset of the opening bracket.
+    open: usize,
+    /// Some field path may still match below (else paths are not stepped).
+    live: bool,
+    /// Members or elements so far.
+    count: usize,
+    loc: Loc<'s>,
+    /// The member whose value comes next (objects).
+    member: Option<Member>,
+    /// A member or element has been kept; `last_end` is where the last one kept ends.
+    kept_any: bool,
+    last_end: usize,
+    /// A member or element has been removed.
+    removed_any: bool,
+    /// Consent flags looked up in this object, by rule.
+    consent: Vec<(usize, bool)>,
+    /// Unique masked names of this object's members, by member index (looked up once).
+    renames: Option<Vec<Option<String>>>,
+}
+
+struct Masker<'c, 's> {
+    w: Walker<'c>,
+    s: &'s str,
+    /// The profile's field paths, in `profile.paths` order.
+    paths: Vec<&'c FieldPath>,
+    /// States of every path below the current member or element (scratch).
+    next: Vec<u64>,
+    /// The output so far, from the first rewrite on; input before `cursor` is accounted for.
+    out: Option<String>,
+    cursor: usize,
+    frames: Vec<Frame<'s>>,
+    /// States of every path at each open container, `paths.len()` per frame.
+    states: Vec<u64>,
+    detect: bool,
+}
+
+impl<'c, 's> Masker<'c, 's> {
+    fn run(&mut self, t: &mut Tokenizer<'s>) -> Result<(), StreamError> {
+        while let Some(ev) = t
+            .next_event()
+            .map_err(|e| StreamError::Json(json::error(e)))?
+        {
+            match ev {
+                Event::Name(name) => self.name(name)?,
+                Event::EndObject | Event::EndArray => self.close(t.offset()),
+                _ => self.value(ev, t)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn out(&mut self) -> &mut String {
+        let cap = self.s.len() + self.s.len() / 8 + 64;
+        self.out.get_or_insert_with(|| String::with_capacity(cap))
+    }
+
+    /// Copies the input up to `at`.
+    fn copy_to(&mut self, at: usize) {
+        if at > self.cursor {
+            let (from, s) = (self.cursor, self.s);
+            self.out().push_str(s.get(from..at).unwrap_or_default());
+            self.cursor = at;
+        }
+    }
+
+    /// Writes `text` as a JSON string in place of the input `start..end`.
+    fn replace(&mut self, start: usize, end: usize, text: &str) {
+        self.copy_to(start);
+        write_string(text, self.out());
+        self.cursor = end;
+    }
+
+    /// Drops the input up to `end`.
+    fn skip_to(&mut self, end: usize) {
+        self.out();
+        self.cursor = self.cursor.max(end);
+    }
+
+    /// Steps every live path of the innermost container into `seg`; the first field rule
+    /// that matches there.
+    fn step(&mut self, seg: Seg<'_>) -> Option<usize> {
+        let n = self.paths.len();
+        let base = self.frames.len().saturating_sub(1) * n;
+        let mut rule = None;
+        for (k, p) in self.paths.iter().enumerate() {
+            let s = self.states.get(base + k).copied().unwrap_or(0);
+            let next = if s == 0 { 0 } else { p.step(s, seg) };
+            if let Some(x) = self.next.get_mut(k) {
+                *x = next;
+            }
+            if rule.is_none() && next != 0 && p.accepts(next) {
+                rule = self.w.profile.paths.get(k).map(|&(ri, _)| ri);
+            }
+        }
+        rule
+    }
+
+    fn name(&mut self, name: Text<'s>) -> Result<(), StreamError> {
+        let key = name.unescape();
+        let Some(top) = self.frames.last_mut() else {
+            return Ok(());
+        };
+        let index = top.count;
+        top.count += 1;
+        let live = top.live;
+        // A member name is text a client reads (a map keyed by e-mail), so the detectors
+        // see it too.
+        let mut shown = None;
+        if self.detect {
+            let frames = &self.frames;
+            shown = self.w.detect_at(&key, &|_| pointer(frames, false))?;
+        }
+        let rename = match shown {
+            Some(_) => self.unique_name(index)?,
+            None => None,
+        };
+        let rule = if live {
+            self.step(Seg::Key(&key))
+        } else {
+            self.next.fill(0);
+            None
+        };
+        if let Some(top) = self.frames.last_mut() {
+            top.loc = shown.map_or(Loc::Key(name), Loc::Shown);
+            top.member = Some(Member {
+                start: name.start,
+                name_end: name.start + name.raw().len() + 2,
+                rule,
+                rename,
+            });
+        }
+        Ok(())
+    }
+
+    fn value(&mut self, ev: Event<'s>, t: &mut Tokenizer<'s>) -> Result<(), StreamError> {
+        let end = t.offset();
+        let (start, container) = match ev {
+            Event::Str(x) => (x.start, false),
+            Event::Num(n) => (end - n.len(), false),
+            Event::Bool(true) | Event::Null => (end - 4, false),
+            Event::Bool(false) => (end - 5, false),
+            Event::StartObject | Event::StartArray => (end - 1, true),
+            Event::Name(_) | Event::EndObject | Event::EndArray => return Ok(()),
+        };
+        // Where the value sits: its member (name first) or element, and the rule that
+        // matched it. The document itself is matched by no rule.
+        let (member, rule, in_object) = match self.frames.last_mut() {
+            None => (None, None, false),
+            Some(f) if f.object => {
+                let m = f.member.take();
+                let rule = m.as_ref().and_then(|m| m.rule);
+                (m, rule, true)
+            }
+            Some(f) => {
+                let i = f.count;
+                f.count += 1;
+                f.loc = Loc::Index(i);
+                let rule = if f.live {
+                    self.step(Seg::Index(i))
+                } else {
+                    self.next.fill(0);
+                    None
+                };
+                (None, rule, false)
+            }
+        };
+        let member_start = member.as_ref().map_or(start, |m| m.start);
+        if let Some(ri) = rule {
+            let end = if container {
+                skip_container(t)?;
+                t.offset()
+            } else {
+                end
+            };
+            return self.decide(ri, ev, (member_start, start, end), member, in_object);
+        }
+        if container {
+            self.keep(member, member_start);
+            let live = self.next.iter().any(|&s| s != 0);
+            if !live && !self.detect {
+                skip_container(t)?;
+                self.kept(t.offset());
+                return Ok(());
+            }
+            self.states.extend_from_slice(&self.next);
+            self.frames.push(Frame {
+                object: ev == Event::StartObject,
+                open: start,
+                live,
+                count: 0,
+                loc: Loc::None,
+                member: None,
+                kept_any: false,
+                last_end: start + 1,
+                removed_any: false,
+                consent: Vec::new(),
+                renames: None,
+            });
+            return Ok(());
+        }
+        self.keep(member, member_start);
+        match ev {
+            Event::Str(x) if self.detect => {
+                let v = x.unescape();
+                let frames = &self.frames;
+                if let Some(new) = self.w.detect_at(&v, &|_| pointer(frames, true))? {
+                    self.replace(start, end, &new);
+                }
+            }
+            Event::Num(n) => self.card(n, start, end)?,
+            _ => {}
+        }
+        self.kept(end);
+        Ok(())
+    }
+
+    /// A value matched by field rule `ri`: `span` is (where its member starts, where the
+    /// value starts, where it ends).
+    fn decide(
+        &mut self,
+        ri: usize,
+        ev: Event<'s>,
+        span: (usize, usize, usize),
+        member: Option<Member>,
+        in_object: bool,
+    ) -> Result<(), StreamError> {
+        let (member_start, start, end) = span;
+        let Some(rule) = self.w.rule(ri) else {
+            self.keep(member, member_start);
+            self.kept(end);
+            return Ok(());
+        };
+        let s = self.s;
+        let (open, cached) = match self.frames.last() {
+            Some(f) => (f.open, f.consent.iter().find(|c| c.0 == ri).map(|c| c.1)),
+            None => (0, None),
+        };
+        let mut looked = None;
+        let reveal = self.w.reveals(ri, &mut |path| {
+            if !in_object {
+                return false; // an array element has no record to carry a flag
+            }
+            *looked.get_or_insert_with(|| cached.unwrap_or_else(|| consent_flag(s, open, path)))
+        });
+        if let (Some(v), None, Some(f)) = (looked, cached, self.frames.last_mut()) {
+            f.consent.push((ri, v));
+        }
+        if reveal {
+            self.keep(member, member_start);
+            self.kept(end);
+            return Ok(());
+        }
+        let mut removed = rule.action == Action::Drop;
+        if removed {
+            self.remove(end);
+        } else {
+            let value = match ev {
+                Event::Str(x) => Json::Str(x.unescape().into_owned()),
+                Event::Num(n) => Json::Num(n.to_string()),
+                Event::Bool(b) => Json::Bool(b),
+                Event::Null => Json::Null,
+                _ => json::parse(s.get(start..end).unwrap_or_default().as_bytes())
+                    .map_err(StreamError::Json)?,
+            };
+            match self.w.apply(&rule.action, &value)? {
+                Verdict::Keep => self.keep(member, member_start),
+                Verdict::Remove => {
+                    removed = true;
+                    self.remove(end);
+                }
+                Verdict::Replace(v) => {
+                    self.keep(member, member_start);
+                    match v {
+                        Json::Str(text) => self.replace(start, end, &text),
+                        other => {
+                            self.copy_to(start);
+                            let b = other.to_bytes();
+                            self.out().push_str(&String::from_utf8_lossy(&b));
+                            self.cursor = end;
+                        }
+                    }
+                }
+            }
+        }
+        let frames = &self.frames;
+        self.w.report.hit(ri, || pointer(frames, true));
+        if !removed {
+            self.kept(end);
+        }
+        Ok(())
+    }
+
+    /// A number that denotes a payment card, however it is spelled, becomes a masked string.
+    fn card(&mut self, n: &str, start: usize, end: usize) -> Result<(), StreamError> {
+        let Some(ri) = self.w.profile.card_rule else {
+            return Ok(());
+        };
+        let Some(digits) = crate::number::integer_views(n)
+            .into_iter()
+            .find(|v| crate::detect::Detectors::is_card_number(v))
+        else {
+            return Ok(());
+        };
+        let Some(rule) = self.w.rule(ri) else {
+            return Ok(());
+        };
+        if allowed(rule, &self.w.caller) {
+            self.w.report.reveal(ri);
+            return Ok(());
+        }
+        let masked = rule.action.apply(&digits, self.w.caller.key)?;
+        let frames = &self.frames;
+        self.w.report.hit(ri, || pointer(frames, true));
+        self.replace(start, end, &masked);
+        Ok(())
+    }
+
+    /// The member (or element) starting at `start` stays: the comma a removed one before it
+    /// left goes, and a masked name is written.
+    fn keep(&mut self, member: Option<Member>, start: usize) {
+        if self
+            .frames
+            .last()
+            .is_some_and(|f| !f.kept_any && f.removed_any)
+        {
+            // Everything before it was removed: so is the comma after the last of those.
+            self.skip_to(start);
+        }
+        if let Some(Member {
+            start,
+            name_end,
+            rename: Some(name),
+            ..
+        }) = member
+        {
+            self.replace(start, name_end, &name);
+        }
+    }
+
+    /// The member or element kept ends at `end`.
+    fn kept(&mut self, end: usize) {
+        if let Some(f) = self.frames.last_mut() {
+            f.kept_any = true;
+            f.last_end = end;
+        }
+    }
+
+    /// Removes the member or element `start..end` and one comma next to it.
+    fn remove(&mut self, end: usize) {
+        let Some(f) = self.frames.last_mut() else {
+            return;
+        };
+        f.removed_any = true;
+        // After a kept one: from its end (the comma before this one). Else from the opening
+        // bracket; the comma after this one goes when the next one is kept.
+        let from = if f.kept_any { f.last_end } else { f.open + 1 };
+        self.copy_to(from);
+        self.skip_to(end);
+    }
+
+    fn close(&mut self, end: usize) {
+        if self.frames.pop().is_some() {
+            let n = self.paths.len();
+            self.states.truncate(self.frames.len() * n);
+        }
+        self.kept(end);
+    }
+
+    /// The unique masked name of member `index` of the innermost object (the tree walk's
+    /// `rename`): the names of the whole object are read once, ahead.
+    fn unique_name(&mut self, index: usize) -> Result<Option<String>, StreamError> {
+        let Some(open) = self.frames.last().map(|f| f.open) else {
+            return Ok(None);
+        };
+        if let Some(Some(r)) = self.frames.last().map(|f| &f.renames) {
+            return Ok(r.get(index).cloned().flatten());
+        }
+        let names = member_names(self.s, open);
+        // Detected again, off the record: the walk reports each name when it gets there.
+        let saved = std::mem::replace(&mut self.w.report, Report::new(self.w.cfg.rules.len()));
+        let mut shown = Vec::with_capacity(names.len());
+        let mut failed = None;
+        for n in &names {
+            match self.w.detect_at(n, &|_| String::new()) {
+                Ok(s) => shown.push(s),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        self.w.report = saved;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        // Two names may mask to the same text: a client's parser would keep one member and
+        // lose the other, so a masked name equal to any other gets `#2`, `#3`… (first free).
+        let mut taken: std::collections::HashSet<&str> = names
+            .iter()
+            .zip(&shown)
+            .filter(|(_, s)| s.is_none())
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let mut unique: Vec<Option<String>> = Vec::with_capacity(names.len());
+        let mut owned = Vec::new();
+        for s in &shown {
+            let Some(name) = s else {
+                unique.push(None);
+                continue;
+            };
+            let mut u = name.clone();
+            let mut k = 2u32;
+            while taken.contains(u.as_str()) || owned.contains(&u) {
+                u = format!("{name}#{k}");
+                k += 1;
+            }
+            owned.push(u.clone());
+            unique.push(Some(u));
+        }
+        taken.clear();
+        let r = unique.get(index).cloned().flatten();
+        if let Some(f) = self.frames.last_mut() {
+            f.renames = Some(unique);
+        }
+        Ok(r)
+    }
+}
+
+/// The JSON pointer of the current value (`with_top`), or of the innermost container.
+fn pointer(frames: &[Frame<'_>], with_top: bool) -> String {
+    let mut out = String::new();
+    let last = frames.len().saturating_sub(1);
+    for (i, f) in frames.iter().enumerate() {
+        if i == last && !with_top {
+            break;
+        }
+        let key = match &f.loc {
+            Loc::None => continue,
+            Loc::Key(t) => t.unescape(),
+            Loc::Shown(s) => std::borrow::Cow::Borrowed(s.as_str()),
+            Loc::Index(i) => {
+                out.push('/');
+                out.push_str(&i.to_string());
+                continue;
+            }
+        };
+        out.push('/');
+        out.push_str(&key.replace('~', "~0").replace('/', "~1"));
+    }
+    out
+}
+
+/// Reads past the container whose opening bracket was the last event.
+fn skip_container(t: &mut Tokenizer<'_>) -> Result<(), StreamError> {
+    let depth = t.depth();
+    while t
+        .next_event()
+        .map_err(|e| StreamError::Json(json::error(e)))?
+        .is_some()
+    {
+        if t.depth() < depth {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The names of the members of the object opening at `open`, unescaped, in order. The main
+/// pass checks the same text; what this look-ahead makes of a broken object is never used.
+fn member_names(s: &str, open: usize) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut t = Tokenizer::for_str(s.get(open..).unwrap_or_default(), Limits::default());
+    if t.next_event() != Ok(Some(Event::StartObject)) {
+        return names;
+    }
+    while let Ok(Some(ev)) = t.next_event() {
+        match ev {
+            Event::Name(n) => {
+                names.push(n.unescape().into_owned());
+                if skip_value(&mut t).is_none() {
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    names
+}
+
+/// Reads past one value; `None` on a broken document.
+fn skip_value(t: &mut Tokenizer<'_>) -> Option<()> {
+    match t.next_event().ok()?? {
+        Event::StartObject | Event::StartArray => skip_container(t).ok(),
+        _ => Some(()),
+    }
+}
+
+/// The consent flag at a dotted path in the object opening at `open`: revealed only on a
+/// literal `true`, the last duplicate of a name winning (as in the tree walk).
+fn consent_flag(s: &str, open: usize, path: &[String]) -> bool {
+    let mut t = Tokenizer::for_str(s.get(open..).unwrap_or_default(), Limits::default());
+    t.next_event() == Ok(Some(Event::StartObject)) && flag_in_object(&mut t, path) == Some(true)
+}
+
+/// After `{`: the flag at `path` in this object (reads to its end).
+fn flag_in_object(t: &mut Tokenizer<'_>, path: &[String]) -> Option<bool> {
+    let (first, rest) = path.split_first()?;
+    let mut found = false;
+    loop {
+        match t.next_event().ok()?? {
+            Event::Name(n) if n.unescape() == first.as_str() => {
+                found = match t.next_event().ok()?? {
+                    Event::StartObject if !rest.is_empty() => flag_in_object(t, rest)?,
+                    Event::StartObject | Event::StartArray => {
+                        skip_container(t).ok()?;
+                        false
+                    }
+                    ev => rest.is_empty() && ev == Event::Bool(true),
+                };
+            }
+            Event::Name(_) => skip_value(t)?,
+            Event::EndObject => return Some(found),
+            _ => return None,
+        }
+    }
+}
