@@ -479,11 +479,7 @@ impl<'a> Tokenizer<'a> {
                 0x00..=0x1f => return self.syntax(),
                 _ => {
                     // Input is valid UTF-8: skip to the next byte that matters.
-                    let rest = &self.b[self.i..];
-                    let run = rest
-                        .iter()
-                        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-                        .unwrap_or(rest.len());
+                    let run = plain_run(self.b.get(self.i..).unwrap_or_default());
                     self.i += run;
                     len += run;
                 }
@@ -493,6 +489,35 @@ impl<'a> Tokenizer<'a> {
             }
         }
     }
+}
+
+/// Length of the run of bytes at the start of `b` that end no string and start no escape
+/// (not `"`, not `\\`, no control character): eight bytes at a time, as most string text is.
+fn plain_run(b: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // High bit of each byte below `n` (exact for the lowest such byte, which is all we read:
+    // a borrow only marks bytes above one already marked).
+    let below = |v: u64, n: u64| v.wrapping_sub(ONES * n) & !v & HIGH;
+    let mut i = 0;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let v = u64::from_le_bytes(bytes);
+        let hit = below(v ^ (ONES * u64::from(b'"')), 1)
+            | below(v ^ (ONES * u64::from(b'\\')), 1)
+            | below(v, 0x20);
+        if hit != 0 {
+            return i + (hit.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    let rest = b.get(i..).unwrap_or_default();
+    i + rest
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .unwrap_or(rest.len())
 }
 
 /// Unescapes the raw text of a string the tokenizer accepted.
@@ -715,6 +740,31 @@ mod tests {
             validate(deep.as_bytes(), Limits::default()).is_ok(),
             "no recursion, no stack growth"
         );
+    }
+
+    #[test]
+    fn the_wide_string_scan_stops_where_the_bytewise_one_does() {
+        let specials = [b'"', b'\\', 0x00, 0x1f, b'\n'];
+        let others = [
+            b'a', b' ', 0x20, 0x21, 0x23, 0x5b, 0x5d, 0x7f, 0x80, 0xc3, 0xff,
+        ];
+        for len in 0..20 {
+            for at in 0..=len {
+                for &sp in &specials {
+                    for &o in &others {
+                        let mut b = vec![o; len];
+                        if at < len {
+                            b[at] = sp;
+                        }
+                        let want = b
+                            .iter()
+                            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                            .unwrap_or(len);
+                        assert_eq!(plain_run(&b), want, "{b:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

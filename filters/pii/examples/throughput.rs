@@ -1,54 +1,178 @@
-//! Native masking throughput on a JSON file: `cargo run --release -p portcullis-pii --example throughput -- FILE`.
+//! Native masking throughput, through the compiled `policies/pii.yaml` (profile `crm_records`,
+//! a caller of tenant acme without pii scopes), for the streaming masker the filter runs and
+//! for the tree walk it replaced (parse to a tree, walk, write the whole tree back):
+//!
+//! ```sh
+//! cargo run --release -p portcullis-pii --example throughput            # the table below
+//! cargo run --release -p portcullis-pii --example throughput -- FILE    # one JSON file
+//! ```
+//!
+//! Documents: `crm` is the demo upstream's `fixtures/bulk` response (CRM records, every one
+//! with an SSN, card, IBAN, e-mail and phone to mask), `clean` a list of order records with
+//! nothing to mask (strings, numbers and timestamps the detectors still read), each at about
+//! 4 KiB, 64 KiB and 1 MiB.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use portcullis_pii::config::PiiConfig;
 use portcullis_pii::decide::{self, Job, Kind};
-use portcullis_pii::mask::Caller;
+use portcullis_pii::mask::{self, Caller};
+use portcullis_pii::{json, stream};
+use serde_json::{json, Value};
 use std::time::Instant;
 
+fn crm(i: usize) -> Value {
+    let names = [
+        ("Ada Lovelace", "ada"),
+        ("Grace Hopper", "grace"),
+        ("Alan Turing", "alan"),
+    ];
+    let cards = ["4111111111111111", "5555555555554444", "378282246310005"];
+    let ibans = [
+        "GB82WEST12345698765432",
+        "DE89370400440532013000",
+        "FR1420041010050500013M02606",
+    ];
+    let i = i % 3;
+    let (name, user) = names[i];
+    json!({
+        "id": format!("c-{}", 1001 + i),
+        "tenant": "acme",
+        "name": name,
+        "email": format!("{user}@acme.example.com"),
+        "phone": format!("+1555555{:04}", 123 + i),
+        "ssn": format!("{}-45-678{}", 123 + i, i),
+        "card_number": cards[i],
+        "iban": ibans[i],
+        "consent": {"marketing": i % 2 == 0, "analytics": true},
+        "created_at": 1_700_000_000_000u64 + i as u64 * 86_400_000,
+        "owner": format!("rep-{}", 7 + i),
+    })
+}
+
+fn order(i: usize) -> Value {
+    let status = ["shipped", "pending", "delivered", "returned"];
+    json!({
+        "id": format!("o-{}", 100_001 + i),
+        "sku": format!("SKU-{:05}", (i * 7919) % 100_000),
+        "qty": 1 + i % 9,
+        "price": 12.5 + (i % 40) as f64,
+        "currency": "EUR",
+        "status": status[i % 4],
+        "created_at": 1_700_000_000_000u64 + i as u64 * 60_000,
+        "note": "Left at the front desk; signed for by reception. Gift wrap requested.",
+    })
+}
+
+/// The document of `n` records of one kind.
+fn doc(kind: &str, n: usize) -> Vec<u8> {
+    let list: Vec<Value> = (0..n)
+        .map(|i| if kind == "crm" { crm(i) } else { order(i) })
+        .collect();
+    let key = if kind == "crm" { "customers" } else { "orders" };
+    serde_json::to_vec(&json!({"tenant": "acme", key: list})).unwrap()
+}
+
+/// About `bytes` of a kind (whole records).
+fn sized(kind: &str, bytes: usize) -> Vec<u8> {
+    let one = doc(kind, 1).len();
+    let mut n = (bytes / one).max(1);
+    while doc(kind, n).len() > bytes && n > 1 {
+        n -= 1;
+    }
+    doc(kind, n)
+}
+
+/// Seconds per call, over enough calls to take about half a second.
+fn time(mut f: impl FnMut()) -> f64 {
+    f();
+    let t = Instant::now();
+    let mut n = 0u32;
+    while t.elapsed().as_secs_f64() < 0.5 {
+        f();
+        n += 1;
+    }
+    t.elapsed().as_secs_f64() / f64::from(n)
+}
+
+fn mbs(bytes: usize, secs: f64) -> f64 {
+    bytes as f64 / secs / 1e6
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let body = std::fs::read(&args[1]).unwrap();
-    let policy: serde_json::Value = serde_json::from_str(&args[2]).unwrap();
+    let policy = concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies/pii.yaml");
+    let policy: Value = serde_norway::from_str(&std::fs::read_to_string(policy).unwrap()).unwrap();
     let cfg = PiiConfig::from_value(policy).unwrap();
-    let route = cfg.routes.get(0).unwrap().clone();
+    let route = cfg
+        .routes
+        .iter()
+        .find(|r| r.1.name == "tenant-api")
+        .unwrap()
+        .1
+        .clone();
+    let profile = &cfg.profiles[route.profile];
     let caller = Caller {
         scopes: &[],
         key: cfg.keys.for_tenant(Some("acme")),
     };
-    let n = 50;
-    let t = Instant::now();
-    for _ in 0..n {
-        let m =
-            decide::mask_body(&cfg, &route, &Job::plain(Kind::Json), caller, &body, false).unwrap();
-        assert!(m.body.is_some());
+    let docs: Vec<(String, Vec<u8>)> = match std::env::args().nth(1) {
+        Some(file) => vec![(file.clone(), std::fs::read(&file).unwrap())],
+        None => ["crm", "clean"]
+            .iter()
+            .flat_map(|k| {
+                [4 << 10, 64 << 10, 1 << 20]
+                    .iter()
+                    .map(move |&b| (format!("{k} {}KiB", b >> 10), sized(k, b)))
+            })
+            .collect(),
+    };
+    // `ONLY=clean` (or `crm`, `1024KiB`): the documents whose name holds it, stream only (for
+    // a profiler).
+    let only = std::env::var("ONLY").ok();
+    println!("document      bytes  masked  stream MB/s  tree MB/s  mask_body MB/s");
+    for (name, body) in &docs {
+        if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
+            continue;
+        }
+        let text = std::str::from_utf8(body).unwrap();
+        let masked = stream::mask_document(&cfg, profile, caller, text)
+            .unwrap()
+            .report
+            .total();
+        let s = time(|| {
+            std::hint::black_box(stream::mask_document(&cfg, profile, caller, text).unwrap());
+        });
+        if only.is_some() {
+            let v = time(|| {
+                std::hint::black_box(
+                    portcullis_core::json::validate(body, Default::default()).unwrap(),
+                );
+            });
+            println!(
+                "{name:<12} {:>7} {masked:>7} {:>12.0}   validate only: {:.0} MB/s",
+                body.len(),
+                mbs(body.len(), s),
+                mbs(body.len(), v)
+            );
+            continue;
+        }
+        let t = time(|| {
+            let mut d = json::parse(body).unwrap();
+            let r = mask::mask_json(&cfg, profile, caller, &mut d).unwrap();
+            if r.total() > 0 {
+                std::hint::black_box(d.to_bytes());
+            }
+        });
+        let job = Job::plain(Kind::Json);
+        let b = time(|| {
+            std::hint::black_box(
+                decide::mask_body(&cfg, &route, &job, caller, body, false).unwrap(),
+            );
+        });
+        println!(
+            "{name:<12} {:>7} {masked:>7} {:>12.0} {:>10.0} {:>15.0}",
+            body.len(),
+            mbs(body.len(), s),
+            mbs(body.len(), t),
+            mbs(body.len(), b)
+        );
     }
-    let per = t.elapsed().as_secs_f64() / f64::from(n);
-    let t = Instant::now();
-    for _ in 0..n {
-        let mut d = portcullis_pii::json::parse(&body).unwrap();
-        std::hint::black_box(&mut d);
-        std::hint::black_box(d.to_bytes());
-    }
-    let parse = t.elapsed().as_secs_f64() / f64::from(n);
-    println!(
-        "serde_json parse+serialize={:.2}ms",
-        serde_baseline(&body) * 1e3
-    );
-    println!(
-        "bytes={} mask={:.2}ms ({:.1} MB/s) parse+serialize={:.2}ms",
-        body.len(),
-        per * 1e3,
-        body.len() as f64 / per / 1e6,
-        parse * 1e3
-    );
-}
-
-#[allow(dead_code)]
-fn serde_baseline(body: &[u8]) -> f64 {
-    let t = Instant::now();
-    for _ in 0..50 {
-        let v: serde_json::Value = serde_json::from_slice(body).unwrap();
-        std::hint::black_box(serde_json::to_vec(&v).unwrap());
-    }
-    t.elapsed().as_secs_f64() / 50.0
 }

@@ -260,6 +260,52 @@ impl Detectors {
         self.list.is_empty()
     }
 
+    /// False only when [`Detectors::find`] surely finds nothing in `input`: one pass over it
+    /// for what every built-in detector needs before it searches (an `@`, enough digits), so
+    /// a value with nothing to mask costs little. Text with URL escapes or non-ASCII characters
+    /// (digits of other scripts) is always searched. `customs`: whether a custom pattern may
+    /// match (see [`Detectors::customs_absent`]).
+    pub fn may_find(&self, input: &[u8], customs: bool) -> bool {
+        if self.list.is_empty() {
+            return false;
+        }
+        let mut digits = 0usize;
+        let mut at = false;
+        for &b in input {
+            if b.is_ascii_digit() {
+                digits += 1;
+            } else if b == b'@' {
+                at = true;
+            } else if b == b'%' || !b.is_ascii() {
+                return true;
+            }
+        }
+        // The same thresholds `find` checks before each search.
+        self.list.iter().any(|d| match d {
+            Detector::Custom(_) => customs,
+            Detector::Builtin(Builtin::Email) => at,
+            Detector::Builtin(Builtin::Phone) => digits >= 8,
+            Detector::Builtin(Builtin::Ssn) => digits >= 9,
+            Detector::Builtin(Builtin::PaymentCard) => digits >= 13,
+            Detector::Builtin(Builtin::Iban) => digits >= 2 && input.len() >= 15,
+        })
+    }
+
+    /// True when no custom pattern matches anywhere in `doc`, so none matches inside any part
+    /// of it either (a part taken as it is written: a JSON string without escapes). Patterns
+    /// with anchors (`^`, `$`, `\A`, `\z`), which match a part but not the whole, are never
+    /// ruled out.
+    pub fn customs_absent(&self, doc: &[u8]) -> bool {
+        self.list.iter().all(|d| match d {
+            Detector::Builtin(_) => true,
+            Detector::Custom(r) => {
+                let p = r.as_str();
+                !(p.contains(['^', '$']) || p.contains("\\A") || p.contains("\\z"))
+                    && !r.is_match(doc)
+            }
+        })
+    }
+
     /// Every detection in `input` that can be told apart, non-overlapping and sorted by
     /// position. Each detector proposes every candidate it validates — after a candidate fails
     /// its check the search resumes one byte later (never after the swallowed text), and a

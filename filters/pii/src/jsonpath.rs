@@ -129,6 +129,24 @@ impl FieldPath {
         &self.text
     }
 
+    /// True when a step names `seg` (a member name or an index); a segment no path of a
+    /// profile names steps every path as any other such segment does.
+    pub fn names(&self, seg: Seg<'_>) -> bool {
+        self.steps.iter().any(|s| match (s, seg) {
+            (Step::Key(k), Seg::Key(n)) => k == n,
+            (Step::Index(i), Seg::Index(j)) => *i == j,
+            _ => false,
+        })
+    }
+
+    /// The member names its steps name.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.steps.iter().filter_map(|s| match s {
+            Step::Key(k) => Some(k.as_str()),
+            _ => None,
+        })
+    }
+
     /// The state before any segment (the document root).
     pub fn start(&self) -> u64 {
         self.closure(1)

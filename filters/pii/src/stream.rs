@@ -66,12 +66,19 @@ pub fn mask_document(
         w: Walker::new(cfg, profile, caller),
         s: text,
         next: paths.iter().map(|p| p.start()).collect(),
+        unnamed: UNNAMED
+            .iter()
+            .copied()
+            .find(|u| !paths.iter().any(|p| p.names(Seg::Key(u))))
+            .filter(|_| !paths.iter().any(|p| p.names(Seg::Index(usize::MAX)))),
+        keys: KeyFilter::new(paths.iter().flat_map(|p| p.keys())),
         paths,
         out: None,
         cursor: 0,
         frames: Vec::new(),
         states: Vec::new(),
         detect: !profile.detectors.is_empty(),
+        customs: !profile.detectors.customs_absent(text.as_bytes()),
     };
     let mut t = Tokenizer::for_str(text, limits);
     match m.run(&mut t) {
@@ -96,6 +103,43 @@ pub fn mask_document(
         body,
         report: m.w.report,
     })
+}
+
+/// Member names one of which no path names (a profile has a finite number of paths).
+const UNNAMED: &[&str] = &["\u{0}", "\u{0}\u{0}", "\u{0}\u{1}", "\u{1}"];
+
+/// Lengths and first bytes of the member names field paths name: most names of a document
+/// are told apart from all of them without comparing text.
+struct KeyFilter {
+    lens: u64,
+    firsts: [u64; 4],
+}
+
+impl KeyFilter {
+    fn new<'k>(keys: impl Iterator<Item = &'k str>) -> Self {
+        let mut f = KeyFilter {
+            lens: 0,
+            firsts: [0; 4],
+        };
+        for k in keys {
+            f.lens |= 1 << k.len().min(63);
+            let b = k.as_bytes().first().copied().unwrap_or(0);
+            if let Some(w) = f.firsts.get_mut(usize::from(b >> 6)) {
+                *w |= 1 << (b & 63);
+            }
+        }
+        f
+    }
+
+    /// False when no path names `k`.
+    fn may_name(&self, k: &str) -> bool {
+        let b = k.as_bytes().first().copied().unwrap_or(0);
+        self.lens & (1 << k.len().min(63)) != 0
+            && self
+                .firsts
+                .get(usize::from(b >> 6))
+                .is_some_and(|w| w & (1 << (b & 63)) != 0)
+    }
 }
 
 /// Where the current member or element of a container is, for pointers.
@@ -129,6 +173,8 @@ struct Frame<'s> {
     open: usize,
     /// Some field path may still match below (else paths are not stepped).
     live: bool,
+    /// The rule matching a member name or index no path names.
+    other_rule: Option<usize>,
     /// Members or elements so far.
     count: usize,
     loc: Loc<'s>,
@@ -152,13 +198,21 @@ struct Masker<'c, 's> {
     paths: Vec<&'c FieldPath>,
     /// States of every path below the current member or element (scratch).
     next: Vec<u64>,
+    /// A member name no path names (and no path names index `usize::MAX`); `None`: every
+    /// segment steps every path.
+    unnamed: Option<&'static str>,
+    /// What the member names paths name look like.
+    keys: KeyFilter,
     /// The output so far, from the first rewrite on; input before `cursor` is accounted for.
     out: Option<String>,
     cursor: usize,
     frames: Vec<Frame<'s>>,
-    /// States of every path at each open container, `paths.len()` per frame.
+    /// Per open container: the states of every path there, then the states below a member
+    /// name or index no path names (`2 * paths.len()` per frame).
     states: Vec<u64>,
     detect: bool,
+    /// A custom pattern may match in some string without escapes.
+    customs: bool,
 }
 
 impl<'c, 's> Masker<'c, 's> {
@@ -207,7 +261,24 @@ impl<'c, 's> Masker<'c, 's> {
     /// that matches there.
     fn step(&mut self, seg: Seg<'_>) -> Option<usize> {
         let n = self.paths.len();
-        let base = self.frames.len().saturating_sub(1) * n;
+        let base = self.frames.len().saturating_sub(1) * 2 * n;
+        let named = match seg {
+            Seg::Key(k) => self.keys.may_name(k) && self.paths.iter().any(|p| p.names(seg)),
+            Seg::Index(_) => self.paths.iter().any(|p| p.names(seg)),
+        };
+        if !named && self.unnamed.is_some() {
+            // Most names and indices are named by no path: every path steps as over any other.
+            if let Some(other) = self.states.get(base + n..base + 2 * n) {
+                self.next.copy_from_slice(other);
+            }
+            return self.frames.last().and_then(|f| f.other_rule);
+        }
+        self.step_from(base, seg)
+    }
+
+    /// Steps the states at `states[base..]` into `seg` (into `next`); the first field rule
+    /// that matches there.
+    fn step_from(&mut self, base: usize, seg: Seg<'_>) -> Option<usize> {
         let mut rule = None;
         for (k, p) in self.paths.iter().enumerate() {
             let s = self.states.get(base + k).copied().unwrap_or(0);
@@ -233,7 +304,13 @@ impl<'c, 's> Masker<'c, 's> {
         // A member name is text a client reads (a map keyed by e-mail), so the detectors
         // see it too.
         let mut shown = None;
-        if self.detect {
+        if self.detect
+            && self
+                .w
+                .profile
+                .detectors
+                .may_find(key.as_bytes(), self.customs || name.has_escapes())
+        {
             let frames = &self.frames;
             shown = self.w.detect_at(&key, &|_| pointer(frames, false))?;
         }
@@ -309,11 +386,27 @@ impl<'c, 's> Masker<'c, 's> {
                 self.kept(t.offset());
                 return Ok(());
             }
+            let object = ev == Event::StartObject;
+            let base = self.states.len();
+            self.states.extend_from_slice(&self.next);
+            // What every path becomes below a segment no path names: computed once here.
+            let other_rule = if live {
+                let seg = if object {
+                    Seg::Key(self.unnamed.unwrap_or_default())
+                } else {
+                    Seg::Index(usize::MAX)
+                };
+                self.step_from(base, seg)
+            } else {
+                self.next.fill(0);
+                None
+            };
             self.states.extend_from_slice(&self.next);
             self.frames.push(Frame {
-                object: ev == Event::StartObject,
+                object,
                 open: start,
                 live,
+                other_rule,
                 count: 0,
                 loc: Loc::None,
                 member: None,
@@ -328,7 +421,17 @@ impl<'c, 's> Masker<'c, 's> {
         self.keep(member, member_start);
         match ev {
             Event::Str(x) if self.detect => {
+                // What the detectors read is the value, escapes undone (`\u0040` is `@`).
                 let v = x.unescape();
+                if !self
+                    .w
+                    .profile
+                    .detectors
+                    .may_find(v.as_bytes(), self.customs || x.has_escapes())
+                {
+                    self.kept(end);
+                    return Ok(());
+                }
                 let frames = &self.frames;
                 if let Some(new) = self.w.detect_at(&v, &|_| pointer(frames, true))? {
                     self.replace(start, end, &new);
@@ -422,6 +525,9 @@ impl<'c, 's> Masker<'c, 's> {
         let Some(ri) = self.w.profile.card_rule else {
             return Ok(());
         };
+        if !may_be_card(n) {
+            return Ok(());
+        }
         let Some(digits) = crate::number::integer_views(n)
             .into_iter()
             .find(|v| crate::detect::Detectors::is_card_number(v))
@@ -488,7 +594,7 @@ impl<'c, 's> Masker<'c, 's> {
     fn close(&mut self, end: usize) {
         if self.frames.pop().is_some() {
             let n = self.paths.len();
-            self.states.truncate(self.frames.len() * n);
+            self.states.truncate(self.frames.len() * 2 * n);
         }
         self.kept(end);
     }
@@ -551,6 +657,17 @@ impl<'c, 's> Masker<'c, 's> {
         }
         Ok(r)
     }
+}
+
+/// False when the number `n` surely denotes no card: without an exponent, its integer part
+/// (and the next integer up) has fewer than 13 digits.
+fn may_be_card(n: &str) -> bool {
+    if n.contains(['e', 'E']) {
+        return true;
+    }
+    let int = n.trim_start_matches('-');
+    let int = int.split('.').next().unwrap_or(int);
+    int.len() >= 12
 }
 
 /// The JSON pointer of the current value (`with_top`), or of the innermost container.
