@@ -300,8 +300,8 @@ impl Detectors {
             Detector::Builtin(_) => true,
             Detector::Custom(r) => {
                 let p = r.as_str();
-                !(p.contains(['^', '$']) || p.contains("\\A") || p.contains("\\z"))
-                    && !r.is_match(doc)
+                let anchored = p.contains(['^', '$']) || p.contains("\\A") || p.contains("\\z");
+                !anchored && !r.is_match(doc)
             }
         })
     }

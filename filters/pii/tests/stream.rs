@@ -133,7 +133,7 @@ impl Gen {
 #[test]
 fn streaming_masks_as_the_tree_walk_does() {
     let cfg = config();
-    let all = vec!["all".to_string()];
+    let all = ["all".to_string()];
     let mut g = Gen(0x9e37_79b9_7f4a_7c15);
     let mut masked_docs = 0;
     for i in 0..4000 {
