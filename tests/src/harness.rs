@@ -55,6 +55,25 @@ pub fn envoy_binary() -> Option<PathBuf> {
     found
 }
 
+/// Runs `envoy --mode validate` on a config file: `Err` carries Envoy's output, which names
+/// what it refused.
+pub fn envoy_validate(envoy: &Path, config: &Path) -> Result<(), String> {
+    let out = Command::new(envoy)
+        .args(["--mode", "validate", "--log-level", "warn", "-c"])
+        .arg(config)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", envoy.display()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
 /// Directory holding the built `.wasm` modules.
 pub fn dist_dir() -> PathBuf {
     std::env::var("PORTCULLIS_DIST")
