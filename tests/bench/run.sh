@@ -252,25 +252,25 @@ for n in 1 2; do
 done
 
 echo "== masking throughput, schema cost per KiB, shared data for 100k tenants (focused scripts)"
-N=1000 bash tests/bench/pii-throughput.sh | tee "$WORK/pii.txt"
+REPS=$REPS bash tests/bench/pii-throughput.sh | tee "$WORK/pii.txt"
 $PY - "$WORK/pii.txt" >> "$RESULTS" <<'PY'
-import re, sys, json
+import re, sys, json, statistics
 t = open(sys.argv[1]).read()
-size = int(re.search(r"response body bytes: (\d+)", t).group(1))
-m = [int(x) for x in re.findall(r"^masked .*cpu_us_per_req=(\d+)", t, re.M)]
-u = [int(x) for x in re.findall(r"^unmasked .*cpu_us_per_req=(\d+)", t, re.M)]
-extra = sorted(m)[len(m)//2] - sorted(u)[len(u)//2]
-print(json.dumps({"kind": "masking", "bytes": size, "extra_cpu_us": extra, "mb_per_s": round(size / max(extra, 1), 1)}))
+for case, size in re.findall(r"^case=(\S+) bytes=(\d+) query=", t, re.M):
+    cpu = lambda kind: statistics.median(float(x) for x in re.findall(rf"^case={re.escape(case)} {kind} .*envoy_cpu_us_per_req=(\S+)", t, re.M))
+    extra = cpu("masked") - cpu("unmasked")
+    print(json.dumps({"kind": "masking", "case": case, "bytes": int(size), "extra_cpu_us": round(extra, 1),
+                      "mb_per_s": round(int(size) / max(extra, 0.1), 1)}))
 PY
-bash tests/bench/schema-cost.sh | tee "$WORK/schema.txt"
+REPS=$REPS bash tests/bench/schema-cost.sh | tee "$WORK/schema.txt"
 $PY - "$WORK/schema.txt" >> "$RESULTS" <<'PY'
-import re, sys, json
+import re, sys, json, statistics
 t = open(sys.argv[1]).read()
-size = int(re.search(r"body bytes: (\d+)", t).group(1))
-w = sorted(int(x) for x in re.findall(r"^with-schema .*cpu_us_per_req=(\d+)", t, re.M))
-wo = sorted(int(x) for x in re.findall(r"^without-schema .*cpu_us_per_req=(\d+)", t, re.M))
-extra = w[len(w)//2] - wo[len(wo)//2]
-print(json.dumps({"kind": "schema", "bytes": size, "extra_cpu_us": extra, "us_per_kib": round(extra * 1024 / size, 1)}))
+for case, size in re.findall(r"^case=(\S+) bytes=(\d+)$", t, re.M):
+    cpu = lambda kind: statistics.median(float(x) for x in re.findall(rf"^case={case} {kind}-schema .*envoy_cpu_us_per_req=(\S+)", t, re.M))
+    extra = cpu("with") - cpu("without")
+    print(json.dumps({"kind": "schema", "case": case, "bytes": int(size), "extra_cpu_us": round(extra, 1),
+                      "us_per_kib": round(extra * 1024 / int(size), 1)}))
 PY
 bash tests/bench/shared-data-memory.sh 1000000 | tee "$WORK/shm.txt"
 $PY - "$WORK/shm.txt" >> "$RESULTS" <<'PY'
