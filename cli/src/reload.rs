@@ -156,6 +156,12 @@ pub fn split(rendered: &str, dir: &Path) -> Result<(String, Vec<FilterFile>)> {
             "--reload-dir: the rendered config has no wasm filter to serve".into(),
         ));
     }
+    // A file-based discovery source needs the node's id and cluster (Envoy refuses the
+    // config without them); a template that names its node keeps it.
+    if let Some(obj) = doc.as_object_mut() {
+        obj.entry("node")
+            .or_insert_with(|| json!({"id": "portcullis-gateway", "cluster": "portcullis"}));
+    }
     let yaml = serde_norway::to_string(&doc)
         .map_err(|e| CliError(format!("rendered config: {e}")))?;
     Ok((
@@ -242,7 +248,8 @@ pub fn first_difference(old: &str, new: &str) -> String {
     }
 }
 
-/// The admin endpoint's ECDS counters of one filter: (`config_reload`, `config_fail`).
+/// The admin endpoint's ECDS counters of one filter: (`update_success`, `update_rejected`).
+/// (`config_reload` moves on a refused update too, so it cannot tell the two apart.)
 pub type Counters = (u64, u64);
 
 /// Reads `/stats` from Envoy's admin endpoint (plain HTTP/1.1 over loopback).
@@ -274,11 +281,11 @@ pub fn counters(stats: &str, name: &str) -> Counters {
             .and_then(|(_, v)| v.trim().parse().ok())
             .unwrap_or(0)
     };
-    (read("config_reload"), read("config_fail"))
+    (read("update_success"), read("update_rejected"))
 }
 
 /// Waits until Envoy has taken (or refused) each changed filter's new file: its
-/// `config_reload` or `config_fail` counter moves past the value read before the write.
+/// `update_success` or `update_rejected` counter moves past the value read before the write.
 /// Returns the filters Envoy refused; an error when it says nothing within `timeout`.
 pub fn confirm(
     admin: &str,
@@ -390,9 +397,10 @@ mod tests {
 
     #[test]
     fn ecds_counters_are_read_from_admin_stats() {
-        let stats = "extension_config_discovery.http_filter.portcullis.authn.config_reload: 3\n\
-                     extension_config_discovery.http_filter.portcullis.authn.config_fail: 1\n\
-                     extension_config_discovery.http_filter.portcullis.ratelimit_ip.config_reload: 9\n";
+        let stats = "extension_config_discovery.http_filter.portcullis.authn.update_success: 3\n\
+                     extension_config_discovery.http_filter.portcullis.authn.update_rejected: 1\n\
+                     extension_config_discovery.http_filter.portcullis.authn.version_text: \"ab\"\n\
+                     extension_config_discovery.http_filter.portcullis.ratelimit_ip.update_success: 9\n";
         assert_eq!(counters(stats, "portcullis.authn"), (3, 1));
         assert_eq!(counters(stats, "portcullis.ratelimit"), (0, 0));
         assert!(first_difference("a\nb\nc", "a\nx\nc").starts_with("line 2"));
