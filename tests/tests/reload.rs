@@ -503,6 +503,8 @@ fn emergency_mode_on_then_off_under_load() {
     )
     .unwrap();
     assert_eq!(m["emergency"], true);
+    // A while in the mode under load, so the load crosses both switches with requests in flight.
+    std::thread::sleep(Duration::from_secs(1));
 
     let (ok, out) = emergency(&g, "off");
     assert!(ok, "emergency off: {out}");
@@ -510,6 +512,7 @@ fn emergency_mode_on_then_off_under_load() {
     let r = g.send(&Request::get(one).bearer(&unmask));
     assert_eq!(ssn(&r), "123-45-6780");
     assert_eq!(r.header("x-ratelimit-limit"), Some("1000000"));
+    std::thread::sleep(Duration::from_secs(1));
 
     let ef = load.essential_failures.load(Ordering::Relaxed);
     let (sent, failures) = load.finish();
