@@ -807,7 +807,10 @@ fn apply(
     std::env::set_current_dir(&manifest.cwd).map_err(at(&manifest.cwd))?;
     let argv = std::iter::once("render".to_string())
         .chain(manifest.render_args.iter().cloned())
-        .chain(["--policies".to_string(), policies_dir.to_string_lossy().to_string()]);
+        .chain([
+            "--policies".to_string(),
+            policies_dir.to_string_lossy().to_string(),
+        ]);
     let recorded = RenderOnly::try_parse_from(argv)
         .map_err(|e| CliError(format!("{}: recorded render arguments: {e}", dir.display())))?
         .args;
@@ -822,7 +825,12 @@ fn apply(
     }
     let changed: Vec<&reload::FilterFile> = files
         .iter()
-        .filter(|f| std::fs::read_to_string(dir.join(f.file_name())).ok().as_ref() != Some(&f.content))
+        .filter(|f| {
+            std::fs::read_to_string(dir.join(f.file_name()))
+                .ok()
+                .as_ref()
+                != Some(&f.content)
+        })
         .collect();
     let mode = if emergency { "on" } else { "off" };
     println!(

@@ -718,11 +718,7 @@ pub fn run(policies: &Policies, suites: &[Suite], out: &mut dyn std::io::Write) 
                         )))
                     }
                 };
-            let compiled = if case.emergency {
-                &emergency
-            } else {
-                &normal
-            };
+            let compiled = if case.emergency { &emergency } else { &normal };
             let mut state = ChainState::new(compiled)?;
             let mut failures = Vec::new();
             for (i, (at, req, up, expect)) in steps.iter().enumerate() {

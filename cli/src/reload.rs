@@ -58,8 +58,8 @@ impl Manifest {
 
     /// Writes it atomically.
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self)
-            .map_err(|e| CliError(format!("manifest: {e}")))?;
+        let text =
+            serde_json::to_string_pretty(self).map_err(|e| CliError(format!("manifest: {e}")))?;
         write_atomic(&dir.join(MANIFEST_FILE), text.as_bytes())
     }
 }
@@ -123,8 +123,7 @@ pub fn split(rendered: &str, dir: &Path) -> Result<(String, Vec<FilterFile>)> {
                         continue;
                     }
                     let name = hf["name"].as_str().unwrap_or_default().to_string();
-                    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
-                    {
+                    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b'/') {
                         return Err(CliError(format!(
                             "a wasm filter named `{name}` cannot name a file"
                         )));
@@ -162,8 +161,8 @@ pub fn split(rendered: &str, dir: &Path) -> Result<(String, Vec<FilterFile>)> {
         obj.entry("node")
             .or_insert_with(|| json!({"id": "portcullis-gateway", "cluster": "portcullis"}));
     }
-    let yaml = serde_norway::to_string(&doc)
-        .map_err(|e| CliError(format!("rendered config: {e}")))?;
+    let yaml =
+        serde_norway::to_string(&doc).map_err(|e| CliError(format!("rendered config: {e}")))?;
     Ok((
         format!(
             "# Portcullis gateway, rendered by `portcullis render --reload-dir {}`: the filters'\n\
@@ -254,8 +253,8 @@ pub type Counters = (u64, u64);
 
 /// Reads `/stats` from Envoy's admin endpoint (plain HTTP/1.1 over loopback).
 pub fn admin_stats(admin: &str) -> Result<String> {
-    let mut s = std::net::TcpStream::connect(admin)
-        .map_err(|e| CliError(format!("admin {admin}: {e}")))?;
+    let mut s =
+        std::net::TcpStream::connect(admin).map_err(|e| CliError(format!("admin {admin}: {e}")))?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
     write!(
         s,
@@ -377,14 +376,8 @@ mod tests {
             name: "portcullis.x".into(),
             content: c.into(),
         };
-        assert_eq!(
-            publish(&dir, &[f("a")]).unwrap()[0].1,
-            Change::Created
-        );
-        assert_eq!(
-            publish(&dir, &[f("a")]).unwrap()[0].1,
-            Change::Unchanged
-        );
+        assert_eq!(publish(&dir, &[f("a")]).unwrap()[0].1, Change::Created);
+        assert_eq!(publish(&dir, &[f("a")]).unwrap()[0].1, Change::Unchanged);
         assert_eq!(publish(&dir, &[f("b")]).unwrap()[0].1, Change::Updated);
         assert_eq!(
             std::fs::read_to_string(dir.join("portcullis.x.yaml")).unwrap(),

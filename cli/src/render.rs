@@ -61,7 +61,12 @@ pub struct RenderOptions {
 /// `emergency: true` case against, and what `render` inlines when the mode is on).
 pub fn emergency_policies(p: &Policies) -> Policies {
     let mut e = p.clone();
-    for c in [&mut e.authn, &mut e.ratelimit, &mut e.ratelimit_ip, &mut e.pii] {
+    for c in [
+        &mut e.authn,
+        &mut e.ratelimit,
+        &mut e.ratelimit_ip,
+        &mut e.pii,
+    ] {
         *c = in_emergency(c, true);
     }
     e

@@ -78,7 +78,13 @@ const SUBCOMMANDS: &[(&[&str], &[&str])] = &[
     ),
     (
         &["emergency"],
-        &["<STATE>", "--reload-dir <DIR>", "--admin <HOST:PORT>", "on", "off"],
+        &[
+            "<STATE>",
+            "--reload-dir <DIR>",
+            "--admin <HOST:PORT>",
+            "on",
+            "off",
+        ],
     ),
     (
         &["test"],
@@ -192,8 +198,17 @@ fn help_lists_every_documented_command_and_no_arguments_means_help() {
         let stdout = text(&out.stdout);
         assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
         for cmd in [
-            "check", "render", "apply", "emergency", "test", "explain", "import", "apikey", "token",
-            "oci", "image",
+            "check",
+            "render",
+            "apply",
+            "emergency",
+            "test",
+            "explain",
+            "import",
+            "apikey",
+            "token",
+            "oci",
+            "image",
         ] {
             assert!(
                 stdout.lines().any(|l| l.trim_start().starts_with(cmd)),
@@ -499,17 +514,25 @@ fn the_command_lines_of_the_makefile_and_scripts_work() {
     ]);
     assert!(audited.contains("config_discovery"), "{audited}");
     let authn = std::fs::read_to_string(dir.join("xds/portcullis.authn.yaml")).unwrap();
-    assert!(authn.contains("hash_key"), "the audit key reaches authn's file");
+    assert!(
+        authn.contains("hash_key"),
+        "the audit key reaches authn's file"
+    );
     let ratelimit = std::fs::read_to_string(dir.join("xds/portcullis.ratelimit.yaml")).unwrap();
     assert!(ratelimit.contains("audit"), "{ratelimit}");
     // The README's apply and emergency commands (no Envoy here: no --admin).
     let same = ok(&["apply", "--reload-dir", &d("xds"), "--dry-run"]);
-    assert!(same.contains("0 of 5 filter configurations change"), "{same}");
+    assert!(
+        same.contains("0 of 5 filter configurations change"),
+        "{same}"
+    );
     let on = ok(&["emergency", "on", "--reload-dir", &d("xds")]);
     assert!(on.contains("emergency mode on"), "{on}");
-    assert!(std::fs::read_to_string(dir.join("xds/portcullis.authn.yaml"))
-        .unwrap()
-        .contains(r#""emergency":true"#));
+    assert!(
+        std::fs::read_to_string(dir.join("xds/portcullis.authn.yaml"))
+            .unwrap()
+            .contains(r#""emergency":true"#)
+    );
     let off = ok(&["emergency", "off", "--reload-dir", &d("xds")]);
     assert!(off.contains("4 of 5 filter configurations change"), "{off}");
     assert_eq!(

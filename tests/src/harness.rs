@@ -239,15 +239,20 @@ fn cli_render(ro: &RenderOptions, opts: &GatewayOptions, xds: &Path, out: &Path)
     if ro.downstream_tls.is_some() || ro.audit.is_some() {
         fail("GatewayOptions::reload: TLS and the audit log are not wired through the CLI here");
     }
-    let upstreams: Vec<String> = std::iter::once(format!("{}:{}", ro.upstream_host, ro.upstream_port))
-        .chain(ro.extra_upstreams.iter().map(|(h, p)| format!("{h}:{p}")))
-        .collect();
+    let upstreams: Vec<String> =
+        std::iter::once(format!("{}:{}", ro.upstream_host, ro.upstream_port))
+            .chain(ro.extra_upstreams.iter().map(|(h, p)| format!("{h}:{p}")))
+            .collect();
     let mut args: Vec<String> = vec![
         "render".into(),
         "--policies".into(),
         opts.policies.dir.to_string_lossy().to_string(),
         "--template".into(),
-        repo_root().join("envoy").join(opts.template).to_string_lossy().to_string(),
+        repo_root()
+            .join("envoy")
+            .join(opts.template)
+            .to_string_lossy()
+            .to_string(),
         "--wasm-dir".into(),
         ro.wasm_dir.to_string_lossy().to_string(),
         "--listen-port".into(),
@@ -281,7 +286,12 @@ fn cli_render(ro: &RenderOptions, opts: &GatewayOptions, xds: &Path, out: &Path)
     let r = Command::new(cli_binary())
         .args(&args)
         .output()
-        .unwrap_or_else(|e| fail(format!("{}: {e} (make build builds it)", cli_binary().display())));
+        .unwrap_or_else(|e| {
+            fail(format!(
+                "{}: {e} (make build builds it)",
+                cli_binary().display()
+            ))
+        });
     if !r.status.success() {
         fail(format!(
             "portcullis render --reload-dir: {}",

@@ -306,7 +306,11 @@ fn ten_policy_changes_under_load_fail_no_request_and_keep_shared_state() {
     let mut c = claims("acme", "customers:read");
     c["cnf"] = json!({"jkt": portcullis_authn::dpop::thumbprint(&proof_jwk()).unwrap()});
     let bound = rs256(&c);
-    let proof = dpop_proof(&bound, &format!("{origin}{path}"), "used-before-the-reloads");
+    let proof = dpop_proof(
+        &bound,
+        &format!("{origin}{path}"),
+        "used-before-the-reloads",
+    );
     let dpop_req = Request::get(path)
         .header("authorization", &format!("DPoP {bound}"))
         .header("dpop", &proof);
@@ -363,7 +367,8 @@ fn ten_policy_changes_under_load_fail_no_request_and_keep_shared_state() {
         assert!(out.contains("portcullis.authn\n"), "{out}");
         let want = format!("\"probe\";q={burst};");
         until(&g, &probe_req, |r| {
-            r.header("ratelimit-policy").is_some_and(|h| h.contains(&want))
+            r.header("ratelimit-policy")
+                .is_some_and(|h| h.contains(&want))
         });
         // The marker route answers past authn (the upstream's 404), the previous one is gone.
         until(&g, &Request::get(&format!("/healthz/marker-{i}")), |r| {
@@ -431,7 +436,11 @@ fn ten_policy_changes_under_load_fail_no_request_and_keep_shared_state() {
         "a change took more than 2 s to be in force: {took:?}"
     );
     // Envoy counted every reload and refused none.
-    let stat = |s: &str| g.stat(&format!("extension_config_discovery.http_filter.portcullis.ratelimit.{s}"));
+    let stat = |s: &str| {
+        g.stat(&format!(
+            "extension_config_discovery.http_filter.portcullis.ratelimit.{s}"
+        ))
+    };
     assert!(stat("update_success").unwrap_or(0) >= 11);
     assert_eq!(stat("update_rejected").unwrap_or(0), 0);
 }
@@ -473,7 +482,9 @@ fn emergency_mode_on_then_off_under_load() {
             Probe {
                 // Not essential: open, or closed with the emergency answer — nothing else.
                 req: Request::get("/api/v1/tenants/load/customers").bearer(&reader),
-                ok: |r| r.status == 200 || (r.status == 503 && r.json()["reason"] == "emergency_mode"),
+                ok: |r| {
+                    r.status == 200 || (r.status == 503 && r.json()["reason"] == "emergency_mode")
+                },
                 essential: false,
             },
         ],
@@ -496,12 +507,15 @@ fn emergency_mode_on_then_off_under_load() {
     let r = g.send(&Request::get(one).bearer(&unmask));
     assert_eq!(r.status, 200, "{}", r.body_str());
     assert_eq!(ssn(&r), "***-**-6780", "the unmask scope is ignored");
-    assert_eq!(r.header("x-ratelimit-limit"), Some("500000"), "emergency tier");
+    assert_eq!(
+        r.header("x-ratelimit-limit"),
+        Some("500000"),
+        "emergency tier"
+    );
     let xds = g.reload_dir.clone().unwrap();
-    let m: Value = serde_json::from_str(
-        &std::fs::read_to_string(xds.join("portcullis-reload.json")).unwrap(),
-    )
-    .unwrap();
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(xds.join("portcullis-reload.json")).unwrap())
+            .unwrap();
     assert_eq!(m["emergency"], true);
     // A while in the mode under load, so the load crosses both switches with requests in flight.
     std::thread::sleep(Duration::from_secs(1));

@@ -548,7 +548,10 @@ impl RateLimitConfig {
                         "only `scope: local` limits have an emergency amount (the rate limit service keeps its own amounts)",
                     ));
                 }
-                Some(a) => Some(a.compile().map_err(|e| e.within(&format!("{at}.emergency")))?),
+                Some(a) => Some(
+                    a.compile()
+                        .map_err(|e| e.within(&format!("{at}.emergency")))?,
+                ),
                 None => None,
             };
             let (limit, tiers, tier_tables, default_table) = match emergency {

@@ -25,10 +25,18 @@ fn the_emergency_amount_replaces_every_tier_only_while_the_mode_is_on() {
     let (amount, _) = off.limits[0].amount(Some("gold"));
     assert_eq!(
         amount,
-        Limit::Bucket { burst: 1000, refill: 500, period_secs: 1 }
+        Limit::Bucket {
+            burst: 1000,
+            refill: 500,
+            period_secs: 1
+        }
     );
     let on = RateLimitConfig::from_value(policy(true)).unwrap();
-    let ten = Limit::Bucket { burst: 10, refill: 2, period_secs: 1 };
+    let ten = Limit::Bucket {
+        burst: 10,
+        refill: 2,
+        period_secs: 1,
+    };
     assert_eq!(on.limits[0].amount(Some("gold")).0, ten);
     assert_eq!(on.limits[0].amount(None).0, ten);
     // Its buckets live apart from the ordinary ones, which wait where they were.
@@ -39,7 +47,11 @@ fn the_emergency_amount_replaces_every_tier_only_while_the_mode_is_on() {
     // A limit without an emergency amount keeps its own.
     assert_eq!(
         on.limits[1].amount(None).0,
-        Limit::Bucket { burst: 50, refill: 5, period_secs: 1 }
+        Limit::Bucket {
+            burst: 50,
+            refill: 5,
+            period_secs: 1
+        }
     );
 }
 
