@@ -12,6 +12,7 @@ pub mod oci;
 pub mod openapi;
 pub mod policy;
 pub mod policytest;
+pub mod reload;
 pub mod render;
 pub mod token;
 

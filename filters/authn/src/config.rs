@@ -45,6 +45,10 @@ pub struct RawConfig {
     /// DPoP (RFC 9449): accept `Authorization: DPoP` with a proof.
     #[serde(default)]
     pub dpop: Option<crate::dpop::RawDpop>,
+    /// Emergency mode: only `essential` routes are served. `portcullis render` / `apply` /
+    /// `emergency on` set it from the reload directory's state; policies leave it out.
+    #[serde(default)]
+    pub emergency: bool,
     /// The audit record's keyed hashes.
     #[serde(default)]
     pub audit: Option<RawAudit>,
@@ -460,6 +464,9 @@ pub struct RawRoute {
     /// What a valid token must also satisfy; `{}` means any valid token.
     #[serde(default)]
     pub require: Option<RawRequire>,
+    /// Stays open in emergency mode; every other route is answered 503 `emergency_mode`.
+    #[serde(default)]
+    pub essential: bool,
 }
 
 /// Kinds of unauthenticated access.
@@ -590,6 +597,8 @@ pub struct Route {
     pub name: String,
     /// Rule.
     pub rule: Rule,
+    /// Open in emergency mode.
+    pub essential: bool,
 }
 
 /// The compiled, immutable authn configuration.
@@ -597,6 +606,8 @@ pub struct Route {
 pub struct AuthnConfig {
     /// Enforce or shadow.
     pub mode: Mode,
+    /// Emergency mode: routes that are not `essential` are refused.
+    pub emergency: bool,
     /// Metric prefix part.
     pub stat_prefix: String,
     /// Token source (header name lower-cased).
@@ -722,10 +733,18 @@ impl AuthnConfig {
                     }
                 }
             }
-            routes.push((matcher, Route { name: r.name, rule }));
+            routes.push((
+                matcher,
+                Route {
+                    name: r.name,
+                    rule,
+                    essential: r.essential,
+                },
+            ));
         }
         Ok(AuthnConfig {
             mode: raw.mode,
+            emergency: raw.emergency,
             stat_prefix: raw.stat_prefix,
             token,
             providers,

@@ -111,6 +111,7 @@ portcullis_core::reasons! {
         DpopReplayUnavailable = ("dpop_replay_unavailable", 503),
         DpopDowngrade = ("dpop_downgrade", 401),
         JwksUnavailable = ("jwks_unavailable", 503),
+        EmergencyMode = ("emergency_mode", 503),
         InternalError = ("internal_error", 500),
     }
 }
@@ -139,6 +140,7 @@ impl AuthnReason {
             | R::MultipleCredentials
             | R::DpopReplayUnavailable
             | R::JwksUnavailable
+            | R::EmergencyMode
             | R::InternalError => Challenge::None,
             R::MissingToken => Challenge::Realm,
             R::MultipleTokens => Challenge::Bearer("invalid_request"),
@@ -243,6 +245,15 @@ pub fn authenticate_with(
         return decision;
     };
     decision.route = Some(m.route.name.clone());
+    // Before any credential is looked at: in an emergency the gateway spends nothing on
+    // routes it has closed.
+    if cfg.emergency && !m.route.essential {
+        decision.verdict = Err(Denial::of(
+            AuthnReason::EmergencyMode,
+            "The gateway is in emergency mode; only essential routes are open.",
+        ));
+        return decision;
+    }
     let (providers, scopes, roles, tenant_param, claims, binding) = match &m.route.rule {
         Rule::Anonymous => {
             decision.verdict = Ok(Allowed {

@@ -20,6 +20,10 @@ pub struct RawConfig {
     /// `portcullis render --audit-log` turns it on; off, the request path makes no such writes.
     #[serde(default)]
     pub audit: bool,
+    /// Emergency mode: no scope and no consent flag reveals anything; every rule masks.
+    /// `portcullis render` / `apply` / `emergency on` set it; policies leave it out.
+    #[serde(default)]
+    pub emergency: bool,
     /// `enforce` (default) or `shadow` (count what would be masked, change nothing).
     #[serde(default)]
     pub mode: Mode,
@@ -541,13 +545,20 @@ fn compile_rule(raw: &RawRule, cfg: &RawConfig) -> Result<Rule, ConfigError> {
             Some(segs)
         }
     };
+    // Both were checked above, so a policy is validated the same way whether or not the
+    // mode is on; in an emergency neither can reveal a value.
+    let (unmask_scopes, consent) = if cfg.emergency {
+        (Vec::new(), None)
+    } else {
+        (raw.unmask_scopes.clone(), consent)
+    };
     Ok(Rule {
         name: raw.name.clone(),
         fields,
         headers,
         detector,
         action: compile_action(&raw.action, raw, cfg)?,
-        unmask_scopes: raw.unmask_scopes.clone(),
+        unmask_scopes,
         consent,
     })
 }
