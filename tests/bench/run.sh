@@ -115,9 +115,9 @@ if [ "${ONLY:-}" = scaling ]; then
 fi
 
 if section throughput; then
-echo "== throughput and latency (c0…c6 interleaved, $REPS reps, ${DUR}s each, paced at ~${RATE} req/s)"
+echo "== throughput and latency (c0…c7 interleaved, $REPS reps, ${DUR}s each, paced at ~${RATE} req/s)"
 for rep in $(seq 1 "$REPS"); do
-  for c in c0 c1 c2 c3 c4 c5 c6; do
+  for c in c0 c1 c2 c3 c4 c5 c6 c7; do
     start $c
     wrk_run "$WORK/post.lua" 16 3 > /dev/null                                       # warm-up (V8 tier-up)
     wrk_run "$WORK/post.lua" 16 "$DUR"
