@@ -391,7 +391,15 @@ struct Frame {
 impl Program {
     /// Adds `id` and everything it applies with (`$ref`, `allOf`) to `set`, once each.
     fn expand(&self, id: usize, set: &mut Vec<usize>) {
-        let mut todo = vec![id];
+        if set.contains(&id) {
+            return;
+        }
+        set.push(id);
+        // Most nodes apply nothing else: no work list for them.
+        let Some(n) = self.nodes.get(id).filter(|n| !n.all.is_empty()) else {
+            return;
+        };
+        let mut todo: Vec<usize> = n.all.clone();
         while let Some(i) = todo.pop() {
             if set.contains(&i) {
                 continue;
@@ -449,7 +457,10 @@ impl Program {
     }
 
     fn check_str(&self, n: &Node, s: &str) -> bool {
-        if n.min_len > 0 || n.max_len < u64::MAX {
+        // A string has at most as many code points as bytes, and at least a quarter as many:
+        // count them only when the byte length leaves the bounds in doubt.
+        let bytes = s.len() as u64;
+        if bytes > n.max_len || n.min_len > bytes.div_ceil(4) {
             let len = s.chars().count() as u64;
             if len < n.min_len || len > n.max_len {
                 return false;
@@ -506,8 +517,14 @@ impl Program {
                     }
                     valid = self.check_value(&set, &ev);
                     if matches!(ev, Event::StartObject | Event::StartArray) {
+                        let tracks = set.iter().any(|&i| !self.node(i).required.is_empty());
                         stack.push(Frame {
-                            seen: vec![0; set.len()],
+                            // Only allocated when some node has `required`.
+                            seen: if tracks {
+                                vec![0; set.len()]
+                            } else {
+                                Vec::new()
+                            },
                             nodes: set,
                             count: 0,
                             array: matches!(ev, Event::StartArray),
@@ -538,7 +555,9 @@ impl Program {
             let n = self.node(i);
             for (r, req) in n.required.iter().enumerate() {
                 if *req == *name {
-                    f.seen[k] |= 1 << r;
+                    if let Some(seen) = f.seen.get_mut(k) {
+                        *seen |= 1 << r;
+                    }
                 }
             }
             match n.props.binary_search_by(|(p, _)| p.as_str().cmp(&name)) {
@@ -555,8 +574,9 @@ impl Program {
 
     /// A container closes: counts and `required`.
     fn close(&self, f: &Frame) -> bool {
-        f.nodes.iter().zip(&f.seen).all(|(&i, &seen)| {
+        f.nodes.iter().enumerate().all(|(k, &i)| {
             let n = self.node(i);
+            let seen = f.seen.get(k).copied().unwrap_or(0);
             if f.array {
                 (n.min_items..=n.max_items).contains(&f.count)
             } else {
