@@ -501,11 +501,7 @@ impl<'a> Tokenizer<'a> {
                 0x00..=0x1f => return self.syntax(),
                 _ => {
                     // Input is valid UTF-8: skip to the next byte that matters.
-                    let rest = &self.b[self.i..];
-                    let run = rest
-                        .iter()
-                        .position(|&b| STOP[usize::from(b)])
-                        .unwrap_or(rest.len());
+                    let run = plain_run(&self.b[self.i..]);
                     self.i += run;
                     len += run;
                 }
@@ -530,6 +526,34 @@ const STOP: [bool; 256] = {
     t[b'\\' as usize] = true;
     t
 };
+
+/// Length of the run of plain string text at the start of `b` (up to the first `"`, `\\` or
+/// control character). Eight bytes at a time while none of them stops the run: for each test
+/// the word trick below is non-zero exactly when some byte of the word matches, and the byte
+/// loop then finds which.
+fn plain_run(b: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let mut i = 0;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let quote = zero_byte(w ^ (ONES * u64::from(b'"')));
+        let backslash = zero_byte(w ^ (ONES * u64::from(b'\\')));
+        let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+        if quote | backslash | control != 0 {
+            break;
+        }
+        i += 8;
+    }
+    let rest = &b[i..];
+    i + rest
+        .iter()
+        .position(|&c| STOP[usize::from(c)])
+        .unwrap_or(rest.len())
+}
 
 /// Unescapes the raw text of a string the tokenizer accepted.
 fn unescape_into(raw: &str, out: &mut String) {
@@ -751,6 +775,25 @@ mod tests {
             validate(deep.as_bytes(), Limits::default()).is_ok(),
             "no recursion, no stack growth"
         );
+    }
+
+    #[test]
+    fn plain_runs_stop_at_the_first_quote_backslash_or_control_character() {
+        for len in 0..40 {
+            for stop in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
+                for fill in [b'a', 0x7f, 0x80, 0xff, 0x20, 0x21, 0x5b, 0x5d] {
+                    let mut b = vec![fill; len];
+                    b.push(stop);
+                    b.extend_from_slice(b"xyz\"");
+                    assert_eq!(
+                        plain_run(&b),
+                        len,
+                        "len {len} stop {stop:#x} fill {fill:#x}"
+                    );
+                }
+            }
+            assert_eq!(plain_run(&vec![b'q'; len]), len);
+        }
     }
 
     #[test]
