@@ -10,11 +10,13 @@
 //!
 //! `cargo run --release -p portcullis-schema --example profile` prints µs per body and per KiB;
 //! `… --example profile -- callgrind 64 1000` runs only 1000 checks of the 64 KiB body inside
-//! `measured_requests` (see tests/bench/README.md, "Profiling").
+//! `measured_requests` (see tests/bench/README.md, "Profiling"). `--two-step` (last argument)
+//! measures the path one-pass validation replaced instead: scan, serde_json tree, jsonschema.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a driver: a failure is a crash
 
 use portcullis_schema::config::SchemaConfig;
+use portcullis_schema::scan::scan;
 use portcullis_schema::validate::check_body;
 use serde_json::{json, Value};
 use std::hint::black_box;
@@ -52,6 +54,19 @@ fn bodies() -> Vec<(usize, Vec<u8>)> {
     vec![(1, one), (8, many(8)), (64, many(64))]
 }
 
+/// The path before one-pass validation, for comparison in the same binary: the structural scan,
+/// then a serde_json tree, then jsonschema's `is_valid`.
+#[inline(never)]
+fn measured_requests_two_step(cfg: &SchemaConfig, route: usize, body: &[u8], n: usize) {
+    let req = cfg.routes.get(route).unwrap().request.as_ref().unwrap();
+    for _ in 0..n {
+        let body = black_box(body);
+        scan(body, &req.limits).unwrap();
+        let v: Value = serde_json::from_slice(body).unwrap();
+        assert!(black_box(req.validator.is_valid(&v)));
+    }
+}
+
 #[inline(never)]
 fn measured_requests(cfg: &SchemaConfig, route: usize, body: &[u8], n: usize) {
     for _ in 0..n {
@@ -62,13 +77,21 @@ fn measured_requests(cfg: &SchemaConfig, route: usize, body: &[u8], n: usize) {
 fn main() {
     let (cfg, single, bulk) = config();
     let args: Vec<String> = std::env::args().collect();
+    let two_step = args.iter().any(|a| a == "--two-step");
+    let run = |route: usize, body: &[u8], n: usize| {
+        if two_step {
+            measured_requests_two_step(&cfg, route, body, n);
+        } else {
+            measured_requests(&cfg, route, body, n);
+        }
+    };
     if args.get(1).map(String::as_str) == Some("callgrind") {
         let kib: usize = args.get(2).map_or(64, |a| a.parse().unwrap());
         let n: usize = args.get(3).map_or(1000, |a| a.parse().unwrap());
         let (k, body) = bodies().into_iter().find(|(k, _)| *k == kib).unwrap();
         let route = if k == 1 { single } else { bulk };
-        measured_requests(&cfg, route, &body, 1); // warm-up, not collected
-        measured_requests(&cfg, route, &body, n);
+        run(route, &body, 1); // warm-up, not collected
+        run(route, &body, n);
         println!("{n} checks of {} bytes", body.len());
         return;
     }
@@ -79,7 +102,7 @@ fn main() {
         let mut best = f64::MAX;
         for _ in 0..5 {
             let t = Instant::now();
-            measured_requests(&cfg, route, &body, n);
+            run(route, &body, n);
             best = best.min(t.elapsed().as_secs_f64() * 1e6 / n as f64);
         }
         let kib = body.len() as f64 / 1024.0;
