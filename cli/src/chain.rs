@@ -251,6 +251,14 @@ pub fn coverage_items(c: &Compiled) -> Vec<String> {
             .iter()
             .map(|(_, r)| format!("authn.route:{}", r.name)),
     );
+    // Every catalog app must be admitted or refused by some case.
+    items.extend(
+        c.authn
+            .catalog
+            .iter()
+            .flat_map(|cat| &cat.apps)
+            .map(|a| format!("catalog.app:{}", a.id)),
+    );
     items.extend(
         c.pii
             .routes
