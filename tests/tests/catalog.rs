@@ -24,9 +24,11 @@ fn gw() -> Option<&'static Gateway> {
         policies.authn["api_keys"]["keys"]
             .as_array_mut()
             .unwrap()
-            .push(json!({"id": "rogue-1", "app": "rogue-widget", "tenant": "acme",
+            .push(
+                json!({"id": "rogue-1", "app": "rogue-widget", "tenant": "acme",
                          "scopes": ["customers:read"],
-                         "sha256": portcullis_cli::apikey::sha256_hex(ROGUE_KEY)}));
+                         "sha256": portcullis_cli::apikey::sha256_hex(ROGUE_KEY)}),
+            );
         Gateway::start(GatewayOptions {
             policies,
             ..GatewayOptions::default()
@@ -84,7 +86,10 @@ fn assert_refused(g: &Gateway, req: Request, reason: &str, secret: &str) {
         !body.contains(&secret[..secret.len().min(40)]),
         "credential echoed"
     );
-    assert!(g.upstream_saw(&id).is_none(), "refused request reached the upstream");
+    assert!(
+        g.upstream_saw(&id).is_none(),
+        "refused request reached the upstream"
+    );
 }
 
 #[test]
@@ -124,8 +129,9 @@ fn suspended_apps_are_refused_by_token_and_by_api_key() {
 #[test]
 fn registered_apps_and_callers_without_an_app_pass() {
     let (g, _log) = gateway!();
-    let key = std::fs::read_to_string(harness::repo_root().join("policies/demo-keys/demo-api-key.txt"))
-        .unwrap();
+    let key =
+        std::fs::read_to_string(harness::repo_root().join("policies/demo-keys/demo-api-key.txt"))
+            .unwrap();
     let r = g.send(&Request::get(LIST).header("x-api-key", key.trim()));
     assert_eq!(r.status, 200, "{}", r.body_str());
     // An end-user token without an app claim: the demo catalog does not require one.
@@ -160,7 +166,10 @@ fn an_app_sees_its_granted_class_unmasked_and_other_classes_masked() {
     assert_eq!(seen["email"], email.as_str(), "contact: granted, unmasked");
     let masked_card = seen["card_number"].as_str().unwrap();
     assert_ne!(masked_card, card, "financial: not granted, masked");
-    assert!(masked_card.ends_with(&card[card.len() - 4..]), "{masked_card}");
+    assert!(
+        masked_card.ends_with(&card[card.len() - 4..]),
+        "{masked_card}"
+    );
     assert_ne!(seen["ssn"].as_str().unwrap(), ssn, "government-id: masked");
     let body = r.body_str();
     assert!(!body.contains(&card) && !body.contains(&ssn), "{body}");
@@ -173,7 +182,11 @@ fn an_app_sees_its_granted_class_unmasked_and_other_classes_masked() {
         .filter(|h| h[0] == "x-portcullis-scopes")
         .filter_map(|h| h[1].as_str())
         .collect();
-    assert_eq!(scopes, ["customers:read pii:email:read pii:card:read"], "{rec}");
+    assert_eq!(
+        scopes,
+        ["customers:read pii:email:read pii:card:read"],
+        "{rec}"
+    );
 }
 
 #[test]
@@ -187,5 +200,9 @@ fn an_app_is_rate_limited_as_its_catalog_tier() {
     let t = token(Some("crm-sync"), "cat-tier2", "customers:read");
     let r = g.send(&Request::get("/api/v1/tenants/cat-tier2/customers").bearer(&t));
     let policy = r.header("ratelimit-policy").unwrap_or_default().to_string();
-    assert!(policy.contains("\"tenant\";q=200;"), "{} {policy}", r.status);
+    assert!(
+        policy.contains("\"tenant\";q=200;"),
+        "{} {policy}",
+        r.status
+    );
 }
