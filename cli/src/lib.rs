@@ -5,6 +5,7 @@
 
 pub mod apikey;
 pub mod benchkeys;
+pub mod catalog;
 pub mod chain;
 pub mod gateway;
 pub mod istio;

@@ -8,7 +8,7 @@
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use portcullis_cli::render::{self, ConfigFormat, RenderOptions};
 use portcullis_cli::token::{self, SigningAlg, TokenSpec};
-use portcullis_cli::{chain, openapi, policy, policytest, reload, CliError, Result};
+use portcullis_cli::{catalog, chain, openapi, policy, policytest, reload, CliError, Result};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -61,6 +61,11 @@ enum Command {
     Apikey(ApikeyArgs),
     /// Mint a DEMO token signed with the demo keys (never for production).
     Token(TokenArgs),
+    /// List the app catalog: each app's owner, tier, status, and what it can reach.
+    ///
+    /// Offline, from the policies alone: the routes whose scope requirements the app's allowed
+    /// scopes satisfy, and the data classes (with their pii rules) it can see unmasked.
+    Catalog(CatalogArgs),
     /// Pack each filter as a Wasm OCI image (Istio's compat variant).
     ///
     /// Per filter: an OCI layout directory, and the same image as a `docker load` archive
@@ -74,6 +79,13 @@ enum Command {
     /// Fresh keys for every algorithm the benchmark compares (`make bench`).
     #[command(hide = true)]
     BenchKeys(BenchKeysArgs),
+}
+
+#[derive(Args)]
+struct CatalogArgs {
+    /// Policy directory.
+    #[arg(long, value_name = "DIR", default_value = "policies")]
+    policies: PathBuf,
 }
 
 #[derive(Args)]
@@ -567,6 +579,7 @@ fn main() -> ExitCode {
         Some(Command::Import(ImportCommand::Openapi(a))) => import_openapi(&a),
         Some(Command::Apikey(a)) => apikey_cmd(&a),
         Some(Command::Token(a)) => token_cmd(&a),
+        Some(Command::Catalog(a)) => catalog_cmd(&a),
         Some(Command::Oci(a)) => oci_cmd(&a),
         Some(Command::Image(a)) => image_cmd(&a),
         Some(Command::BenchKeys(a)) => {
@@ -587,6 +600,12 @@ fn main() -> ExitCode {
 }
 
 /// `path: error`, for errors about a file the user named.
+fn catalog_cmd(a: &CatalogArgs) -> Result<()> {
+    let p = policy::load(&a.policies)?;
+    print!("{}", catalog::report(&p)?);
+    Ok(())
+}
+
 fn at(path: &Path) -> impl Fn(std::io::Error) -> CliError + '_ {
     move |e| CliError(format!("{}: {e}", path.display()))
 }
@@ -652,6 +671,17 @@ fn check(a: &CheckArgs) -> Result<()> {
             pii.rules.len(),
             pii.profiles.len(),
             pii.routes.len()
+        );
+    }
+    if let Some((_, cat)) = catalog::of(&p)? {
+        for w in catalog::check(&p)? {
+            eprintln!("warning: {}/{w}", dir.display());
+        }
+        println!(
+            "ok: {}/{}: {} app(s)",
+            dir.display(),
+            catalog::CATALOG_FILE,
+            cat.apps.len()
         );
     }
     Ok(())

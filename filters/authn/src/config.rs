@@ -52,6 +52,9 @@ pub struct RawConfig {
     /// The audit record's keyed hashes.
     #[serde(default)]
     pub audit: Option<RawAudit>,
+    /// The app catalog (`portcullis render` fills it from `catalog.yaml`).
+    #[serde(default)]
+    pub catalog: Option<crate::catalog::RawCatalog>,
 }
 
 /// The audit trail's settings as written.
@@ -224,6 +227,7 @@ fn compile_api_keys(raw: RawApiKeys, provider_names: &[String]) -> Result<ApiKey
             scopes: k.scopes,
             roles: k.roles,
             tier: k.tier,
+            data_classes: None,
         };
         entries.push((digest, std::rc::Rc::new(identity)));
     }
@@ -631,6 +635,8 @@ pub struct AuthnConfig {
     pub dpop: Option<crate::dpop::Dpop>,
     /// Key of the audit record's hashes, when configured.
     pub audit_key: Option<portcullis_core::audit::HashKey>,
+    /// The app catalog, when configured: every caller naming an app is admitted by it.
+    pub catalog: Option<crate::catalog::Catalog>,
 }
 
 fn valid_header_name(h: &str) -> bool {
@@ -763,6 +769,12 @@ impl AuthnConfig {
                     portcullis_core::audit::HashKey::from_hex(&a.hash_key)
                         .map_err(|why| ConfigError::new("audit.hash_key", why))?,
                 ),
+                None => None,
+            },
+            catalog: match raw.catalog {
+                Some(c) => {
+                    Some(crate::catalog::Catalog::compile(c).map_err(|e| e.within("catalog"))?)
+                }
                 None => None,
             },
         })
