@@ -41,13 +41,13 @@ build: setup ## Build dist/*.wasm (release, wasm32-wasip1), the native CLI, demo
 	$(CARGO) build -p portcullis-cli -p portcullis-tests -p portcullis-ratelimit-service --bins
 	@ls -l dist/*.wasm
 
-render: build $(BUILD)/audit.key ## Render $(BUILD)/envoy.yaml from envoy/ and policies/ (audit trail to stdout)
+render: build $(BUILD)/audit.key ## Render $(BUILD)/envoy.yaml from envoy/ and policies/ (audit trail to stdout; filter configs in $(BUILD)/xds for `portcullis apply`)
 	@mkdir -p $(BUILD)
 	./target/debug/portcullis check policies
 	./target/debug/portcullis render --policies policies --wasm-dir dist --out $(BUILD)/envoy.yaml \
 		--listen-port $(LISTEN_PORT) --admin-port $(ADMIN_PORT) --upstream 127.0.0.1:$(UPSTREAM_PORT) \
 		--external-origin http://127.0.0.1:$(LISTEN_PORT) \
-		--audit-log /dev/stdout --audit-key-file $(BUILD)/audit.key
+		--audit-log /dev/stdout --audit-key-file $(BUILD)/audit.key --reload-dir $(BUILD)/xds
 	"$(ENVOY)" --mode validate -c $(BUILD)/envoy.yaml --log-level warn
 
 # The demo's audit hash key: random, made once, readable by its owner only. A deployment brings
@@ -62,6 +62,8 @@ run: render ## Set up, build, and run the demo: Envoy on :$(LISTEN_PORT) in fron
 	@echo "  TOKEN=\$$(./target/debug/portcullis token --tenant acme --scope customers:read)"
 	@echo "  curl -H \"Authorization: Bearer \$$TOKEN\" http://127.0.0.1:$(LISTEN_PORT)/api/v1/tenants/acme/customers"
 	@echo "  curl -H \"Authorization: Bearer \$$TOKEN\" http://127.0.0.1:$(LISTEN_PORT)/api/v1/tenants/globex/customers   # 403"
+	@echo "Policy changes without a restart: ./target/debug/portcullis apply --reload-dir $(BUILD)/xds --admin 127.0.0.1:$(ADMIN_PORT)"
+	@echo "Emergency mode: ./target/debug/portcullis emergency on|off --reload-dir $(BUILD)/xds --admin 127.0.0.1:$(ADMIN_PORT)"
 	@echo "Ctrl-C stops both."
 	@echo ""
 	@./target/debug/demo-upstream --listen 127.0.0.1:$(UPSTREAM_PORT) & UP=$$!; \

@@ -251,6 +251,14 @@ pub fn coverage_items(c: &Compiled) -> Vec<String> {
             .iter()
             .map(|(_, r)| format!("authn.route:{}", r.name)),
     );
+    // Every catalog app must be admitted or refused by some case.
+    items.extend(
+        c.authn
+            .catalog
+            .iter()
+            .flat_map(|cat| &cat.apps)
+            .map(|a| format!("catalog.app:{}", a.id)),
+    );
     items.extend(
         c.pii
             .routes
@@ -287,6 +295,10 @@ mod tests {
             &mut p.schema,
         ] {
             c["audit"] = json!(true);
+        }
+        // `crm-web` is not in the demo app catalog; admitting apps is not this test's subject.
+        if let Some(a) = p.authn.as_object_mut() {
+            a.remove("catalog");
         }
         let c = Compiled::new(&p).unwrap();
         let mut st = ChainState::new(&c).unwrap();

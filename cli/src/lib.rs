@@ -5,6 +5,7 @@
 
 pub mod apikey;
 pub mod benchkeys;
+pub mod catalog;
 pub mod chain;
 pub mod gateway;
 pub mod istio;
@@ -12,6 +13,7 @@ pub mod oci;
 pub mod openapi;
 pub mod policy;
 pub mod policytest;
+pub mod reload;
 pub mod render;
 pub mod token;
 

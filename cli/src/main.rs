@@ -8,7 +8,7 @@
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use portcullis_cli::render::{self, ConfigFormat, RenderOptions};
 use portcullis_cli::token::{self, SigningAlg, TokenSpec};
-use portcullis_cli::{chain, openapi, policy, policytest, CliError, Result};
+use portcullis_cli::{catalog, chain, openapi, policy, policytest, reload, CliError, Result};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -32,6 +32,19 @@ enum Command {
     /// compiled policies and the options below; with `--format istio`, WasmPlugins and an
     /// EnvoyFilter for the same policies are written instead (a YAML stream).
     Render(Box<RenderArgs>),
+    /// Publish changed policies to a running Envoy without a restart (hot reload).
+    ///
+    /// Loads and compiles every policy with the filters' own code (as `check` does); on any
+    /// error nothing is written. Otherwise each changed filter configuration is written
+    /// atomically to the reload directory `render --reload-dir` set up, where Envoy picks it up
+    /// (extension config discovery from files). A change that would alter Envoy's bootstrap
+    /// (listener buffers, edge settings) needs a restart and is refused.
+    Apply(ApplyArgs),
+    /// Turn emergency mode on or off at run time (through the same reload directory).
+    ///
+    /// On: only routes marked `essential` stay open (others get 503 `emergency_mode`), limits
+    /// with an `emergency` amount drop to it, and no scope unmasks personal data.
+    Emergency(EmergencyArgs),
     /// Run policy test files through the filters, with coverage.
     ///
     /// Every case runs through each filter's real callbacks, in chain order, on the fake host.
@@ -48,6 +61,11 @@ enum Command {
     Apikey(ApikeyArgs),
     /// Mint a DEMO token signed with the demo keys (never for production).
     Token(TokenArgs),
+    /// List the app catalog: each app's owner, tier, status, and what it can reach.
+    ///
+    /// Offline, from the policies alone: the routes whose scope requirements the app's allowed
+    /// scopes satisfy, and the data classes (with their pii rules) it can see unmasked.
+    Catalog(CatalogArgs),
     /// Pack each filter as a Wasm OCI image (Istio's compat variant).
     ///
     /// Per filter: an OCI layout directory, and the same image as a `docker load` archive
@@ -61,6 +79,13 @@ enum Command {
     /// Fresh keys for every algorithm the benchmark compares (`make bench`).
     #[command(hide = true)]
     BenchKeys(BenchKeysArgs),
+}
+
+#[derive(Args)]
+struct CatalogArgs {
+    /// Policy directory.
+    #[arg(long, value_name = "DIR", default_value = "policies")]
+    policies: PathBuf,
 }
 
 #[derive(Args)]
@@ -253,6 +278,12 @@ struct RenderArgs {
     )]
     audit_key_file: Option<PathBuf>,
 
+    /// Serve the wasm filters' configurations from files in DIR (extension config discovery),
+    /// so `portcullis apply` and `portcullis emergency` change them without a restart. Writes
+    /// the files and DIR/portcullis-reload.json beside the bootstrap config.
+    #[arg(long, value_name = "DIR", help_heading = "Hot reload")]
+    reload_dir: Option<PathBuf>,
+
     /// Namespace of every resource.
     #[arg(
         long,
@@ -278,6 +309,50 @@ struct RenderArgs {
     /// Modules from file://DIR/<module>.wasm inside the proxy (default: /etc/portcullis/wasm).
     #[arg(long, value_name = "DIR", help_heading = "Istio (--format istio)")]
     wasm_url_dir: Option<String>,
+}
+
+#[derive(Args)]
+struct ApplyArgs {
+    /// Policy directory (default: the one in force).
+    #[arg(long, value_name = "DIR")]
+    policies: Option<PathBuf>,
+    /// The reload directory Envoy was rendered with (`render --reload-dir`).
+    #[arg(long, value_name = "DIR")]
+    reload_dir: PathBuf,
+    /// Envoy's admin endpoint: wait until Envoy has loaded each changed filter, and fail if
+    /// it refused one.
+    #[arg(long, value_name = "HOST:PORT")]
+    admin: Option<String>,
+    /// Check the policies and print what would change; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Switch {
+    On,
+    Off,
+}
+
+#[derive(Args)]
+struct EmergencyArgs {
+    /// `on` or `off`.
+    #[arg(value_enum)]
+    state: Switch,
+    /// The reload directory Envoy was rendered with (`render --reload-dir`).
+    #[arg(long, value_name = "DIR")]
+    reload_dir: PathBuf,
+    /// Envoy's admin endpoint: wait until Envoy has loaded the new configurations.
+    #[arg(long, value_name = "HOST:PORT")]
+    admin: Option<String>,
+}
+
+/// `render`'s arguments alone, to parse what `render --reload-dir` recorded.
+#[derive(Parser)]
+#[command(name = "render", args_override_self = true)]
+struct RenderOnly {
+    #[command(flatten)]
+    args: RenderArgs,
 }
 
 #[derive(Args)]
@@ -497,11 +572,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Check(a)) => check(&a),
         Some(Command::Render(a)) => render_cmd(&a),
+        Some(Command::Apply(a)) => apply_cmd(&a),
+        Some(Command::Emergency(a)) => emergency_cmd(&a),
         Some(Command::Test(a)) => test_cmd(&a),
         Some(Command::Explain(a)) => explain_cmd(&a),
         Some(Command::Import(ImportCommand::Openapi(a))) => import_openapi(&a),
         Some(Command::Apikey(a)) => apikey_cmd(&a),
         Some(Command::Token(a)) => token_cmd(&a),
+        Some(Command::Catalog(a)) => catalog_cmd(&a),
         Some(Command::Oci(a)) => oci_cmd(&a),
         Some(Command::Image(a)) => image_cmd(&a),
         Some(Command::BenchKeys(a)) => {
@@ -522,6 +600,12 @@ fn main() -> ExitCode {
 }
 
 /// `path: error`, for errors about a file the user named.
+fn catalog_cmd(a: &CatalogArgs) -> Result<()> {
+    let p = policy::load(&a.policies)?;
+    print!("{}", catalog::report(&p)?);
+    Ok(())
+}
+
 fn at(path: &Path) -> impl Fn(std::io::Error) -> CliError + '_ {
     move |e| CliError(format!("{}: {e}", path.display()))
 }
@@ -589,6 +673,17 @@ fn check(a: &CheckArgs) -> Result<()> {
             pii.routes.len()
         );
     }
+    if let Some((_, cat)) = catalog::of(&p)? {
+        for w in catalog::check(&p)? {
+            eprintln!("warning: {}/{w}", dir.display());
+        }
+        println!(
+            "ok: {}/{}: {} app(s)",
+            dir.display(),
+            catalog::CATALOG_FILE,
+            cat.apps.len()
+        );
+    }
     Ok(())
 }
 
@@ -611,8 +706,56 @@ fn render_cmd(a: &RenderArgs) -> Result<()> {
                 "--audit-log renders an Envoy access log (--format envoy); with Istio, add the same json_format to the mesh's access logging (see README, \"Audit trail\")".into(),
             ));
         }
+        if a.reload_dir.is_some() {
+            return Err(CliError(
+                "--reload-dir serves configs to Envoy from files (--format envoy); Istio reloads WasmPlugins itself".into(),
+            ));
+        }
         return istio_render(a, &policies);
     }
+    if let Some(path) = &a.rls_out {
+        let cfg = render::rls_config(&policies)?;
+        std::fs::write(path, cfg).map_err(at(path))?;
+    }
+    let Some(dir) = &a.reload_dir else {
+        let out = render_envoy(a, &policies, false)?;
+        return emit(&out, a.out.as_deref());
+    };
+    let dir = reload::absolute(dir)?;
+    // A directory already in use keeps its emergency state: rendering again (a restart) must
+    // not silently end an emergency.
+    let emergency = reload::Manifest::read(&dir).is_ok_and(|m| m.emergency);
+    let inline = render_envoy(a, &policies, emergency)?;
+    let (bootstrap, files) = reload::split(&inline, &dir)?;
+    reload::publish(&dir, &files)?;
+    let cwd = std::env::current_dir()?;
+    reload::Manifest {
+        render_args: recorded_render_args(),
+        cwd,
+        policies: std::fs::canonicalize(&a.policies).map_err(at(&a.policies))?,
+        emergency,
+        bootstrap: bootstrap.clone(),
+    }
+    .write(&dir)?;
+    emit(&bootstrap, a.out.as_deref())
+}
+
+/// This process's `render` arguments without the output file: what `apply` renders again.
+fn recorded_render_args() -> Vec<String> {
+    let mut out = Vec::new();
+    let mut args = std::env::args().skip_while(|a| a != "render").skip(1);
+    while let Some(a) = args.next() {
+        if a == "--out" || a == "--rls-out" {
+            args.next();
+        } else if !a.starts_with("--out=") && !a.starts_with("--rls-out=") {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// The Envoy config with every filter configuration inline.
+fn render_envoy(a: &RenderArgs, policies: &policy::Policies, emergency: bool) -> Result<String> {
     let template = std::fs::read_to_string(&a.template).map_err(at(&a.template))?;
     let wasm_dir = std::fs::canonicalize(&a.wasm_dir).unwrap_or_else(|_| a.wasm_dir.clone());
     let canonical = |p: &PathBuf| std::fs::canonicalize(p).map_err(at(p));
@@ -654,13 +797,112 @@ fn render_cmd(a: &RenderArgs) -> Result<()> {
             (Some(log), Some(key)) => Some(render::AuditLog::from_key_file(log, key)?),
             _ => None,
         },
+        emergency,
     };
-    if let Some(path) = &a.rls_out {
-        let cfg = render::rls_config(&policies)?;
-        std::fs::write(path, cfg).map_err(at(path))?;
+    render::render(&template, policies, &opts)
+}
+
+fn apply_cmd(a: &ApplyArgs) -> Result<()> {
+    apply(
+        &a.reload_dir,
+        a.policies.as_deref(),
+        None,
+        a.admin.as_deref(),
+        a.dry_run,
+    )
+}
+
+fn emergency_cmd(a: &EmergencyArgs) -> Result<()> {
+    let on = matches!(a.state, Switch::On);
+    apply(&a.reload_dir, None, Some(on), a.admin.as_deref(), false)
+}
+
+/// Renders the policies (new ones, or those in force) with the recorded options and the
+/// emergency state (new, or the one in force), and publishes the filter files that changed.
+fn apply(
+    reload_dir: &Path,
+    policies: Option<&Path>,
+    emergency: Option<bool>,
+    admin: Option<&str>,
+    dry_run: bool,
+) -> Result<()> {
+    let dir = std::fs::canonicalize(reload_dir).map_err(at(reload_dir))?;
+    let manifest = reload::Manifest::read(&dir)?;
+    let policies_dir = match policies {
+        Some(p) => std::fs::canonicalize(p).map_err(at(p))?,
+        None => manifest.policies.clone(),
+    };
+    let emergency = emergency.unwrap_or(manifest.emergency);
+    // Relative paths in the recorded arguments (template, keys, modules) are render's.
+    std::env::set_current_dir(&manifest.cwd).map_err(at(&manifest.cwd))?;
+    let argv = std::iter::once("render".to_string())
+        .chain(manifest.render_args.iter().cloned())
+        .chain([
+            "--policies".to_string(),
+            policies_dir.to_string_lossy().to_string(),
+        ]);
+    let recorded = RenderOnly::try_parse_from(argv)
+        .map_err(|e| CliError(format!("{}: recorded render arguments: {e}", dir.display())))?
+        .args;
+    let loaded = policy::load(&policies_dir)?;
+    let inline = render_envoy(&recorded, &loaded, emergency)?;
+    let (bootstrap, files) = reload::split(&inline, &dir)?;
+    if bootstrap != manifest.bootstrap {
+        return Err(CliError(format!(
+            "this change alters Envoy's bootstrap config, not only the filters' ({}); render again and restart Envoy",
+            reload::first_difference(&manifest.bootstrap, &bootstrap)
+        )));
     }
-    let out = render::render(&template, &policies, &opts)?;
-    emit(&out, a.out.as_deref())
+    let changed: Vec<&reload::FilterFile> = files
+        .iter()
+        .filter(|f| {
+            std::fs::read_to_string(dir.join(f.file_name()))
+                .ok()
+                .as_ref()
+                != Some(&f.content)
+        })
+        .collect();
+    let mode = if emergency { "on" } else { "off" };
+    println!(
+        "policies {} (emergency mode {mode}): {} of {} filter configurations change",
+        policies_dir.display(),
+        changed.len(),
+        files.len()
+    );
+    for f in &changed {
+        println!("  {}", f.name);
+    }
+    if dry_run {
+        return Ok(());
+    }
+    let before = match admin {
+        Some(addr) => {
+            let stats = reload::admin_stats(addr)?;
+            changed
+                .iter()
+                .map(|f| (f.name.clone(), reload::counters(&stats, &f.name)))
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    reload::publish(&dir, &files)?;
+    reload::Manifest {
+        policies: policies_dir,
+        emergency,
+        ..manifest
+    }
+    .write(&dir)?;
+    if let Some(addr) = admin {
+        let refused = reload::confirm(addr, &before, std::time::Duration::from_secs(10))?;
+        if !refused.is_empty() {
+            return Err(CliError(format!(
+                "Envoy refused the new configuration of {} and keeps serving the previous one (see its log)",
+                refused.join(", ")
+            )));
+        }
+        println!("Envoy at {addr} loaded every changed configuration");
+    }
+    Ok(())
 }
 
 /// `render --format istio`: WasmPlugins and an EnvoyFilter from the same policies.

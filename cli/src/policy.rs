@@ -194,7 +194,9 @@ pub fn compile_pii(doc: &Value, file: &str) -> Result<PiiConfig> {
 
 /// Loads and validates every policy file in a directory.
 pub fn load(dir: &Path) -> Result<Policies> {
-    let authn = prepare_authn(read_yaml(&dir.join(AUTHN_FILE))?, dir)?;
+    let mut authn = prepare_authn(read_yaml(&dir.join(AUTHN_FILE))?, dir)?;
+    // The app catalog is authn's to enforce: inlined like `jwks_file` (`catalog.yaml`).
+    crate::catalog::inline(dir, &mut authn)?;
     compile_authn(&authn)?;
     let schema = read_yaml(&dir.join(SCHEMA_FILE))?;
     compile_schema(&schema)?;

@@ -103,6 +103,10 @@ pub struct Case {
     /// Several requests sharing limiter state and cache.
     #[serde(default)]
     pub sequence: Vec<SeqStep>,
+    /// Run with emergency mode on (`portcullis emergency on`): the filters compiled with
+    /// their emergency profile.
+    #[serde(default)]
+    pub emergency: bool,
 }
 
 /// One step of a sequence.
@@ -624,14 +628,71 @@ impl Report {
     }
 }
 
+/// The emergency profile's coverage items, from the policies as written: the emergency
+/// refusal itself, each `essential` route, each limit's `emergency` amount, and pii's
+/// disregard of unmask scopes.
+pub fn emergency_items(p: &Policies) -> Vec<String> {
+    let mut items = vec!["authn.emergency:closed".to_string()];
+    let list = |v: &Value, k: &str| v[k].as_array().cloned().unwrap_or_default();
+    for r in list(&p.authn, "routes") {
+        if r["essential"] == Value::Bool(true) {
+            items.push(format!(
+                "authn.emergency:{}",
+                r["name"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    for doc in [&p.ratelimit_ip, &p.ratelimit] {
+        let prefix = doc["stat_prefix"].as_str().unwrap_or("ratelimit");
+        for l in list(doc, "limits") {
+            if l.get("emergency").is_some() {
+                items.push(format!(
+                    "{prefix}.emergency:{}",
+                    l["name"].as_str().unwrap_or_default()
+                ));
+            }
+        }
+    }
+    if list(&p.pii, "rules")
+        .iter()
+        .any(|r| r.get("unmask_scopes").is_some() || r.get("consent").is_some())
+    {
+        items.push("pii.emergency:masked".to_string());
+    }
+    items
+}
+
+/// What an emergency case exercised, in [`emergency_items`]' terms.
+fn emergency_hits(o: &chain::Outcome) -> Vec<String> {
+    let mut hits = Vec::new();
+    if o.reason.as_deref() == Some("emergency_mode") {
+        hits.push("authn.emergency:closed".to_string());
+    }
+    for h in &o.hits.items {
+        if let Some(route) = h.strip_prefix("authn.route:") {
+            if o.reason.as_deref() != Some("emergency_mode") {
+                hits.push(format!("authn.emergency:{route}"));
+            }
+        } else if let Some((prefix, limit)) = h.split_once(".limit:") {
+            hits.push(format!("{prefix}.emergency:{limit}"));
+        } else if h.starts_with("pii.rule:") {
+            hits.push("pii.emergency:masked".to_string());
+        }
+    }
+    hits
+}
+
 /// Runs every suite against the policies, printing a runner-style report to `out`.
 pub fn run(policies: &Policies, suites: &[Suite], out: &mut dyn std::io::Write) -> Result<Report> {
-    let compiled = Compiled::new(policies)?;
+    let normal = Compiled::new(policies)?;
+    let emergency = Compiled::new(&crate::render::emergency_policies(policies))?;
+    let mut items = chain::coverage_items(&normal);
+    items.extend(emergency_items(policies));
     let mut report = Report {
         passed: 0,
         failed: 0,
         covered: BTreeSet::new(),
-        items: chain::coverage_items(&compiled),
+        items,
     };
     for suite in suites {
         let _ = writeln!(out, "{}", suite.path.display());
@@ -657,13 +718,17 @@ pub fn run(policies: &Policies, suites: &[Suite], out: &mut dyn std::io::Write) 
                         )))
                     }
                 };
-            let mut state = ChainState::new(&compiled)?;
+            let compiled = if case.emergency { &emergency } else { &normal };
+            let mut state = ChainState::new(compiled)?;
             let mut failures = Vec::new();
             for (i, (at, req, up, expect)) in steps.iter().enumerate() {
                 let now_ns = CLOCK_ORIGIN_SECS * 1_000_000_000 + (at.max(0.0) * 1e9) as u64;
                 let sim = suite.sim_request(req, now_ns / 1_000_000_000, &compiled.origin)?;
-                let outcome = chain::run(&compiled, &mut state, &sim, &sim_response(*up), now_ns);
+                let outcome = chain::run(compiled, &mut state, &sim, &sim_response(*up), now_ns);
                 report.covered.extend(outcome.hits.items.iter().cloned());
+                if case.emergency {
+                    report.covered.extend(emergency_hits(&outcome));
+                }
                 for d in compare(&outcome, expect) {
                     failures.push(if steps.len() > 1 {
                         format!("step {}: {d}", i + 1)

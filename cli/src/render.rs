@@ -52,6 +52,34 @@ pub struct RenderOptions {
     pub rls_port: u16,
     /// The audit trail: one JSON record per request through Envoy's access log.
     pub audit: Option<AuditLog>,
+    /// Emergency mode (`portcullis emergency on`): authn, both ratelimit instances and the
+    /// gateway's pii get `emergency: true` and compile their emergency profile.
+    pub emergency: bool,
+}
+
+/// The policies as they compile in emergency mode (what `portcullis test` runs an
+/// `emergency: true` case against, and what `render` inlines when the mode is on).
+pub fn emergency_policies(p: &Policies) -> Policies {
+    let mut e = p.clone();
+    for c in [
+        &mut e.authn,
+        &mut e.ratelimit,
+        &mut e.ratelimit_ip,
+        &mut e.pii,
+    ] {
+        *c = in_emergency(c, true);
+    }
+    e
+}
+
+/// A filter configuration with `emergency: true` when the mode is on (unchanged when off, so
+/// the ordinary render is what it always was).
+pub fn in_emergency(config: &Value, on: bool) -> Value {
+    let mut c = config.clone();
+    if let (true, Some(obj)) = (on, c.as_object_mut()) {
+        obj.insert("emergency".into(), Value::Bool(true));
+    }
+    c
 }
 
 /// A filter's configuration with `audit: true` when the audit log is on, so the filter writes
@@ -216,6 +244,7 @@ impl Default for RenderOptions {
             rls_host: "127.0.0.1".into(),
             rls_port: 8081,
             audit: None,
+            emergency: false,
         }
     }
 }
@@ -257,6 +286,7 @@ fn authn_for(policies: &Policies, opts: &RenderOptions) -> Result<serde_json::Va
         }
         crate::policy::compile_authn(&authn)?;
     }
+    authn = in_emergency(&authn, opts.emergency);
     if let Some(a) = &opts.audit {
         match authn.as_object_mut() {
             Some(obj) => {
@@ -459,11 +489,17 @@ pub fn render(template: &str, policies: &Policies, opts: &RenderOptions) -> Resu
         ),
         (
             "RATELIMIT_CONFIGURATION",
-            plugin_configuration(&audited(&policies.ratelimit, opts), opts.format),
+            plugin_configuration(
+                &in_emergency(&audited(&policies.ratelimit, opts), opts.emergency),
+                opts.format,
+            ),
         ),
         (
             "RATELIMIT_IP_CONFIGURATION",
-            plugin_configuration(&audited(&policies.ratelimit_ip, opts), opts.format),
+            plugin_configuration(
+                &in_emergency(&audited(&policies.ratelimit_ip, opts), opts.emergency),
+                opts.format,
+            ),
         ),
         (
             "DOWNSTREAM_TLS",
@@ -474,7 +510,10 @@ pub fn render(template: &str, policies: &Policies, opts: &RenderOptions) -> Resu
         ),
         (
             "PII_CONFIGURATION",
-            plugin_configuration(&audited(&policies.pii, opts), opts.format),
+            plugin_configuration(
+                &in_emergency(&audited(&policies.pii, opts), opts.emergency),
+                opts.format,
+            ),
         ),
         (
             "PII_EGRESS_CONFIGURATION",

@@ -56,6 +56,7 @@ const SUBCOMMANDS: &[(&[&str], &[&str])] = &[
             "--jwks-ca <PEM>",
             "--rls <HOST:PORT>",
             "--rls-out <FILE>",
+            "--reload-dir <DIR>",
             "--namespace <NS>",
             "--selector <KEY=VALUE>",
             "--istio-mode <ISTIO_MODE>",
@@ -64,6 +65,25 @@ const SUBCOMMANDS: &[(&[&str], &[&str])] = &[
             "istio",
             "struct",
             "sidecar",
+        ],
+    ),
+    (
+        &["apply"],
+        &[
+            "--policies <DIR>",
+            "--reload-dir <DIR>",
+            "--admin <HOST:PORT>",
+            "--dry-run",
+        ],
+    ),
+    (
+        &["emergency"],
+        &[
+            "<STATE>",
+            "--reload-dir <DIR>",
+            "--admin <HOST:PORT>",
+            "on",
+            "off",
         ],
     ),
     (
@@ -178,7 +198,17 @@ fn help_lists_every_documented_command_and_no_arguments_means_help() {
         let stdout = text(&out.stdout);
         assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
         for cmd in [
-            "check", "render", "test", "explain", "import", "apikey", "token", "oci", "image",
+            "check",
+            "render",
+            "apply",
+            "emergency",
+            "test",
+            "explain",
+            "import",
+            "apikey",
+            "token",
+            "oci",
+            "image",
         ] {
             assert!(
                 stdout.lines().any(|l| l.trim_start().starts_with(cmd)),
@@ -470,7 +500,8 @@ fn the_command_lines_of_the_makefile_and_scripts_work() {
     assert!(std::fs::read_to_string(dir.join("rls.yaml"))
         .unwrap()
         .contains("domains"));
-    // make render: the audit trail to stdout, hashed with a key from a file.
+    // make render: the audit trail to stdout, hashed with a key from a file, and the filter
+    // configurations in a reload directory.
     std::fs::write(dir.join("audit.key"), format!("{}\n", "3c".repeat(32))).unwrap();
     let audited = ok(&[
         "render",
@@ -478,7 +509,59 @@ fn the_command_lines_of_the_makefile_and_scripts_work() {
         "/dev/stdout",
         "--audit-key-file",
         &d("audit.key"),
+        "--reload-dir",
+        &d("xds"),
     ]);
+    assert!(audited.contains("config_discovery"), "{audited}");
+    let authn = std::fs::read_to_string(dir.join("xds/portcullis.authn.yaml")).unwrap();
+    assert!(
+        authn.contains("hash_key"),
+        "the audit key reaches authn's file"
+    );
+    let ratelimit = std::fs::read_to_string(dir.join("xds/portcullis.ratelimit.yaml")).unwrap();
+    assert!(ratelimit.contains("audit"), "{ratelimit}");
+    // The README's apply and emergency commands (no Envoy here: no --admin).
+    let same = ok(&["apply", "--reload-dir", &d("xds"), "--dry-run"]);
+    assert!(
+        same.contains("0 of 5 filter configurations change"),
+        "{same}"
+    );
+    let on = ok(&["emergency", "on", "--reload-dir", &d("xds")]);
+    assert!(on.contains("emergency mode on"), "{on}");
+    assert!(
+        std::fs::read_to_string(dir.join("xds/portcullis.authn.yaml"))
+            .unwrap()
+            .contains(r#""emergency":true"#)
+    );
+    let off = ok(&["emergency", "off", "--reload-dir", &d("xds")]);
+    assert!(off.contains("4 of 5 filter configurations change"), "{off}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("xds/portcullis.authn.yaml")).unwrap(),
+        authn
+    );
+    // An invalid policy is refused with nothing written.
+    let bad = dir.join("bad-policies");
+    assert!(std::process::Command::new("cp")
+        .arg("-r")
+        .arg(root().join("policies"))
+        .arg(&bad)
+        .status()
+        .unwrap()
+        .success());
+    std::fs::write(bad.join("ratelimit.yaml"), "limits: [{name: x, key: nope}]").unwrap();
+    let refused_apply = portcullis(&[
+        "apply",
+        "--policies",
+        &bad.display().to_string(),
+        "--reload-dir",
+        &d("xds"),
+    ]);
+    assert_eq!(refused_apply.status.code(), Some(1));
+    assert!(text(&refused_apply.stderr).contains("ratelimit.yaml"));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("xds/portcullis.authn.yaml")).unwrap(),
+        authn
+    );
     assert!(audited.contains("envoy.access_loggers.file"), "{audited}");
     assert!(audited.contains("wasm.portcullis.audit.decided_by"));
     // Without a key, or with a weak one, no audit log.

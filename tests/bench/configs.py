@@ -12,6 +12,7 @@ Writes OUTDIR/<name>.yaml for:
   c4  five no-op wasm filters: the wasm floor under c3 (as many filters, each its own VM)
   c5  a Lua filter masking the same response fields with patterns
   c6  three no-op wasm filters: the wasm floor under c2
+  c7  c4 with all five filters in one VM (same vm_id): what sharing a VM saves per request
 and, per algorithm (verification cost, every request verified: no cache on either side),
   v-<alg>-wasm / v-<alg>-native, plus v-direct (no filter) — all answering from the router
   with a direct response, so the upstream is out of the picture.
@@ -73,14 +74,14 @@ local_ratelimit = {
 }
 
 
-def noop(i):
+def noop(i, vm_id=None):
     return {
         "name": f"bench.noop{i}",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {
                 "name": f"noop{i}", "root_id": f"noop{i}",
-                "vm_config": {"vm_id": f"noop{i}", "runtime": "envoy.wasm.runtime.v8",
+                "vm_config": {"vm_id": vm_id or f"noop{i}", "runtime": "envoy.wasm.runtime.v8",
                               "code": {"local": {"filename": f"{wasm_dir}/noop.wasm"}}},
             },
         },
@@ -127,6 +128,8 @@ configs = {
     "c4": with_filters([noop(i) for i in range(len(wasm_filters))]),
     "c5": with_filters([lua]),
     "c6": with_filters([noop(i) for i in range(len(identity_chain))]),
+    # C4 with one VM per worker for all five (same vm_id and code; Envoy shares the VM).
+    "c7": with_filters([noop(i, "noop") for i in range(len(wasm_filters))]),
     "v-direct": with_filters([], direct=True),
     "c2-direct": with_filters([chain["portcullis.authn"], chain["portcullis.ratelimit"]], direct=True),
 }

@@ -9,7 +9,8 @@
 # latency (default 400 req/s), OUT (default .build/bench), ONLY=verify to run just the per-algorithm
 # verification section (prints its table, leaves docs/ untouched; ALGS="direct RS256" narrows it),
 # ONLY=global the fleet-wide section (local vs global limit, service latency; needs redis-server),
-# ONLY=startup the start-up times and module sizes (printed only).
+# ONLY=startup the start-up times and module sizes (printed only), ONLY=scaling the routes and
+# tenants scaling section (printed only).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -108,10 +109,15 @@ wrk_run() {
 }
 ms() { $PY -c "import sys; v=sys.argv[1]; print(float(v[:-2])*1 if v.endswith('ms') else float(v[:-2])/1000 if v.endswith('us') else float(v[:-1])*1000)" "$1"; }
 
+if [ "${ONLY:-}" = scaling ]; then
+  REPS=$REPS DUR=$DUR bash tests/bench/scaling.sh
+  exit 0
+fi
+
 if section throughput; then
-echo "== throughput and latency (c0…c6 interleaved, $REPS reps, ${DUR}s each, paced at ~${RATE} req/s)"
+echo "== throughput and latency (c0…c7 interleaved, $REPS reps, ${DUR}s each, paced at ~${RATE} req/s)"
 for rep in $(seq 1 "$REPS"); do
-  for c in c0 c1 c2 c3 c4 c5 c6; do
+  for c in c0 c1 c2 c3 c4 c5 c6 c7; do
     start $c
     wrk_run "$WORK/post.lua" 16 3 > /dev/null                                       # warm-up (V8 tier-up)
     wrk_run "$WORK/post.lua" 16 "$DUR"
@@ -246,25 +252,25 @@ for n in 1 2; do
 done
 
 echo "== masking throughput, schema cost per KiB, shared data for 100k tenants (focused scripts)"
-N=1000 bash tests/bench/pii-throughput.sh | tee "$WORK/pii.txt"
+REPS=$REPS bash tests/bench/pii-throughput.sh | tee "$WORK/pii.txt"
 $PY - "$WORK/pii.txt" >> "$RESULTS" <<'PY'
-import re, sys, json
+import re, sys, json, statistics
 t = open(sys.argv[1]).read()
-size = int(re.search(r"response body bytes: (\d+)", t).group(1))
-m = [int(x) for x in re.findall(r"^masked .*cpu_us_per_req=(\d+)", t, re.M)]
-u = [int(x) for x in re.findall(r"^unmasked .*cpu_us_per_req=(\d+)", t, re.M)]
-extra = sorted(m)[len(m)//2] - sorted(u)[len(u)//2]
-print(json.dumps({"kind": "masking", "bytes": size, "extra_cpu_us": extra, "mb_per_s": round(size / max(extra, 1), 1)}))
+for case, size in re.findall(r"^case=(\S+) bytes=(\d+) query=", t, re.M):
+    cpu = lambda kind: statistics.median(float(x) for x in re.findall(rf"^case={re.escape(case)} {kind} .*envoy_cpu_us_per_req=(\S+)", t, re.M))
+    extra = cpu("masked") - cpu("unmasked")
+    print(json.dumps({"kind": "masking", "case": case, "bytes": int(size), "extra_cpu_us": round(extra, 1),
+                      "mb_per_s": round(int(size) / max(extra, 0.1), 1)}))
 PY
-bash tests/bench/schema-cost.sh | tee "$WORK/schema.txt"
+REPS=$REPS bash tests/bench/schema-cost.sh | tee "$WORK/schema.txt"
 $PY - "$WORK/schema.txt" >> "$RESULTS" <<'PY'
-import re, sys, json
+import re, sys, json, statistics
 t = open(sys.argv[1]).read()
-size = int(re.search(r"body bytes: (\d+)", t).group(1))
-w = sorted(int(x) for x in re.findall(r"^with-schema .*cpu_us_per_req=(\d+)", t, re.M))
-wo = sorted(int(x) for x in re.findall(r"^without-schema .*cpu_us_per_req=(\d+)", t, re.M))
-extra = w[len(w)//2] - wo[len(wo)//2]
-print(json.dumps({"kind": "schema", "bytes": size, "extra_cpu_us": extra, "us_per_kib": round(extra * 1024 / size, 1)}))
+for case, size in re.findall(r"^case=(\S+) bytes=(\d+)$", t, re.M):
+    cpu = lambda kind: statistics.median(float(x) for x in re.findall(rf"^case={case} {kind}-schema .*envoy_cpu_us_per_req=(\S+)", t, re.M))
+    extra = cpu("with") - cpu("without")
+    print(json.dumps({"kind": "schema", "case": case, "bytes": int(size), "extra_cpu_us": round(extra, 1),
+                      "us_per_kib": round(extra * 1024 / int(size), 1)}))
 PY
 bash tests/bench/shared-data-memory.sh 1000000 | tee "$WORK/shm.txt"
 $PY - "$WORK/shm.txt" >> "$RESULTS" <<'PY'
@@ -287,6 +293,16 @@ for alg in dict.fromkeys(re.findall(r"^(\S+) alone:", t, re.M)):
     f = re.search(rf"^{alg} forged absorbed: (\S+) req/s; refused: (\d*) of (\d+)", t, re.M)
     print(json.dumps({"kind": "flood", "alg": alg, "forged_rps": float(f.group(1)), "refused": int(f.group(2) or 0), "sent": int(f.group(3)),
                       "valid_p50_ms": ms(a.group(1)), "valid_p99_ms": ms(a.group(2)), "flood_p50_ms": ms(w.group(1)), "flood_p99_ms": ms(w.group(2))}))
+PY
+
+echo "== scaling with work: 10 vs 10k routes, 10 vs 100k tenants' buckets (authn + ratelimit, direct response)"
+REPS=$REPS DUR=$(( DUR > 6 ? 6 : DUR )) bash tests/bench/scaling.sh | tee "$WORK/scaling.txt"
+$PY - "$WORK/scaling.txt" >> "$RESULTS" <<'PY'
+import re, sys, json
+t = open(sys.argv[1]).read()
+for m in re.finditer(r"^(routes|tenants)=(\d+) rep=(\d+) rps=(\S+) cpu_us=(\S+) non2xx=(\d+)", t, re.M):
+    print(json.dumps({"kind": "scaling", "what": m.group(1), "n": int(m.group(2)), "rep": int(m.group(3)),
+                      "rps": float(m.group(4)), "cpu_us": float(m.group(5)), "non2xx": int(m.group(6))}))
 PY
 
 $PY tests/bench/report.py "$RESULTS" "$("$ENVOY" --version 2>&1 | grep -o 'version: [^ ]*' | head -1)" "$REPS" "$DUR" "$RATE" docs/benchmarks.md docs/benchmarks.svg

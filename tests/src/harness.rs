@@ -55,6 +55,25 @@ pub fn envoy_binary() -> Option<PathBuf> {
     found
 }
 
+/// Runs `envoy --mode validate` on a config file: `Err` carries Envoy's output, which names
+/// what it refused.
+pub fn envoy_validate(envoy: &Path, config: &Path) -> Result<(), String> {
+    let out = Command::new(envoy)
+        .args(["--mode", "validate", "--log-level", "warn", "-c"])
+        .arg(config)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", envoy.display()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
 /// Directory holding the built `.wasm` modules.
 pub fn dist_dir() -> PathBuf {
     std::env::var("PORTCULLIS_DIST")
@@ -131,6 +150,10 @@ pub struct GatewayOptions {
     /// Envoy's log level for the wasm component (`debug` by default, so failures show the
     /// filters' per-request lines; `info` is what an operator runs).
     pub wasm_log_level: &'static str,
+    /// Render with the `portcullis` binary and `--reload-dir` (the filters' configurations
+    /// served from files, changed by `portcullis apply`); the policies must come from a
+    /// directory ([`Policies::dir`]). The directory is [`Gateway::reload_dir`].
+    pub reload: bool,
 }
 
 /// The audit hash key of test gateways (hex, 32 bytes): tests recompute hashes with it.
@@ -151,6 +174,7 @@ impl Default for GatewayOptions {
             upstreams: Vec::new(),
             audit_log: None,
             wasm_log_level: "debug",
+            reload: false,
         }
     }
 }
@@ -165,6 +189,8 @@ pub struct Gateway {
     pub admin: SocketAddr,
     /// Demo upstream (direct, for its recorder).
     pub upstream_addr: SocketAddr,
+    /// The reload directory (`GatewayOptions::reload`).
+    pub reload_dir: Option<PathBuf>,
     log_path: PathBuf,
     _dir: TempDir,
 }
@@ -219,6 +245,78 @@ pub fn upstream_binary() -> PathBuf {
         .map(Path::to_path_buf)
         .unwrap_or_default();
     dir.join(format!("demo-upstream{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// The `portcullis` binary (`make build` builds it into `target/debug/`, beside the tests).
+pub fn cli_binary() -> PathBuf {
+    upstream_binary().with_file_name(format!("portcullis{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// Renders the gateway with the `portcullis` binary and `--reload-dir`, from the same options
+/// the library render gets (what `portcullis apply` later renders again).
+fn cli_render(ro: &RenderOptions, opts: &GatewayOptions, xds: &Path, out: &Path) {
+    if ro.downstream_tls.is_some() || ro.audit.is_some() {
+        fail("GatewayOptions::reload: TLS and the audit log are not wired through the CLI here");
+    }
+    let upstreams: Vec<String> =
+        std::iter::once(format!("{}:{}", ro.upstream_host, ro.upstream_port))
+            .chain(ro.extra_upstreams.iter().map(|(h, p)| format!("{h}:{p}")))
+            .collect();
+    let mut args: Vec<String> = vec![
+        "render".into(),
+        "--policies".into(),
+        opts.policies.dir.to_string_lossy().to_string(),
+        "--template".into(),
+        repo_root()
+            .join("envoy")
+            .join(opts.template)
+            .to_string_lossy()
+            .to_string(),
+        "--wasm-dir".into(),
+        ro.wasm_dir.to_string_lossy().to_string(),
+        "--listen-port".into(),
+        ro.listen_port.to_string(),
+        "--admin-port".into(),
+        ro.admin_port.to_string(),
+        "--upstream".into(),
+        upstreams.join(","),
+        "--config-format".into(),
+        match ro.format {
+            ConfigFormat::Json => "json",
+            ConfigFormat::Struct => "struct",
+        }
+        .into(),
+        "--rls".into(),
+        format!("{}:{}", ro.rls_host, ro.rls_port),
+        "--reload-dir".into(),
+        xds.to_string_lossy().to_string(),
+        "--out".into(),
+        out.to_string_lossy().to_string(),
+    ];
+    if let Some((h, p)) = &ro.jwks_upstream {
+        args.extend(["--jwks-upstream".into(), format!("{h}:{p}")]);
+    }
+    if let Some(o) = &ro.external_origin {
+        args.extend(["--external-origin".into(), o.clone()]);
+    }
+    if !ro.envoy_normalize_path {
+        args.push("--no-envoy-normalize".into());
+    }
+    let r = Command::new(cli_binary())
+        .args(&args)
+        .output()
+        .unwrap_or_else(|e| {
+            fail(format!(
+                "{}: {e} (make build builds it)",
+                cli_binary().display()
+            ))
+        });
+    if !r.status.success() {
+        fail(format!(
+            "portcullis render --reload-dir: {}",
+            String::from_utf8_lossy(&r.stderr)
+        ));
+    }
 }
 
 /// Starts the demo upstream on a free port; returns the child and its address.
@@ -317,12 +415,19 @@ impl Gateway {
                     path: p.to_string_lossy().to_string(),
                     hash_key: AUDIT_TEST_KEY.to_string(),
                 }),
+            emergency: false,
         };
-        let yaml = render::render(&template, &opts.policies, &ro)
-            .unwrap_or_else(|e| fail(format!("render: {e}")));
         let cfg_path = dir.0.join("envoy.yaml");
         let log_path = dir.0.join("envoy.log");
-        std::fs::write(&cfg_path, yaml).unwrap_or_else(|e| fail(format!("{e}")));
+        let reload_dir = opts.reload.then(|| dir.0.join("xds"));
+        match &reload_dir {
+            Some(xds) => cli_render(&ro, &opts, xds, &cfg_path),
+            None => {
+                let yaml = render::render(&template, &opts.policies, &ro)
+                    .unwrap_or_else(|e| fail(format!("render: {e}")));
+                std::fs::write(&cfg_path, yaml).unwrap_or_else(|e| fail(format!("{e}")));
+            }
+        }
         let log = std::fs::File::create(&log_path).unwrap_or_else(|e| fail(format!("{e}")));
         let envoy = Command::new(envoy_bin)
             .arg("-c")
@@ -347,6 +452,7 @@ impl Gateway {
             addr: SocketAddr::from(([127, 0, 0, 1], listen)),
             admin: SocketAddr::from(([127, 0, 0, 1], admin)),
             upstream_addr,
+            reload_dir,
             log_path,
             _dir: dir,
         };

@@ -15,3 +15,17 @@ pub mod stub;
 pub fn fail(msg: impl std::fmt::Display) -> ! {
     panic!("{msg}")
 }
+
+/// A test's shared gateway and the guard that prints its Envoy log if the test fails:
+/// `let (g, _log) = gateway!(shared());` where `shared()` returns `Option<&'static Gateway>`.
+/// Returns from the test when there is no Envoy outside CI (under `CI=true` the harness has
+/// already failed it).
+#[macro_export]
+macro_rules! gateway {
+    ($g:expr) => {
+        match $g {
+            Some(g) => (g, g.log_on_failure()),
+            None => return,
+        }
+    };
+}

@@ -3,6 +3,7 @@
 //! travels upstream unchecked, and a client that is slow to send gets a bounded answer.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use portcullis_tests::gateway;
 use portcullis_tests::harness::{self, demo_token, test_id, Gateway, GatewayOptions, Policies};
 use portcullis_tests::http::{Request, Response};
 use serde_json::{json, Value};
@@ -45,15 +46,6 @@ fn open() -> Option<&'static Gateway> {
         })
     })
     .as_ref()
-}
-
-macro_rules! gateway {
-    ($g:expr) => {
-        match $g {
-            Some(g) => (g, g.log_on_failure()),
-            None => return,
-        }
-    };
 }
 
 fn upstream_header(g: &Gateway, id: &str, name: &str) -> Option<String> {

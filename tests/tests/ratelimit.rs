@@ -39,6 +39,11 @@ fn policies(ip_burst: u64) -> Policies {
     // by sending the X-Forwarded-For entry that proxy would have added.
     p.gateway.trusted_hops = 1;
     p.ratelimit = policy();
+    // Limits here are keyed by made-up app ids (`app-a`…); admitting apps is the app catalog's
+    // subject (catalog.rs), so this gateway has none.
+    if let Some(a) = p.authn.as_object_mut() {
+        a.remove("catalog");
+    }
     p.ratelimit_ip = json!({"stat_prefix": "ratelimit_ip", "headers": "none",
         "limits": [{"name": "per-ip", "key": "ip", "rate": {"burst": ip_burst, "refill": 1, "period_seconds": 3600}}]});
     p

@@ -4,7 +4,6 @@
 
 use portcullis_cli::render::{self, ConfigFormat, RenderOptions};
 use portcullis_tests::harness::{self, TempDir};
-use std::process::Command;
 
 #[test]
 fn rendered_configs_pass_envoy_validate() {
@@ -32,17 +31,9 @@ fn rendered_configs_pass_envoy_validate() {
                 let path = dir.0.join(format!("{file}-{format:?}-{normalize}.yaml"));
                 std::fs::write(&path, render::render(&template, &policies, &opts).unwrap())
                     .unwrap();
-                let out = Command::new(&envoy)
-                    .args(["--mode", "validate", "--log-level", "warn", "-c"])
-                    .arg(&path)
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "{file} {format:?}/{normalize}: envoy --mode validate failed:\n{}{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                if let Err(log) = harness::envoy_validate(&envoy, &path) {
+                    panic!("{file} {format:?}/{normalize}: envoy --mode validate failed:\n{log}");
+                }
             }
         }
     }
@@ -82,16 +73,8 @@ fn resilience_variants_pass_envoy_validate() {
         };
         let path = dir.0.join(format!("resilience-{i}.yaml"));
         std::fs::write(&path, render::render(&template, &policies, &opts).unwrap()).unwrap();
-        let out = Command::new(&envoy)
-            .args(["--mode", "validate", "--log-level", "warn", "-c"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "variant {i} {gw}: envoy --mode validate failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if let Err(log) = harness::envoy_validate(&envoy, &path) {
+            panic!("variant {i} {gw}: envoy --mode validate failed:\n{log}");
+        }
     }
 }

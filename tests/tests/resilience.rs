@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use portcullis_cli::gateway::RouteTimeout;
+use portcullis_tests::gateway;
 use portcullis_tests::harness::{self, Gateway, GatewayOptions, Policies};
 use portcullis_tests::http::Request;
 use portcullis_tests::stub::{Reply, StubUpstream};
@@ -64,15 +65,6 @@ fn single() -> Option<&'static Gateway> {
         })
     })
     .as_ref()
-}
-
-macro_rules! gateway {
-    ($g:expr) => {
-        match $g {
-            Some(g) => (g, g.log_on_failure()),
-            None => return,
-        }
-    };
 }
 
 /// Requests the upstream read on `path`.

@@ -145,6 +145,24 @@ fn every_policy_test_case_gets_the_same_verdict_from_real_envoy() {
     let _log = g.log_on_failure();
     let suites = policytest::load(&harness::repo_root().join("policies/tests"))
         .unwrap_or_else(|e| panic!("{e}"));
+    // Emergency rows run against a second gateway rendered with the mode on (what `portcullis
+    // emergency on` publishes), on its own port with the same origin scheme.
+    let emergency_port = harness::free_port();
+    let emergency_origin = format!("http://127.0.0.1:{emergency_port}");
+    let emergency = suites
+        .iter()
+        .any(|s| s.file.cases.iter().any(|c| c.emergency))
+        .then(|| {
+            Gateway::start(GatewayOptions {
+                policies: portcullis_cli::render::emergency_policies(&p),
+                listen_port: Some(emergency_port),
+                external_origin: Some(emergency_origin.clone()),
+                envoy_normalize_path: true,
+                ..GatewayOptions::default()
+            })
+        })
+        .flatten();
+    let _elog = emergency.as_ref().map(Gateway::log_on_failure);
     let mut failures = Vec::new();
     let mut ran = 0;
     for suite in &suites {
@@ -175,10 +193,15 @@ fn every_policy_test_case_gets_the_same_verdict_from_real_envoy() {
                 if let Some(wait) = due.checked_sub(start.elapsed()) {
                     std::thread::sleep(wait);
                 }
+                let (gw, origin) = match (&emergency, case.emergency) {
+                    (Some(e), true) => (e, &emergency_origin),
+                    (None, true) => panic!("{}: no emergency gateway", case.name),
+                    _ => (&g, &origin),
+                };
                 let sim = suite
-                    .sim_request(req, harness::now() as u64, &origin)
+                    .sim_request(req, harness::now() as u64, origin)
                     .unwrap_or_else(|e| panic!("{}: {e}", case.name));
-                let outcome = send(&g, &mut conn, &sim, &policytest::sim_response(*up), &p);
+                let outcome = send(gw, &mut conn, &sim, &policytest::sim_response(*up), &p);
                 ran += 1;
                 for d in policytest::compare(&outcome, expect) {
                     failures.push(format!("{} (step {}): {d}", case.name, i + 1));

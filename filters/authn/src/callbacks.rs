@@ -351,10 +351,12 @@ impl Stream for AuthnStream {
                 audit::set(host, field, &value);
             }
         };
+        let catalog_app = decision.catalog_app.clone();
         let hits = || {
             route_name
                 .iter()
                 .map(|r| format!("authn.route:{r}"))
+                .chain(catalog_app.iter().map(|a| format!("catalog.app:{a}")))
                 .collect()
         };
         // A DPoP proof that passed every stateless check is accepted only on first use of its

@@ -45,9 +45,16 @@ pub struct RawConfig {
     /// DPoP (RFC 9449): accept `Authorization: DPoP` with a proof.
     #[serde(default)]
     pub dpop: Option<crate::dpop::RawDpop>,
+    /// Emergency mode: only `essential` routes are served. `portcullis render` / `apply` /
+    /// `emergency on` set it from the reload directory's state; policies leave it out.
+    #[serde(default)]
+    pub emergency: bool,
     /// The audit record's keyed hashes.
     #[serde(default)]
     pub audit: Option<RawAudit>,
+    /// The app catalog (`portcullis render` fills it from `catalog.yaml`).
+    #[serde(default)]
+    pub catalog: Option<crate::catalog::RawCatalog>,
 }
 
 /// The audit trail's settings as written.
@@ -220,6 +227,7 @@ fn compile_api_keys(raw: RawApiKeys, provider_names: &[String]) -> Result<ApiKey
             scopes: k.scopes,
             roles: k.roles,
             tier: k.tier,
+            data_classes: None,
         };
         entries.push((digest, std::rc::Rc::new(identity)));
     }
@@ -460,6 +468,9 @@ pub struct RawRoute {
     /// What a valid token must also satisfy; `{}` means any valid token.
     #[serde(default)]
     pub require: Option<RawRequire>,
+    /// Stays open in emergency mode; every other route is answered 503 `emergency_mode`.
+    #[serde(default)]
+    pub essential: bool,
 }
 
 /// Kinds of unauthenticated access.
@@ -590,6 +601,8 @@ pub struct Route {
     pub name: String,
     /// Rule.
     pub rule: Rule,
+    /// Open in emergency mode.
+    pub essential: bool,
 }
 
 /// The compiled, immutable authn configuration.
@@ -597,6 +610,8 @@ pub struct Route {
 pub struct AuthnConfig {
     /// Enforce or shadow.
     pub mode: Mode,
+    /// Emergency mode: routes that are not `essential` are refused.
+    pub emergency: bool,
     /// Metric prefix part.
     pub stat_prefix: String,
     /// Token source (header name lower-cased).
@@ -620,6 +635,8 @@ pub struct AuthnConfig {
     pub dpop: Option<crate::dpop::Dpop>,
     /// Key of the audit record's hashes, when configured.
     pub audit_key: Option<portcullis_core::audit::HashKey>,
+    /// The app catalog, when configured: every caller naming an app is admitted by it.
+    pub catalog: Option<crate::catalog::Catalog>,
 }
 
 fn valid_header_name(h: &str) -> bool {
@@ -722,10 +739,18 @@ impl AuthnConfig {
                     }
                 }
             }
-            routes.push((matcher, Route { name: r.name, rule }));
+            routes.push((
+                matcher,
+                Route {
+                    name: r.name,
+                    rule,
+                    essential: r.essential,
+                },
+            ));
         }
         Ok(AuthnConfig {
             mode: raw.mode,
+            emergency: raw.emergency,
             stat_prefix: raw.stat_prefix,
             token,
             providers,
@@ -744,6 +769,12 @@ impl AuthnConfig {
                     portcullis_core::audit::HashKey::from_hex(&a.hash_key)
                         .map_err(|why| ConfigError::new("audit.hash_key", why))?,
                 ),
+                None => None,
+            },
+            catalog: match raw.catalog {
+                Some(c) => {
+                    Some(crate::catalog::Catalog::compile(c).map_err(|e| e.within("catalog"))?)
+                }
                 None => None,
             },
         })

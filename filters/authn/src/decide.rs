@@ -66,6 +66,8 @@ pub struct Decision {
     /// A token named a `kid` this provider's remote key set does not have: the adapter asks
     /// for a refetch (granted at most once per cooldown across workers).
     pub refetch: Option<usize>,
+    /// The catalog app the caller was admitted or refused as (coverage, `explain`).
+    pub catalog_app: Option<String>,
 }
 
 /// How the access token was presented.
@@ -111,6 +113,9 @@ portcullis_core::reasons! {
         DpopReplayUnavailable = ("dpop_replay_unavailable", 503),
         DpopDowngrade = ("dpop_downgrade", 401),
         JwksUnavailable = ("jwks_unavailable", 503),
+        EmergencyMode = ("emergency_mode", 503),
+        AppNotRegistered = ("app_not_registered", 403),
+        AppSuspended = ("app_suspended", 403),
         InternalError = ("internal_error", 500),
     }
 }
@@ -139,6 +144,9 @@ impl AuthnReason {
             | R::MultipleCredentials
             | R::DpopReplayUnavailable
             | R::JwksUnavailable
+            | R::EmergencyMode
+            | R::AppNotRegistered
+            | R::AppSuspended
             | R::InternalError => Challenge::None,
             R::MissingToken => Challenge::Realm,
             R::MultipleTokens => Challenge::Bearer("invalid_request"),
@@ -222,6 +230,7 @@ pub fn authenticate_with(
         cache: CacheUse::NotUsed,
         replay: None,
         refetch: None,
+        catalog_app: None,
     };
     let normalized = match path::normalize(req.path) {
         Ok(p) => p,
@@ -243,6 +252,15 @@ pub fn authenticate_with(
         return decision;
     };
     decision.route = Some(m.route.name.clone());
+    // Before any credential is looked at: in an emergency the gateway spends nothing on
+    // routes it has closed.
+    if cfg.emergency && !m.route.essential {
+        decision.verdict = Err(Denial::of(
+            AuthnReason::EmergencyMode,
+            "The gateway is in emergency mode; only essential routes are open.",
+        ));
+        return decision;
+    }
     let (providers, scopes, roles, tenant_param, claims, binding) = match &m.route.rule {
         Rule::Anonymous => {
             decision.verdict = Ok(Allowed {
@@ -281,6 +299,14 @@ pub fn authenticate_with(
         decision.verdict = Err(d);
         return decision;
     }
+    let verified = match admit(cfg, &verified, &mut decision) {
+        Ok(Some(v)) => std::rc::Rc::new(v),
+        Ok(None) => verified,
+        Err(d) => {
+            decision.verdict = Err(d);
+            return decision;
+        }
+    };
     route_requirements(
         decision,
         &verified,
@@ -292,6 +318,40 @@ pub fn authenticate_with(
         &m.params,
         rewrite_path,
     )
+}
+
+/// The app catalog's word on a verified caller (token or API key alike): refused, narrowed to
+/// what its app is granted (`Some`), or left as it is (`None`: no catalog, or no app where the
+/// catalog allows that).
+fn admit(
+    cfg: &AuthnConfig,
+    verified: &Verified,
+    decision: &mut Decision,
+) -> Result<Option<Verified>, Denial> {
+    let Some(catalog) = &cfg.catalog else {
+        return Ok(None);
+    };
+    let id = &verified.identity;
+    decision.catalog_app = id
+        .app
+        .as_ref()
+        .filter(|a| catalog.get(a).is_some())
+        .cloned();
+    match catalog.admit(id) {
+        Ok(None) => Ok(None),
+        Ok(Some(identity)) => Ok(Some(Verified {
+            identity,
+            ..verified.clone()
+        })),
+        Err(crate::catalog::Refusal::NotRegistered) => Err(Denial::of(
+            AuthnReason::AppNotRegistered,
+            "The app this credential belongs to is not registered in the app catalog.",
+        )),
+        Err(crate::catalog::Refusal::Suspended) => Err(Denial::of(
+            AuthnReason::AppSuspended,
+            "The app this credential belongs to is suspended.",
+        )),
+    }
 }
 
 /// What an API key on the request amounts to.
@@ -819,6 +879,7 @@ fn verify_token(
             Some(t) => string_claim(&claims, t)?,
             None => None,
         },
+        data_classes: None,
     };
     let bound = cfg
         .bound_claims

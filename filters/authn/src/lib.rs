@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod cache;
 pub mod callbacks;
+pub mod catalog;
 pub mod config;
 pub mod decide;
 pub mod dpop;

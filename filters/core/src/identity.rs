@@ -7,9 +7,11 @@
 //! The bytes are a compact binary form, written and read on every request (JSON cost more than
 //! the rest of the hand-over; see tests/bench/README.md, "Profiling"): a version byte
 //! ([`FORMAT_VERSION`]), the method byte, then the optional strings (issuer, tenant, app,
-//! subject, tier) and the two lists (scopes, roles), each length-prefixed. Anything else —
-//! another version, a short or overlong length, bytes left over, text that is not UTF-8 — reads
-//! as no identity.
+//! subject, tier) and the two lists (scopes, roles), each length-prefixed. Version 2
+//! ([`FORMAT_VERSION_CLASSES`]) is the same followed by one more list, the data classes the app
+//! catalog grants; it is written only when the identity carries them, so a gateway without a
+//! catalog writes exactly the bytes it always did. Anything else — another version, a short or
+//! overlong length, bytes left over, text that is not UTF-8 — reads as no identity.
 
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +57,11 @@ pub struct Identity {
     /// Plan tier, when the credential carries one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
+    /// Data classes the app catalog grants the caller's app: pii reveals only values of these
+    /// classes. `None` is no restriction (no catalog, an app granted every class, or a caller
+    /// without an app); `Some(vec![])` reveals nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_classes: Option<Vec<String>>,
 }
 
 impl Identity {
@@ -69,7 +76,15 @@ impl Identity {
             scopes: Vec::new(),
             roles: Vec::new(),
             tier: None,
+            data_classes: None,
         }
+    }
+
+    /// True when pii may reveal a value of `class` to this caller (scopes permitting).
+    pub fn sees_class(&self, class: &str) -> bool {
+        self.data_classes
+            .as_ref()
+            .is_none_or(|c| c.iter().any(|x| x == class))
     }
 
     /// True when the identity grants `scope` (whole-token match: `read` never satisfies
@@ -95,9 +110,17 @@ impl Identity {
             + [&self.scopes, &self.roles]
                 .iter()
                 .map(|l| 4 + l.iter().map(|s| 4 + s.len()).sum::<usize>())
-                .sum::<usize>();
+                .sum::<usize>()
+            + self
+                .data_classes
+                .as_ref()
+                .map_or(0, |l| 4 + l.iter().map(|s| 4 + s.len()).sum::<usize>());
         let mut out = Vec::with_capacity(size);
-        out.push(FORMAT_VERSION);
+        out.push(if self.data_classes.is_some() {
+            FORMAT_VERSION_CLASSES
+        } else {
+            FORMAT_VERSION
+        });
         out.push(match self.method {
             AuthMethod::Anonymous => 0,
             AuthMethod::Jwt => 1,
@@ -111,7 +134,14 @@ impl Identity {
                 None => out.extend_from_slice(&ABSENT.to_le_bytes()),
             }
         }
-        for list in [&self.scopes, &self.roles] {
+        for list in [
+            Some(&self.scopes),
+            Some(&self.roles),
+            self.data_classes.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             out.extend_from_slice(&len32(list.len()).to_le_bytes());
             for s in list {
                 put(&mut out, s.as_bytes());
@@ -124,9 +154,11 @@ impl Identity {
     /// filters must treat as "not authenticated".
     pub fn from_filter_state(bytes: Option<&[u8]>) -> Option<Self> {
         let mut r = Reader(bytes?);
-        if r.byte()? != FORMAT_VERSION {
-            return None;
-        }
+        let classes = match r.byte()? {
+            FORMAT_VERSION => false,
+            FORMAT_VERSION_CLASSES => true,
+            _ => return None,
+        };
         let method = match r.byte()? {
             0 => AuthMethod::Anonymous,
             1 => AuthMethod::Jwt,
@@ -140,6 +172,7 @@ impl Identity {
         let tier = r.optional()?;
         let scopes = r.list()?;
         let roles = r.list()?;
+        let data_classes = if classes { Some(r.list()?) } else { None };
         if !r.0.is_empty() {
             return None;
         }
@@ -152,12 +185,17 @@ impl Identity {
             scopes,
             roles,
             tier,
+            data_classes,
         })
     }
 }
 
-/// First byte of the filter-state form; a reader refuses any other.
+/// First byte of the filter-state form without data classes.
 pub const FORMAT_VERSION: u8 = 1;
+
+/// First byte of the form with data classes (one more list at the end); a reader refuses any
+/// version but these two.
+pub const FORMAT_VERSION_CLASSES: u8 = 2;
 
 /// Length marking an absent optional string.
 const ABSENT: u32 = u32::MAX;
@@ -249,6 +287,37 @@ mod tests {
             scopes: vec!["a".into(), "b:c".into()],
             roles: vec!["admin".into()],
             tier: Some("gold".into()),
+            data_classes: None,
+        }
+    }
+
+    fn with_classes(classes: &[&str]) -> Identity {
+        let mut id = full();
+        id.data_classes = Some(classes.iter().map(|c| (*c).to_string()).collect());
+        id
+    }
+
+    #[test]
+    fn data_classes_round_trip_in_version_2_and_leave_version_1_bytes_alone() {
+        assert_eq!(full().to_filter_state()[0], FORMAT_VERSION);
+        for id in [with_classes(&["contact", "financial"]), with_classes(&[])] {
+            let b = id.to_filter_state();
+            assert_eq!(b[0], FORMAT_VERSION_CLASSES);
+            assert_eq!(b.len(), b.capacity(), "size computed exactly");
+            assert_eq!(Identity::from_filter_state(Some(&b)), Some(id));
+        }
+        // An empty grant differs from no restriction, and reveals nothing.
+        assert!(!with_classes(&[]).sees_class("contact"));
+        assert!(with_classes(&["contact"]).sees_class("contact"));
+        assert!(!with_classes(&["contact"]).sees_class("financial"));
+        assert!(full().sees_class("financial"));
+        // Version 1 bytes relabelled as version 2 lack the list: no identity.
+        let mut v = full().to_filter_state();
+        v[0] = FORMAT_VERSION_CLASSES;
+        assert_eq!(Identity::from_filter_state(Some(&v)), None);
+        let good = with_classes(&["contact"]).to_filter_state();
+        for n in 0..good.len() {
+            assert_eq!(Identity::from_filter_state(Some(&good[..n])), None, "{n}");
         }
     }
 
@@ -277,7 +346,7 @@ mod tests {
         assert_eq!(Identity::from_filter_state(Some(&long)), None);
         // Another version, an unknown method.
         let mut v = good.clone();
-        v[0] = FORMAT_VERSION + 1;
+        v[0] = FORMAT_VERSION_CLASSES + 1;
         assert_eq!(Identity::from_filter_state(Some(&v)), None);
         let mut m = good.clone();
         m[1] = 9;

@@ -122,14 +122,46 @@ pub enum Event<'a> {
     Null,
 }
 
-enum Frame {
+enum Frame<'a> {
     Array {
         len: usize,
     },
     Object {
         members: usize,
-        names: Option<HashSet<String>>,
+        names: Option<Names<'a>>,
     },
+}
+
+/// The member names of one object, for duplicate detection: a short list compared in place
+/// (no hashing, and no copy of a name without escapes), a hash set once the object is large.
+enum Names<'a> {
+    Few(Vec<Cow<'a, str>>),
+    Many(HashSet<Cow<'a, str>>),
+}
+
+/// Up to this many names a linear search beats hashing.
+const FEW_NAMES: usize = 16;
+
+impl<'a> Names<'a> {
+    /// Adds a name; false when it was already there.
+    fn insert(&mut self, name: Cow<'a, str>) -> bool {
+        match self {
+            Names::Few(v) => {
+                if v.contains(&name) {
+                    return false;
+                }
+                if v.len() < FEW_NAMES {
+                    v.push(name);
+                } else {
+                    let mut set: HashSet<Cow<'a, str>> = v.drain(..).collect();
+                    set.insert(name);
+                    *self = Names::Many(set);
+                }
+                true
+            }
+            Names::Many(set) => set.insert(name),
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -151,7 +183,7 @@ pub struct Tokenizer<'a> {
     s: &'a str,
     b: &'a [u8],
     i: usize,
-    stack: Vec<Frame>,
+    stack: Vec<Frame<'a>>,
     expect: Expect,
     limits: Limits,
 }
@@ -289,7 +321,7 @@ impl<'a> Tokenizer<'a> {
                 return Err(Error::TooManyMembers(at));
             }
             if let Some(set) = names {
-                if !set.insert(text.unescape().into_owned()) {
+                if !set.insert(text.unescape()) {
                     return Err(Error::DuplicateName(at));
                 }
             }
@@ -325,7 +357,10 @@ impl<'a> Tokenizer<'a> {
                 if c == b'{' {
                     self.stack.push(Frame::Object {
                         members: 0,
-                        names: self.limits.reject_duplicate_names.then(HashSet::new),
+                        names: self
+                            .limits
+                            .reject_duplicate_names
+                            .then(|| Names::Few(Vec::new())),
                     });
                     self.expect = Expect::FirstName;
                     return Ok(Some(Event::StartObject));
@@ -491,32 +526,45 @@ impl<'a> Tokenizer<'a> {
     }
 }
 
-/// Length of the run of bytes at the start of `b` that end no string and start no escape
-/// (not `"`, not `\\`, no control character): eight bytes at a time, as most string text is.
+/// The bytes that end a run of plain string text: `"`, `\\` and control characters (one table
+/// lookup per byte instead of three comparisons).
+const STOP: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+/// Length of the run of plain string text at the start of `b` (up to the first `"`, `\\` or
+/// control character). Eight bytes at a time while none of them stops the run: for each test
+/// the word trick below is non-zero exactly when some byte of the word matches, and the byte
+/// loop then finds which.
 fn plain_run(b: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    // High bit of each byte below `n` (exact for the lowest such byte, which is all we read:
-    // a borrow only marks bytes above one already marked).
-    let below = |v: u64, n: u64| v.wrapping_sub(ONES * n) & !v & HIGH;
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
     let mut i = 0;
     while let Some(chunk) = b.get(i..i + 8) {
-        let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let quote = zero_byte(w ^ (ONES * u64::from(b'"')));
+        let backslash = zero_byte(w ^ (ONES * u64::from(b'\\')));
+        let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+        if quote | backslash | control != 0 {
             break;
-        };
-        let v = u64::from_le_bytes(bytes);
-        let hit = below(v ^ (ONES * u64::from(b'"')), 1)
-            | below(v ^ (ONES * u64::from(b'\\')), 1)
-            | below(v, 0x20);
-        if hit != 0 {
-            return i + (hit.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }
-    let rest = b.get(i..).unwrap_or_default();
+    let rest = &b[i..];
     i + rest
         .iter()
-        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .position(|&c| STOP[usize::from(c)])
         .unwrap_or(rest.len())
 }
 
@@ -763,6 +811,46 @@ mod tests {
                         assert_eq!(plain_run(&b), want, "{b:?}");
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn plain_runs_stop_at_the_first_quote_backslash_or_control_character() {
+        for len in 0..40 {
+            for stop in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
+                for fill in [b'a', 0x7f, 0x80, 0xff, 0x20, 0x21, 0x5b, 0x5d] {
+                    let mut b = vec![fill; len];
+                    b.push(stop);
+                    b.extend_from_slice(b"xyz\"");
+                    assert_eq!(
+                        plain_run(&b),
+                        len,
+                        "len {len} stop {stop:#x} fill {fill:#x}"
+                    );
+                }
+            }
+            assert_eq!(plain_run(&vec![b'q'; len]), len);
+        }
+    }
+
+    #[test]
+    fn duplicate_names_are_found_in_small_and_large_objects() {
+        let dup = Limits {
+            reject_duplicate_names: true,
+            ..Limits::default()
+        };
+        for n in [2usize, 16, 17, 40] {
+            let names: Vec<String> = (0..n).map(|i| format!("\"k{i}\":{i}")).collect();
+            let ok = format!("{{{}}}", names.join(","));
+            assert!(validate(ok.as_bytes(), dup).is_ok(), "{n} distinct names");
+            for (first, again) in [(0, r#""k0""#), (n - 1, r#""\u006b{}""#)] {
+                let again = again.replace("{}", &(n - 1).to_string());
+                let bad = format!("{{{},{again}:0}}", names.join(","));
+                assert!(
+                    matches!(validate(bad.as_bytes(), dup), Err(Error::DuplicateName(_))),
+                    "{n} names, name {first} repeated"
+                );
             }
         }
     }

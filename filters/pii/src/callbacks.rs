@@ -520,7 +520,10 @@ impl Stream for PiiStream {
         if let Some(id) =
             Identity::from_filter_state(host.property(&[IDENTITY_PROPERTY]).as_deref())
         {
-            self.scopes = id.scopes;
+            // Bound to the data classes the app catalog grants the caller's app.
+            self.scopes = st
+                .config
+                .caller_scopes(id.scopes, id.data_classes.as_deref());
             self.tenant = id.tenant;
         }
         self.explain(

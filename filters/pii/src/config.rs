@@ -20,6 +20,10 @@ pub struct RawConfig {
     /// `portcullis render --audit-log` turns it on; off, the request path makes no such writes.
     #[serde(default)]
     pub audit: bool,
+    /// Emergency mode: no scope and no consent flag reveals anything; every rule masks.
+    /// `portcullis render` / `apply` / `emergency on` set it; policies leave it out.
+    #[serde(default)]
+    pub emergency: bool,
     /// `enforce` (default) or `shadow` (count what would be masked, change nothing).
     #[serde(default)]
     pub mode: Mode,
@@ -212,6 +216,11 @@ pub struct RawRule {
     /// the value is revealed only when that flag is `true`.
     #[serde(default)]
     pub consent: Option<String>,
+    /// The data class of what the rule covers (`contact`, `financial`, `government-id`…): a
+    /// value is revealed only to callers whose app the catalog grants this class. Required on
+    /// rules that can reveal once an app catalog exists (`portcullis check`).
+    #[serde(default)]
+    pub data_class: Option<String>,
 }
 
 /// Which direction a route masks.
@@ -299,10 +308,35 @@ pub struct Rule {
     pub detector: Option<Detector>,
     /// Action.
     pub action: Action,
-    /// Scopes that reveal.
+    /// Scope tokens that reveal, as the masking engine compares them with
+    /// [`PiiConfig::caller_scopes`]: the scopes as written, each bound to the rule's data class
+    /// ([`class_scope`]) when it has one; a class rule revealed by consent alone carries its
+    /// class token.
     pub unmask_scopes: Vec<String>,
+    /// The scopes that reveal, as written.
+    pub written_scopes: Vec<String>,
+    /// The rule's data class.
+    pub data_class: Option<String>,
     /// Consent flag path.
     pub consent: Option<Vec<String>>,
+}
+
+/// The scope token a rule of class `class` compares with: `scope`, bound to the class by a unit
+/// separator (a control character, which no verified scope can contain: authn refuses them in
+/// claims, and pii refuses them in scopes and classes it is configured with). A caller holds it
+/// only when it holds the scope and is granted the class.
+pub fn class_scope(scope: &str, class: &str) -> String {
+    format!("{scope}\u{1f}{class}")
+}
+
+fn free_of_controls(field: &str, s: &str) -> Result<(), ConfigError> {
+    if s.is_empty() || s.chars().any(char::is_control) {
+        return Err(ConfigError::new(
+            field,
+            "must be non-empty, without control characters",
+        ));
+    }
+    Ok(())
 }
 
 /// A compiled profile: its rules split by kind, detectors compiled together.
@@ -385,6 +419,8 @@ pub struct PiiConfig {
     pub profiles: Vec<Profile>,
     /// Routes.
     pub routes: RouteTable<Route>,
+    /// The data classes the rules name, each once, in rule order.
+    pub classes: Vec<String>,
 }
 
 fn decode_key(field: &str, text: &str) -> Result<Vec<u8>, ConfigError> {
@@ -541,13 +577,37 @@ fn compile_rule(raw: &RawRule, cfg: &RawConfig) -> Result<Rule, ConfigError> {
             Some(segs)
         }
     };
+    for (i, sc) in raw.unmask_scopes.iter().enumerate() {
+        free_of_controls(&format!("unmask_scopes[{i}]"), sc)?;
+    }
+    if let Some(c) = &raw.data_class {
+        free_of_controls("data_class", c)?;
+    }
+    let class_bound = match &raw.data_class {
+        None => raw.unmask_scopes.clone(),
+        Some(c) if raw.unmask_scopes.is_empty() && consent.is_some() => vec![class_scope("", c)],
+        Some(c) => raw
+            .unmask_scopes
+            .iter()
+            .map(|sc| class_scope(sc, c))
+            .collect(),
+    };
+    // Both were checked above, so a policy is validated the same way whether or not the
+    // mode is on; in an emergency neither can reveal a value.
+    let (unmask_scopes, consent) = if cfg.emergency {
+        (Vec::new(), None)
+    } else {
+        (class_bound, consent)
+    };
     Ok(Rule {
         name: raw.name.clone(),
         fields,
         headers,
         detector,
         action: compile_action(&raw.action, raw, cfg)?,
-        unmask_scopes: raw.unmask_scopes.clone(),
+        unmask_scopes,
+        written_scopes: raw.unmask_scopes.clone(),
+        data_class: raw.data_class.clone(),
         consent,
     })
 }
@@ -700,7 +760,14 @@ impl PiiConfig {
                 n
             }
         };
+        let mut classes: Vec<String> = Vec::new();
+        for c in rules.iter().filter_map(|r| r.data_class.as_ref()) {
+            if !classes.contains(c) {
+                classes.push(c.clone());
+            }
+        }
         Ok(PiiConfig {
+            classes,
             audit: raw.audit,
             mode: raw.mode,
             stat_prefix: raw.stat_prefix.clone(),
@@ -718,6 +785,31 @@ impl PiiConfig {
             profiles,
             routes: RouteTable::new(routes),
         })
+    }
+
+    /// The scope tokens a caller holds, from its verified scopes and the data classes the app
+    /// catalog grants it (`None`: no restriction). An unrestricted caller keeps its scopes and
+    /// holds each of them for every class; a restricted one holds its scopes only for the
+    /// classes it is granted, and reveals nothing of a rule without a class. Without classes
+    /// in the rules and without a restriction, the scopes are returned as they are.
+    pub fn caller_scopes(&self, scopes: Vec<String>, granted: Option<&[String]>) -> Vec<String> {
+        if self.classes.is_empty() && granted.is_none() {
+            return scopes;
+        }
+        let visible = self
+            .classes
+            .iter()
+            .filter(|c| granted.is_none_or(|g| g.contains(c)));
+        let mut out = if granted.is_none() {
+            scopes.clone()
+        } else {
+            Vec::new()
+        };
+        for c in visible {
+            out.push(class_scope("", c));
+            out.extend(scopes.iter().map(|s| class_scope(s, c)));
+        }
+        out
     }
 
     /// Largest body any route buffers (Envoy's per-connection buffer limit must exceed it, or

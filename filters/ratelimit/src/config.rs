@@ -249,6 +249,10 @@ pub struct RawLimit {
     /// Costs of particular routes (first match wins), e.g. an export costs 10.
     #[serde(default)]
     pub route_costs: Vec<RawCost>,
+    /// The amount while the gateway is in emergency mode (`portcullis emergency on`): it
+    /// replaces the default amount and every tier. Limits without one keep their amounts.
+    #[serde(default)]
+    pub emergency: Option<RawAmount>,
 }
 
 /// The configuration as written.
@@ -259,6 +263,10 @@ pub struct RawConfig {
     /// `portcullis render --audit-log` turns it on; off, the request path makes no such writes.
     #[serde(default)]
     pub audit: bool,
+    /// Emergency mode: each limit's `emergency` amount is in force. `portcullis render` /
+    /// `apply` / `emergency on` set it from the reload directory's state; policies leave it out.
+    #[serde(default)]
+    pub emergency: bool,
     /// `enforce` or `shadow`.
     #[serde(default)]
     pub mode: Mode,
@@ -359,6 +367,8 @@ impl CompiledLimit {
 pub struct RateLimitConfig {
     /// Audit fields written per request (`audit` as written).
     pub audit: bool,
+    /// Emergency mode is on: the limits with an `emergency` amount are compiled to it.
+    pub emergency: bool,
     /// Mode.
     pub mode: Mode,
     /// Prefix.
@@ -530,6 +540,37 @@ impl RateLimitConfig {
                 );
                 tier_tables.insert(t.clone(), table(&l.name, Some(t)));
             }
+            // Compiled whether or not the mode is on, so a policy is checked before anyone needs it.
+            let emergency = match &l.emergency {
+                Some(_) if l.scope == Scope::Global => {
+                    return Err(ConfigError::new(
+                        format!("{at}.emergency"),
+                        "only `scope: local` limits have an emergency amount (the rate limit service keeps its own amounts)",
+                    ));
+                }
+                Some(a) => Some(
+                    a.compile()
+                        .map_err(|e| e.within(&format!("{at}.emergency")))?,
+                ),
+                None => None,
+            };
+            let (limit, tiers, tier_tables, default_table) = match emergency {
+                // The emergency amount keeps its buckets under its own keys: they start full
+                // when the mode goes on, and the ordinary buckets are where they were when it
+                // goes off.
+                Some(e) if raw.emergency => (
+                    e,
+                    BTreeMap::new(),
+                    BTreeMap::new(),
+                    SlotTable::new(
+                        format!("portcullis.{}.{}.emergency", raw.stat_prefix, l.name),
+                        raw.max_keys,
+                        WAYS,
+                        crate::bucket::STATE_BYTES,
+                    ),
+                ),
+                _ => (limit, tiers, tier_tables, table(&l.name, None)),
+            };
             if l.scope == Scope::Global {
                 check_global_amount(&limit).map_err(|e| e.within(&at))?;
                 for (t, a) in &tiers {
@@ -557,7 +598,7 @@ impl RateLimitConfig {
                 routes,
                 cost: l.cost,
                 route_costs: RouteTable::new(costs),
-                table: table(&l.name, None),
+                table: default_table,
                 tier_tables,
             });
         }
@@ -599,6 +640,7 @@ impl RateLimitConfig {
         };
         Ok(RateLimitConfig {
             audit: raw.audit,
+            emergency: raw.emergency,
             global,
             mode: raw.mode,
             stat_prefix: raw.stat_prefix,

@@ -1,6 +1,7 @@
 //! schema configuration: the strict shape users write and its compiled form (JSON Schemas
 //! compiled once with `jsonschema`, header patterns compiled once, routes indexed).
 
+use crate::onepass::{self, Program};
 use crate::scan::{Limits, DEPTH_CEILING};
 use jsonschema::{Draft, Registry, Retrieve, Uri, Validator};
 use portcullis_core::config::ConfigError;
@@ -186,6 +187,8 @@ pub struct RawResponse {
 pub struct ResponseRule {
     /// Compiled schema.
     pub validator: Validator,
+    /// The same schema for one-pass validation, when it can be decided that way.
+    pub fast: Option<Program>,
     /// Report or enforce.
     pub mode: ContractMode,
     /// Structural limits.
@@ -222,6 +225,8 @@ pub struct HeaderRule {
 pub struct RequestRule {
     /// Compiled schema.
     pub validator: Validator,
+    /// The same schema for one-pass validation, when it can be decided that way.
+    pub fast: Option<Program>,
     /// Body presence.
     pub body: BodyRule,
     /// Structural limits.
@@ -320,8 +325,13 @@ impl Retrieve for BoxedRetriever {
     }
 }
 
-/// A route's schema: a name from `schemas`, or an inline schema, compiled.
-fn route_schema(v: &Value, raw: &RawConfig, field: &str) -> Result<Validator, ConfigError> {
+/// A route's schema: a name from `schemas`, or an inline schema, compiled for `jsonschema` and,
+/// when every keyword it uses allows it, for one-pass validation.
+fn route_schema(
+    v: &Value,
+    raw: &RawConfig,
+    field: &str,
+) -> Result<(Validator, Option<Program>), ConfigError> {
     let schema = match v {
         Value::String(name) => raw.schemas.get(name).ok_or_else(|| {
             ConfigError::new(field, format!("no schema named `{name}` in `schemas`"))
@@ -329,8 +339,12 @@ fn route_schema(v: &Value, raw: &RawConfig, field: &str) -> Result<Validator, Co
         v @ (Value::Object(_) | Value::Bool(_)) => v,
         _ => return Err(ConfigError::new(field, "a schema name or a schema object")),
     };
-    compile_schema(schema, &raw.schemas, raw.validate_formats, None)
-        .map_err(|e| ConfigError::new(field, e))
+    let validator = compile_schema(schema, &raw.schemas, raw.validate_formats, None)
+        .map_err(|e| ConfigError::new(field, e))?;
+    Ok((
+        validator,
+        onepass::compile(schema, &raw.schemas, raw.validate_formats),
+    ))
 }
 
 fn media_types(list: &[String], field: &str) -> Result<Vec<String>, ConfigError> {
@@ -401,7 +415,8 @@ impl SchemaConfig {
             let request = match r.request {
                 None => None,
                 Some(q) => {
-                    let validator = route_schema(&q.schema, &raw, &format!("{at}.request.schema"))?;
+                    let (validator, fast) =
+                        route_schema(&q.schema, &raw, &format!("{at}.request.schema"))?;
                     let limits = q.limits.apply(base);
                     check_limits(&limits, &format!("{at}.request.limits"))?;
                     let content_types = match &q.content_types {
@@ -410,6 +425,7 @@ impl SchemaConfig {
                     };
                     Some(RequestRule {
                         validator,
+                        fast,
                         body: q.body.unwrap_or(BodyRule::Required),
                         limits,
                         content_types,
@@ -419,12 +435,13 @@ impl SchemaConfig {
             let response = match &r.response {
                 None => None,
                 Some(q) => {
-                    let validator =
+                    let (validator, fast) =
                         route_schema(&q.schema, &raw, &format!("{at}.response.schema"))?;
                     let limits = q.limits.apply(base);
                     check_limits(&limits, &format!("{at}.response.limits"))?;
                     Some(ResponseRule {
                         validator,
+                        fast,
                         mode: q.mode,
                         limits,
                     })

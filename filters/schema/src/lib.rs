@@ -1,11 +1,12 @@
 //! Portcullis schema filter: validates request bodies against JSON Schema per route, with
 //! structural limits checked first and precise, value-free problem+json errors.
 //!
-//! The decision core ([`config`], [`scan`], [`validate`]) is plain Rust; [`callbacks`] holds the
+//! The decision core ([`config`], [`scan`], [`onepass`], [`validate`]) is plain Rust; [`callbacks`] holds the
 //! callbacks, written once over the core's host port.
 
 pub mod callbacks;
 pub mod config;
+pub mod onepass;
 pub mod scan;
 pub mod validate;
 

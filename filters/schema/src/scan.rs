@@ -89,19 +89,28 @@ pub enum ScanError {
 /// Scans a body against the limits; `Ok` means serde_json can parse it safely. The scan is the
 /// core's tokenizer with every check on.
 pub fn scan(body: &[u8], limits: &Limits) -> Result<(), ScanError> {
-    use portcullis_core::json::{self, Error};
     if body.len() > limits.max_body_bytes {
         return Err(ScanError::TooLarge);
     }
-    let checks = json::Limits {
+    portcullis_core::json::validate(body, scan_limits(limits)).map_err(scan_error)
+}
+
+/// The tokenizer's checks for a route's limits: every check on.
+pub fn scan_limits(limits: &Limits) -> portcullis_core::json::Limits {
+    portcullis_core::json::Limits {
         max_depth: limits.max_depth,
         max_array_len: limits.max_array_len,
         max_string_len: limits.max_string_len,
         max_object_members: limits.max_object_members,
         reject_duplicate_names: true,
         check_number_range: true,
-    };
-    json::validate(body, checks).map_err(|e| match e {
+    }
+}
+
+/// The scan's reason for a tokenizer error.
+pub fn scan_error(e: portcullis_core::json::Error) -> ScanError {
+    use portcullis_core::json::Error;
+    match e {
         Error::Syntax(_) => ScanError::Malformed,
         Error::InvalidUtf8(_) => ScanError::InvalidUtf8,
         Error::LoneSurrogate(_) => ScanError::LoneSurrogate,
@@ -111,7 +120,7 @@ pub fn scan(body: &[u8], limits: &Limits) -> Result<(), ScanError> {
         Error::TooManyMembers(_) => ScanError::TooManyMembers,
         Error::DuplicateName(_) => ScanError::DuplicateKey,
         Error::NumberOutOfRange(_) => ScanError::NumberOutOfRange,
-    })
+    }
 }
 
 #[cfg(test)]

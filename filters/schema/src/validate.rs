@@ -3,7 +3,8 @@
 //! (structural scan, then the compiled JSON Schema). Pure functions over plain data.
 
 use crate::config::{BodyRule, ResponseRule, Route, SchemaConfig, Unmatched};
-use crate::scan::{scan, ScanError};
+use crate::onepass::Program;
+use crate::scan::{scan, scan_error, scan_limits, ScanError};
 use portcullis_core::deny::Denial;
 use portcullis_core::path;
 use serde_json::{json, Value};
@@ -247,7 +248,13 @@ pub fn check_body(cfg: &SchemaConfig, route: usize, body: &[u8]) -> Result<(), D
             BodyRule::Optional => Ok(()),
         };
     }
-    match violations(&req.validator, &req.limits, body, cfg.max_errors) {
+    match violations(
+        &req.validator,
+        req.fast.as_ref(),
+        &req.limits,
+        body,
+        cfg.max_errors,
+    ) {
         Ok(()) => Ok(()),
         Err(Problem::Structure(e)) => Err(scan_denial(e)),
         Err(Problem::Schema { errors, total }) => Err(Denial::of(
@@ -266,13 +273,29 @@ enum Problem {
 }
 
 /// Structural scan, then the schema; the one validation path for requests and responses.
+///
+/// With a one-pass program the scan and the verdict are one walk over the tokenizer; only an
+/// invalid body is parsed into a tree, for `jsonschema` to list its errors.
 fn violations(
     validator: &jsonschema::Validator,
+    fast: Option<&Program>,
     limits: &crate::scan::Limits,
     body: &[u8],
     max_errors: usize,
 ) -> Result<(), Problem> {
-    scan(body, limits).map_err(Problem::Structure)?;
+    match fast {
+        Some(p) => {
+            if body.len() > limits.max_body_bytes {
+                return Err(Problem::Structure(ScanError::TooLarge));
+            }
+            if p.validate(body, scan_limits(limits))
+                .map_err(|e| Problem::Structure(scan_error(e)))?
+            {
+                return Ok(());
+            }
+        }
+        None => scan(body, limits).map_err(Problem::Structure)?,
+    }
     // The scan guarantees syntax and depth, so this parse cannot fail or recurse too far; treat
     // a failure as malformed anyway rather than trusting that.
     let instance: Value =
@@ -339,7 +362,13 @@ pub fn check_response(
             json!([{"pointer": "", "keyword": "contentType"}]),
         )]));
     }
-    match violations(&rule.validator, &rule.limits, body, cfg.max_errors) {
+    match violations(
+        &rule.validator,
+        rule.fast.as_ref(),
+        &rule.limits,
+        body,
+        cfg.max_errors,
+    ) {
         Ok(()) => Ok(()),
         Err(Problem::Structure(_)) => Err(violation(vec![(
             "errors",

@@ -200,6 +200,30 @@ fn fixture(tenant: &str, name: &str, query: &str) -> Resp {
             json_resp(200, json!({"tenant": tenant, "customers": list}))
         }
         "invalid" => text("application/json", r#"{"ssn":"123-45-6789""#),
+        // `?bytes=N`: about N bytes of CRM account records with nothing personal in them (no
+        // rule's field, nothing a detector finds): what masking costs when it changes nothing.
+        "clean" => {
+            let n: usize = param("bytes").and_then(|n| n.parse().ok()).unwrap_or(1024).clamp(64, 64 << 20);
+            let mut b = br#"{"accounts":["#.to_vec();
+            let mut i = 0u32;
+            loop {
+                let item = format!(
+                    r#"{{"id":"acct-{i:06}","status":"active","plan":"standard","seats":{},"region":"eu-west","renewal":"quarterly","tags":["renewal","upsell"],"notes":"renewed and upgraded after the annual review"}}"#,
+                    i % 97 + 1
+                );
+                if b.len() + item.len() + 3 > n && i > 0 {
+                    break;
+                }
+                if i > 0 {
+                    b.push(b',');
+                }
+                b.extend_from_slice(item.as_bytes());
+                i += 1;
+            }
+            b.extend_from_slice(b"]}");
+            Resp::new(200, "application/json", b)
+        }
+
         // The benchmark's response: 4 KiB of CRM records, fifteen values to mask.
         "bench" => {
             let mut list = customers(tenant);

@@ -1,0 +1,604 @@
+//! One-pass validation: a schema whose keywords are all ones a streaming check can decide is
+//! compiled into a [`Program`], which is run over the core tokenizer's events while the
+//! tokenizer does the structural scan — no tree is built, nothing is parsed twice.
+//!
+//! What the program cannot decide alone is still decided by `jsonschema`, so the verdict is the
+//! same: `pattern` and `format` are checked by a `jsonschema` validator compiled from just those
+//! keywords, on the one string they apply to; the numeric keywords (`minimum`, `multipleOf`,
+//! numeric `enum`/`const`, …) the same way on the one number. A schema using anything else
+//! (`anyOf`, `uniqueItems`, `patternProperties`, `$id`, `$dynamicRef`, a non-2020-12 `$schema`,
+//! an unknown keyword, …) gets no program, and the filter validates it with `jsonschema` alone.
+//! The program only says valid or invalid: the error list of an invalid body comes from
+//! `jsonschema`, so responses are unchanged. `tests/differential.rs` holds the two to the same
+//! verdicts.
+
+use jsonschema::{Draft, Validator};
+use portcullis_core::json::{self, Event, Text, Tokenizer};
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+
+/// Instance kinds, as bits of [`Node::types`].
+const NULL: u8 = 1;
+const BOOL: u8 = 2;
+/// A number with no fractional part (JSON Schema's `integer`).
+const INT: u8 = 4;
+/// A number with a fractional part.
+const FRAC: u8 = 8;
+const STR: u8 = 16;
+const ARR: u8 = 32;
+const OBJ: u8 = 64;
+const ANY: u8 = 127;
+
+/// Keywords with no effect on the verdict under 2020-12 (annotations and containers).
+const IGNORED: &[&str] = &[
+    "title",
+    "description",
+    "$comment",
+    "examples",
+    "default",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "$defs",
+    "definitions",
+];
+
+/// The meta-schema URIs of draft 2020-12 (the filter's default draft).
+const DRAFT_2020_12: &[&str] = &[
+    "https://json-schema.org/draft/2020-12/schema",
+    "https://json-schema.org/draft/2020-12/schema#",
+];
+
+/// A scalar of a string/boolean/null `enum` or `const`, compared natively.
+#[derive(Debug, PartialEq)]
+enum Lit {
+    Null,
+    Bool(bool),
+    Str(String),
+}
+
+/// One compiled (sub)schema.
+#[derive(Debug)]
+struct Node {
+    /// `false`: nothing is valid.
+    never: bool,
+    /// Allowed kinds (`type`).
+    types: u8,
+    /// Other nodes applied to the same instance (`$ref`, `allOf`).
+    all: Vec<usize>,
+    /// `properties`, sorted by name.
+    props: Vec<(String, usize)>,
+    /// `additionalProperties` (None: anything).
+    additional: Option<usize>,
+    /// `required` (at most 64).
+    required: Vec<String>,
+    min_props: u64,
+    max_props: u64,
+    prefix: Vec<usize>,
+    items: Option<usize>,
+    min_items: u64,
+    max_items: u64,
+    min_len: u64,
+    max_len: u64,
+    /// `enum` / `const` lists: a non-number instance must equal one literal of each. Numbers are
+    /// checked by `numbers` (which carries the keywords whole); a container never matches.
+    enums: Vec<Vec<Lit>>,
+    /// `pattern` and `format`, applied by `jsonschema` to a string instance.
+    strings: Option<Validator>,
+    /// The numeric keywords (and a numeric `enum`/`const`), applied by `jsonschema` to a number.
+    numbers: Option<Validator>,
+}
+
+impl Node {
+    fn empty() -> Self {
+        Node {
+            never: false,
+            types: ANY,
+            all: Vec::new(),
+            props: Vec::new(),
+            additional: None,
+            required: Vec::new(),
+            min_props: 0,
+            max_props: u64::MAX,
+            prefix: Vec::new(),
+            items: None,
+            min_items: 0,
+            max_items: u64::MAX,
+            min_len: 0,
+            max_len: u64::MAX,
+            enums: Vec::new(),
+            strings: None,
+            numbers: None,
+        }
+    }
+}
+
+/// A schema compiled for one-pass validation.
+#[derive(Debug)]
+pub struct Program {
+    nodes: Vec<Node>,
+    root: usize,
+}
+
+/// Which document a `#…` reference resolves in.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Doc {
+    Root,
+    Named(String),
+}
+
+struct Compiler<'s> {
+    root: &'s Value,
+    named: &'s BTreeMap<String, Value>,
+    validate_formats: bool,
+    nodes: Vec<Node>,
+    /// (document, JSON pointer) → node, so recursive references end.
+    memo: HashMap<(Doc, String), usize>,
+}
+
+/// A non-negative integer bound, as jsonschema reads one (integer-valued floats too).
+fn size(v: &Value) -> Option<u64> {
+    if let Some(n) = v.as_u64() {
+        return Some(n);
+    }
+    let f = v.as_f64()?;
+    if f >= 18_446_744_073_709_551_616.0 {
+        return Some(u64::MAX);
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    (f >= 0.0 && f.trunc() == f).then_some(f as u64)
+}
+
+fn kind_bits(name: &str) -> Option<u8> {
+    Some(match name {
+        "null" => NULL,
+        "boolean" => BOOL,
+        "integer" => INT,
+        "number" => INT | FRAC,
+        "string" => STR,
+        "array" => ARR,
+        "object" => OBJ,
+        _ => return None,
+    })
+}
+
+impl<'s> Compiler<'s> {
+    fn doc(&self, d: &Doc) -> Option<&'s Value> {
+        match d {
+            Doc::Root => Some(self.root),
+            Doc::Named(n) => self.named.get(n),
+        }
+    }
+
+    /// The node for the schema at `ptr` in `doc`, compiled once.
+    fn at(&mut self, doc: &Doc, ptr: &str) -> Option<usize> {
+        if let Some(&i) = self.memo.get(&(doc.clone(), ptr.to_string())) {
+            return Some(i);
+        }
+        let d = self.doc(doc)?;
+        let schema = if ptr.is_empty() { d } else { d.pointer(ptr)? };
+        let i = self.nodes.len();
+        self.nodes.push(Node::empty());
+        self.memo.insert((doc.clone(), ptr.to_string()), i);
+        let node = self.node(schema, doc, ptr)?;
+        self.nodes[i] = node;
+        Some(i)
+    }
+
+    fn delegate(&self, keywords: Map<String, Value>) -> Option<Validator> {
+        if keywords.is_empty() {
+            return None;
+        }
+        jsonschema::options()
+            .with_draft(Draft::Draft202012)
+            .should_validate_formats(self.validate_formats)
+            .build(&Value::Object(keywords))
+            .ok()
+    }
+
+    fn reference(&mut self, r: &str, doc: &Doc) -> Option<usize> {
+        if let Some(name) = r.strip_prefix(crate::config::SCHEMA_URI_PREFIX) {
+            let (name, frag) = name.split_once('#').unwrap_or((name, ""));
+            if name.contains('%') || !self.named.contains_key(name) {
+                return None;
+            }
+            if !frag.is_empty() && !frag.starts_with('/') {
+                return None;
+            }
+            return self.at(&Doc::Named(name.to_string()), frag);
+        }
+        let frag = r.strip_prefix('#')?;
+        // Percent-encoded pointers and anchors are left to jsonschema.
+        if frag.contains('%') || (!frag.is_empty() && !frag.starts_with('/')) {
+            return None;
+        }
+        self.at(doc, frag)
+    }
+
+    fn node(&mut self, schema: &Value, doc: &Doc, ptr: &str) -> Option<Node> {
+        let mut n = Node::empty();
+        let m = match schema {
+            Value::Bool(true) => return Some(n),
+            Value::Bool(false) => {
+                n.never = true;
+                return Some(n);
+            }
+            Value::Object(m) => m,
+            _ => return None,
+        };
+        let mut strings = Map::new();
+        let mut numbers = Map::new();
+        for (k, v) in m {
+            let here = format!("{ptr}/{}", k.replace('~', "~0").replace('/', "~1"));
+            match k.as_str() {
+                k if IGNORED.contains(&k) => {}
+                "$schema" => {
+                    // Only at a document's root, and only 2020-12.
+                    if !ptr.is_empty() || !DRAFT_2020_12.contains(&v.as_str()?) {
+                        return None;
+                    }
+                }
+                "type" => {
+                    n.types = match v {
+                        Value::String(s) => kind_bits(s)?,
+                        Value::Array(a) => {
+                            let mut bits = 0;
+                            for t in a {
+                                bits |= kind_bits(t.as_str()?)?;
+                            }
+                            bits
+                        }
+                        _ => return None,
+                    };
+                }
+                "enum" | "const" => {
+                    let list: Vec<&Value> = if k == "enum" {
+                        v.as_array()?.iter().collect()
+                    } else {
+                        vec![v]
+                    };
+                    let mut lits = Vec::new();
+                    for x in list {
+                        match x {
+                            Value::Null => lits.push(Lit::Null),
+                            Value::Bool(b) => lits.push(Lit::Bool(*b)),
+                            Value::String(s) => lits.push(Lit::Str(s.clone())),
+                            Value::Number(_) => {}
+                            // Containers: left to jsonschema.
+                            _ => return None,
+                        }
+                    }
+                    n.enums.push(lits);
+                    numbers.insert(k.to_string(), v.clone());
+                }
+                "minimum" | "maximum" | "exclusiveMinimum" | "exclusiveMaximum" | "multipleOf" => {
+                    numbers.insert(k.to_string(), v.clone());
+                }
+                "pattern" | "format" => {
+                    strings.insert(k.to_string(), v.clone());
+                }
+                "minLength" => n.min_len = size(v)?,
+                "maxLength" => n.max_len = size(v)?,
+                "minItems" => n.min_items = size(v)?,
+                "maxItems" => n.max_items = size(v)?,
+                "minProperties" => n.min_props = size(v)?,
+                "maxProperties" => n.max_props = size(v)?,
+                "required" => {
+                    let a = v.as_array()?;
+                    if a.len() > 64 {
+                        return None;
+                    }
+                    for r in a {
+                        let r = r.as_str()?.to_string();
+                        if !n.required.contains(&r) {
+                            n.required.push(r);
+                        }
+                    }
+                }
+                "properties" => {
+                    for (name, _) in v.as_object()? {
+                        let at = format!("{here}/{}", name.replace('~', "~0").replace('/', "~1"));
+                        let i = self.at(doc, &at)?;
+                        n.props.push((name.clone(), i));
+                    }
+                    n.props.sort_by(|a, b| a.0.cmp(&b.0));
+                }
+                "additionalProperties" => n.additional = Some(self.at(doc, &here)?),
+                "items" => {
+                    if !(v.is_object() || v.is_boolean()) {
+                        return None;
+                    }
+                    n.items = Some(self.at(doc, &here)?);
+                }
+                "prefixItems" => {
+                    for i in 0..v.as_array()?.len() {
+                        n.prefix.push(self.at(doc, &format!("{here}/{i}"))?);
+                    }
+                }
+                "allOf" => {
+                    for i in 0..v.as_array()?.len() {
+                        let x = self.at(doc, &format!("{here}/{i}"))?;
+                        n.all.push(x);
+                    }
+                }
+                "$ref" => {
+                    let x = self.reference(v.as_str()?, doc)?;
+                    n.all.push(x);
+                }
+                _ => return None,
+            }
+        }
+        // Numbers go to jsonschema whenever a numeric keyword or an `enum`/`const` is present
+        // (a number against a list of strings is decided there too).
+        if !numbers.is_empty() {
+            n.numbers = Some(self.delegate(numbers)?);
+        }
+        if !strings.is_empty() {
+            n.strings = Some(self.delegate(strings)?);
+        }
+        Some(n)
+    }
+}
+
+/// Compiles `schema` (with the named `schemas` for `urn:portcullis:schema:` references) when
+/// every keyword it reaches can be decided in one pass; `None` leaves it to `jsonschema`.
+pub fn compile(
+    schema: &Value,
+    named: &BTreeMap<String, Value>,
+    validate_formats: bool,
+) -> Option<Program> {
+    // `$id`, anchors and dynamic references change how references resolve: not handled here.
+    fn plain(v: &Value) -> bool {
+        match v {
+            Value::Object(m) => m.iter().all(|(k, v)| {
+                !matches!(
+                    k.as_str(),
+                    "$id" | "$anchor" | "$dynamicRef" | "$dynamicAnchor" | "$recursiveRef"
+                ) && plain(v)
+            }),
+            Value::Array(a) => a.iter().all(plain),
+            _ => true,
+        }
+    }
+    if !plain(schema) || !named.values().all(plain) {
+        return None;
+    }
+    let mut c = Compiler {
+        root: schema,
+        named,
+        validate_formats,
+        nodes: Vec::new(),
+        memo: HashMap::new(),
+    };
+    let root = c.at(&Doc::Root, "")?;
+    Some(Program {
+        nodes: c.nodes,
+        root,
+    })
+}
+
+/// One open container and the nodes that apply to it.
+struct Frame {
+    nodes: Vec<usize>,
+    /// Per node: which of its `required` names have been seen.
+    seen: Vec<u64>,
+    /// Members or elements so far.
+    count: u64,
+    array: bool,
+}
+
+impl Program {
+    /// Adds `id` and everything it applies with (`$ref`, `allOf`) to `set`, once each.
+    fn expand(&self, id: usize, set: &mut Vec<usize>) {
+        if set.contains(&id) {
+            return;
+        }
+        set.push(id);
+        // Most nodes apply nothing else: no work list for them.
+        let Some(n) = self.nodes.get(id).filter(|n| !n.all.is_empty()) else {
+            return;
+        };
+        let mut todo: Vec<usize> = n.all.clone();
+        while let Some(i) = todo.pop() {
+            if set.contains(&i) {
+                continue;
+            }
+            set.push(i);
+            if let Some(n) = self.nodes.get(i) {
+                todo.extend(n.all.iter().copied());
+            }
+        }
+    }
+
+    fn node(&self, i: usize) -> &Node {
+        &self.nodes[i]
+    }
+
+    /// Checks a scalar or a container's opening against every node of `set`.
+    fn check_value(&self, set: &[usize], ev: &Event<'_>) -> bool {
+        if set.is_empty() {
+            return true;
+        }
+        let mut text: Option<Cow<'_, str>> = None;
+        let mut kind: Option<u8> = None;
+        let mut number: Option<Option<Value>> = None;
+        for &i in set {
+            let n = self.node(i);
+            if n.never {
+                return false;
+            }
+            let ok = match ev {
+                Event::Null => n.types & NULL != 0 && enums_match(n, &Lit::Null),
+                Event::Bool(b) => n.types & BOOL != 0 && enums_match(n, &Lit::Bool(*b)),
+                Event::StartObject => n.types & OBJ != 0 && n.enums.is_empty(),
+                Event::StartArray => n.types & ARR != 0 && n.enums.is_empty(),
+                Event::Str(t) => {
+                    n.types & STR != 0
+                        && self.check_str(n, text.get_or_insert_with(|| t.unescape()))
+                }
+                Event::Num(s) => {
+                    n.types & *kind.get_or_insert_with(|| number_kind(s)) != 0
+                        && n.numbers.as_ref().is_none_or(|v| {
+                            // Parsed as the tree would parse it, for jsonschema's own comparisons.
+                            match number.get_or_insert_with(|| serde_json::from_str(s).ok()) {
+                                Some(x) => v.is_valid(x),
+                                None => false,
+                            }
+                        })
+                }
+                Event::Name(_) | Event::EndObject | Event::EndArray => true,
+            };
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn check_str(&self, n: &Node, s: &str) -> bool {
+        // A string has at most as many code points as bytes, and at least a quarter as many:
+        // count them only when the byte length leaves the bounds in doubt.
+        let bytes = s.len() as u64;
+        if bytes > n.max_len || n.min_len > bytes.div_ceil(4) {
+            let len = s.chars().count() as u64;
+            if len < n.min_len || len > n.max_len {
+                return false;
+            }
+        }
+        if !n
+            .enums
+            .iter()
+            .all(|l| l.iter().any(|x| matches!(x, Lit::Str(v) if v == s)))
+        {
+            return false;
+        }
+        n.strings
+            .as_ref()
+            .is_none_or(|v| v.is_valid(&Value::String(s.to_string())))
+    }
+
+    /// Validates `body` in one pass. `Err` is the structural error the scan would report
+    /// (the tokenizer runs to the end even after a schema violation, so the structural error
+    /// wins as it does in the two-step path); `Ok(false)` a schema violation.
+    pub fn validate(&self, body: &[u8], limits: json::Limits) -> Result<bool, json::Error> {
+        let mut t = Tokenizer::new(body, limits)?;
+        let mut stack: Vec<Frame> = Vec::new();
+        let mut valid = true;
+        let mut next: Vec<usize> = Vec::new();
+        self.expand(self.root, &mut next);
+        while let Some(ev) = t.next_event()? {
+            if !valid {
+                continue;
+            }
+            match ev {
+                Event::Name(name) => {
+                    valid = self.member(&mut stack, name, &mut next);
+                }
+                Event::EndObject | Event::EndArray => {
+                    if let Some(f) = stack.pop() {
+                        valid = self.close(&f);
+                    }
+                }
+                _ => {
+                    let mut set = std::mem::take(&mut next);
+                    if let Some(f) = stack.last_mut().filter(|f| f.array) {
+                        set.clear();
+                        let at = usize::try_from(f.count).unwrap_or(usize::MAX);
+                        f.count += 1;
+                        for &i in &f.nodes {
+                            let n = self.node(i);
+                            if let Some(&p) = n.prefix.get(at) {
+                                self.expand(p, &mut set);
+                            } else if let Some(it) = n.items {
+                                self.expand(it, &mut set);
+                            }
+                        }
+                    }
+                    valid = self.check_value(&set, &ev);
+                    if matches!(ev, Event::StartObject | Event::StartArray) {
+                        let tracks = set.iter().any(|&i| !self.node(i).required.is_empty());
+                        stack.push(Frame {
+                            // Only allocated when some node has `required`.
+                            seen: if tracks {
+                                vec![0; set.len()]
+                            } else {
+                                Vec::new()
+                            },
+                            nodes: set,
+                            count: 0,
+                            array: matches!(ev, Event::StartArray),
+                        });
+                    } else {
+                        // Keep the allocation for the next member.
+                        set.clear();
+                        next = set;
+                    }
+                }
+            }
+        }
+        Ok(valid)
+    }
+
+    /// A member name: marks `required`, and works out the nodes for its value.
+    fn member(&self, stack: &mut [Frame], name: Text<'_>, next: &mut Vec<usize>) -> bool {
+        next.clear();
+        let Some(f) = stack.last_mut() else {
+            return true;
+        };
+        f.count += 1;
+        if f.nodes.is_empty() {
+            return true;
+        }
+        let name = name.unescape();
+        for (k, &i) in f.nodes.iter().enumerate() {
+            let n = self.node(i);
+            for (r, req) in n.required.iter().enumerate() {
+                if *req == *name {
+                    if let Some(seen) = f.seen.get_mut(k) {
+                        *seen |= 1 << r;
+                    }
+                }
+            }
+            match n.props.binary_search_by(|(p, _)| p.as_str().cmp(&name)) {
+                Ok(p) => self.expand(n.props[p].1, next),
+                Err(_) => {
+                    if let Some(a) = n.additional {
+                        self.expand(a, next);
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// A container closes: counts and `required`.
+    fn close(&self, f: &Frame) -> bool {
+        f.nodes.iter().enumerate().all(|(k, &i)| {
+            let n = self.node(i);
+            let seen = f.seen.get(k).copied().unwrap_or(0);
+            if f.array {
+                (n.min_items..=n.max_items).contains(&f.count)
+            } else {
+                (n.min_props..=n.max_props).contains(&f.count)
+                    && seen.count_ones() as usize == n.required.len()
+            }
+        })
+    }
+}
+
+fn enums_match(n: &Node, lit: &Lit) -> bool {
+    n.enums.iter().all(|l| l.contains(lit))
+}
+
+/// A number's kind: integer (no fractional part, as jsonschema decides `type: integer`) or not.
+/// The scan has checked that an integer literal fits `i64`/`u64` and a float is finite.
+fn number_kind(s: &str) -> u8 {
+    if !s.bytes().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+        return INT;
+    }
+    match s.parse::<f64>() {
+        Ok(f) if f.fract() == 0.0 => INT,
+        _ => FRAC,
+    }
+}
