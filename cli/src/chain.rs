@@ -380,4 +380,62 @@ mod tests {
                 && !d.contains_key("upstream_status")
         );
     }
+
+    /// Without the audit log (no `audit` flags, no hash key) an allowed request makes no audit
+    /// host call at all, and a denial records only who refused and why.
+    #[test]
+    fn without_the_audit_log_only_denials_are_recorded() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut p = crate::policy::load(&root.join("policies")).unwrap();
+        if let Some(a) = p.authn.as_object_mut() {
+            a.remove("catalog");
+        }
+        let c = Compiled::new(&p).unwrap();
+        let mut st = ChainState::new(&c).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let pem = std::fs::read(root.join("policies/demo-keys/demo-rs256.key.pem")).unwrap();
+        let token = sign_raw(
+            SigningAlg::RS256,
+            &pem,
+            &json!({"alg": "RS256", "kid": "demo-rs256", "typ": "JWT"}),
+            &json!({"iss": "https://idp.demo.portcullis.local", "aud": "portcullis-demo-api",
+                    "sub": "alice@example.com", "tenant": "acme", "scope": "customers:read",
+                    "iat": now, "exp": now + 600}),
+        )
+        .unwrap();
+        let req = |auth: Option<&str>| SimRequest {
+            method: "GET".into(),
+            path: "/api/v1/tenants/acme/customers".into(),
+            headers: auth
+                .map(|t| vec![("authorization".into(), format!("Bearer {t}"))])
+                .unwrap_or_default(),
+            body: None,
+            client_ip: "192.0.2.7".into(),
+        };
+        let upstream = SimResponse {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: br#"{"customers":[{"id":"c1","name":"Ada","email":"ada@acme.example.com"}]}"#
+                .to_vec(),
+        };
+        let ok = run(
+            &c,
+            &mut st,
+            &req(Some(&token)),
+            &upstream,
+            now * 1_000_000_000,
+        );
+        assert_eq!(ok.status, 200, "{:?}", ok.reason);
+        assert!(ok.audit.is_empty(), "{:?}", ok.audit);
+        let denied = run(&c, &mut st, &req(None), &upstream, now * 1_000_000_000);
+        assert_eq!(denied.status, 401);
+        assert_eq!(
+            denied.audit.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["decided_by", "decision", "reason"]
+        );
+        assert_eq!(denied.audit["reason"], "missing_token");
+    }
 }

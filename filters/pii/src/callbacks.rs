@@ -200,9 +200,7 @@ impl PiiStream {
                     format!("{dir} passed unmasked ({})", cause.name()),
                     Vec::new(),
                 );
-                if st.config.audit {
-                    audit::set(host, "pii_passed", cause.name());
-                }
+                st.config.audit.set(host, "pii_passed", cause.name());
                 log::warn!("portcullis pii: {dir} body passed unmasked route={route_name} cause={} (on_unmaskable: pass)", cause.name());
                 Flow::Continue
             }
@@ -305,7 +303,7 @@ impl PiiStream {
         } else {
             "masked"
         };
-        if root.config.audit {
+        if root.config.audit.is_on() {
             audit::set(host, field, &audit::counts(&self.masked));
         }
         // Per-request detail belongs to the audit record; the application log gets it at debug.

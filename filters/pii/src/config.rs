@@ -398,7 +398,7 @@ impl Keys {
 #[derive(Debug, Clone)]
 pub struct PiiConfig {
     /// Audit fields written per request (`audit` as written).
-    pub audit: bool,
+    pub audit: portcullis_core::audit::Recorder,
     /// Mode.
     pub mode: Mode,
     /// Metric prefix.
@@ -768,7 +768,7 @@ impl PiiConfig {
         }
         Ok(PiiConfig {
             classes,
-            audit: raw.audit,
+            audit: portcullis_core::audit::Recorder::new(raw.audit),
             mode: raw.mode,
             stat_prefix: raw.stat_prefix.clone(),
             max_decompressed_bytes: raw.decompression.max_bytes,

@@ -184,11 +184,20 @@ impl RateLimit {
     }
 }
 
-/// Writes this instance's part of the audit record (`<stat_prefix>.limit`, `.remaining`).
-fn record<H: Host>(host: &H, instance: &str, fields: Option<(String, u64)>) {
-    if let Some((limit, remaining)) = fields {
-        audit::set(host, &format!("{instance}.limit"), &limit);
-        audit::set(
+/// Writes this instance's part of the audit record (`<stat_prefix>.limit`, `.remaining`) when
+/// the recorder is on; the fields are worked out only then.
+fn record<H: Host>(
+    host: &H,
+    audit: audit::Recorder,
+    instance: &str,
+    fields: impl FnOnce() -> Option<(String, u64)>,
+) {
+    if !audit.is_on() {
+        return;
+    }
+    if let Some((limit, remaining)) = fields() {
+        audit.set(host, &format!("{instance}.limit"), &limit);
+        audit.set(
             host,
             &format!("{instance}.remaining"),
             &remaining.to_string(),
@@ -244,9 +253,9 @@ impl RateLimitStream {
                         hits: hits(&mut applied.iter().map(|a| a.name.as_str())),
                     });
                 }
-                if cfg.audit {
-                    record(host, &cfg.stat_prefix, decide::audit_fields(Ok(&applied)));
-                }
+                record(host, cfg.audit, &cfg.stat_prefix, || {
+                    decide::audit_fields(Ok(&applied))
+                });
                 self.response_headers = decide::response_headers(cfg.headers, &applied);
                 Flow::Continue
             }
@@ -258,13 +267,9 @@ impl RateLimitStream {
                 if cfg.mode == Mode::Shadow {
                     m.shadow_limited.inc(host);
                 }
-                if cfg.audit {
-                    record(
-                        host,
-                        &cfg.stat_prefix,
-                        decide::audit_fields(Err(limited_by)),
-                    );
-                }
+                record(host, cfg.audit, &cfg.stat_prefix, || {
+                    decide::audit_fields(Err(limited_by))
+                });
                 metrics::apply_denial(
                     host,
                     &cfg.stat_prefix,

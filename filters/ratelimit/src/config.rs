@@ -366,7 +366,7 @@ impl CompiledLimit {
 #[derive(Debug)]
 pub struct RateLimitConfig {
     /// Audit fields written per request (`audit` as written).
-    pub audit: bool,
+    pub audit: portcullis_core::audit::Recorder,
     /// Emergency mode is on: the limits with an `emergency` amount are compiled to it.
     pub emergency: bool,
     /// Mode.
@@ -639,7 +639,7 @@ impl RateLimitConfig {
             }
         };
         Ok(RateLimitConfig {
-            audit: raw.audit,
+            audit: portcullis_core::audit::Recorder::new(raw.audit),
             emergency: raw.emergency,
             global,
             mode: raw.mode,

@@ -140,9 +140,7 @@ impl SchemaStream {
     fn validated<H: Host>(&self, host: &H, outcome: &str) {
         let m = &self.root.metrics;
         m.validated.inc(host);
-        if self.root.config.audit {
-            audit::set(host, "schema", "valid");
-        }
+        self.root.config.audit.set(host, "schema", "valid");
         if let Some(r) = self.route_name.as_ref().and_then(|n| m.routes.get(n)) {
             r.validated.inc(host);
         }
@@ -220,9 +218,7 @@ impl Stream for SchemaStream {
 
     fn on_response_headers<H: Host>(&mut self, host: &H, end_of_stream: bool) -> Flow {
         // schema sits closest to the router: the first to see the upstream's own answer.
-        if self.root.config.audit {
-            audit::upstream_status(host);
-        }
+        self.root.config.audit.upstream_status(host);
         let st = self.root.clone();
         let Some(rule) = self
             .route_name

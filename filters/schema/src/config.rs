@@ -252,7 +252,7 @@ pub struct Route {
 #[derive(Debug)]
 pub struct SchemaConfig {
     /// Audit fields written per request (`audit` as written).
-    pub audit: bool,
+    pub audit: portcullis_core::audit::Recorder,
     /// Enforce or shadow.
     pub mode: Mode,
     /// Metric prefix.
@@ -484,7 +484,7 @@ impl SchemaConfig {
             ));
         }
         Ok(SchemaConfig {
-            audit: raw.audit,
+            audit: portcullis_core::audit::Recorder::new(raw.audit),
             mode: raw.mode,
             stat_prefix: raw.stat_prefix,
             json_suffix: raw.json_suffix,
