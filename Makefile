@@ -105,7 +105,10 @@ fuzz: ## Fuzz the parsers (in-tree, seeded): FUZZ_SECONDS=600 in all, FUZZ_TARGE
 	$(CARGO) run --profile fuzz -p portcullis-fuzz -- --seconds $(FUZZ_SECONDS) \
 		$(if $(FUZZ_TARGETS),--target $(FUZZ_TARGETS)) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
 
-bench: build ## Benchmarks (not part of test): writes docs/benchmarks.md and .svg; needs wrk, taskset
+bench: build redis ## Benchmarks (not part of test): writes docs/benchmarks.md and .svg; needs wrk, taskset (wrk apt-installed when missing, as root)
+	@command -v wrk > /dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk > /dev/null; fi; }
 	bash tests/bench/run.sh
 
 # --- Deploy: OCI images of the filters, Istio manifests, the docker-compose mesh -------------
