@@ -282,10 +282,57 @@ mod tests {
     use portcullis_core::audit::HashKey;
     use serde_json::json;
 
-    #[test]
-    fn the_chain_records_the_audit_fields_the_access_log_writes() {
+    /// The demo policies without the app catalog (admitting apps is not these tests' subject),
+    /// the current second, and a demo RS256 token with `claims` added to the standard ones.
+    fn setup(claims: serde_json::Value) -> (crate::policy::Policies, u64, String) {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut p = crate::policy::load(&root.join("policies")).unwrap();
+        if let Some(a) = p.authn.as_object_mut() {
+            a.remove("catalog");
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let pem = std::fs::read(root.join("policies/demo-keys/demo-rs256.key.pem")).unwrap();
+        let mut c = json!({"iss": "https://idp.demo.portcullis.local", "aud": "portcullis-demo-api",
+                           "sub": "alice@example.com", "tenant": "acme", "scope": "customers:read",
+                           "iat": now, "exp": now + 600});
+        for (k, v) in claims.as_object().into_iter().flatten() {
+            c[k] = v.clone();
+        }
+        let header = json!({"alg": "RS256", "kid": "demo-rs256", "typ": "JWT"});
+        let token = sign_raw(SigningAlg::RS256, &pem, &header, &c).unwrap();
+        (p, now, token)
+    }
+
+    /// `GET /api/v1/tenants/acme/customers` from 192.0.2.7, with the token if given.
+    fn list_customers(auth: Option<&str>) -> SimRequest {
+        SimRequest {
+            method: "GET".into(),
+            path: "/api/v1/tenants/acme/customers".into(),
+            headers: auth
+                .map(|t| vec![("authorization".into(), format!("Bearer {t}"))])
+                .unwrap_or_default(),
+            body: None,
+            client_ip: "192.0.2.7".into(),
+        }
+    }
+
+    /// An upstream answer with one customer's e-mail in it.
+    fn one_customer() -> SimResponse {
+        SimResponse {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: br#"{"customers":[{"id":"c1","name":"Ada","email":"ada@acme.example.com"}]}"#
+                .to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_chain_records_the_audit_fields_the_access_log_writes() {
+        // `crm-web` is not in the demo app catalog, which `setup` leaves out.
+        let (mut p, now, token) = setup(json!({"client_id": "crm-web"}));
         let key = "ab".repeat(32);
         p.authn["audit"] = json!({ "hash_key": key });
         for c in [
@@ -296,41 +343,10 @@ mod tests {
         ] {
             c["audit"] = json!(true);
         }
-        // `crm-web` is not in the demo app catalog; admitting apps is not this test's subject.
-        if let Some(a) = p.authn.as_object_mut() {
-            a.remove("catalog");
-        }
         let c = Compiled::new(&p).unwrap();
         let mut st = ChainState::new(&c).unwrap();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let pem = std::fs::read(root.join("policies/demo-keys/demo-rs256.key.pem")).unwrap();
-        let token = sign_raw(
-            SigningAlg::RS256,
-            &pem,
-            &json!({"alg": "RS256", "kid": "demo-rs256", "typ": "JWT"}),
-            &json!({"iss": "https://idp.demo.portcullis.local", "aud": "portcullis-demo-api",
-                    "sub": "alice@example.com", "tenant": "acme", "client_id": "crm-web",
-                    "scope": "customers:read", "iat": now, "exp": now + 600}),
-        )
-        .unwrap();
-        let req = |auth: Option<&str>| SimRequest {
-            method: "GET".into(),
-            path: "/api/v1/tenants/acme/customers".into(),
-            headers: auth
-                .map(|t| vec![("authorization".into(), format!("Bearer {t}"))])
-                .unwrap_or_default(),
-            body: None,
-            client_ip: "192.0.2.7".into(),
-        };
-        let upstream = SimResponse {
-            status: 200,
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: br#"{"customers":[{"id":"c1","name":"Ada","email":"ada@acme.example.com"}]}"#
-                .to_vec(),
-        };
+        let req = list_customers;
+        let upstream = one_customer();
         let ok = run(
             &c,
             &mut st,
@@ -385,42 +401,11 @@ mod tests {
     /// host call at all, and a denial records only who refused and why.
     #[test]
     fn without_the_audit_log_only_denials_are_recorded() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let mut p = crate::policy::load(&root.join("policies")).unwrap();
-        if let Some(a) = p.authn.as_object_mut() {
-            a.remove("catalog");
-        }
+        let (p, now, token) = setup(json!({}));
         let c = Compiled::new(&p).unwrap();
         let mut st = ChainState::new(&c).unwrap();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let pem = std::fs::read(root.join("policies/demo-keys/demo-rs256.key.pem")).unwrap();
-        let token = sign_raw(
-            SigningAlg::RS256,
-            &pem,
-            &json!({"alg": "RS256", "kid": "demo-rs256", "typ": "JWT"}),
-            &json!({"iss": "https://idp.demo.portcullis.local", "aud": "portcullis-demo-api",
-                    "sub": "alice@example.com", "tenant": "acme", "scope": "customers:read",
-                    "iat": now, "exp": now + 600}),
-        )
-        .unwrap();
-        let req = |auth: Option<&str>| SimRequest {
-            method: "GET".into(),
-            path: "/api/v1/tenants/acme/customers".into(),
-            headers: auth
-                .map(|t| vec![("authorization".into(), format!("Bearer {t}"))])
-                .unwrap_or_default(),
-            body: None,
-            client_ip: "192.0.2.7".into(),
-        };
-        let upstream = SimResponse {
-            status: 200,
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: br#"{"customers":[{"id":"c1","name":"Ada","email":"ada@acme.example.com"}]}"#
-                .to_vec(),
-        };
+        let req = list_customers;
+        let upstream = one_customer();
         let ok = run(
             &c,
             &mut st,

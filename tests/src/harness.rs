@@ -607,6 +607,38 @@ pub fn demo_key(file: &str) -> Vec<u8> {
     std::fs::read(&p).unwrap_or_else(|e| fail(format!("{}: {e}", p.display())))
 }
 
+/// The public half of the DEMO ONLY P-256 key (kid `demo-es256`, as published in
+/// demo-jwks.json): the `jwk` of the demo's DPoP proofs.
+pub fn demo_dpop_jwk() -> Value {
+    let p = repo_root().join("policies/demo-keys/demo-jwks.json");
+    let jwks: Value = std::fs::read_to_string(&p)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_else(|| fail(format!("{}: not a JWKS", p.display())));
+    let Some(k) = jwks["keys"]
+        .as_array()
+        .and_then(|ks| ks.iter().find(|k| k["kid"] == "demo-es256"))
+    else {
+        fail("demo-jwks.json has no demo-es256 key")
+    };
+    json!({"kty": "EC", "crv": "P-256", "x": k["x"], "y": k["y"]})
+}
+
+/// A DPoP proof (RFC 9449) of `method htu` for `token`, signed with the DEMO ONLY P-256 key.
+pub fn demo_dpop_proof(token: &str, method: &str, htu: &str, jti: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let ath = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(token.as_bytes()));
+    sign_raw(
+        SigningAlg::ES256,
+        &demo_key("demo-es256.key.pem"),
+        &json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": demo_dpop_jwk()}),
+        &json!({"jti": jti, "htm": method, "htu": htu, "iat": now(), "ath": ath}),
+    )
+    .unwrap_or_else(|e| fail(format!("signing a DPoP proof: {e}")))
+}
+
 /// Claims the demo provider accepts, valid for 10 minutes.
 pub fn claims(tenant: &str, scope: &str) -> Value {
     json!({"iss": DEMO_ISSUER, "aud": DEMO_AUDIENCE, "sub": "user-1", "tenant": tenant,

@@ -3,40 +3,13 @@
 //! shared data, updated with CAS); downgrade and wrong-URI proofs are refused.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use portcullis_cli::token::{sign_raw, SigningAlg};
-use portcullis_tests::harness::{self, claims, demo_key, now, rs256, Gateway, GatewayOptions};
+use portcullis_tests::harness::{self, claims, rs256, Gateway, GatewayOptions};
 use portcullis_tests::http::{Request, Response};
 use serde_json::{json, Value};
-use sha2::Digest;
 use std::sync::{Arc, Barrier};
 
-/// The public half of the DEMO ONLY P-256 key, as published in demo-jwks.json.
-fn proof_jwk() -> Value {
-    let jwks: Value = serde_json::from_str(
-        &std::fs::read_to_string(harness::repo_root().join("policies/demo-keys/demo-jwks.json"))
-            .unwrap(),
-    )
-    .unwrap();
-    let k = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["kid"] == "demo-es256")
-        .unwrap();
-    json!({"kty": "EC", "crv": "P-256", "x": k["x"], "y": k["y"]})
-}
-
 fn proof(token: &str, method: &str, htu: &str, jti: &str) -> String {
-    let ath = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(token.as_bytes()));
-    sign_raw(
-        SigningAlg::ES256,
-        &demo_key("demo-es256.key.pem"),
-        &json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": proof_jwk()}),
-        &json!({"jti": jti, "htm": method, "htu": htu, "iat": now(), "ath": ath}),
-    )
-    .unwrap()
+    harness::demo_dpop_proof(token, method, htu, jti)
 }
 
 fn denied_with(r: &Response, status: u16, reason: &str) {
@@ -64,7 +37,8 @@ fn a_proof_is_accepted_exactly_once_across_workers() {
     let _log = g.log_on_failure();
     let path = "/api/v1/tenants/acme/customers";
     let mut c = claims("acme", "customers:read");
-    c["cnf"] = json!({"jkt": portcullis_authn::dpop::thumbprint(&proof_jwk()).unwrap()});
+    c["cnf"] =
+        json!({"jkt": portcullis_authn::dpop::thumbprint(&harness::demo_dpop_jwk()).unwrap()});
     let token = rs256(&c);
     let dpop_get = |p: &str| {
         Request::get(path)

@@ -4,15 +4,11 @@
 //! and an invalid policy refused while the running one keeps serving.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use portcullis_cli::token::{sign_raw, SigningAlg};
 use portcullis_tests::harness::{
-    self, claims, demo_key, demo_token, now, rs256, Gateway, GatewayOptions, TempDir,
+    self, claims, demo_token, rs256, Gateway, GatewayOptions, TempDir,
 };
 use portcullis_tests::http::{Conn, Request, Response};
 use serde_json::{json, Value};
-use sha2::Digest as _;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -244,33 +240,6 @@ fn counted_remaining(g: &Gateway, token: &str) -> u64 {
     rest.split(';').next().unwrap().parse().unwrap()
 }
 
-fn proof_jwk() -> Value {
-    let jwks: Value = serde_json::from_str(
-        &std::fs::read_to_string(harness::repo_root().join("policies/demo-keys/demo-jwks.json"))
-            .unwrap(),
-    )
-    .unwrap();
-    let k = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["kid"] == "demo-es256")
-        .unwrap()
-        .clone();
-    json!({"kty": "EC", "crv": "P-256", "x": k["x"], "y": k["y"]})
-}
-
-fn dpop_proof(token: &str, htu: &str, jti: &str) -> String {
-    let ath = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(token.as_bytes()));
-    sign_raw(
-        SigningAlg::ES256,
-        &demo_key("demo-es256.key.pem"),
-        &json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": proof_jwk()}),
-        &json!({"jti": jti, "htm": "GET", "htu": htu, "iat": now(), "ath": ath}),
-    )
-    .unwrap()
-}
-
 fn start(tag: &str, policies: &TempDir) -> Option<Gateway> {
     let port = harness::free_port();
     Gateway::start(GatewayOptions {
@@ -304,10 +273,12 @@ fn ten_policy_changes_under_load_fail_no_request_and_keep_shared_state() {
     assert_eq!(counted_remaining(&g, &counted), 94);
     let path = "/api/v1/tenants/acme/customers";
     let mut c = claims("acme", "customers:read");
-    c["cnf"] = json!({"jkt": portcullis_authn::dpop::thumbprint(&proof_jwk()).unwrap()});
+    c["cnf"] =
+        json!({"jkt": portcullis_authn::dpop::thumbprint(&harness::demo_dpop_jwk()).unwrap()});
     let bound = rs256(&c);
-    let proof = dpop_proof(
+    let proof = harness::demo_dpop_proof(
         &bound,
+        "GET",
         &format!("{origin}{path}"),
         "used-before-the-reloads",
     );
