@@ -201,9 +201,18 @@ pub fn load(dir: &Path) -> Result<Policies> {
     let schema = read_yaml(&dir.join(SCHEMA_FILE))?;
     compile_schema(&schema)?;
     let ratelimit = read_yaml(&dir.join(RATELIMIT_FILE))?;
-    compile_ratelimit(&ratelimit, RATELIMIT_FILE)?;
     let ratelimit_ip = read_yaml(&dir.join(RATELIMIT_IP_FILE))?;
-    compile_ratelimit(&ratelimit_ip, RATELIMIT_IP_FILE)?;
+    let ip = compile_ratelimit(&ratelimit_ip, RATELIMIT_IP_FILE)?;
+    // Both instances run in one VM (one vm_id, so the module is compiled once at start-up) and
+    // so share one shared-data namespace: their buckets are told apart only by the prefix.
+    let main = compile_ratelimit(&ratelimit, RATELIMIT_FILE)?;
+    if ip.stat_prefix == main.stat_prefix {
+        return Err(CliError(format!(
+            "{RATELIMIT_IP_FILE}: stat_prefix `{}` is also {RATELIMIT_FILE}'s: the two instances \
+             share one VM and its shared data, so their prefixes must differ",
+            ip.stat_prefix
+        )));
+    }
     let pii = read_yaml(&dir.join(PII_FILE))?;
     compile_pii(&pii, PII_FILE)?;
     let pii_egress = read_yaml(&dir.join(PII_EGRESS_FILE))?;
@@ -241,6 +250,29 @@ mod tests {
         assert!(cfg.routes.len() >= 5);
         assert!(p.authn["providers"][0]["jwks"]["keys"].is_array());
         assert!(p.authn["providers"][0].get("jwks_file").is_none());
+    }
+
+    #[test]
+    fn the_two_ratelimit_instances_need_distinct_prefixes() {
+        let dir = std::env::temp_dir().join(format!("pc-policy-prefix-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for e in std::fs::read_dir(repo().join("policies")).unwrap() {
+            let p = e.unwrap().path();
+            let to = dir.join(p.file_name().unwrap());
+            if p.is_file() {
+                std::fs::copy(&p, to).unwrap();
+            } else if !to.exists() {
+                std::os::unix::fs::symlink(&p, to).unwrap();
+            }
+        }
+        load(&dir).unwrap();
+        let ip = std::fs::read_to_string(dir.join(RATELIMIT_IP_FILE)).unwrap();
+        let same = ip.replace("stat_prefix: ratelimit_ip", "stat_prefix: ratelimit");
+        assert_ne!(ip, same, "the demo's ratelimit-ip.yaml names its prefix");
+        std::fs::write(dir.join(RATELIMIT_IP_FILE), same).unwrap();
+        let e = load(&dir).unwrap_err().0;
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(e.contains("stat_prefix `ratelimit`"), "{e}");
     }
 
     #[test]

@@ -9,9 +9,9 @@ Writes OUTDIR/<name>.yaml for:
   c1  Envoy's native jwt_authn (demo JWKS) + local_ratelimit
   c2  Portcullis authn + ratelimit, both instances (per IP and per identity), as rendered
   c3  the full Portcullis chain (as rendered)
-  c4  five no-op wasm filters: the wasm floor under c3 (as many filters, each its own VM)
+  c4  five no-op wasm filters: the wasm floor under c3 (as many filters, sharing VMs as c3's do)
   c5  a Lua filter masking the same response fields with patterns
-  c6  three no-op wasm filters: the wasm floor under c2
+  c6  three no-op wasm filters: the wasm floor under c2 (VMs shared as c2's are)
   c7  c4 with all five filters in one VM (same vm_id): what sharing a VM saves per request
 and, per algorithm (verification cost, every request verified: no cache on either side),
   v-<alg>-wasm / v-<alg>-native, plus v-direct (no filter) — all answering from the router
@@ -120,14 +120,21 @@ lua = {
 # the filters do" is read as a difference within one run, apart from what a VM costs at all.
 wasm_filters = [f for f in hcm["http_filters"] if "wasm" in f["typed_config"]["@type"].lower()]
 identity_chain = [chain["portcullis.ratelimit_ip"], chain["portcullis.authn"], chain["portcullis.ratelimit"]]
+
+
+def mirror(f):
+    """The floor shares VMs as the chain does (both ratelimit instances run in one VM)."""
+    return "noop-" + f["typed_config"]["config"]["vm_config"]["vm_id"]
+
+
 configs = {
     "c0": with_filters([]),
     "c1": with_filters([jwt_authn(demo_jwks, cache=True), local_ratelimit]),
     "c2": with_filters(identity_chain),
     "c3": copy.deepcopy(base),
-    "c4": with_filters([noop(i) for i in range(len(wasm_filters))]),
+    "c4": with_filters([noop(i, mirror(f)) for i, f in enumerate(wasm_filters)]),
     "c5": with_filters([lua]),
-    "c6": with_filters([noop(i) for i in range(len(identity_chain))]),
+    "c6": with_filters([noop(i, mirror(f)) for i, f in enumerate(identity_chain)]),
     # C4 with one VM per worker for all five (same vm_id and code; Envoy shares the VM).
     "c7": with_filters([noop(i, "noop") for i in range(len(wasm_filters))]),
     "v-direct": with_filters([], direct=True),

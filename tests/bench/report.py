@@ -132,13 +132,21 @@ if shared_vm is not None and floor4:
                    "VM keeps, so the filters stay separate modules (tests/bench/README.md, \"One VM for all filters?\").") + "\n")
 
 starts = by("startup")
+# The target is read on the whole machine (V8 compiles on every core); the pinned figure is shown beside it.
+starts_all = [r for r in starts if r.get("cores", 1) > 1] or starts
+starts_one = [r for r in starts if r.get("cores", 1) == 1]
 modules = by("module")
 if starts or modules:
     out.append("## Start-up and module sizes\n")
+    for cores in sorted({r.get("cores", 1) for r in starts}):
+        rs = [r for r in starts if r.get("cores", 1) == cores]
+        how = "one worker pinned to one core" if cores == 1 else f"the whole machine ({cores} cores, {cores} workers)"
+        out.append(f"Full chain (C3), {how}, {len(rs)} starts: Envoy ready (admin `/ready`) after "
+                   f"{f(med([r['ready_ms'] for r in rs]))} ms median (min–max {f(min(r['ready_ms'] for r in rs))}–{f(max(r['ready_ms'] for r in rs))}), "
+                   f"first request served after {f(med([r['first_ms'] for r in rs]))} ms.\n")
     if starts:
-        out.append(f"Full chain (C3), one worker, {len(starts)} starts: Envoy ready (admin `/ready`) after "
-                   f"{f(med([r['ready_ms'] for r in starts]))} ms median (min–max {f(min(r['ready_ms'] for r in starts))}–{f(max(r['ready_ms'] for r in starts))}), "
-                   f"first request served after {f(med([r['first_ms'] for r in starts]))} ms.\n")
+        out.append("V8 compiles every module with TurboFan before Envoy is ready, in time about proportional to "
+                   "the modules' code; schema.wasm is built for size for that reason (Cargo.toml, `release-schema`).\n")
     if modules:
         out.append("| module | bytes |")
         out.append("|---|---:|")
@@ -237,7 +245,10 @@ targets = [
     ("C3 ≤ +40 µs CPU per request", f"+{f((cpu['c3'] or 0) - (cpu['c0'] or 0), 1)} µs", bool(cpu["c3"] is not None and cpu["c3"] - cpu["c0"] <= 40)),
     ("C2 ≥ 0.9× C1 throughput", f"{ratio(thr['c2'], thr['c1'])}", bool(thr["c2"] and thr["c1"] and thr["c2"] >= 0.9 * thr["c1"])),
     ("C2 ≤ its wasm floor (C6) + 10 µs CPU", f"+{f(floor2, 1)} µs", floor2 is not None and floor2 <= 10),
-    ("start-up with the full chain ≤ 3 s (first request served)", f"{f(med([r['first_ms'] for r in starts]) if starts else None)} ms", bool(starts) and med([r["first_ms"] for r in starts]) <= 3000),
+    ("start-up with the full chain ≤ 3 s (first request served, whole machine)",
+     f"{f(med([r['first_ms'] for r in starts_all]) if starts_all else None)} ms"
+     + (f" (one pinned core: {f(med([r['first_ms'] for r in starts_one]))} ms)" if starts_one and any(r.get("cores", 1) > 1 for r in starts) else ""),
+     bool(starts_all) and med([r["first_ms"] for r in starts_all]) <= 3000),
     ("uncached RS256 ≤ 100 µs", f"{f(verify['RS256'], 1)} µs", bool(verify["RS256"] is not None and verify["RS256"] <= 100)),
     ("uncached PS256 ≤ 120 µs", f"{f(verify['PS256'], 1)} µs", bool(verify["PS256"] is not None and verify["PS256"] <= 120)),
     ("uncached ES256 ≤ 150 µs", f"{f(verify['ES256'], 1)} µs", bool(verify["ES256"] is not None and verify["ES256"] <= 150)),
