@@ -90,8 +90,19 @@ impl Filter for Authn {
         if !shared_keys.is_empty() {
             host.set_tick_period(Duration::from_secs(1));
         }
+        // A secret key per VM for the token cache's hash; without a secure random source the
+        // cache falls back to SHA-256 (slower, equally safe).
+        let mut secret = [0u8; 16];
+        let cache = if host.secure_random(&mut secret) {
+            TokenCache::keyed(config.cache_entries, secret)
+        } else {
+            log::warn!(
+                "portcullis authn: no secure random source; the token cache hashes with SHA-256"
+            );
+            TokenCache::new(config.cache_entries)
+        };
         Ok(Authn {
-            cache: RefCell::new(TokenCache::new(config.cache_entries)),
+            cache: RefCell::new(cache),
             config,
             metrics,
             keys: RefCell::new(KeyStore::default()),

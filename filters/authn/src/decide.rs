@@ -5,7 +5,7 @@
 //! time claims, audience, key lookup, signature, identity, route requirements. Cheap claim checks
 //! come before the signature so an expired or foreign token costs no public-key operation.
 
-use crate::cache::{digest, TokenCache, Verified};
+use crate::cache::{TokenCache, Verified};
 use crate::config::{AuthnConfig, Binding, Expected, Provider, Requirement, Rule};
 use crate::jws::{self, JwsError};
 use crate::remote::KeyStore;
@@ -437,7 +437,7 @@ fn token_verdict<'r>(
             return None;
         }
     };
-    let key = digest(token);
+    let key = cache.key(token);
     if cache.is_rejected(&key) {
         decision.cache = CacheUse::Hit;
         decision.verdict = Err(unauthorized(

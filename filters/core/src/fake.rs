@@ -412,6 +412,12 @@ impl Host for FakeHost<'_> {
         self.process.random(buf);
     }
 
+    fn secure_random(&self, buf: &mut [u8]) -> bool {
+        // Reproducible rather than secret: tests only.
+        self.process.random(buf);
+        true
+    }
+
     fn define_metric(&self, kind: MetricKind, name: &str) -> MetricId {
         let mut names = self.process.metric_names.borrow_mut();
         if let Some(i) = names.iter().position(|(n, _)| n == name) {

@@ -177,6 +177,10 @@ impl Host for WasmHost {
         }
     }
 
+    fn secure_random(&self, buf: &mut [u8]) -> bool {
+        getrandom::fill(buf).is_ok()
+    }
+
     fn define_metric(&self, kind: MetricKind, name: &str) -> MetricId {
         let t = match kind {
             MetricKind::Counter => MetricType::Counter,

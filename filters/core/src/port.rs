@@ -162,6 +162,9 @@ pub trait Host: SharedStore {
     fn now_nanos(&self) -> u64;
     /// Fills `buf` from the host's random source.
     fn random_bytes(&self, buf: &mut [u8]);
+    /// Fills `buf` from a cryptographically secure source and says so; false when there is
+    /// none (`buf` is then unspecified), for keys that must stay secret or not be used at all.
+    fn secure_random(&self, buf: &mut [u8]) -> bool;
     /// Defines (or finds) a metric by name.
     fn define_metric(&self, kind: MetricKind, name: &str) -> MetricId;
     /// Adds to a counter.
