@@ -6,7 +6,7 @@
 //! through the payment-card detector only (a card number sent as a JSON number). A masked
 //! number becomes a string.
 
-use crate::action::{Action, NoKey};
+use crate::action::{Action, NoKey, TokenKey};
 use crate::config::{PiiConfig, Profile, Rule};
 use crate::json::Json;
 use crate::jsonpath::Seg;
@@ -17,7 +17,7 @@ pub struct Caller<'a> {
     /// Scopes verified by authn (empty when there is no identity).
     pub scopes: &'a [String],
     /// Tokenization key for the caller's tenant.
-    pub key: Option<&'a [u8]>,
+    pub key: Option<&'a TokenKey>,
 }
 
 /// What masking did, for metrics and logs: counts by rule, and where (JSON pointers, never
@@ -397,7 +397,11 @@ impl<'a> Walker<'a> {
 
 /// What replaces a detected `hit`: the action applied to the value a reader sees (URL escapes
 /// undone, so `ada%40x.com` tokenizes like `ada@x.com`), escaped again when the hit was.
-pub(crate) fn replacement(action: &Action, hit: &str, key: Option<&[u8]>) -> Result<String, NoKey> {
+pub(crate) fn replacement(
+    action: &Action,
+    hit: &str,
+    key: Option<&TokenKey>,
+) -> Result<String, NoKey> {
     match crate::detect::unescaped(hit) {
         Some(plain) => Ok(crate::detect::escape(&action.apply(&plain, key)?)),
         None => action.apply(hit, key),
