@@ -70,6 +70,38 @@ pub struct Detectors {
     ssn: Regex,
     digit_run: Regex,
     iban: Regex,
+    /// What `may_find` asks of a value, worked out once from `list`.
+    pre: Precheck,
+}
+
+/// The thresholds the listed detectors need before they search (see [`Detectors::may_find`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct Precheck {
+    custom: bool,
+    email: bool,
+    /// Fewest ASCII digits a phone, SSN or card detector needs (`usize::MAX`: none listed).
+    digits: usize,
+    iban: bool,
+}
+
+impl Precheck {
+    fn of(list: &[Detector]) -> Self {
+        let mut p = Precheck {
+            digits: usize::MAX,
+            ..Precheck::default()
+        };
+        for d in list {
+            match d {
+                Detector::Custom(_) => p.custom = true,
+                Detector::Builtin(Builtin::Email) => p.email = true,
+                Detector::Builtin(Builtin::Phone) => p.digits = p.digits.min(8),
+                Detector::Builtin(Builtin::Ssn) => p.digits = p.digits.min(9),
+                Detector::Builtin(Builtin::PaymentCard) => p.digits = p.digits.min(13),
+                Detector::Builtin(Builtin::Iban) => p.iban = true,
+            }
+        }
+        p
+    }
 }
 
 fn re(p: &str) -> Regex {
@@ -229,6 +261,7 @@ impl Detectors {
     /// Compiles the built-in patterns once for a list of detectors.
     pub fn new(list: Vec<Detector>) -> Self {
         Detectors {
+            pre: Precheck::of(&list),
             list,
             email: re(
                 r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,63}",
@@ -281,14 +314,11 @@ impl Detectors {
             }
         }
         // The same thresholds `find` checks before each search.
-        self.list.iter().any(|d| match d {
-            Detector::Custom(_) => customs,
-            Detector::Builtin(Builtin::Email) => at,
-            Detector::Builtin(Builtin::Phone) => digits >= 8,
-            Detector::Builtin(Builtin::Ssn) => digits >= 9,
-            Detector::Builtin(Builtin::PaymentCard) => digits >= 13,
-            Detector::Builtin(Builtin::Iban) => digits >= 2 && input.len() >= 15,
-        })
+        let p = &self.pre;
+        (p.custom && customs)
+            || (p.email && at)
+            || digits >= p.digits
+            || (p.iban && digits >= 2 && input.len() >= 15)
     }
 
     /// True when no custom pattern matches anywhere in `doc`, so none matches inside any part

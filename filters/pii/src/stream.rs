@@ -72,6 +72,16 @@ pub fn mask_document(
             .find(|u| !paths.iter().any(|p| p.names(Seg::Key(u))))
             .filter(|_| !paths.iter().any(|p| p.names(Seg::Index(usize::MAX)))),
         keys: KeyFilter::new(paths.iter().flat_map(|p| p.keys())),
+        named: {
+            let mut named: Vec<&str> = Vec::new();
+            for k in paths.iter().flat_map(|p| p.keys()) {
+                if !named.contains(&k) {
+                    named.push(k);
+                }
+            }
+            named
+        },
+        memo: Vec::new(),
         paths,
         out: None,
         cursor: 0,
@@ -80,6 +90,7 @@ pub fn mask_document(
         detect: !profile.detectors.is_empty(),
         customs: !profile.detectors.customs_absent(text.as_bytes()),
     };
+    m.memo = (0..m.named.len() + 2).map(|_| Memo::default()).collect();
     let mut t = Tokenizer::for_str(text, limits);
     match m.run(&mut t) {
         Ok(()) => {}
@@ -140,6 +151,17 @@ impl KeyFilter {
                 .get(usize::from(b >> 6))
                 .is_some_and(|w| w & (1 << (b & 63)) != 0)
     }
+}
+
+/// The last stepping of the paths into one fixed segment: the states it started from, the
+/// states it gave and the rule matched. Records of a list sit in the same states, so their
+/// members step alike and are looked up, not stepped again.
+#[derive(Default)]
+struct Memo {
+    set: bool,
+    from: Vec<u64>,
+    to: Vec<u64>,
+    rule: Option<usize>,
 }
 
 /// Where the current member or element of a container is, for pointers.
@@ -203,6 +225,11 @@ struct Masker<'c, 's> {
     unnamed: Option<&'static str>,
     /// What the member names paths name look like.
     keys: KeyFilter,
+    /// The distinct member names the paths name.
+    named: Vec<&'c str>,
+    /// Steppings into each of `named` (by index), then into a segment no path names below an
+    /// object and below an array.
+    memo: Vec<Memo>,
     /// The output so far, from the first rewrite on; input before `cursor` is accounted for.
     out: Option<String>,
     cursor: usize,
@@ -262,8 +289,12 @@ impl<'c, 's> Masker<'c, 's> {
     fn step(&mut self, seg: Seg<'_>) -> Option<usize> {
         let n = self.paths.len();
         let base = self.frames.len().saturating_sub(1) * 2 * n;
+        let slot = match seg {
+            Seg::Key(k) if self.keys.may_name(k) => self.named.iter().position(|x| *x == k),
+            _ => None,
+        };
         let named = match seg {
-            Seg::Key(k) => self.keys.may_name(k) && self.paths.iter().any(|p| p.names(seg)),
+            Seg::Key(_) => slot.is_some(),
             Seg::Index(_) => self.paths.iter().any(|p| p.names(seg)),
         };
         if !named && self.unnamed.is_some() {
@@ -273,7 +304,32 @@ impl<'c, 's> Masker<'c, 's> {
             }
             return self.frames.last().and_then(|f| f.other_rule);
         }
-        self.step_from(base, seg)
+        match slot {
+            Some(slot) => self.step_memo(slot, base, seg),
+            None => self.step_from(base, seg),
+        }
+    }
+
+    /// [`Masker::step_from`] into the fixed segment of memo `slot`: looked up when the states
+    /// are those it last stepped from.
+    fn step_memo(&mut self, slot: usize, base: usize, seg: Seg<'_>) -> Option<usize> {
+        let n = self.paths.len();
+        if let (Some(m), Some(from)) = (self.memo.get(slot), self.states.get(base..base + n)) {
+            if m.set && m.from == from && m.to.len() == self.next.len() {
+                self.next.copy_from_slice(&m.to);
+                return m.rule;
+            }
+        }
+        let rule = self.step_from(base, seg);
+        if let (Some(m), Some(from)) = (self.memo.get_mut(slot), self.states.get(base..base + n)) {
+            m.from.clear();
+            m.from.extend_from_slice(from);
+            m.to.clear();
+            m.to.extend_from_slice(&self.next);
+            m.rule = rule;
+            m.set = true;
+        }
+        rule
     }
 
     /// Steps the states at `states[base..]` into `seg` (into `next`); the first field rule
@@ -396,7 +452,8 @@ impl<'c, 's> Masker<'c, 's> {
                 } else {
                     Seg::Index(usize::MAX)
                 };
-                self.step_from(base, seg)
+                let slot = self.named.len() + usize::from(!object);
+                self.step_memo(slot, base, seg)
             } else {
                 self.next.fill(0);
                 None
@@ -528,11 +585,24 @@ impl<'c, 's> Masker<'c, 's> {
         if !may_be_card(n) {
             return Ok(());
         }
-        let Some(digits) = crate::number::integer_views(n)
-            .into_iter()
-            .find(|v| crate::detect::Detectors::is_card_number(v))
-        else {
-            return Ok(());
+        let int = n.strip_prefix('-').unwrap_or(n);
+        let digits = if int.bytes().all(|b| b.is_ascii_digit())
+            && !(int.len() > 1 && int.starts_with('0'))
+        {
+            // A plain JSON integer (no leading zeros) denotes only itself: its one integer
+            // view is its own digits, read without building the views.
+            if !crate::detect::Detectors::is_card_number(int) {
+                return Ok(());
+            }
+            int.to_string()
+        } else {
+            let Some(digits) = crate::number::integer_views(n)
+                .into_iter()
+                .find(|v| crate::detect::Detectors::is_card_number(v))
+            else {
+                return Ok(());
+            };
+            digits
         };
         let Some(rule) = self.w.rule(ri) else {
             return Ok(());
