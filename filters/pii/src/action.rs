@@ -143,31 +143,58 @@ fn partial(
         if let Some(at) = value.rfind('@') {
             // Fixed-width local part: the length of the original is not revealed either.
             let domain = value.get(at..).unwrap_or_default();
-            return format!("{mask}{mask}{mask}{domain}");
+            let mut out = String::with_capacity(3 * mask.len_utf8() + domain.len());
+            out.extend([mask; 3]);
+            out.push_str(domain);
+            return out;
         }
     }
+    // Each character is kept or becomes `mask`: no more than this is written.
+    let mut out = String::with_capacity(value.len() * mask.len_utf8());
+    if value.is_ascii() {
+        // The common case, byte by byte: for ASCII, `is_alphanumeric` is
+        // `is_ascii_alphanumeric`.
+        let b = value.as_bytes();
+        let total = b.iter().filter(|c| c.is_ascii_alphanumeric()).count();
+        let (kf, kl) = kept(keep_first, keep_last, total);
+        let mut seen = 0usize;
+        for &c in b {
+            if c.is_ascii_alphanumeric() {
+                seen += 1;
+                if seen > kf && seen <= total - kl {
+                    out.push(mask);
+                    continue;
+                }
+            }
+            out.push(char::from(c));
+        }
+        return out;
+    }
     let total = value.chars().filter(|c| c.is_alphanumeric()).count();
+    let (kf, kl) = kept(keep_first, keep_last, total);
+    let mut seen = 0usize;
+    for c in value.chars() {
+        if c.is_alphanumeric() {
+            seen += 1;
+            if seen > kf && seen <= total - kl {
+                out.push(mask);
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// How many letters/digits a partial mask keeps at the start and the end of a value that has
+/// `total`.
+fn kept(keep_first: usize, keep_last: usize, total: usize) -> (usize, usize) {
     // Keeping as many characters as the value has would reveal all of it: mask everything.
-    let (kf, kl) = if keep_first + keep_last >= total {
+    if keep_first + keep_last >= total {
         (0, 0)
     } else {
         (keep_first, keep_last)
-    };
-    let mut seen = 0usize;
-    value
-        .chars()
-        .map(|c| {
-            if !c.is_alphanumeric() {
-                return c;
-            }
-            seen += 1;
-            if seen <= kf || seen > total - kl {
-                c
-            } else {
-                mask
-            }
-        })
-        .collect()
+    }
 }
 
 fn tokenize(key: &TokenKey, class: &str, value: &str, format: TokenFormat, prefix: &str) -> String {

@@ -172,16 +172,18 @@ impl<'a> Walker<'a> {
             return Ok(Verdict::Remove);
         }
         let text = match value {
-            Json::Str(s) => s.clone(),
-            Json::Num(n) => n.clone(),
+            Json::Str(s) => std::borrow::Cow::Borrowed(s.as_str()),
+            Json::Num(n) => std::borrow::Cow::Borrowed(n.as_str()),
             other => match action {
                 // Structures and literals have no characters to keep or pseudonymise sensibly
                 // except as their JSON text.
-                Action::Tokenize { .. } => String::from_utf8_lossy(&other.to_bytes()).into_owned(),
+                Action::Tokenize { .. } => {
+                    std::borrow::Cow::Owned(String::from_utf8_lossy(&other.to_bytes()).into_owned())
+                }
                 Action::Partial { mask_char, .. } => {
                     return Ok(Verdict::Replace(Json::Str(mask_char.to_string().repeat(3))))
                 }
-                _ => String::new(),
+                _ => std::borrow::Cow::Borrowed(""),
             },
         };
         Ok(Verdict::Replace(Json::Str(
