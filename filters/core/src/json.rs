@@ -615,22 +615,24 @@ fn unescape_into(raw: &str, out: &mut String) {
 pub fn write_string(s: &str, out: &mut String) {
     out.push('"');
     let mut last = 0;
-    for (i, c) in s.char_indices() {
-        let esc = match c {
-            '"' => Some("\\\""),
-            '\\' => Some("\\\\"),
-            '\n' => Some("\\n"),
-            '\r' => Some("\\r"),
-            '\t' => Some("\\t"),
-            c if (c as u32) < 0x20 => None,
+    // Every character escaped is ASCII, and in UTF-8 an ASCII byte is always a whole
+    // character: bytes are read, never decoded.
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        let esc = match b {
+            b'"' => Some("\\\""),
+            b'\\' => Some("\\\\"),
+            b'\n' => Some("\\n"),
+            b'\r' => Some("\\r"),
+            b'\t' => Some("\\t"),
+            0x00..=0x1f => None,
             _ => continue,
         };
         out.push_str(&s[last..i]);
         match esc {
             Some(e) => out.push_str(e),
-            None => out.push_str(&format!("\\u{:04x}", c as u32)),
+            None => out.push_str(&format!("\\u{:04x}", b)),
         }
-        last = i + c.len_utf8();
+        last = i + 1;
     }
     out.push_str(&s[last..]);
     out.push('"');
@@ -868,5 +870,10 @@ mod tests {
             let Some(Event::Str(t)) = ev else { panic!() };
             assert_eq!(t.unescape(), s);
         }
+        // The exact text written (masked bodies are compared byte for byte downstream).
+        let mut out = String::new();
+        write_string("é\u{1}a\"\\\n\r\t\u{7f}😀\u{1f}", &mut out);
+        let want = [r#""é\u0001a\"\\\n\r\t"#, "\u{7f}😀", r#"\u001f""#].concat();
+        assert_eq!(out, want);
     }
 }

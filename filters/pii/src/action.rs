@@ -2,6 +2,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use sha2::{Digest as _, Sha256};
 
 /// How a tokenized value is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
@@ -53,8 +54,8 @@ pub enum Action {
 /// SHA-256 blocks instead of four. Tokens are exactly those of HMAC-SHA-256 over the key.
 #[derive(Clone)]
 pub struct TokenKey {
-    inner: hmac_sha256::Hash,
-    outer: hmac_sha256::Hash,
+    inner: Sha256,
+    outer: Sha256,
 }
 
 impl TokenKey {
@@ -62,7 +63,7 @@ impl TokenKey {
     pub fn new(key: &[u8]) -> Self {
         let hashed;
         let key = if key.len() > 64 {
-            hashed = hmac_sha256::Hash::hash(key);
+            hashed = Sha256::digest(key);
             &hashed[..]
         } else {
             key
@@ -73,9 +74,9 @@ impl TokenKey {
             *i ^= k;
             *o ^= k;
         }
-        let mut inner = hmac_sha256::Hash::new();
+        let mut inner = Sha256::new();
         inner.update(ipad);
-        let mut outer = hmac_sha256::Hash::new();
+        let mut outer = Sha256::new();
         outer.update(opad);
         TokenKey { inner, outer }
     }
@@ -87,7 +88,7 @@ impl TokenKey {
         }
         let mut o = self.outer.clone();
         o.update(h.finalize());
-        o.finalize()
+        o.finalize().into()
     }
 }
 
@@ -364,11 +365,8 @@ mod tests {
                 b"\0",
                 b"DE89370400440532013000",
             ];
-            let mut plain = hmac_sha256::HMAC::new(key);
-            for p in msg {
-                plain.update(p);
-            }
-            assert_eq!(TokenKey::new(key).mac(&msg), plain.finalize());
+            let plain = portcullis_core::audit::hmac_sha256(key, &msg);
+            assert_eq!(TokenKey::new(key).mac(&msg), plain);
         }
         // Pinned: an opaque and a digits token of a fixed key.
         let t = |f| {

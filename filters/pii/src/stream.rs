@@ -82,6 +82,7 @@ pub fn mask_document(
             named
         },
         memo: Vec::new(),
+        indices: paths.iter().flat_map(|p| p.indices()).collect(),
         paths,
         out: None,
         cursor: 0,
@@ -227,6 +228,8 @@ struct Masker<'c, 's> {
     keys: KeyFilter,
     /// The distinct member names the paths name.
     named: Vec<&'c str>,
+    /// The array indices the paths name.
+    indices: Vec<usize>,
     /// Steppings into each of `named` (by index), then into a segment no path names below an
     /// object and below an array.
     memo: Vec<Memo>,
@@ -295,7 +298,7 @@ impl<'c, 's> Masker<'c, 's> {
         };
         let named = match seg {
             Seg::Key(_) => slot.is_some(),
-            Seg::Index(_) => self.paths.iter().any(|p| p.names(seg)),
+            Seg::Index(i) => self.indices.contains(&i),
         };
         if !named && self.unnamed.is_some() {
             // Most names and indices are named by no path: every path steps as over any other.
@@ -732,12 +735,11 @@ impl<'c, 's> Masker<'c, 's> {
 /// False when the number `n` surely denotes no card: without an exponent, its integer part
 /// (and the next integer up) has fewer than 13 digits.
 fn may_be_card(n: &str) -> bool {
-    if n.contains(['e', 'E']) {
+    if n.bytes().any(|b| b == b'e' || b == b'E') {
         return true;
     }
     let int = n.trim_start_matches('-');
-    let int = int.split('.').next().unwrap_or(int);
-    int.len() >= 12
+    int.bytes().position(|b| b == b'.').unwrap_or(int.len()) >= 12
 }
 
 /// The JSON pointer of the current value (`with_top`), or of the innermost container.
