@@ -616,23 +616,28 @@ pub fn write_string(s: &str, out: &mut String) {
     out.push('"');
     let mut last = 0;
     // Every character escaped is ASCII, and in UTF-8 an ASCII byte is always a whole
-    // character: bytes are read, never decoded.
-    for (i, &b) in s.as_bytes().iter().enumerate() {
-        let esc = match b {
+    // character: bytes are read, never decoded. The bytes escaped are those that end a plain
+    // run (`"`, `\\`, control characters), so runs are skipped eight bytes at a time.
+    let b = s.as_bytes();
+    let mut i = 0;
+    loop {
+        i += plain_run(b.get(i..).unwrap_or_default());
+        let Some(&c) = b.get(i) else { break };
+        let esc = match c {
             b'"' => Some("\\\""),
             b'\\' => Some("\\\\"),
             b'\n' => Some("\\n"),
             b'\r' => Some("\\r"),
             b'\t' => Some("\\t"),
-            0x00..=0x1f => None,
-            _ => continue,
+            _ => None,
         };
         out.push_str(&s[last..i]);
         match esc {
             Some(e) => out.push_str(e),
-            None => out.push_str(&format!("\\u{:04x}", b)),
+            None => out.push_str(&format!("\\u{:04x}", c)),
         }
-        last = i + 1;
+        i += 1;
+        last = i;
     }
     out.push_str(&s[last..]);
     out.push('"');
