@@ -66,6 +66,7 @@ pub fn mask_document(
         w: Walker::new(cfg, profile, caller),
         s: text,
         next: paths.iter().map(|p| p.start()).collect(),
+        next_other: false,
         unnamed: UNNAMED
             .iter()
             .copied()
@@ -221,6 +222,9 @@ struct Masker<'c, 's> {
     paths: Vec<&'c FieldPath>,
     /// States of every path below the current member or element (scratch).
     next: Vec<u64>,
+    /// `next` is stale: the states are the innermost container's below an unnamed segment
+    /// (see [`Masker::take_next`]).
+    next_other: bool,
     /// A member name no path names (and no path names index `usize::MAX`); `None`: every
     /// segment steps every path.
     unnamed: Option<&'static str>,
@@ -302,9 +306,8 @@ impl<'c, 's> Masker<'c, 's> {
         };
         if !named && self.unnamed.is_some() {
             // Most names and indices are named by no path: every path steps as over any other.
-            if let Some(other) = self.states.get(base + n..base + 2 * n) {
-                self.next.copy_from_slice(other);
-            }
+            // Read only if the value is a container (`take_next`): most values are not.
+            self.next_other = true;
             return self.frames.last().and_then(|f| f.other_rule);
         }
         match slot {
@@ -313,10 +316,29 @@ impl<'c, 's> Masker<'c, 's> {
         }
     }
 
+    /// No path can match below the current member or element.
+    fn clear_next(&mut self) {
+        self.next_other = false;
+        self.next.fill(0);
+    }
+
+    /// Makes `next` hold the states [`Masker::step`] left in the innermost container's
+    /// states below an unnamed segment, before a container value reads them.
+    fn take_next(&mut self) {
+        if std::mem::take(&mut self.next_other) {
+            let n = self.paths.len();
+            let base = self.frames.len().saturating_sub(1) * 2 * n;
+            if let Some(other) = self.states.get(base + n..base + 2 * n) {
+                self.next.copy_from_slice(other);
+            }
+        }
+    }
+
     /// [`Masker::step_from`] into the fixed segment of memo `slot`: looked up when the states
     /// are those it last stepped from.
     fn step_memo(&mut self, slot: usize, base: usize, seg: Seg<'_>) -> Option<usize> {
         let n = self.paths.len();
+        self.next_other = false;
         if let (Some(m), Some(from)) = (self.memo.get(slot), self.states.get(base..base + n)) {
             if m.set && m.from == from && m.to.len() == self.next.len() {
                 self.next.copy_from_slice(&m.to);
@@ -338,6 +360,7 @@ impl<'c, 's> Masker<'c, 's> {
     /// Steps the states at `states[base..]` into `seg` (into `next`); the first field rule
     /// that matches there.
     fn step_from(&mut self, base: usize, seg: Seg<'_>) -> Option<usize> {
+        self.next_other = false;
         let mut rule = None;
         for (k, p) in self.paths.iter().enumerate() {
             let s = self.states.get(base + k).copied().unwrap_or(0);
@@ -380,7 +403,7 @@ impl<'c, 's> Masker<'c, 's> {
         let rule = if live {
             self.step(Seg::Key(&key))
         } else {
-            self.next.fill(0);
+            self.clear_next();
             None
         };
         if let Some(top) = self.frames.last_mut() {
@@ -421,7 +444,7 @@ impl<'c, 's> Masker<'c, 's> {
                 let rule = if f.live {
                     self.step(Seg::Index(i))
                 } else {
-                    self.next.fill(0);
+                    self.clear_next();
                     None
                 };
                 (None, rule, false)
@@ -439,6 +462,7 @@ impl<'c, 's> Masker<'c, 's> {
         }
         if container {
             self.keep(member, member_start);
+            self.take_next();
             let live = self.next.iter().any(|&s| s != 0);
             if !live && !self.detect {
                 skip_container(t)?;
@@ -458,7 +482,7 @@ impl<'c, 's> Masker<'c, 's> {
                 let slot = self.named.len() + usize::from(!object);
                 self.step_memo(slot, base, seg)
             } else {
-                self.next.fill(0);
+                self.clear_next();
                 None
             };
             self.states.extend_from_slice(&self.next);
