@@ -167,23 +167,30 @@ impl<'a> Walker<'a> {
         }
     }
 
+    /// [`Walker::apply`] to a string's value or a number's text.
+    pub(crate) fn apply_text(&self, action: &Action, text: &str) -> Result<Verdict, NoKey> {
+        if *action == Action::Drop {
+            return Ok(Verdict::Remove);
+        }
+        Ok(Verdict::Replace(Json::Str(
+            action.apply(text, self.caller.key)?,
+        )))
+    }
+
     pub(crate) fn apply(&self, action: &Action, value: &Json) -> Result<Verdict, NoKey> {
         if *action == Action::Drop {
             return Ok(Verdict::Remove);
         }
         let text = match value {
-            Json::Str(s) => std::borrow::Cow::Borrowed(s.as_str()),
-            Json::Num(n) => std::borrow::Cow::Borrowed(n.as_str()),
+            Json::Str(s) | Json::Num(s) => return self.apply_text(action, s),
             other => match action {
                 // Structures and literals have no characters to keep or pseudonymise sensibly
                 // except as their JSON text.
-                Action::Tokenize { .. } => {
-                    std::borrow::Cow::Owned(String::from_utf8_lossy(&other.to_bytes()).into_owned())
-                }
+                Action::Tokenize { .. } => String::from_utf8_lossy(&other.to_bytes()).into_owned(),
                 Action::Partial { mask_char, .. } => {
                     return Ok(Verdict::Replace(Json::Str(mask_char.to_string().repeat(3))))
                 }
-                _ => std::borrow::Cow::Borrowed(""),
+                _ => String::new(),
             },
         };
         Ok(Verdict::Replace(Json::Str(

@@ -568,15 +568,21 @@ impl<'c, 's> Masker<'c, 's> {
         if removed {
             self.remove(end);
         } else {
-            let value = match ev {
-                Event::Str(x) => Json::Str(x.unescape().into_owned()),
-                Event::Num(n) => Json::Num(n.to_string()),
-                Event::Bool(b) => Json::Bool(b),
-                Event::Null => Json::Null,
-                _ => json::parse(s.get(start..end).unwrap_or_default().as_bytes())
-                    .map_err(StreamError::Json)?,
+            // Strings and numbers are acted on as text, without a tree value.
+            let verdict = match ev {
+                Event::Str(x) => self.w.apply_text(&rule.action, &x.unescape())?,
+                Event::Num(n) => self.w.apply_text(&rule.action, n)?,
+                _ => {
+                    let value = match ev {
+                        Event::Bool(b) => Json::Bool(b),
+                        Event::Null => Json::Null,
+                        _ => json::parse(s.get(start..end).unwrap_or_default().as_bytes())
+                            .map_err(StreamError::Json)?,
+                    };
+                    self.w.apply(&rule.action, &value)?
+                }
             };
-            match self.w.apply(&rule.action, &value)? {
+            match verdict {
                 Verdict::Keep => self.keep(member, member_start),
                 Verdict::Remove => {
                     removed = true;
