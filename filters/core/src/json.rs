@@ -89,10 +89,17 @@ impl<'a> Text<'a> {
 
     /// The value, unescaped (borrowed when there is nothing to unescape). The tokenizer has
     /// already checked every escape, so this cannot fail.
+    #[inline]
     pub fn unescape(&self) -> Cow<'a, str> {
         if !self.escaped {
             return Cow::Borrowed(self.raw);
         }
+        self.unescape_owned()
+    }
+
+    /// The escaped case, kept out of line so that the common one inlines into callers.
+    #[inline(never)]
+    fn unescape_owned(&self) -> Cow<'a, str> {
         let mut out = String::with_capacity(self.raw.len());
         unescape_into(self.raw, &mut out);
         Cow::Owned(out)
