@@ -89,10 +89,17 @@ impl<'a> Text<'a> {
 
     /// The value, unescaped (borrowed when there is nothing to unescape). The tokenizer has
     /// already checked every escape, so this cannot fail.
+    #[inline]
     pub fn unescape(&self) -> Cow<'a, str> {
         if !self.escaped {
             return Cow::Borrowed(self.raw);
         }
+        self.unescape_owned()
+    }
+
+    /// The escaped case, kept out of line so that the common one inlines into callers.
+    #[inline(never)]
+    fn unescape_owned(&self) -> Cow<'a, str> {
         let mut out = String::with_capacity(self.raw.len());
         unescape_into(self.raw, &mut out);
         Cow::Owned(out)
@@ -615,22 +622,29 @@ fn unescape_into(raw: &str, out: &mut String) {
 pub fn write_string(s: &str, out: &mut String) {
     out.push('"');
     let mut last = 0;
-    for (i, c) in s.char_indices() {
+    // Every character escaped is ASCII, and in UTF-8 an ASCII byte is always a whole
+    // character: bytes are read, never decoded. The bytes escaped are those that end a plain
+    // run (`"`, `\\`, control characters), so runs are skipped eight bytes at a time.
+    let b = s.as_bytes();
+    let mut i = 0;
+    loop {
+        i += plain_run(b.get(i..).unwrap_or_default());
+        let Some(&c) = b.get(i) else { break };
         let esc = match c {
-            '"' => Some("\\\""),
-            '\\' => Some("\\\\"),
-            '\n' => Some("\\n"),
-            '\r' => Some("\\r"),
-            '\t' => Some("\\t"),
-            c if (c as u32) < 0x20 => None,
-            _ => continue,
+            b'"' => Some("\\\""),
+            b'\\' => Some("\\\\"),
+            b'\n' => Some("\\n"),
+            b'\r' => Some("\\r"),
+            b'\t' => Some("\\t"),
+            _ => None,
         };
         out.push_str(&s[last..i]);
         match esc {
             Some(e) => out.push_str(e),
-            None => out.push_str(&format!("\\u{:04x}", c as u32)),
+            None => out.push_str(&format!("\\u{:04x}", c)),
         }
-        last = i + c.len_utf8();
+        i += 1;
+        last = i;
     }
     out.push_str(&s[last..]);
     out.push('"');
@@ -868,5 +882,10 @@ mod tests {
             let Some(Event::Str(t)) = ev else { panic!() };
             assert_eq!(t.unescape(), s);
         }
+        // The exact text written (masked bodies are compared byte for byte downstream).
+        let mut out = String::new();
+        write_string("é\u{1}a\"\\\n\r\t\u{7f}😀\u{1f}", &mut out);
+        let want = [r#""é\u0001a\"\\\n\r\t"#, "\u{7f}😀", r#"\u001f""#].concat();
+        assert_eq!(out, want);
     }
 }

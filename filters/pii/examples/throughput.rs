@@ -93,6 +93,19 @@ fn time(mut f: impl FnMut()) -> f64 {
     t.elapsed().as_secs_f64() / f64::from(n)
 }
 
+#[inline(never)]
+fn measured_masks(
+    cfg: &PiiConfig,
+    profile: &portcullis_pii::config::Profile,
+    caller: Caller<'_>,
+    text: &str,
+    reps: usize,
+) {
+    for _ in 0..reps {
+        std::hint::black_box(stream::mask_document(cfg, profile, caller, text).unwrap());
+    }
+}
+
 fn mbs(bytes: usize, secs: f64) -> f64 {
     bytes as f64 / secs / 1e6
 }
@@ -127,6 +140,22 @@ fn main() {
     // `ONLY=clean` (or `crm`, `1024KiB`): the documents whose name holds it, stream only (for
     // a profiler).
     let only = std::env::var("ONLY").ok();
+    // `REPS=N ONLY=…`: mask each chosen document N times through the stream and nothing else,
+    // inside `measured_masks`, so an instruction counter can collect exactly that.
+    if let Some(reps) = std::env::var("REPS")
+        .ok()
+        .and_then(|r| r.parse::<usize>().ok())
+    {
+        for (name, body) in &docs {
+            if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
+                continue;
+            }
+            let text = std::str::from_utf8(body).unwrap();
+            measured_masks(&cfg, profile, caller, text, reps);
+            println!("{name}: {} bytes masked {reps} times", body.len());
+        }
+        return;
+    }
     println!("document      bytes  masked  stream MB/s  tree MB/s  mask_body MB/s");
     for (name, body) in &docs {
         if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {

@@ -1,7 +1,7 @@
 //! pii configuration: the strict shape users write and its compiled form (paths compiled to
 //! automata, detector patterns compiled once per profile, keys decoded, routes indexed).
 
-use crate::action::{Action, TokenFormat};
+use crate::action::{Action, TokenFormat, TokenKey};
 use crate::detect::{Builtin, Detector, Detectors};
 use crate::jsonpath::FieldPath;
 use base64::Engine as _;
@@ -379,18 +379,17 @@ pub struct Route {
 #[derive(Debug, Clone, Default)]
 pub struct Keys {
     /// Fallback key.
-    pub default: Option<Vec<u8>>,
+    pub default: Option<TokenKey>,
     /// Per tenant.
-    pub tenants: BTreeMap<String, Vec<u8>>,
+    pub tenants: BTreeMap<String, TokenKey>,
 }
 
 impl Keys {
     /// The key for a caller's tenant.
-    pub fn for_tenant(&self, tenant: Option<&str>) -> Option<&[u8]> {
+    pub fn for_tenant(&self, tenant: Option<&str>) -> Option<&TokenKey> {
         tenant
             .and_then(|t| self.tenants.get(t))
             .or(self.default.as_ref())
-            .map(Vec::as_slice)
     }
 }
 
@@ -734,12 +733,12 @@ impl PiiConfig {
         }
         let mut keys = Keys::default();
         if let Some(k) = &raw.tokenization.default_key {
-            keys.default = Some(decode_key("tokenization.default_key", k)?);
+            keys.default = Some(TokenKey::new(&decode_key("tokenization.default_key", k)?));
         }
         for (t, k) in &raw.tokenization.tenant_keys {
             keys.tenants.insert(
                 t.clone(),
-                decode_key(&format!("tokenization.tenant_keys.{t}"), k)?,
+                TokenKey::new(&decode_key(&format!("tokenization.tenant_keys.{t}"), k)?),
             );
         }
         let largest_input = routes

@@ -2,6 +2,7 @@
 //! a body is masked, passed or refused, and the masked body itself. The proxy-wasm adapter
 //! only reads headers and bodies and applies these.
 
+use crate::action::TokenKey;
 use crate::charset;
 use crate::codec::{self, Coding, DecodeError};
 use crate::config::{BinaryPolicy, OnUnmaskable, PiiConfig, Profile, Route};
@@ -535,7 +536,7 @@ fn plan_body(route: &Route, headers: &[(String, String)]) -> BodyPlan {
 /// passes unmaskable bodies nothing is refused, unless a coding was undone (the coding header
 /// is already gone) or the profile tokenizes and the caller's tenant has no key; such a
 /// response then streams instead of meeting the hold's buffer limit.
-pub fn needs_hold(cfg: &PiiConfig, route: &Route, plan: &BodyPlan, key: Option<&[u8]>) -> bool {
+pub fn needs_hold(cfg: &PiiConfig, route: &Route, plan: &BodyPlan, key: Option<&TokenKey>) -> bool {
     let BodyPlan::Mask(Job { codings, .. }) = plan else {
         return false;
     };

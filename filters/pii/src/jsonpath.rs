@@ -147,6 +147,14 @@ impl FieldPath {
         })
     }
 
+    /// The array indices the path names.
+    pub fn indices(&self) -> impl Iterator<Item = usize> + '_ {
+        self.steps.iter().filter_map(|s| match s {
+            Step::Index(n) => Some(*n),
+            _ => None,
+        })
+    }
+
     /// The state before any segment (the document root).
     pub fn start(&self) -> u64 {
         self.closure(1)

@@ -6,7 +6,7 @@
 //! through the payment-card detector only (a card number sent as a JSON number). A masked
 //! number becomes a string.
 
-use crate::action::{Action, NoKey};
+use crate::action::{Action, NoKey, TokenKey};
 use crate::config::{PiiConfig, Profile, Rule};
 use crate::json::Json;
 use crate::jsonpath::Seg;
@@ -17,7 +17,7 @@ pub struct Caller<'a> {
     /// Scopes verified by authn (empty when there is no identity).
     pub scopes: &'a [String],
     /// Tokenization key for the caller's tenant.
-    pub key: Option<&'a [u8]>,
+    pub key: Option<&'a TokenKey>,
 }
 
 /// What masking did, for metrics and logs: counts by rule, and where (JSON pointers, never
@@ -167,13 +167,22 @@ impl<'a> Walker<'a> {
         }
     }
 
+    /// [`Walker::apply`] to a string's value or a number's text.
+    pub(crate) fn apply_text(&self, action: &Action, text: &str) -> Result<Verdict, NoKey> {
+        if *action == Action::Drop {
+            return Ok(Verdict::Remove);
+        }
+        Ok(Verdict::Replace(Json::Str(
+            action.apply(text, self.caller.key)?,
+        )))
+    }
+
     pub(crate) fn apply(&self, action: &Action, value: &Json) -> Result<Verdict, NoKey> {
         if *action == Action::Drop {
             return Ok(Verdict::Remove);
         }
         let text = match value {
-            Json::Str(s) => s.clone(),
-            Json::Num(n) => n.clone(),
+            Json::Str(s) | Json::Num(s) => return self.apply_text(action, s),
             other => match action {
                 // Structures and literals have no characters to keep or pseudonymise sensibly
                 // except as their JSON text.
@@ -397,7 +406,11 @@ impl<'a> Walker<'a> {
 
 /// What replaces a detected `hit`: the action applied to the value a reader sees (URL escapes
 /// undone, so `ada%40x.com` tokenizes like `ada@x.com`), escaped again when the hit was.
-pub(crate) fn replacement(action: &Action, hit: &str, key: Option<&[u8]>) -> Result<String, NoKey> {
+pub(crate) fn replacement(
+    action: &Action,
+    hit: &str,
+    key: Option<&TokenKey>,
+) -> Result<String, NoKey> {
     match crate::detect::unescaped(hit) {
         Some(plain) => Ok(crate::detect::escape(&action.apply(&plain, key)?)),
         None => action.apply(hit, key),

@@ -66,12 +66,24 @@ pub fn mask_document(
         w: Walker::new(cfg, profile, caller),
         s: text,
         next: paths.iter().map(|p| p.start()).collect(),
+        next_other: false,
         unnamed: UNNAMED
             .iter()
             .copied()
             .find(|u| !paths.iter().any(|p| p.names(Seg::Key(u))))
             .filter(|_| !paths.iter().any(|p| p.names(Seg::Index(usize::MAX)))),
         keys: KeyFilter::new(paths.iter().flat_map(|p| p.keys())),
+        named: {
+            let mut named: Vec<&str> = Vec::new();
+            for k in paths.iter().flat_map(|p| p.keys()) {
+                if !named.contains(&k) {
+                    named.push(k);
+                }
+            }
+            named
+        },
+        memo: Vec::new(),
+        indices: paths.iter().flat_map(|p| p.indices()).collect(),
         paths,
         out: None,
         cursor: 0,
@@ -80,6 +92,7 @@ pub fn mask_document(
         detect: !profile.detectors.is_empty(),
         customs: !profile.detectors.customs_absent(text.as_bytes()),
     };
+    m.memo = (0..m.named.len() + 2).map(|_| Memo::default()).collect();
     let mut t = Tokenizer::for_str(text, limits);
     match m.run(&mut t) {
         Ok(()) => {}
@@ -142,6 +155,17 @@ impl KeyFilter {
     }
 }
 
+/// The last stepping of the paths into one fixed segment: the states it started from, the
+/// states it gave and the rule matched. Records of a list sit in the same states, so their
+/// members step alike and are looked up, not stepped again.
+#[derive(Default)]
+struct Memo {
+    set: bool,
+    from: Vec<u64>,
+    to: Vec<u64>,
+    rule: Option<usize>,
+}
+
 /// Where the current member or element of a container is, for pointers.
 enum Loc<'s> {
     /// Nothing yet.
@@ -198,11 +222,21 @@ struct Masker<'c, 's> {
     paths: Vec<&'c FieldPath>,
     /// States of every path below the current member or element (scratch).
     next: Vec<u64>,
+    /// `next` is stale: the states are the innermost container's below an unnamed segment
+    /// (see [`Masker::take_next`]).
+    next_other: bool,
     /// A member name no path names (and no path names index `usize::MAX`); `None`: every
     /// segment steps every path.
     unnamed: Option<&'static str>,
     /// What the member names paths name look like.
     keys: KeyFilter,
+    /// The distinct member names the paths name.
+    named: Vec<&'c str>,
+    /// The array indices the paths name.
+    indices: Vec<usize>,
+    /// Steppings into each of `named` (by index), then into a segment no path names below an
+    /// object and below an array.
+    memo: Vec<Memo>,
     /// The output so far, from the first rewrite on; input before `cursor` is accounted for.
     out: Option<String>,
     cursor: usize,
@@ -262,23 +296,71 @@ impl<'c, 's> Masker<'c, 's> {
     fn step(&mut self, seg: Seg<'_>) -> Option<usize> {
         let n = self.paths.len();
         let base = self.frames.len().saturating_sub(1) * 2 * n;
+        let slot = match seg {
+            Seg::Key(k) if self.keys.may_name(k) => self.named.iter().position(|x| *x == k),
+            _ => None,
+        };
         let named = match seg {
-            Seg::Key(k) => self.keys.may_name(k) && self.paths.iter().any(|p| p.names(seg)),
-            Seg::Index(_) => self.paths.iter().any(|p| p.names(seg)),
+            Seg::Key(_) => slot.is_some(),
+            Seg::Index(i) => self.indices.contains(&i),
         };
         if !named && self.unnamed.is_some() {
             // Most names and indices are named by no path: every path steps as over any other.
+            // Read only if the value is a container (`take_next`): most values are not.
+            self.next_other = true;
+            return self.frames.last().and_then(|f| f.other_rule);
+        }
+        match slot {
+            Some(slot) => self.step_memo(slot, base, seg),
+            None => self.step_from(base, seg),
+        }
+    }
+
+    /// No path can match below the current member or element.
+    fn clear_next(&mut self) {
+        self.next_other = false;
+        self.next.fill(0);
+    }
+
+    /// Makes `next` hold the states [`Masker::step`] left in the innermost container's
+    /// states below an unnamed segment, before a container value reads them.
+    fn take_next(&mut self) {
+        if std::mem::take(&mut self.next_other) {
+            let n = self.paths.len();
+            let base = self.frames.len().saturating_sub(1) * 2 * n;
             if let Some(other) = self.states.get(base + n..base + 2 * n) {
                 self.next.copy_from_slice(other);
             }
-            return self.frames.last().and_then(|f| f.other_rule);
         }
-        self.step_from(base, seg)
+    }
+
+    /// [`Masker::step_from`] into the fixed segment of memo `slot`: looked up when the states
+    /// are those it last stepped from.
+    fn step_memo(&mut self, slot: usize, base: usize, seg: Seg<'_>) -> Option<usize> {
+        let n = self.paths.len();
+        self.next_other = false;
+        if let (Some(m), Some(from)) = (self.memo.get(slot), self.states.get(base..base + n)) {
+            if m.set && m.from == from && m.to.len() == self.next.len() {
+                self.next.copy_from_slice(&m.to);
+                return m.rule;
+            }
+        }
+        let rule = self.step_from(base, seg);
+        if let (Some(m), Some(from)) = (self.memo.get_mut(slot), self.states.get(base..base + n)) {
+            m.from.clear();
+            m.from.extend_from_slice(from);
+            m.to.clear();
+            m.to.extend_from_slice(&self.next);
+            m.rule = rule;
+            m.set = true;
+        }
+        rule
     }
 
     /// Steps the states at `states[base..]` into `seg` (into `next`); the first field rule
     /// that matches there.
     fn step_from(&mut self, base: usize, seg: Seg<'_>) -> Option<usize> {
+        self.next_other = false;
         let mut rule = None;
         for (k, p) in self.paths.iter().enumerate() {
             let s = self.states.get(base + k).copied().unwrap_or(0);
@@ -321,7 +403,7 @@ impl<'c, 's> Masker<'c, 's> {
         let rule = if live {
             self.step(Seg::Key(&key))
         } else {
-            self.next.fill(0);
+            self.clear_next();
             None
         };
         if let Some(top) = self.frames.last_mut() {
@@ -362,7 +444,7 @@ impl<'c, 's> Masker<'c, 's> {
                 let rule = if f.live {
                     self.step(Seg::Index(i))
                 } else {
-                    self.next.fill(0);
+                    self.clear_next();
                     None
                 };
                 (None, rule, false)
@@ -380,6 +462,7 @@ impl<'c, 's> Masker<'c, 's> {
         }
         if container {
             self.keep(member, member_start);
+            self.take_next();
             let live = self.next.iter().any(|&s| s != 0);
             if !live && !self.detect {
                 skip_container(t)?;
@@ -396,9 +479,10 @@ impl<'c, 's> Masker<'c, 's> {
                 } else {
                     Seg::Index(usize::MAX)
                 };
-                self.step_from(base, seg)
+                let slot = self.named.len() + usize::from(!object);
+                self.step_memo(slot, base, seg)
             } else {
-                self.next.fill(0);
+                self.clear_next();
                 None
             };
             self.states.extend_from_slice(&self.next);
@@ -484,15 +568,21 @@ impl<'c, 's> Masker<'c, 's> {
         if removed {
             self.remove(end);
         } else {
-            let value = match ev {
-                Event::Str(x) => Json::Str(x.unescape().into_owned()),
-                Event::Num(n) => Json::Num(n.to_string()),
-                Event::Bool(b) => Json::Bool(b),
-                Event::Null => Json::Null,
-                _ => json::parse(s.get(start..end).unwrap_or_default().as_bytes())
-                    .map_err(StreamError::Json)?,
+            // Strings and numbers are acted on as text, without a tree value.
+            let verdict = match ev {
+                Event::Str(x) => self.w.apply_text(&rule.action, &x.unescape())?,
+                Event::Num(n) => self.w.apply_text(&rule.action, n)?,
+                _ => {
+                    let value = match ev {
+                        Event::Bool(b) => Json::Bool(b),
+                        Event::Null => Json::Null,
+                        _ => json::parse(s.get(start..end).unwrap_or_default().as_bytes())
+                            .map_err(StreamError::Json)?,
+                    };
+                    self.w.apply(&rule.action, &value)?
+                }
             };
-            match self.w.apply(&rule.action, &value)? {
+            match verdict {
                 Verdict::Keep => self.keep(member, member_start),
                 Verdict::Remove => {
                     removed = true;
@@ -528,11 +618,24 @@ impl<'c, 's> Masker<'c, 's> {
         if !may_be_card(n) {
             return Ok(());
         }
-        let Some(digits) = crate::number::integer_views(n)
-            .into_iter()
-            .find(|v| crate::detect::Detectors::is_card_number(v))
-        else {
-            return Ok(());
+        let int = n.strip_prefix('-').unwrap_or(n);
+        let digits = if int.bytes().all(|b| b.is_ascii_digit())
+            && !(int.len() > 1 && int.starts_with('0'))
+        {
+            // A plain JSON integer (no leading zeros) denotes only itself: its one integer
+            // view is its own digits, read without building the views.
+            if !crate::detect::Detectors::is_card_number(int) {
+                return Ok(());
+            }
+            int.to_string()
+        } else {
+            let Some(digits) = crate::number::integer_views(n)
+                .into_iter()
+                .find(|v| crate::detect::Detectors::is_card_number(v))
+            else {
+                return Ok(());
+            };
+            digits
         };
         let Some(rule) = self.w.rule(ri) else {
             return Ok(());
@@ -662,12 +765,11 @@ impl<'c, 's> Masker<'c, 's> {
 /// False when the number `n` surely denotes no card: without an exponent, its integer part
 /// (and the next integer up) has fewer than 13 digits.
 fn may_be_card(n: &str) -> bool {
-    if n.contains(['e', 'E']) {
+    if n.bytes().any(|b| b == b'e' || b == b'E') {
         return true;
     }
     let int = n.trim_start_matches('-');
-    let int = int.split('.').next().unwrap_or(int);
-    int.len() >= 12
+    int.bytes().position(|b| b == b'.').unwrap_or(int.len()) >= 12
 }
 
 /// The JSON pointer of the current value (`with_top`), or of the innermost container.
