@@ -270,7 +270,7 @@ fn secs(n: u64) -> String {
 }
 
 /// The authn configuration as rendered: the policy, with the DPoP origin replaced when the
-/// gateway is reached at another origin than the policy names.
+/// gateway is reached at another origin than the policy names, and the API keys as one table.
 fn authn_for(policies: &Policies, opts: &RenderOptions) -> Result<serde_json::Value> {
     let mut authn = policies.authn.clone();
     if let Some(origin) = &opts.external_origin {
@@ -295,7 +295,7 @@ fn authn_for(policies: &Policies, opts: &RenderOptions) -> Result<serde_json::Va
             None => return Err(CliError("the authn policy is not a mapping".into())),
         }
     }
-    Ok(authn)
+    crate::policy::compact_api_keys(authn)
 }
 
 /// The `transport_socket` of the JWKS cluster, indented for the template.

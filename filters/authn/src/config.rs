@@ -970,3 +970,51 @@ fn compile_rule(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn a_json_table_is_borrowed_from_the_configuration_and_decoded_where_it_lies() {
+        let table = crate::keytable::to_text(&KeyTable::encode(&[]).unwrap());
+        let text = format!(r#"{{"table": "{table}"}}"#);
+        let raw: RawApiKeys = portcullis_core::config::parse(text.as_bytes()).unwrap();
+        let Some(TableText::Span { addr, len }) = raw.table else {
+            panic!("not borrowed: {:?}", raw.table)
+        };
+        assert_eq!(addr - text.as_ptr() as usize, 11);
+        assert_eq!(len, table.len());
+
+        let mut bytes = Some(text.clone().into_bytes());
+        let raw: RawApiKeys = portcullis_core::config::parse(bytes.as_deref().unwrap()).unwrap();
+        let start = bytes.as_ref().unwrap().as_ptr();
+        let decoded = table_bytes(raw.table.unwrap(), &mut bytes).unwrap();
+        assert_eq!(
+            decoded.as_ptr(),
+            start,
+            "copied instead of decoded in place"
+        );
+        assert!(KeyTable::from_bytes(decoded).unwrap().is_empty());
+
+        // A span that does not lie in the bytes at hand is refused, not read.
+        let raw: RawApiKeys = portcullis_core::config::parse(text.as_bytes()).unwrap();
+        let mut other = Some(text.as_bytes().to_vec());
+        let e = table_bytes(raw.table.unwrap(), &mut other).unwrap_err();
+        assert!(e.problem.contains("not inside"), "{e}");
+        let e = table_bytes(TableText::Span { addr: 1, len: 4 }, &mut None).unwrap_err();
+        assert!(e.problem.contains("not kept"), "{e}");
+    }
+
+    #[test]
+    fn a_table_in_a_value_or_with_escapes_is_taken_as_text() {
+        let table = crate::keytable::to_text(&KeyTable::encode(&[]).unwrap());
+        let raw: RawApiKeys =
+            portcullis_core::config::from_value(serde_json::json!({ "table": table })).unwrap();
+        assert_eq!(raw.table, Some(TableText::Owned(table.clone())));
+        let escaped = format!(r#"{{"table": "\u0055{}"}}"#, &table[1..]);
+        let raw: RawApiKeys = portcullis_core::config::parse(escaped.as_bytes()).unwrap();
+        assert_eq!(raw.table, Some(TableText::Owned(table)));
+    }
+}
