@@ -146,7 +146,7 @@ impl KeyTable {
             records.push((digest, id, app, p));
         }
         let strings = strings.blob;
-        records.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        records.sort_unstable_by_key(|r| r.0);
         if records.windows(2).any(|w| w[0].0 == w[1].0) {
             return Err(ConfigError::new("keys", "two keys have the same digest"));
         }
@@ -468,10 +468,10 @@ mod tests {
             sha256: hex(&digest(&format!("pcak_{i}"))),
             prefix: None,
             app: format!("app{}", i % 7),
-            tenant: (i % 3 != 0).then(|| format!("t{}", i % 5)),
+            tenant: (!i.is_multiple_of(3)).then(|| format!("t{}", i % 5)),
             scopes: (0..i % 4).map(|s| format!("s{s}")).collect(),
             roles: (0..i % 3).map(|r| format!("r{r}")).collect(),
-            tier: (i % 2 == 0).then(|| "gold".to_string()),
+            tier: i.is_multiple_of(2).then(|| "gold".to_string()),
             disabled: i % 11 == 10,
         }
     }

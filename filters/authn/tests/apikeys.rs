@@ -226,7 +226,8 @@ fn the_table_form_decides_exactly_as_the_list_form() {
     let list = config(vec![]);
     let table = AuthnConfig::from_owned(table_config_bytes(vec![])).unwrap();
     assert_eq!(table.api_keys.as_ref().unwrap().len(), 1);
-    let cases: &[(&str, &str, &[(&str, &str)])] = &[
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+    let cases: &[Case] = &[
         ("GET", "/t/acme/customers", &[("x-api-key", KEY)]),
         ("GET", "/t/acme/customers", &[("x-api-key", REVOKED)]),
         ("GET", "/t/acme/customers", &[("x-api-key", "pcak_wrong")]),
