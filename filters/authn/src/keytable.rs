@@ -315,6 +315,15 @@ impl KeyTable {
         self.bytes.len()
     }
 
+    /// Every key's digest and identity, in digest order (inspection and tests; the request path
+    /// uses [`KeyTable::find`]).
+    pub fn entries(&self) -> impl Iterator<Item = (TokenDigest, Identity)> + '_ {
+        (0..self.keys).filter_map(|i| {
+            let (d, id, app, p) = self.record(i)?;
+            Some((<TokenDigest>::try_from(d).ok()?, self.identity(id, app, p)?))
+        })
+    }
+
     /// The identity of the key with this digest: a binary search on the digest, then the full
     /// digest compared in constant time. The identity is built from the table on each call (a
     /// handful of small strings, what cloning a stored identity cost before).
