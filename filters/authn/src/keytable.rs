@@ -325,8 +325,10 @@ impl KeyTable {
     }
 
     /// The identity of the key with this digest: a binary search on the digest, then the full
-    /// digest compared in constant time. The identity is built from the table on each call (a
-    /// handful of small strings, what cloning a stored identity cost before).
+    /// digest compared in constant time. The identity is built from the table on each call:
+    /// natively about 0.3 µs at 100k keys against 0.1 µs for cloning a cached one (what the list
+    /// form did), while a cache per key would add an identity per key ever used to a VM's memory,
+    /// which never shrinks.
     pub fn find(&self, digest: &TokenDigest) -> Option<Identity> {
         let (mut lo, mut hi) = (0usize, self.keys);
         while lo < hi {
