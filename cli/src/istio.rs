@@ -157,14 +157,16 @@ pub fn image_name(module: &str) -> String {
     format!("portcullis-{module}")
 }
 
-fn config_of<'a>(p: &'a Policies, inst: &Instance) -> &'a Value {
-    match inst.name {
-        "ratelimit-ip" => &p.ratelimit_ip,
-        "authn" => &p.authn,
-        "ratelimit" => &p.ratelimit,
-        "pii" => &p.pii,
-        _ => &p.schema,
-    }
+/// The instance's `pluginConfig`: the policy as `portcullis render` inlines it (authn's API
+/// keys as one compact table).
+fn config_of(p: &Policies, inst: &Instance) -> Result<Value> {
+    Ok(match inst.name {
+        "ratelimit-ip" => p.ratelimit_ip.clone(),
+        "authn" => crate::policy::compact_api_keys(p.authn.clone())?,
+        "ratelimit" => p.ratelimit.clone(),
+        "pii" => p.pii.clone(),
+        _ => p.schema.clone(),
+    })
 }
 
 fn labels(opts: &IstioOptions) -> Value {
@@ -223,7 +225,7 @@ pub fn render(p: &Policies, opts: &IstioOptions) -> Result<String> {
             "priority": inst.priority,
             "failStrategy": "FAIL_CLOSE",
             "type": "HTTP",
-            "pluginConfig": config_of(p, inst),
+            "pluginConfig": config_of(p, inst)?,
         });
         if opts.mode == Mode::SidecarInbound {
             spec["match"] = json!([{ "mode": "SERVER" }]);

@@ -8,6 +8,7 @@
 use crate::gateway::{GatewaySettings, GATEWAY_FILE};
 use crate::{CliError, Result};
 use portcullis_authn::config::AuthnConfig;
+use portcullis_authn::keytable::{self, KeyTable};
 use portcullis_pii::config::PiiConfig;
 use portcullis_ratelimit::config::RateLimitConfig;
 use portcullis_schema::config::SchemaConfig;
@@ -169,6 +170,31 @@ fn inline_jwks_files(authn: &mut Value, base: &Path) -> Result<()> {
 /// Resolves CLI-only conveniences in an authn policy document.
 pub fn prepare_authn(mut doc: Value, base: &Path) -> Result<Value> {
     inline_jwks_files(&mut doc, base)?;
+    Ok(doc)
+}
+
+/// The authn configuration as the filter receives it: the policy's `api_keys.keys` list
+/// compiled into one compact `api_keys.table` (base64url of the authn crate's
+/// [`portcullis_authn::keytable`] layout; disabled keys dropped), which the filter decodes in
+/// place: 100k keys cost a few MiB per VM instead of a hundred. Errors name the same fields as
+/// loading the list does.
+pub fn compact_api_keys(mut doc: Value) -> Result<Value> {
+    let Some(api) = doc.get_mut("api_keys").and_then(Value::as_object_mut) else {
+        return Ok(doc);
+    };
+    if api.contains_key("table") {
+        return Ok(doc);
+    }
+    let Some(list) = api.remove("keys") else {
+        return Ok(doc);
+    };
+    let err = |e: portcullis_core::config::ConfigError| {
+        CliError(format!("{AUTHN_FILE}: {}", e.within("api_keys")))
+    };
+    let keys: Vec<portcullis_authn::config::RawApiKey> =
+        portcullis_core::config::from_value(list).map_err(|e| err(e.within("keys")))?;
+    let table = KeyTable::encode(&keys).map_err(err)?;
+    api.insert("table".into(), Value::String(keytable::to_text(&table)));
     Ok(doc)
 }
 

@@ -270,7 +270,7 @@ fn secs(n: u64) -> String {
 }
 
 /// The authn configuration as rendered: the policy, with the DPoP origin replaced when the
-/// gateway is reached at another origin than the policy names.
+/// gateway is reached at another origin than the policy names, and the API keys as one table.
 fn authn_for(policies: &Policies, opts: &RenderOptions) -> Result<serde_json::Value> {
     let mut authn = policies.authn.clone();
     if let Some(origin) = &opts.external_origin {
@@ -295,7 +295,7 @@ fn authn_for(policies: &Policies, opts: &RenderOptions) -> Result<serde_json::Va
             None => return Err(CliError("the authn policy is not a mapping".into())),
         }
     }
-    Ok(authn)
+    crate::policy::compact_api_keys(authn)
 }
 
 /// The `transport_socket` of the JWKS cluster, indented for the template.
@@ -729,6 +729,7 @@ pub fn rls_config(p: &Policies) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use portcullis_authn::config::AuthnConfig as AuthnConfigUnderTest;
 
     #[test]
     fn renders_every_placeholder_and_both_config_formats() {
@@ -874,6 +875,50 @@ mod tests {
         // Off unless asked for.
         let plain = render(&tmpl, &p, &RenderOptions::default()).unwrap();
         assert!(!plain.contains("envoy.access_loggers.file"));
+    }
+
+    #[test]
+    fn api_keys_render_as_one_table_that_answers_as_the_list_does() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let p = crate::policy::load(&root.join("policies")).unwrap();
+        let authn = authn_for(&p, &RenderOptions::default()).unwrap();
+        assert!(authn["api_keys"].get("keys").is_none());
+        assert!(authn["api_keys"]["table"].is_string());
+        assert_eq!(authn["api_keys"]["header"], p.authn["api_keys"]["header"]);
+        // Deterministic: `apply` and the reload directory compare rendered files.
+        assert_eq!(authn, authn_for(&p, &RenderOptions::default()).unwrap());
+        // Through the filter's own entry point, as Envoy hands it the JSON text.
+        let table = AuthnConfigUnderTest::from_bytes(authn.to_string().as_bytes()).unwrap();
+        let list = crate::policy::compile_authn(&p.authn).unwrap();
+        let demo =
+            std::fs::read_to_string(root.join("policies/demo-keys/demo-api-key.txt")).unwrap();
+        let other =
+            std::fs::read_to_string(root.join("policies/demo-keys/demo-api-key-suspended.txt"))
+                .unwrap();
+        let (t, l) = (table.api_keys.unwrap(), list.api_keys.unwrap());
+        assert!(t.lookup(demo.trim()).is_some());
+        for k in [demo.trim(), other.trim(), "pcak_not-a-key"] {
+            assert_eq!(t.lookup(k), l.lookup(k), "{k}");
+        }
+        assert_eq!((t.len(), t.name, t.header), (l.len(), l.name, l.header));
+    }
+
+    #[test]
+    fn a_bad_key_list_stops_the_render_with_the_field_path() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut p = crate::policy::load(&root.join("policies")).unwrap();
+        let keys = p.authn["api_keys"]["keys"].as_array_mut().unwrap();
+        let first = keys[0].clone();
+        keys.push(first);
+        let e = authn_for(&p, &RenderOptions::default()).unwrap_err().0;
+        assert!(
+            e.contains("authn.yaml") && e.contains("api_keys.keys[2].id"),
+            "{e}"
+        );
+        p.authn["api_keys"]["keys"][2]["sha256"] = json!("abc");
+        p.authn["api_keys"]["keys"][2]["id"] = json!("fresh");
+        let e = authn_for(&p, &RenderOptions::default()).unwrap_err().0;
+        assert!(e.contains("api_keys.keys[2].sha256"), "{e}");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! A seeded in-tree fuzzer for the parsers that read untrusted bytes: compact JWS, request paths, protobuf `Struct` configuration and JSON bodies.
+//! A seeded in-tree fuzzer for the parsers that read untrusted bytes: compact JWS, request paths, protobuf `Struct` configuration, JSON bodies and API key tables.
 //!
 //! cargo-fuzz (libFuzzer) needs a nightly toolchain; this needs none. It is not
 //! coverage-guided: each [`Target`] brings a grammar instead (a generator of well-formed inputs
@@ -63,6 +63,15 @@ pub const TARGETS: &[Target] = &[
         seeds: seeds::json,
         generate: gen::json::document,
         mutate: gen::json::mutate,
+        max_input: 64 * 1024,
+    },
+    Target {
+        name: "keytable",
+        about: "API key tables (authn::keytable): what loads finds each key as listed and nothing else, and re-encodes to the same keys",
+        check: targets::keytable,
+        seeds: gen::keytable::seeds,
+        generate: gen::keytable::generate,
+        mutate: gen::keytable::mutate,
         max_input: 64 * 1024,
     },
 ];

@@ -27,6 +27,68 @@ fn verdict(accepted: bool) -> Verdict {
     }
 }
 
+/// API key tables (`portcullis_authn::keytable`), as `api_keys.table` carries them: a table
+/// that loads finds each of its keys with the identity it lists, nothing else, and encodes
+/// back to the same bytes; one that does not load is refused with a `table` error.
+pub fn keytable(input: &[u8]) -> Result<Verdict, String> {
+    use portcullis_authn::config::RawApiKey;
+    use portcullis_authn::keytable::KeyTable;
+    let t = match KeyTable::from_bytes(input.to_vec()) {
+        Ok(t) => t,
+        Err(e) => {
+            ensure!(e.field == "table", "refused under `{}`: {e}", e.field);
+            return Ok(Verdict::Rejected);
+        }
+    };
+    let entries: Vec<_> = t.entries().collect();
+    ensure!(
+        entries.len() == t.len(),
+        "{} entries of {} keys",
+        entries.len(),
+        t.len()
+    );
+    let mut keys = Vec::new();
+    for (d, id) in &entries {
+        ensure!(
+            t.find(d).as_ref() == Some(id),
+            "a listed key is not found as listed"
+        );
+        let mut other = *d;
+        other[31] ^= 1;
+        if !entries.iter().any(|(e, _)| *e == other) {
+            ensure!(
+                t.find(&other).is_none(),
+                "a digest not in the table was found"
+            );
+        }
+        keys.push(RawApiKey {
+            id: id.issuer.clone().unwrap_or_default(),
+            sha256: d.iter().map(|b| format!("{b:02x}")).collect(),
+            prefix: None,
+            app: id.app.clone().unwrap_or_default(),
+            tenant: id.tenant.clone(),
+            scopes: id.scopes.clone(),
+            roles: id.roles.clone(),
+            tier: id.tier.clone(),
+            disabled: false,
+        });
+    }
+    // Key ids may repeat in a hand-made table (the encoder refuses that): no round trip then.
+    let mut ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() == keys.len() {
+        let again = KeyTable::encode(&keys).map_err(|e| format!("re-encoding failed: {e}"))?;
+        let back =
+            KeyTable::from_bytes(again).map_err(|e| format!("re-encoded table refused: {e}"))?;
+        ensure!(
+            back.entries().collect::<Vec<_>>() == entries,
+            "re-encoding changed the keys"
+        );
+    }
+    Ok(Verdict::Accepted)
+}
+
 /// Compact JWS (`portcullis_authn::jws`): what `parse` accepts has exactly three canonical
 /// base64url segments and a header that says what the parse says; `verify` accepts a token
 /// exactly when a reference crate accepts its signature with one of the keys the documented

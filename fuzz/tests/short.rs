@@ -71,8 +71,20 @@ fn json() {
 }
 
 #[test]
+fn keytable() {
+    run("keytable", 40_000, 6);
+}
+
+#[test]
 fn every_target_has_a_test_here() {
-    let names = ["jws", "path", "pbstruct", "pbstruct-roundtrip", "json"];
+    let names = [
+        "jws",
+        "path",
+        "pbstruct",
+        "pbstruct-roundtrip",
+        "json",
+        "keytable",
+    ];
     assert_eq!(TARGETS.len(), names.len());
     for t in TARGETS {
         assert!(

@@ -219,20 +219,34 @@ if g_thr["local"] or svc:
         out.append(f"| {sc} | {f(g_thr[sc])} | {f(g_p50[sc], 2)} | {f(g_p99[sc], 2)} |")
     for c, r in sorted(svc.items()):
         out.append(f"\nService decision latency on loopback, {c} connection(s) (sequential calls each): {f(r['rps'])} decisions/s, p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.3f} ms.")
+SCALING = (("routes", 10, 10000), ("tenants", 10, 100000), ("apikeys", 10, 100000))
 scaling = {}
-for what, lo, hi in (("routes", 10, 10000), ("tenants", 10, 100000)):
+for what, lo, hi in SCALING:
     a, b = m("scaling", "cpu_us", what=what, n=lo), m("scaling", "cpu_us", what=what, n=hi)
     scaling[what] = (a, b, (b / a) if a and b else None)
+# API keys' memory: RSS at 2 workers minus 1 worker is one more worker's VMs; at 100k keys minus
+# at 10 keys, what the keys cost each VM.
+key_rss = {(n, w): m("apikey_rss", "rss_kib", n=n, workers=w) for n in (10, 100000) for w in (1, 2)}
+key_vm = {n: (key_rss[(n, 2)] - key_rss[(n, 1)]) / 1024
+          for n in (10, 100000) if key_rss[(n, 1)] and key_rss[(n, 2)]}
+keys_per_vm = key_vm[100000] - key_vm[10] if len(key_vm) == 2 else None
+key_config = m("apikey_rss", "config_bytes", n=100000)
 if any(v[0] for v in scaling.values()):
     out.append("\n## Scaling with work\n")
     out.append("authn + the identity ratelimit instance, direct response, one worker; CPU per request (median of the")
     out.append("repetitions). Routes: generated routes placed before the demo's, the request matching a demo route.")
-    out.append("Tenants: shared data first filled with one bucket per tenant, then load from ten tenants.\n")
+    out.append("Tenants: shared data first filled with one bucket per tenant, then load from ten tenants.")
+    out.append("API keys: the compact key table `portcullis render` writes, load from ten valid keys.\n")
     out.append("| what | small | µs/req | large | µs/req | large / small |")
     out.append("|---|---:|---:|---:|---:|---:|")
-    for what, lo, hi in (("routes", 10, 10000), ("tenants", 10, 100000)):
+    for what, lo, hi in SCALING:
         a, b, r = scaling[what]
         out.append(f"| {what} | {lo:,} | {f(a, 1)} | {hi:,} | {f(b, 1)} | {f(r, 2)}× |")
+if key_vm:
+    out.append(f"\nAPI keys' memory (authn + ratelimit, median RSS at 2 workers minus 1 worker = one more worker's VMs): "
+               + ", ".join(f"{n:,} keys {v:.1f} MiB" for n, v in sorted(key_vm.items()))
+               + (f"; the 100k keys cost **{keys_per_vm:.1f} MiB per VM**" if keys_per_vm is not None else "")
+               + (f" (authn's configuration with them: {key_config / 2**20:.1f} MiB)." if key_config else "."))
 out.append("")
 
 
@@ -262,6 +276,8 @@ targets = [
     ("RLS decision p99 ≤ 1 ms (loopback)", f"{f((svc.get(1) or {}).get('p99_ms'), 3)} ms", bool(svc.get(1) and svc[1]["p99_ms"] <= 1.0)),
     ("10 → 10k routes: CPU per request ≤ 1.2×", f"{f(scaling['routes'][2], 2)}×", bool(scaling["routes"][2] and scaling["routes"][2] <= 1.2)),
     ("10 → 100k tenants' buckets: CPU per request ≤ 1.2×", f"{f(scaling['tenants'][2], 2)}×", bool(scaling["tenants"][2] and scaling["tenants"][2] <= 1.2)),
+    ("100k API keys ≤ 8 MiB per VM", f"{f(keys_per_vm, 1)} MiB", keys_per_vm is not None and keys_per_vm <= 8),
+    ("10 → 100k API keys: CPU per request ≤ 1.2×", f"{f(scaling['apikeys'][2], 2)}×", bool(scaling["apikeys"][2] and scaling["apikeys"][2] <= 1.2)),
     ("100k tenants ≤ 32 MiB shared data", f"{shm.get('rss_delta_mib', '–')} MiB", shm.get("rss_delta_mib") is not None and shm["rss_delta_mib"] <= 32),
 ]
 out.append("## Targets (reported, not asserted)\n")

@@ -9,8 +9,8 @@
 # latency (default 400 req/s), OUT (default .build/bench), ONLY=verify to run just the per-algorithm
 # verification section (prints its table, leaves docs/ untouched; ALGS="direct RS256" narrows it),
 # ONLY=global the fleet-wide section (local vs global limit, service latency; needs redis-server),
-# ONLY=startup the start-up times and module sizes (printed only), ONLY=scaling the routes and
-# tenants scaling section (printed only).
+# ONLY=startup the start-up times and module sizes (printed only), ONLY=scaling the routes,
+# tenants and API keys scaling section (printed only; PARTS="apikeys" narrows it).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -110,7 +110,7 @@ wrk_run() {
 ms() { $PY -c "import sys; v=sys.argv[1]; print(float(v[:-2])*1 if v.endswith('ms') else float(v[:-2])/1000 if v.endswith('us') else float(v[:-1])*1000)" "$1"; }
 
 if [ "${ONLY:-}" = scaling ]; then
-  REPS=$REPS DUR=$DUR bash tests/bench/scaling.sh
+  REPS=$REPS DUR=$DUR PARTS=${PARTS:-routes tenants apikeys} bash tests/bench/scaling.sh
   exit 0
 fi
 
@@ -305,7 +305,7 @@ for alg in dict.fromkeys(re.findall(r"^(\S+) alone:", t, re.M)):
                       "valid_p50_ms": ms(a.group(1)), "valid_p99_ms": ms(a.group(2)), "flood_p50_ms": ms(w.group(1)), "flood_p99_ms": ms(w.group(2))}))
 PY
 
-echo "== scaling with work: 10 vs 10k routes, 10 vs 100k tenants' buckets (authn + ratelimit, direct response)"
+echo "== scaling with work: 10 vs 10k routes, 10 vs 100k tenants' buckets, 10 vs 100k API keys (authn + ratelimit, direct response)"
 REPS=$REPS DUR=$(( DUR > 6 ? 6 : DUR )) bash tests/bench/scaling.sh | tee "$WORK/scaling.txt"
 $PY - "$WORK/scaling.txt" >> "$RESULTS" <<'PY'
 import re, sys, json
@@ -313,6 +313,9 @@ t = open(sys.argv[1]).read()
 for m in re.finditer(r"^(routes|tenants)=(\d+) rep=(\d+) rps=(\S+) cpu_us=(\S+) non2xx=(\d+)", t, re.M):
     print(json.dumps({"kind": "scaling", "what": m.group(1), "n": int(m.group(2)), "rep": int(m.group(3)),
                       "rps": float(m.group(4)), "cpu_us": float(m.group(5)), "non2xx": int(m.group(6))}))
+for m in re.finditer(r"^apikeys_rss=(\d+) workers=(\d+) rep=(\d+) rss_kib=(\d+) authn_config_bytes=(\d+) status_with_key_7=(\d+)", t, re.M):
+    print(json.dumps({"kind": "apikey_rss", "n": int(m.group(1)), "workers": int(m.group(2)), "rep": int(m.group(3)),
+                      "rss_kib": int(m.group(4)), "config_bytes": int(m.group(5)), "non2xx": int(m.group(6) != "200")}))
 PY
 
 $PY tests/bench/report.py "$RESULTS" "$("$ENVOY" --version 2>&1 | grep -o 'version: [^ ]*' | head -1)" "$REPS" "$DUR" "$RATE" docs/benchmarks.md docs/benchmarks.svg

@@ -8,11 +8,19 @@
 # tenants: an HS256 provider (bench key) and one `tenant` limit; first N distinct tenants' tokens
 #          each make one request (N buckets in shared data), then the measured load cycles over
 #          ten tenants' tokens, warmed up first so every configuration measures cached tokens.
+# apikeys: authn with 10 vs 100k API keys (rendered as the compact table `portcullis render`
+#          writes; every key its own app, a thousand tenants): RSS at 1 and 2 workers after
+#          traffic (the difference is one more worker's VMs, so 100k minus 10 is what the keys
+#          cost per VM), then the measured load cycles over ten valid keys.
 #
-# Prints: `routes=N rep=R rps=… cpu_us=… non2xx=…` and `tenants=N rep=R rps=… cpu_us=… non2xx=… filled_requests=…`.
+# Prints: `routes=N rep=R rps=… cpu_us=… non2xx=…`, `tenants=N rep=R rps=… cpu_us=… non2xx=… filled_requests=…`,
+# `apikeys=N rep=R rps=… cpu_us=… non2xx=…` and `apikeys_rss=N workers=W rep=R rss_kib=… authn_config_bytes=… status_with_key_7=…`.
+# PARTS="apikeys" (any of routes tenants apikeys) runs only those parts.
 . "$(dirname "$0")/common.sh"
 REPS=${REPS:-3}
 DUR=${DUR:-6}
+PARTS=${PARTS:-routes tenants apikeys}
+part() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 PY=.venv/bin/python
 ISSUER=https://idp.demo.portcullis.local
 AUDIENCE=portcullis-demo-api
@@ -54,6 +62,7 @@ measure() {
 }
 
 # --- routes -------------------------------------------------------------------------------
+if part routes; then
 for N in 10 10000; do
   cp -r "$WORK/pol" "$WORK/routes-$N"
   $PY - "$WORK/routes-$N/authn.yaml" "$N" <<'PY'
@@ -78,8 +87,10 @@ for rep in $(seq 1 "$REPS"); do
     kill "$EP"; wait "$EP" 2> /dev/null
   done
 done
+fi
 
 # --- tenants ------------------------------------------------------------------------------
+if part tenants; then
 cp -r "$WORK/pol" "$WORK/tenants"
 $PY - "$WORK/tenants" "$WORK/keys/jwks.json" <<'PY'
 import sys, json, yaml
@@ -142,3 +153,62 @@ for rep in $(seq 1 "$REPS"); do
     kill "$EP"; wait "$EP" 2> /dev/null
   done
 done
+fi
+
+# --- apikeys ------------------------------------------------------------------------------
+if part apikeys; then
+for N in 10 100000; do
+  cp -r "$WORK/pol" "$WORK/apikeys-$N"
+  # Every key its own app: without the app catalog (registering 100k apps would measure it).
+  rm -f "$WORK/apikeys-$N/catalog.yaml"
+  $PY - "$WORK/apikeys-$N/authn.yaml" "$N" <<'PY'
+import sys, hashlib, yaml
+p, n = sys.argv[1], int(sys.argv[2])
+doc = yaml.safe_load(open(p))
+doc["api_keys"]["keys"] = [
+    {"id": f"k{i}", "sha256": hashlib.sha256(f"pcak_bench_{i}".encode()).hexdigest(), "app": f"app{i}",
+     "tenant": f"t{i % 1000}", "scopes": ["customers:read"], "tier": "standard"} for i in range(n)]
+yaml.safe_dump(doc, open(p, "w"), sort_keys=False)
+PY
+  render "$WORK/apikeys-$N" "$WORK/apikeys-$N.yaml"
+done
+# Ten valid keys (the same ten at both sizes), each on its own tenant's route.
+cat > "$WORK/apikeys.lua" <<'LUA'
+i = 0
+request = function()
+  local k = i % 10
+  i = i + 1
+  return wrk.format("GET", "/api/v1/tenants/t" .. k .. "/customers", { ["x-api-key"] = "pcak_bench_" .. k })
+end
+LUA
+for N in 10 100000; do
+  config_bytes[$N]=$($PY -c "import sys, yaml
+c = yaml.safe_load(open(sys.argv[1]))
+for f in c['static_resources']['listeners'][0]['filter_chains'][0]['filters'][0]['typed_config']['http_filters']:
+    if f['name'] == 'portcullis.authn':
+        print(len(f['typed_config']['config']['configuration']['value']))" "$WORK/apikeys-$N.yaml")
+done
+for rep in $(seq 1 "$REPS"); do
+  for N in 10 100000; do
+    for W in 1 2; do
+      taskset -c 0 "$ENVOY" -c "$WORK/apikeys-$N.yaml" --concurrency "$W" --disable-hot-restart --log-level error > "$WORK/envoy.log" 2>&1 &
+      EP=$!
+      for _ in $(seq 1 240); do curl -sf localhost:9997/ready > /dev/null && break; sleep 0.5; done
+      # Traffic on several connections, so every worker's VM has served requests.
+      taskset -c 1 wrk -t2 -c8 -d2s -s "$WORK/apikeys.lua" http://127.0.0.1:10410 > /dev/null
+      rss=$(awk '/VmRSS/{print $2}' /proc/$EP/status)
+      code=$(curl -s -o /dev/null -w '%{http_code}' -H "x-api-key: pcak_bench_7" http://127.0.0.1:10410/api/v1/tenants/t7/customers)
+      echo "apikeys_rss=$N workers=$W rep=$rep rss_kib=$rss authn_config_bytes=${config_bytes[$N]} status_with_key_7=$code"
+      kill "$EP"; wait "$EP" 2> /dev/null
+    done
+  done
+done
+for rep in $(seq 1 "$REPS"); do
+  for N in 10 100000; do
+    start_envoy "$WORK/apikeys-$N.yaml" 9997
+    measure "$WORK/apikeys-$N.yaml" "$WORK/apikeys.lua" http://127.0.0.1:10410
+    echo "apikeys=$N rep=$rep rps=$RPS cpu_us=$CPU non2xx=$NON2XX"
+    kill "$EP"; wait "$EP" 2> /dev/null
+  done
+done
+fi

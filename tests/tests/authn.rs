@@ -666,6 +666,12 @@ fn json_string_config_is_accepted_too() {
         "tenant_boundary",
         Some(&t),
     );
+    // The API key table, decoded in place inside the JSON text the VM is handed.
+    let key = demo_api_key();
+    let r = g.send(&Request::get(LIST_ACME).header("x-api-key", &key));
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    let r = g.send(&Request::get(LIST_ACME).header("x-api-key", "pcak_nope"));
+    assert_eq!(r.status, 401, "{}", r.body_str());
 }
 
 /// The DEMO ONLY API key of the `inventory-widget` micro app (digest in policies/authn.yaml).

@@ -54,7 +54,11 @@ impl Filter for Authn {
     const NAME: &'static str = "authn";
 
     fn configure<H: Host>(host: &H, bytes: &[u8]) -> Result<Self, ConfigError> {
-        let config = AuthnConfig::from_bytes(bytes)?;
+        Self::configure_owned(host, bytes.to_vec())
+    }
+
+    fn configure_owned<H: Host>(host: &H, bytes: Vec<u8>) -> Result<Self, ConfigError> {
+        let config = AuthnConfig::from_owned(bytes)?;
         let prefix = format!("portcullis.{}", config.stat_prefix);
         let metrics = Metrics {
             allowed: Counter::define(host, &format!("{prefix}.allowed")),

@@ -3,10 +3,10 @@
 //! Everything is decided here, once: keys decoded and checked, algorithms resolved, routes
 //! compiled, claim names fixed. The request path only reads the compiled [`AuthnConfig`].
 
-use crate::cache::TokenDigest;
 use crate::jwk::{parse_jwks, Alg, Jwk, KeyPolicy};
+use crate::keytable::KeyTable;
 use portcullis_core::config::ConfigError;
-use portcullis_core::identity::{AuthMethod, Identity};
+use portcullis_core::identity::Identity;
 use portcullis_core::route::{MatchSpec, RouteMatcher, RouteTable};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -78,9 +78,55 @@ pub struct RawApiKeys {
     /// Header carrying the key (default `x-api-key`). Keys in the query string are refused.
     #[serde(default = "default_api_key_header")]
     pub header: String,
-    /// The keys.
+    /// The keys, as a list (policy files, hand-written configs).
     #[serde(default)]
-    pub keys: Vec<RawApiKey>,
+    pub keys: Option<Vec<RawApiKey>>,
+    /// The keys as one compact table (what `portcullis render` writes instead of `keys`):
+    /// base64url without padding of [`crate::keytable`]'s layout. Not together with `keys`.
+    #[serde(default)]
+    pub table: Option<TableText>,
+}
+
+/// `api_keys.table` as deserialized: where its text lies in the configuration bytes when serde
+/// could borrow it (JSON text, which base64url never needs to escape), or the text itself.
+/// [`AuthnConfig::from_owned`] decodes a borrowed table in place inside the configuration
+/// buffer and keeps that buffer, so 100k keys never exist twice in a VM's memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableText {
+    /// Address and length of the text inside the configuration bytes being parsed.
+    Span {
+        /// Address of the first byte.
+        addr: usize,
+        /// Length in bytes.
+        len: usize,
+    },
+    /// The text itself (a `Struct` configuration, a `serde_json::Value`, escaped JSON).
+    Owned(String),
+}
+
+impl<'de> Deserialize<'de> for TableText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TableText;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("the key table as base64url text")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<TableText, E> {
+                Ok(TableText::Span {
+                    addr: v.as_ptr() as usize,
+                    len: v.len(),
+                })
+            }
+            fn visit_str<E>(self, v: &str) -> Result<TableText, E> {
+                Ok(TableText::Owned(v.to_string()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<TableText, E> {
+                Ok(TableText::Owned(v))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 fn default_api_key_provider() -> String {
@@ -120,7 +166,7 @@ pub struct RawApiKey {
     pub disabled: bool,
 }
 
-/// Compiled API keys: digests indexed by their first 8 bytes, compared in full in constant time.
+/// Compiled API keys: one [`KeyTable`], searched by digest.
 #[derive(Debug, Clone)]
 pub struct ApiKeys {
     /// Provider name routes refer to.
@@ -129,49 +175,72 @@ pub struct ApiKeys {
     pub header: String,
     /// Query parameters that would carry a key (refused).
     pub query_names: Vec<String>,
-    index: std::collections::HashMap<u64, Vec<u32>>,
-    entries: Vec<(TokenDigest, std::rc::Rc<Identity>)>,
+    table: KeyTable,
 }
 
 impl ApiKeys {
     /// The identity of a key, if the key is known and enabled.
-    pub fn lookup(&self, key: &str) -> Option<std::rc::Rc<Identity>> {
-        let d = crate::cache::digest(key);
-        let mut head = [0u8; 8];
-        head.copy_from_slice(&d[..8]);
-        let candidates = self.index.get(&u64::from_le_bytes(head))?;
-        let mut found = None;
-        for &i in candidates {
-            if let Some((digest, id)) = self.entries.get(i as usize) {
-                // Constant time over the whole digest, and every candidate is compared.
-                if ct_eq32(digest, &d) {
-                    found = Some(id.clone());
-                }
-            }
-        }
-        found
+    pub fn lookup(&self, key: &str) -> Option<Identity> {
+        self.table.find(&crate::cache::digest(key))
     }
 
     /// Number of enabled keys.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.table.len()
     }
 
     /// True without keys.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.table.is_empty()
+    }
+
+    /// Bytes the key table holds.
+    pub fn table_size(&self) -> usize {
+        self.table.size()
     }
 }
 
-fn ct_eq32(a: &TokenDigest, b: &TokenDigest) -> bool {
-    let mut diff = 0u8;
-    for (x, y) in a.iter().zip(b) {
-        diff |= x ^ y;
-    }
-    diff == 0
+/// The table's bytes: decoded in place where the text lies (inside the configuration buffer
+/// when it was borrowed from it), moved to the front of that buffer, the rest given back.
+fn table_bytes(text: TableText, config: &mut Option<Vec<u8>>) -> Result<Vec<u8>, ConfigError> {
+    let (mut buf, range) = match text {
+        TableText::Owned(s) => {
+            let b = s.into_bytes();
+            let n = b.len();
+            (b, 0..n)
+        }
+        TableText::Span { addr, len } => {
+            let buf = config.take().ok_or_else(|| {
+                ConfigError::new(
+                    "table",
+                    "borrowed from configuration bytes that were not kept",
+                )
+            })?;
+            let start = addr
+                .checked_sub(buf.as_ptr() as usize)
+                .filter(|s| s.checked_add(len).is_some_and(|e| e <= buf.len()))
+                .ok_or_else(|| {
+                    ConfigError::new("table", "not inside the configuration bytes it came from")
+                })?;
+            (buf, start..start + len)
+        }
+    };
+    let start = range.start;
+    let text = buf
+        .get_mut(range)
+        .ok_or_else(|| ConfigError::new("table", "out of range"))?;
+    let n = crate::keytable::decode_in_place(text)?;
+    buf.copy_within(start..start + n, 0);
+    buf.truncate(n);
+    buf.shrink_to_fit();
+    Ok(buf)
 }
 
-fn compile_api_keys(raw: RawApiKeys, provider_names: &[String]) -> Result<ApiKeys, ConfigError> {
+fn compile_api_keys(
+    raw: RawApiKeys,
+    provider_names: &[&str],
+    config: &mut Option<Vec<u8>>,
+) -> Result<ApiKeys, ConfigError> {
     let header = raw.header.to_ascii_lowercase();
     if !valid_header_name(&header) || header == "authorization" {
         return Err(ConfigError::new(
@@ -179,64 +248,23 @@ fn compile_api_keys(raw: RawApiKeys, provider_names: &[String]) -> Result<ApiKey
             "not a valid header name (and not `authorization`)",
         ));
     }
-    if provider_names.contains(&raw.name) {
+    if provider_names.contains(&raw.name.as_str()) {
         return Err(ConfigError::new(
             "name",
             "a JWT provider already has this name",
         ));
     }
-    let mut index: std::collections::HashMap<u64, Vec<u32>> = std::collections::HashMap::new();
-    let mut entries = Vec::with_capacity(raw.keys.len());
-    let mut ids = std::collections::HashSet::new();
-    for (i, k) in raw.keys.into_iter().enumerate() {
-        let at = |f: &str| format!("keys[{i}].{f}");
-        if !ids.insert(k.id.clone()) {
+    let bytes = match (raw.keys, raw.table) {
+        (Some(_), Some(_)) => {
             return Err(ConfigError::new(
-                at("id"),
-                format!("duplicate key id `{}`", k.id),
-            ));
+                "table",
+                "give the keys either as `keys` or as `table`, not both",
+            ))
         }
-        let hex = k.sha256.trim().to_ascii_lowercase();
-        let mut digest = [0u8; 32];
-        if hex.len() != 64 {
-            return Err(ConfigError::new(
-                at("sha256"),
-                "must be 64 hex digits (SHA-256 of the key)",
-            ));
-        }
-        for (j, b) in digest.iter_mut().enumerate() {
-            *b = u8::from_str_radix(hex.get(2 * j..2 * j + 2).unwrap_or("zz"), 16).map_err(
-                |_| ConfigError::new(at("sha256"), "must be 64 hex digits (SHA-256 of the key)"),
-            )?;
-        }
-        if k.disabled {
-            continue;
-        }
-        let mut head = [0u8; 8];
-        head.copy_from_slice(&digest[..8]);
-        let slot = index.entry(u64::from_le_bytes(head)).or_default();
-        let idx =
-            u32::try_from(entries.len()).map_err(|_| ConfigError::new("keys", "too many keys"))?;
-        slot.push(idx);
-        let identity = Identity {
-            method: AuthMethod::ApiKey,
-            issuer: Some(k.id),
-            tenant: k.tenant,
-            subject: Some(k.app.clone()),
-            app: Some(k.app),
-            scopes: k.scopes,
-            roles: k.roles,
-            tier: k.tier,
-            data_classes: None,
-        };
-        entries.push((digest, std::rc::Rc::new(identity)));
-    }
-    let mut seen = std::collections::HashSet::new();
-    for (d, _) in &entries {
-        if !seen.insert(*d) {
-            return Err(ConfigError::new("keys", "two keys have the same digest"));
-        }
-    }
+        (_, Some(text)) => table_bytes(text, config)?,
+        (keys, None) => KeyTable::encode(&keys.unwrap_or_default())?,
+    };
+    let table = KeyTable::from_bytes(bytes)?;
     let mut query_names = vec![
         "api_key".to_string(),
         "apikey".to_string(),
@@ -249,8 +277,7 @@ fn compile_api_keys(raw: RawApiKeys, provider_names: &[String]) -> Result<ApiKey
         name: raw.name,
         header,
         query_names,
-        index,
-        entries,
+        table,
     })
 }
 
@@ -648,7 +675,15 @@ fn valid_header_name(h: &str) -> bool {
 impl AuthnConfig {
     /// Parses raw plugin configuration bytes and compiles them.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ConfigError> {
-        Self::compile(portcullis_core::config::parse(bytes)?)
+        Self::from_owned(bytes.to_vec())
+    }
+
+    /// Parses and compiles the plugin configuration, taking its buffer: an API key table in it
+    /// is decoded in place and the buffer, trimmed to the table, becomes the table's storage,
+    /// so a VM's peak memory for the keys is about the configuration's size.
+    pub fn from_owned(bytes: Vec<u8>) -> Result<Self, ConfigError> {
+        let raw = portcullis_core::config::parse(&bytes)?;
+        Self::compile_in(raw, Some(bytes))
     }
 
     /// Parses a JSON value (as the CLI loads policy files) and compiles it.
@@ -658,6 +693,20 @@ impl AuthnConfig {
 
     /// Compiles a raw configuration; errors name the field.
     pub fn compile(raw: RawConfig) -> Result<Self, ConfigError> {
+        Self::compile_in(raw, None)
+    }
+
+    fn compile_in(raw: RawConfig, mut bytes: Option<Vec<u8>>) -> Result<Self, ConfigError> {
+        // The key table first: until it is decoded and trimmed, the whole configuration buffer
+        // is alive, and whatever is allocated meanwhile adds to the VM's peak.
+        let names: Vec<&str> = raw.providers.iter().map(|p| p.name.as_str()).collect();
+        let api_keys = match raw.api_keys {
+            Some(k) => {
+                Some(compile_api_keys(k, &names, &mut bytes).map_err(|e| e.within("api_keys"))?)
+            }
+            None => None,
+        };
+        drop(bytes);
         let mut token = raw.token;
         token.header = token.header.to_ascii_lowercase();
         if !valid_header_name(&token.header) {
@@ -709,11 +758,6 @@ impl AuthnConfig {
                 ));
             }
         }
-        let names: Vec<String> = providers.iter().map(|p| p.name.clone()).collect();
-        let api_keys = match raw.api_keys {
-            Some(k) => Some(compile_api_keys(k, &names).map_err(|e| e.within("api_keys"))?),
-            None => None,
-        };
         let api_key_provider = api_keys.as_ref().map(|k| (k.name.clone(), providers.len()));
         let mut routes = Vec::new();
         let mut bound_claims: Vec<String> = Vec::new();
@@ -924,5 +968,53 @@ fn compile_rule(
             "",
             "a route needs exactly one of `allow: anonymous` or `require`",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn a_json_table_is_borrowed_from_the_configuration_and_decoded_where_it_lies() {
+        let table = crate::keytable::to_text(&KeyTable::encode(&[]).unwrap());
+        let text = format!(r#"{{"table": "{table}"}}"#);
+        let raw: RawApiKeys = portcullis_core::config::parse(text.as_bytes()).unwrap();
+        let Some(TableText::Span { addr, len }) = raw.table else {
+            panic!("not borrowed: {:?}", raw.table)
+        };
+        assert_eq!(addr - text.as_ptr() as usize, 11);
+        assert_eq!(len, table.len());
+
+        let mut bytes = Some(text.clone().into_bytes());
+        let raw: RawApiKeys = portcullis_core::config::parse(bytes.as_deref().unwrap()).unwrap();
+        let start = bytes.as_ref().unwrap().as_ptr();
+        let decoded = table_bytes(raw.table.unwrap(), &mut bytes).unwrap();
+        assert_eq!(
+            decoded.as_ptr(),
+            start,
+            "copied instead of decoded in place"
+        );
+        assert!(KeyTable::from_bytes(decoded).unwrap().is_empty());
+
+        // A span that does not lie in the bytes at hand is refused, not read.
+        let raw: RawApiKeys = portcullis_core::config::parse(text.as_bytes()).unwrap();
+        let mut other = Some(text.as_bytes().to_vec());
+        let e = table_bytes(raw.table.unwrap(), &mut other).unwrap_err();
+        assert!(e.problem.contains("not inside"), "{e}");
+        let e = table_bytes(TableText::Span { addr: 1, len: 4 }, &mut None).unwrap_err();
+        assert!(e.problem.contains("not kept"), "{e}");
+    }
+
+    #[test]
+    fn a_table_in_a_value_or_with_escapes_is_taken_as_text() {
+        let table = crate::keytable::to_text(&KeyTable::encode(&[]).unwrap());
+        let raw: RawApiKeys =
+            portcullis_core::config::from_value(serde_json::json!({ "table": table })).unwrap();
+        assert_eq!(raw.table, Some(TableText::Owned(table.clone())));
+        let escaped = format!(r#"{{"table": "\u0055{}"}}"#, &table[1..]);
+        let raw: RawApiKeys = portcullis_core::config::parse(escaped.as_bytes()).unwrap();
+        assert_eq!(raw.table, Some(TableText::Owned(table)));
     }
 }

@@ -409,7 +409,7 @@ fn api_key(cfg: &AuthnConfig, req: &Request<'_>, providers: &[usize]) -> ApiKeyU
         Some(identity) => ApiKeyUse::Valid(std::rc::Rc::new(Verified {
             provider: api_index,
             valid_until: u64::MAX,
-            identity: (*identity).clone(),
+            identity,
             bound: Vec::new(),
             cnf_x5t: None,
             cnf_jkt: None,

@@ -15,6 +15,7 @@ pub mod decide;
 pub mod dpop;
 pub mod jwk;
 pub mod jws;
+pub mod keytable;
 pub mod remote;
 
 pub use callbacks::Authn;

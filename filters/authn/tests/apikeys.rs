@@ -1,5 +1,6 @@
 //! API keys for micro apps, natively through `authenticate`: digests only, opt-in per route,
-//! header only, one credential, the same route rules as tokens, O(1) lookup at 100k keys.
+//! header only, one credential, the same route rules as tokens; 100k keys as a list or as the
+//! compact table `portcullis render` writes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use portcullis_authn::cache::TokenCache;
@@ -186,4 +187,115 @@ fn a_hundred_thousand_keys_compile_and_each_is_found() {
         .unwrap()
         .lookup("pcak_bulk_100000")
         .is_none());
+}
+
+/// The keys of [`config`] and `extra`, as `portcullis render` carries them: one table.
+fn table_config_bytes(extra: Vec<Value>) -> Vec<u8> {
+    use portcullis_authn::config::RawApiKey;
+    use portcullis_authn::keytable::{to_text, KeyTable};
+    let mut keys: Vec<RawApiKey> = vec![
+        serde_json::from_value(json!({"id": "widget-1", "sha256": sha256_hex(KEY), "app": "widget", "tenant": "acme",
+               "scopes": ["customers:read"], "tier": "standard"})).unwrap(),
+        serde_json::from_value(json!({"id": "widget-0", "sha256": sha256_hex(REVOKED), "app": "widget", "tenant": "acme",
+               "scopes": ["customers:read"], "disabled": true})).unwrap(),
+    ];
+    keys.extend(
+        extra
+            .into_iter()
+            .map(|v| serde_json::from_value(v).unwrap()),
+    );
+    let table = to_text(&KeyTable::encode(&keys).unwrap());
+    json!({
+        "providers": [{"name": "main", "issuer": "https://idp", "algorithms": ["HS256"], "require_exp": false,
+                       "jwks": {"keys": [{"kty": "oct", "k": "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI"}]}}],
+        "api_keys": {"table": table},
+        "routes": [
+            {"name": "list", "match": {"methods": ["GET"], "template": "/t/{tenant}/customers"},
+             "require": {"providers": ["main", "api-keys"], "scopes": {"all_of": ["customers:read"]}, "tenant_param": "tenant"}},
+            {"name": "write", "match": {"methods": ["POST"], "template": "/t/{tenant}/customers"},
+             "require": {"providers": ["main", "api-keys"], "scopes": {"all_of": ["customers:write"]}}},
+            {"name": "tokens-only", "match": {"prefix": "/admin"}, "require": {}}
+        ]
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[test]
+fn the_table_form_decides_exactly_as_the_list_form() {
+    let list = config(vec![]);
+    let table = AuthnConfig::from_owned(table_config_bytes(vec![])).unwrap();
+    assert_eq!(table.api_keys.as_ref().unwrap().len(), 1);
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+    let cases: &[Case] = &[
+        ("GET", "/t/acme/customers", &[("x-api-key", KEY)]),
+        ("GET", "/t/acme/customers", &[("x-api-key", REVOKED)]),
+        ("GET", "/t/acme/customers", &[("x-api-key", "pcak_wrong")]),
+        ("GET", "/t/globex/customers", &[("x-api-key", KEY)]),
+        ("POST", "/t/acme/customers", &[("x-api-key", KEY)]),
+        ("GET", "/admin", &[("x-api-key", KEY)]),
+    ];
+    for (m, p, h) in cases {
+        assert_eq!(run(&table, m, p, h), run(&list, m, p, h), "{m} {p} {h:?}");
+    }
+    let id = run(&table, "GET", "/t/acme/customers", &[("x-api-key", KEY)]).unwrap();
+    assert_eq!(id.issuer.as_deref(), Some("widget-1"));
+    assert_eq!(id.tier.as_deref(), Some("standard"));
+}
+
+#[test]
+fn keys_and_table_together_or_a_damaged_table_are_config_errors() {
+    let mut doc: Value = serde_json::from_slice(&table_config_bytes(vec![])).unwrap();
+    doc["api_keys"]["keys"] = json!([]);
+    let e = AuthnConfig::from_bytes(doc.to_string().as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("api_keys.table") && e.contains("not both"),
+        "{e}"
+    );
+    let mut doc: Value = serde_json::from_slice(&table_config_bytes(vec![])).unwrap();
+    let text = doc["api_keys"]["table"].as_str().unwrap().to_string();
+    for (damaged, why) in [
+        (format!("{text}="), "base64"),
+        (text[..text.len() - 8].to_string(), "announces"),
+        (format!("A{}", &text[1..]), "magic"),
+    ] {
+        doc["api_keys"]["table"] = json!(damaged);
+        let e = AuthnConfig::from_owned(doc.to_string().into_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("api_keys.table") && e.contains(why), "{e}");
+    }
+}
+
+#[test]
+fn a_hundred_thousand_keys_in_table_form_load_in_about_their_own_size() {
+    let n = 100_000;
+    let keys: Vec<Value> = (0..n)
+        .map(|i| json!({"id": format!("k{i}"), "sha256": sha256_hex(&format!("pcak_bulk_{i}")), "app": format!("app{i}"),
+                         "tenant": format!("t{}", i % 1000), "scopes": ["customers:read"]}))
+        .collect();
+    let bytes = table_config_bytes(keys);
+    let config_len = bytes.len();
+    let cfg = AuthnConfig::from_owned(bytes).unwrap();
+    let keys = cfg.api_keys.as_ref().unwrap();
+    assert_eq!(keys.len(), n + 1);
+    // Three quarters of the base64 text: the table is the configuration buffer, decoded.
+    assert!(
+        keys.table_size() * 4 < config_len * 3,
+        "{}",
+        keys.table_size()
+    );
+    assert!(keys.table_size() < 64 * n, "{}", keys.table_size());
+    for i in [0, 1, 4_242, 99_999] {
+        let id = keys.lookup(&format!("pcak_bulk_{i}")).unwrap();
+        assert_eq!(id.app.as_deref(), Some(format!("app{i}").as_str()));
+        assert_eq!(id.issuer.as_deref(), Some(format!("k{i}").as_str()));
+        assert_eq!(
+            id.tenant.as_deref(),
+            Some(format!("t{}", i % 1000).as_str())
+        );
+    }
+    assert!(keys.lookup("pcak_bulk_100000").is_none());
 }

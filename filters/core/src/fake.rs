@@ -570,7 +570,8 @@ impl Instance {
         Instance {
             name: name.to_string(),
             make: Rc::new(move |h| {
-                F::configure(h, &config).map(|f| Box::new(Erased(Rc::new(f))) as Box<dyn DynFilter>)
+                F::configure_owned(h, config.clone())
+                    .map(|f| Box::new(Erased(Rc::new(f))) as Box<dyn DynFilter>)
             }),
         }
     }

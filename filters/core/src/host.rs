@@ -278,7 +278,7 @@ impl<F: Filter> Context for Root<F> {
 impl<F: Filter> RootContext for Root<F> {
     fn on_configure(&mut self, _size: usize) -> bool {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
-        match F::configure(&WasmHost, &bytes) {
+        match F::configure_owned(&WasmHost, bytes) {
             Ok(f) => {
                 self.filter = Some(Rc::new(f));
                 true

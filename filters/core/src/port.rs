@@ -196,6 +196,12 @@ pub trait Filter: Sized + 'static {
     const NAME: &'static str;
     /// Compiles the configuration and defines metrics; an error refuses the plugin.
     fn configure<H: Host>(host: &H, config: &[u8]) -> Result<Self, ConfigError>;
+    /// [`Filter::configure`] with the configuration buffer handed over, as the host delivers
+    /// it: a filter that keeps part of it (authn's API key table) overrides this to avoid a
+    /// copy, since a VM's memory never shrinks after its peak.
+    fn configure_owned<H: Host>(host: &H, config: Vec<u8>) -> Result<Self, ConfigError> {
+        Self::configure(host, &config)
+    }
     /// A new stream for one request.
     fn stream(root: &Rc<Self>) -> Self::Stream;
     /// The worker's periodic tick (remote JWKS), when asked for with [`Host::set_tick_period`].

@@ -3,5 +3,6 @@
 
 pub mod json;
 pub mod jws;
+pub mod keytable;
 pub mod path;
 pub mod pb;
