@@ -310,7 +310,7 @@ REPS=$REPS DUR=$(( DUR > 6 ? 6 : DUR )) bash tests/bench/scaling.sh | tee "$WORK
 $PY - "$WORK/scaling.txt" >> "$RESULTS" <<'PY'
 import re, sys, json
 t = open(sys.argv[1]).read()
-for m in re.finditer(r"^(routes|tenants)=(\d+) rep=(\d+) rps=(\S+) cpu_us=(\S+) non2xx=(\d+)", t, re.M):
+for m in re.finditer(r"^(routes|tenants|apikeys)=(\d+) rep=(\d+) rps=(\S+) cpu_us=(\S+) non2xx=(\d+)", t, re.M):
     print(json.dumps({"kind": "scaling", "what": m.group(1), "n": int(m.group(2)), "rep": int(m.group(3)),
                       "rps": float(m.group(4)), "cpu_us": float(m.group(5)), "non2xx": int(m.group(6))}))
 for m in re.finditer(r"^apikeys_rss=(\d+) workers=(\d+) rep=(\d+) rss_kib=(\d+) authn_config_bytes=(\d+) status_with_key_7=(\d+)", t, re.M):
