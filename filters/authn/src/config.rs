@@ -682,6 +682,9 @@ impl AuthnConfig {
     /// is decoded in place and the buffer, trimmed to the table, becomes the table's storage,
     /// so a VM's peak memory for the keys is about the configuration's size.
     pub fn from_owned(bytes: Vec<u8>) -> Result<Self, ConfigError> {
+        // A `Struct` becomes JSON text first: the table is then borrowed from, and decoded in,
+        // that text like any other.
+        let bytes = portcullis_core::config::json_text(bytes)?;
         let raw = portcullis_core::config::parse(&bytes)?;
         Self::compile_in(raw, Some(bytes))
     }

@@ -95,19 +95,40 @@ pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ConfigError> {
 /// JSON text is deserialized straight into the config type, without an intermediate
 /// `serde_json::Value`: a VM's linear memory never shrinks, so the peak of loading a large
 /// policy (100k API keys) is what every worker keeps.
+///
+/// A `Struct` is re-encoded as JSON text first, so every config type is deserialized through one
+/// deserializer: each one instantiated costs a module code that V8 compiles before Envoy is ready.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." { String::new() } else { path };
-            ConfigError::new(field, e.into_inner().to_string())
-        })?;
-        de.end()
-            .map_err(|e| ConfigError::new("", format!("configuration is not valid JSON: {e}")))?;
-        return Ok(value);
+    if is_json_text(bytes) {
+        parse_json(bytes)
+    } else {
+        parse_json(&json_text(bytes.to_vec())?)
     }
-    from_value(raw_value(bytes)?)
+}
+
+/// The configuration as JSON text: JSON text as it is, a `Struct` re-encoded.
+pub fn json_text(bytes: Vec<u8>) -> Result<Vec<u8>, ConfigError> {
+    if is_json_text(&bytes) {
+        return Ok(bytes);
+    }
+    serde_json::to_vec(&raw_value(&bytes)?)
+        .map_err(|e| ConfigError::new("", format!("configuration could not be re-encoded: {e}")))
+}
+
+fn is_json_text(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        ConfigError::new(field, e.into_inner().to_string())
+    })?;
+    de.end()
+        .map_err(|e| ConfigError::new("", format!("configuration is not valid JSON: {e}")))?;
+    Ok(value)
 }
 
 #[cfg(test)]

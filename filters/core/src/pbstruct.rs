@@ -250,6 +250,26 @@ mod tests {
     }
 
     #[test]
+    fn a_struct_configuration_parses_through_json_text_like_json_itself() {
+        #[derive(Debug, PartialEq, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct C {
+            name: String,
+            n: u32,
+            list: Vec<String>,
+        }
+        let v = serde_json::json!({"name": "a", "n": 5, "list": ["x", "y"]});
+        let from_struct: C = crate::config::parse(&enc_struct(&v)).unwrap();
+        let from_json: C = crate::config::parse(v.to_string().as_bytes()).unwrap();
+        assert_eq!(from_struct, from_json);
+        let text = crate::config::json_text(enc_struct(&v)).unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&text).unwrap(), v);
+        let bad = enc_struct(&serde_json::json!({"name": "a", "n": 5, "list": [], "lsit": []}));
+        let e = crate::config::parse::<C>(&bad).unwrap_err();
+        assert_eq!(e.field, "lsit", "a Struct's errors name the field too");
+    }
+
+    #[test]
     fn empty_buffer_is_an_empty_object() {
         assert_eq!(decode_struct(&[]).unwrap(), serde_json::json!({}));
     }

@@ -634,7 +634,8 @@ impl PiiConfig {
 
     /// Compiles the plugin configuration bytes (JSON string or protobuf Struct).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ConfigError> {
-        Self::from_value(portcullis_core::config::raw_value(bytes)?)
+        let raw: RawConfig = portcullis_core::config::parse(bytes)?;
+        Self::compile(&raw)
     }
 
     /// Compiles a parsed configuration.
