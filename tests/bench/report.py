@@ -116,7 +116,7 @@ for c, name in NAMES.items():
     out.append(f"| {name} | {f(thr[c])} | {ratio(thr[c], thr['c0'])} | {ratio(thr[c], thr['c1'])} | {f(cpu[c], 1)} | {sp} | {f(d, 1)} | {f(p50[c], 2)} | {f(p99[c], 2)} |")
 floor2 = (cpu["c2"] - cpu["c6"]) if cpu["c2"] is not None and cpu["c6"] is not None else None
 floor3 = (cpu["c3"] - cpu["c4"]) if cpu["c3"] is not None and cpu["c4"] is not None else None
-out.append(f"\nAbove the wasm floor (the same number of no-op filters, each its own VM): authn + ratelimit "
+out.append(f"\nAbove the wasm floor (the same number of no-op filters, in as many VMs as the chain uses): authn + ratelimit "
            f"**{f(floor2, 1)} µs** (C2 − C6), the full chain **{f(floor3, 1)} µs** (C3 − C4).\n")
 shared_vm = (cpu["c7"] - cpu["c4"]) if cpu.get("c7") is not None and cpu["c4"] is not None else None
 floor4 = (cpu["c4"] - cpu["c0"]) if cpu["c4"] is not None and cpu["c0"] is not None else None
