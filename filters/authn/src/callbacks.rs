@@ -293,7 +293,9 @@ impl Stream for AuthnStream {
     fn on_request_headers<H: Host>(&mut self, host: &H, _end_of_stream: bool) -> Flow {
         let st = self.root.clone();
         let cfg = &st.config;
-        st.metrics.denials.flush_due(host, "authn", cfg.mode);
+        // One clock read per request (each is a host call).
+        let now_ns = host.now_nanos();
+        st.metrics.denials.flush_due(now_ns, "authn", cfg.mode);
         // Every header is needed once: client-sent identity headers are a family of names,
         // and credentials must be counted (two tokens, a key and a token).
         let headers = host.request_headers();
@@ -306,18 +308,20 @@ impl Stream for AuthnStream {
         }
         let pseudo = |n: &str| portcullis_core::header(&headers, n).unwrap_or_default();
         // The client certificate's SHA-256 (hex) on TLS connections that presented one: what
-        // RFC 8705 certificate-bound tokens are checked against.
-        let peer = host
-            .property(&["connection", "sha256_peer_certificate_digest"])
-            .and_then(|b| String::from_utf8(b).ok())
-            .filter(|s| !s.is_empty());
+        // RFC 8705 certificate-bound tokens are checked against. Read only for such a token
+        // (a host call per read).
+        let peer = || {
+            host.property(&["connection", "sha256_peer_certificate_digest"])
+                .and_then(|b| String::from_utf8(b).ok())
+                .filter(|s| !s.is_empty())
+        };
         let req = Request {
             method: pseudo(":method"),
             path: pseudo(":path"),
             headers: &headers,
-            peer_cert_sha256: peer.as_deref(),
+            peer_cert_sha256: &peer,
         };
-        let now = host.now_secs();
+        let now = now_ns / 1_000_000_000;
         // A worker that has not read a remote key set yet (just started) reads it now.
         for (i, p) in cfg.providers.iter().enumerate() {
             if p.remote.is_some() && st.keys.borrow().get(i).is_none() {
@@ -399,7 +403,7 @@ impl Stream for AuthnStream {
                 );
                 // Shadow mode lets it through without an identity — and without credentials.
                 if flow == Flow::Continue {
-                    strip_credentials(host, cfg);
+                    strip_credentials(host, cfg, &headers);
                 }
                 return flow;
             }
@@ -447,7 +451,7 @@ impl Stream for AuthnStream {
         if let Some(p) = &allowed.rewrite_path {
             host.set_request_header(":path", Some(p));
         }
-        strip_credentials(host, cfg);
+        strip_credentials(host, cfg, &headers);
         Flow::Continue
     }
 }
@@ -455,14 +459,21 @@ impl Stream for AuthnStream {
 /// Removes credentials before the request goes on: the token (and a DPoP proof) unless the
 /// policy forwards it — on anonymous routes too, where nobody checked it — and an API key
 /// always (a long-lived secret never travels past the gateway).
-fn strip_credentials<H: Host>(host: &H, cfg: &AuthnConfig) {
+/// `headers` are the request's as read on arrival: a header that is not there is not removed
+/// (each removal is a host call).
+fn strip_credentials<H: Host>(host: &H, cfg: &AuthnConfig, headers: &[(String, String)]) {
+    let strip = |name: &str| {
+        if headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            host.set_request_header(name, None);
+        }
+    };
     if !cfg.forward_token {
-        host.set_request_header(&cfg.token.header, None);
+        strip(&cfg.token.header);
         if cfg.dpop.is_some() {
-            host.set_request_header("dpop", None);
+            strip("dpop");
         }
     }
     if let Some(keys) = &cfg.api_keys {
-        host.set_request_header(&keys.header, None);
+        strip(&keys.header);
     }
 }

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 const REALM: &str = "Bearer realm=\"portcullis\"";
 
 /// The parts of a request authn looks at.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Request<'a> {
     /// `:method`.
     pub method: &'a str,
@@ -27,7 +27,18 @@ pub struct Request<'a> {
     pub headers: &'a [(String, String)],
     /// Hex SHA-256 of the client certificate presented on this connection (Envoy's
     /// `connection.sha256_peer_certificate_digest`), if any.
-    pub peer_cert_sha256: Option<&'a str>,
+    /// Asked for only when a token is certificate-bound (in Envoy each read is a host call).
+    pub peer_cert_sha256: &'a dyn Fn() -> Option<String>,
+}
+
+impl std::fmt::Debug for Request<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Header values (credentials among them) are left out on purpose.
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Whether the verified-token cache answered.
@@ -946,7 +957,7 @@ fn check_binding(
     dpop_proven: bool,
 ) -> Result<(), Denial> {
     if let Some(want) = &v.cnf_x5t {
-        let Some(have) = req.peer_cert_sha256.and_then(hex_to_b64url) else {
+        let Some(have) = (req.peer_cert_sha256)().as_deref().and_then(hex_to_b64url) else {
             return Err(unauthorized(
                 AuthnReason::CertificateRequired,
                 "This token is bound to a client certificate; present it on the connection.",

@@ -61,7 +61,7 @@ fn run(
             method,
             path,
             headers: &headers,
-            peer_cert_sha256: None,
+            peer_cert_sha256: &|| None,
         },
         1_800_000_000,
     )

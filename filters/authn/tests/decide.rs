@@ -128,7 +128,7 @@ fn run(
             method,
             path,
             headers: &headers,
-            peer_cert_sha256: None,
+            peer_cert_sha256: &|| None,
         },
         NOW,
     )
@@ -460,7 +460,7 @@ fn cache_serves_repeats_and_never_past_expiry() {
             method: "GET",
             path: "/t/acme/customers",
             headers: &[("authorization".into(), format!("Bearer {t}"))],
-            peer_cert_sha256: None,
+            peer_cert_sha256: &|| None,
         },
         NOW + 5 + 61,
     );
@@ -514,7 +514,7 @@ fn token_extraction_edge_cases() {
                 method: "GET",
                 path: "/t/acme/customers",
                 headers: &h,
-                peer_cert_sha256: None,
+                peer_cert_sha256: &|| None,
             },
             NOW,
         ))

@@ -114,7 +114,7 @@ fn run(cfg: &AuthnConfig, method: &str, path: &str, headers: &[(&str, String)]) 
             method,
             path,
             headers: &headers,
-            peer_cert_sha256: None,
+            peer_cert_sha256: &|| None,
         },
         NOW,
     )

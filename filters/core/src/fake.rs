@@ -67,6 +67,7 @@ pub struct Process {
     calls: RefCell<Vec<Outbound>>,
     next_token: Cell<u32>,
     host_errors: Cell<u32>,
+    host_calls: RefCell<Option<BTreeMap<String, u64>>>,
 }
 
 impl Default for Process {
@@ -81,6 +82,7 @@ impl Default for Process {
             calls: RefCell::new(Vec::new()),
             next_token: Cell::new(1),
             host_errors: Cell::new(0),
+            host_calls: RefCell::new(None),
         }
     }
 }
@@ -117,6 +119,34 @@ impl Process {
     /// Every outbound call made so far.
     pub fn calls(&self) -> Vec<Outbound> {
         self.calls.borrow().clone()
+    }
+
+    /// Starts (or restarts) counting the host calls the filters make, by kind: in Envoy each
+    /// one crosses from the VM to the host (a read that returns data also calls back into the
+    /// VM to allocate), so tests pin a request's budget with [`Process::host_calls`].
+    pub fn count_host_calls(&self) {
+        *self.host_calls.borrow_mut() = Some(BTreeMap::new());
+    }
+
+    /// The host calls counted since [`Process::count_host_calls`], keyed `instance: kind` or
+    /// `instance: kind name` (`authn: request_headers`, `ratelimit: property source.address`);
+    /// counting restarts.
+    pub fn host_calls(&self) -> BTreeMap<String, u64> {
+        self.host_calls
+            .borrow_mut()
+            .replace(BTreeMap::new())
+            .unwrap_or_default()
+    }
+
+    fn note(&self, instance: &str, kind: &str, name: &str) {
+        if let Some(m) = self.host_calls.borrow_mut().as_mut() {
+            let key = if name.is_empty() {
+                format!("{instance}: {kind}")
+            } else {
+                format!("{instance}: {kind} {name}")
+            };
+            *m.entry(key).or_default() += 1;
+        }
     }
 
     /// Makes the next `n` host calls that can fail (property writes, local replies, outbound
@@ -242,30 +272,36 @@ impl<'a> FakeHost<'a> {
 
 impl SharedStore for FakeHost<'_> {
     fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, u32), StoreError> {
+        self.process.note(self.instance, "shared_get", "");
         self.process.shared.get(key)
     }
 
     fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+        self.process.note(self.instance, "shared_set", "");
         self.process.shared.set(key, value, cas)
     }
 }
 
 impl Host for FakeHost<'_> {
     fn request_header(&self, name: &str) -> Option<String> {
+        self.process.note(self.instance, "request_header", name);
         self.with_stream(|s| get(&s.request_headers, name).map(str::to_string))
             .flatten()
     }
 
     fn request_headers(&self) -> Vec<(String, String)> {
+        self.process.note(self.instance, "request_headers", "");
         self.with_stream(|s| s.request_headers.clone())
             .unwrap_or_default()
     }
 
     fn set_request_header(&self, name: &str, value: Option<&str>) {
+        self.process.note(self.instance, "set_request_header", name);
         self.with_stream(|s| set(&mut s.request_headers, name, value));
     }
 
     fn add_request_header(&self, name: &str, value: &str) {
+        self.process.note(self.instance, "add_request_header", name);
         self.with_stream(|s| {
             s.request_headers
                 .push((name.to_string(), value.to_string()))
@@ -275,7 +311,9 @@ impl Host for FakeHost<'_> {
     // The fake keeps header values as text: bytes that are not UTF-8 are held as ISO-8859-1
     // characters and given back as those bytes.
     fn request_headers_bytes(&self) -> Vec<(String, Vec<u8>)> {
-        self.request_headers()
+        self.process.note(self.instance, "request_headers", "");
+        self.with_stream(|s| s.request_headers.clone())
+            .unwrap_or_default()
             .into_iter()
             .map(|(k, v)| (k, latin1_bytes(&v)))
             .collect()
@@ -310,20 +348,26 @@ impl Host for FakeHost<'_> {
     }
 
     fn response_header(&self, name: &str) -> Option<String> {
+        self.process.note(self.instance, "response_header", name);
         self.with_stream(|s| get(&s.response_headers, name).map(str::to_string))
             .flatten()
     }
 
     fn response_headers(&self) -> Vec<(String, String)> {
+        self.process.note(self.instance, "response_headers", "");
         self.with_stream(|s| s.response_headers.clone())
             .unwrap_or_default()
     }
 
     fn set_response_header(&self, name: &str, value: Option<&str>) {
+        self.process
+            .note(self.instance, "set_response_header", name);
         self.with_stream(|s| set(&mut s.response_headers, name, value));
     }
 
     fn add_response_header(&self, name: &str, value: &str) {
+        self.process
+            .note(self.instance, "add_response_header", name);
         self.with_stream(|s| {
             s.response_headers
                 .push((name.to_string(), value.to_string()))
@@ -331,7 +375,9 @@ impl Host for FakeHost<'_> {
     }
 
     fn response_headers_bytes(&self) -> Vec<(String, Vec<u8>)> {
-        self.response_headers()
+        self.process.note(self.instance, "response_headers", "");
+        self.with_stream(|s| s.response_headers.clone())
+            .unwrap_or_default()
             .into_iter()
             .map(|(k, v)| (k, latin1_bytes(&v)))
             .collect()
@@ -389,6 +435,7 @@ impl Host for FakeHost<'_> {
             ["filter_state", rest @ ..] => rest.join(".").trim_start_matches("wasm.").to_string(),
             _ => path.join("."),
         };
+        self.process.note(self.instance, "property", &key);
         self.with_stream(|s| s.properties.get(&key).cloned())
             .flatten()
     }
@@ -398,6 +445,7 @@ impl Host for FakeHost<'_> {
             return Err(HostError);
         }
         let key = path.join(".");
+        self.process.note(self.instance, "set_property", &key);
         self.with_stream(|s| {
             s.properties.insert(key, value.to_vec());
         })
@@ -405,6 +453,7 @@ impl Host for FakeHost<'_> {
     }
 
     fn now_nanos(&self) -> u64 {
+        self.process.note(self.instance, "now", "");
         self.process.now()
     }
 
@@ -429,6 +478,7 @@ impl Host for FakeHost<'_> {
     }
 
     fn increment_metric(&self, id: MetricId, by: u64) {
+        self.process.note(self.instance, "increment_metric", "");
         if let Some(i) = id.0.and_then(|i| usize::try_from(i).ok()) {
             if let Some(v) = self.process.metric_values.borrow_mut().get_mut(i) {
                 *v += by;
@@ -437,6 +487,7 @@ impl Host for FakeHost<'_> {
     }
 
     fn record_metric(&self, id: MetricId, value: u64) {
+        self.process.note(self.instance, "record_metric", "");
         if let Some(i) = id.0.and_then(|i| usize::try_from(i).ok()) {
             if let Some(v) = self.process.metric_values.borrow_mut().get_mut(i) {
                 *v = value;

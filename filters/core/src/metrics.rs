@@ -143,8 +143,8 @@ impl DenialCounters {
 
     /// Writes the pending summary if its window is over (called on any request, so a window's
     /// tail is not held back until the next denial).
-    pub fn flush_due<H: Host>(&self, host: &H, filter: &str, mode: Mode) {
-        let due = self.summary.borrow_mut().due(host.now_nanos());
+    pub fn flush_due(&self, now_ns: u64, filter: &str, mode: Mode) {
+        let due = self.summary.borrow_mut().due(now_ns);
         if let Some(s) = due {
             log::info!("{}", s.line(filter, verb(mode == Mode::Shadow)));
         }

@@ -130,8 +130,13 @@ impl SlotTable {
     pub fn locate(&self, secret: &Secret, id: &[u8]) -> Slot {
         let h = secret.hash(&[self.prefix.as_bytes(), id]);
         let index = (h as u64) % u64::from(self.slots);
+        // Pushed, not `format!`ed: one per limit per request.
+        let mut key = String::with_capacity(self.prefix.len() + 12);
+        key.push_str(&self.prefix);
+        key.push_str(".s");
+        crate::push_decimal(&mut key, index);
         Slot {
-            key: format!("{}.s{index}", self.prefix),
+            key,
             // Never 0, so an all-zero entry can never pass for an id's own.
             fingerprint: ((h >> 64) as u64).max(1),
         }

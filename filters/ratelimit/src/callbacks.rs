@@ -92,6 +92,8 @@ pub struct RateLimit {
     metrics: Metrics,
     /// Request headers some limit is keyed by (read by name; nothing else is copied).
     header_names: Vec<String>,
+    /// Whether the limits look at the identity and at the route (else neither is fetched).
+    reads: decide::Reads,
     secret: OnceCell<Secret>,
     /// When this worker last logged a silent rate limit service (at most every 10 s).
     last_service_warning: Cell<u64>,
@@ -115,6 +117,7 @@ impl Filter for RateLimit {
             })
             .collect();
         Ok(RateLimit {
+            reads: decide::reads(&config),
             config,
             metrics,
             header_names,
@@ -366,28 +369,39 @@ impl Stream for RateLimitStream {
         let rl = self.root.clone();
         let cfg = &rl.config;
         let m = &rl.metrics;
-        m.denials.flush_due(host, &cfg.stat_prefix, cfg.mode);
+        // One clock read per request (each is a host call).
+        let now = host.now_nanos();
+        m.denials.flush_due(now, &cfg.stat_prefix, cfg.mode);
         let Some(secret) = rl.secret(host) else {
             return rl.unavailable(host);
         };
-        let identity = Identity::from_filter_state(host.property(&[IDENTITY_PROPERTY]).as_deref());
-        let source = host
-            .property(&["source", "address"])
-            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        let identity = if rl.reads.identity {
+            Identity::from_filter_state(host.property(&[IDENTITY_PROPERTY]).as_deref())
+        } else {
+            None
+        };
+        let source = || {
+            host.property(&["source", "address"])
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        };
         let headers: Vec<(String, String)> = rl
             .header_names
             .iter()
             .filter_map(|n| Some((n.clone(), host.request_header(n)?)))
             .collect();
-        let (method, path) = (host.method(), host.path());
+        let (method, path) = if rl.reads.route {
+            (host.method(), host.path())
+        } else {
+            (String::new(), String::new())
+        };
         let req = Request {
             method: &method,
             path: &path,
             headers: &headers,
             identity: identity.as_ref(),
-            source_address: source.as_deref(),
+            source_address: &source,
         };
-        let d = decide::decide_with_service(cfg, host, &secret, &req, host.now_nanos());
+        let d = decide::decide_with_service(cfg, host, &secret, &req, now);
         m.cas_retries.add(host, u64::from(d.cas_retries));
         m.slots_created.add(host, u64::from(d.slots_created));
         if d.failure_mode_used {

@@ -8,9 +8,9 @@ use crate::global;
 use crate::store::{self, Bucket, Charge, TakeError};
 use portcullis_core::deny::Denial;
 use portcullis_core::identity::{AuthMethod, Identity};
-use portcullis_core::path;
 use portcullis_core::shared::SharedStore;
 use portcullis_core::slots::Secret;
+use portcullis_core::{path, push_decimal};
 use serde_json::json;
 
 portcullis_core::reasons! {
@@ -28,7 +28,7 @@ portcullis_core::reasons! {
 }
 
 /// What the limiter looks at.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Request<'a> {
     /// `:method`.
     pub method: &'a str,
@@ -38,8 +38,51 @@ pub struct Request<'a> {
     pub headers: &'a [(String, String)],
     /// Identity authn published (filter state), if any.
     pub identity: Option<&'a Identity>,
-    /// Envoy's downstream source address (`ip:port` or `ip`).
-    pub source_address: Option<&'a str>,
+    /// Envoy's downstream source address (`ip:port` or `ip`), asked for only when a limit
+    /// keys by it: in Envoy each read is a host call (about 1 µs, tests/bench/hostcalls.sh), and
+    /// a verified caller's limits rarely need it.
+    pub source_address: &'a dyn Fn() -> Option<String>,
+}
+
+impl std::fmt::Debug for Request<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("headers", &self.headers)
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a configuration reads from a request besides the client address. Each is a host call
+/// per request in Envoy, so a filter whose limits never look at one does not fetch it (the IP
+/// limiter in front of authn reads neither).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reads {
+    /// The identity authn published: some limit keys by it, or has tiers.
+    pub identity: bool,
+    /// `:method` and `:path`: some limit applies to routes or costs by route.
+    pub route: bool,
+}
+
+/// What `cfg` reads from a request (see [`Reads`]).
+pub fn reads(cfg: &RateLimitConfig) -> Reads {
+    Reads {
+        identity: !cfg.tenant_tiers.is_empty()
+            || cfg.limits.iter().any(|l| {
+                !l.tiers.is_empty()
+                    || matches!(
+                        l.key,
+                        KeySource::Tenant | KeySource::App | KeySource::Subject
+                    )
+            }),
+        route: cfg.limits.iter().any(by_route),
+    }
+}
+
+fn by_route(l: &CompiledLimit) -> bool {
+    !l.routes.is_empty() || !l.route_costs.is_empty()
 }
 
 /// One limit as applied to one request.
@@ -94,7 +137,7 @@ pub fn client_ip(source_address: Option<&str>, v4_prefix: u8, v6_prefix: u8) -> 
         Err(_) => return Some("other".into()),
     };
     Some(match ip {
-        std::net::IpAddr::V4(v4) if v4_prefix >= 32 => v4.to_string(),
+        std::net::IpAddr::V4(v4) if v4_prefix >= 32 => dotted(v4),
         std::net::IpAddr::V4(v4) => {
             let mask = u32::MAX.checked_shl(32 - u32::from(v4_prefix)).unwrap_or(0);
             format!(
@@ -122,6 +165,19 @@ pub fn client_ip(source_address: Option<&str>, v4_prefix: u8, v6_prefix: u8) -> 
     })
 }
 
+/// `a.b.c.d`, as `Display` writes it, without the formatting machinery (once per request for a
+/// per-IP limit).
+fn dotted(v4: std::net::Ipv4Addr) -> String {
+    let mut s = String::with_capacity(15);
+    for (i, o) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        push_decimal(&mut s, u64::from(o));
+    }
+    s
+}
+
 /// The key of a limit for this request. Identity keys come only from a verified identity; a
 /// request without one falls back to its IP, so it never shares a bucket with everyone else.
 /// `ip` is the client's key, worked out on first use (a verified caller's keys rarely need it).
@@ -133,7 +189,13 @@ fn key_for(
 ) -> Option<String> {
     let verified = req.identity.filter(|i| i.method != AuthMethod::Anonymous);
     let pick = |v: Option<&String>, kind: &str| match v.filter(|v| !v.is_empty()) {
-        Some(v) => Some(format!("{kind}:{v}")),
+        Some(v) => {
+            let mut k = String::with_capacity(kind.len() + 1 + v.len());
+            k.push_str(kind);
+            k.push(':');
+            k.push_str(v);
+            Some(k)
+        }
         None => ip(),
     };
     match &l.key {
@@ -177,11 +239,7 @@ struct Planned<'c> {
 
 fn plan<'c>(cfg: &'c RateLimitConfig, secret: &Secret, req: &Request<'c>) -> Vec<Planned<'c>> {
     // Only limits with routes or route costs look at the path: normalise it for them alone.
-    let by_route = cfg
-        .limits
-        .iter()
-        .any(|l| !l.routes.is_empty() || !l.route_costs.is_empty());
-    let normalized = if by_route {
+    let normalized = if cfg.limits.iter().any(by_route) {
         path::normalize(req.path).unwrap_or_else(|_| req.path.to_string())
     } else {
         String::new()
@@ -190,8 +248,12 @@ fn plan<'c>(cfg: &'c RateLimitConfig, secret: &Secret, req: &Request<'c>) -> Vec
     let ip = || {
         ip_key
             .get_or_init(|| {
-                client_ip(req.source_address, cfg.ipv4_prefix, cfg.ipv6_prefix)
-                    .map(|ip| format!("ip:{ip}"))
+                client_ip(
+                    (req.source_address)().as_deref(),
+                    cfg.ipv4_prefix,
+                    cfg.ipv6_prefix,
+                )
+                .map(|ip| ["ip:", &ip].concat())
             })
             .clone()
     };
@@ -437,25 +499,46 @@ pub fn response_headers(style: HeaderStyle, applied: &[Applied]) -> Vec<(&'stati
     if style == HeaderStyle::None || applied.is_empty() {
         return Vec::new();
     }
-    let policy = applied
-        .iter()
-        .map(|a| format!("\"{}\";q={};w={}", a.name, a.capacity, a.window_secs))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut out = vec![("ratelimit-policy", policy)];
-    let tightest = tightest(applied);
-    if let Some(t) = tightest {
-        out.push((
-            "ratelimit",
-            format!(
-                "\"{}\";r={};t={}",
-                t.name, t.outcome.remaining, t.outcome.reset_secs
-            ),
-        ));
+    // Built with pushes, not `format!`: these are written on every allowed request.
+    let number = |n: u64| {
+        let mut s = String::with_capacity(20);
+        push_decimal(&mut s, n);
+        s
+    };
+    // `"name";q=10;w=60`, or with `r=`/`t=` for the `RateLimit` field.
+    let item = |out: &mut String, name: &str, (k1, v1): (&str, u64), (k2, v2): (&str, u64)| {
+        out.push('"');
+        out.push_str(name);
+        out.push_str("\";");
+        out.push_str(k1);
+        push_decimal(out, v1);
+        out.push(';');
+        out.push_str(k2);
+        push_decimal(out, v2);
+    };
+    let mut policy = String::with_capacity(applied.len() * 32);
+    for (i, a) in applied.iter().enumerate() {
+        if i > 0 {
+            policy.push_str(", ");
+        }
+        item(
+            &mut policy,
+            &a.name,
+            ("q=", a.capacity),
+            ("w=", a.window_secs),
+        );
+    }
+    let mut out = Vec::with_capacity(5);
+    out.push(("ratelimit-policy", policy));
+    if let Some(t) = tightest(applied) {
+        let mut field = String::with_capacity(32);
+        let (r, reset) = (t.outcome.remaining, t.outcome.reset_secs);
+        item(&mut field, &t.name, ("r=", r), ("t=", reset));
+        out.push(("ratelimit", field));
         if style == HeaderStyle::DraftAndLegacy {
-            out.push(("x-ratelimit-limit", t.capacity.to_string()));
-            out.push(("x-ratelimit-remaining", t.outcome.remaining.to_string()));
-            out.push(("x-ratelimit-reset", t.outcome.reset_secs.to_string()));
+            out.push(("x-ratelimit-limit", number(t.capacity)));
+            out.push(("x-ratelimit-remaining", number(r)));
+            out.push(("x-ratelimit-reset", number(reset)));
         }
     }
     out
@@ -523,7 +606,7 @@ mod tests {
                 path,
                 headers: &headers,
                 identity: ident,
-                source_address: Some("192.0.2.7:5555"),
+                source_address: &|| Some("192.0.2.7:5555".into()),
             },
             100 * S,
         )
@@ -608,6 +691,55 @@ mod tests {
         );
         assert_eq!(ip("envoy://internal", 32, 64).as_deref(), Some("other"));
         assert_eq!(client_ip(None, 32, 64), None);
+    }
+
+    #[test]
+    fn every_ipv4_address_is_keyed_as_display_writes_it() {
+        for (a, b, c, d) in [
+            (0, 0, 0, 0),
+            (255, 255, 255, 255),
+            (10, 0, 100, 9),
+            (192, 0, 2, 7),
+        ] {
+            let v4 = std::net::Ipv4Addr::new(a, b, c, d);
+            assert_eq!(dotted(v4), v4.to_string());
+            assert_eq!(
+                client_ip(Some(&format!("{v4}:9")), 32, 64),
+                Some(v4.to_string())
+            );
+        }
+    }
+
+    #[test]
+    fn rate_limit_headers_describe_every_policy_and_the_tightest_limit() {
+        let applied = |name: &str, capacity, window_secs, remaining, reset_secs| Applied {
+            name: name.into(),
+            capacity,
+            window_secs,
+            outcome: Outcome {
+                allowed: true,
+                remaining,
+                reset_secs,
+                retry_after_secs: 0,
+                next: crate::bucket::State { level: 0, stamp: 0 },
+            },
+        };
+        let both = [
+            applied("tenant", 200, 2, 150, 1),
+            applied("app", 100, 1, 7, 12),
+        ];
+        let h = response_headers(HeaderStyle::DraftAndLegacy, &both);
+        let want = [
+            ("ratelimit-policy", r#""tenant";q=200;w=2, "app";q=100;w=1"#),
+            ("ratelimit", r#""app";r=7;t=12"#),
+            ("x-ratelimit-limit", "100"),
+            ("x-ratelimit-remaining", "7"),
+            ("x-ratelimit-reset", "12"),
+        ];
+        let got: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(got, want);
+        assert_eq!(response_headers(HeaderStyle::Draft, &both).len(), 2);
+        assert!(response_headers(HeaderStyle::None, &both).is_empty());
     }
 
     #[test]

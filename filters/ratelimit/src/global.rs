@@ -325,7 +325,7 @@ mod tests {
                 path,
                 headers: &[],
                 identity: id,
-                source_address: Some("192.0.2.7:5555"),
+                source_address: &|| Some("192.0.2.7:5555".into()),
             },
             100 * S,
         )

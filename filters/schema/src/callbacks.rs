@@ -164,7 +164,9 @@ impl Stream for SchemaStream {
 
     fn on_request_headers<H: Host>(&mut self, host: &H, end_of_stream: bool) -> Flow {
         let st = self.root.clone();
-        st.metrics.denials.flush_due(host, "schema", st.config.mode);
+        st.metrics
+            .denials
+            .flush_due(host.now_nanos(), "schema", st.config.mode);
         let (method, path) = (host.method(), host.path());
         let lookup = |n: &str| host.request_header(n);
         let head = Head {
