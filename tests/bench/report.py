@@ -219,6 +219,32 @@ if g_thr["local"] or svc:
         out.append(f"| {sc} | {f(g_thr[sc])} | {f(g_p50[sc], 2)} | {f(g_p99[sc], 2)} |")
     for c, r in sorted(svc.items()):
         out.append(f"\nService decision latency on loopback, {c} connection(s) (sequential calls each): {f(r['rps'])} decisions/s, p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.3f} ms.")
+HOSTCALLS = {
+    "headers": "every request header (`get_header_map_pairs`)",
+    "header": "one request header by name",
+    "set_header": "replace a request header",
+    "add_response_header": "add a response header",
+    "property": "a property (`source.address`)",
+    "set_property": "write filter state",
+    "shared_get": "read a shared-data key",
+    "shared_set": "write a shared-data key",
+    "time": "the clock",
+    "metric": "increment a counter",
+}
+hostcalls = {r["call"]: r for r in by("hostcall")}
+if hostcalls:
+    out.append("\n## What one host call costs\n")
+    out.append("One no-op wasm filter making the same proxy-wasm host call 16 times per request, against the same")
+    out.append("filter making none (direct response, one worker; `tests/bench/hostcalls.sh`): the CPU difference")
+    out.append("per call, median and range over the repetitions. A call that returns data also calls back into the")
+    out.append("VM to allocate it. The filters' request paths are held to the calls their decisions need")
+    out.append("(`filters/authn/tests/host_calls.rs` pins the budget of one cached request through C2).\n")
+    out.append("| host call | ns per call | range |")
+    out.append("|---|---:|---:|")
+    for call, what in HOSTCALLS.items():
+        r = hostcalls.get(call)
+        if r:
+            out.append(f"| {what} | {r['ns']:,} | {r['min_ns']:,}–{r['max_ns']:,} |")
 SCALING = (("routes", 10, 10000), ("tenants", 10, 100000), ("apikeys", 10, 100000))
 scaling = {}
 for what, lo, hi in SCALING:

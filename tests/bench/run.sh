@@ -9,7 +9,8 @@
 # latency (default 400 req/s), OUT (default .build/bench), ONLY=verify to run just the per-algorithm
 # verification section (prints its table, leaves docs/ untouched; ALGS="direct RS256" narrows it),
 # ONLY=global the fleet-wide section (local vs global limit, service latency; needs redis-server),
-# ONLY=startup the start-up times and module sizes (printed only), ONLY=scaling the routes,
+# ONLY=startup the start-up times and module sizes (printed only), ONLY=hostcalls the per-call
+# costs (printed only), ONLY=scaling the routes,
 # tenants and API keys scaling section (printed only; PARTS="apikeys" narrows it).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -108,6 +109,11 @@ wrk_run() {
   CPU_US=$(( (t1 - t0) * 10000000 / (REQS > 0 ? REQS : 1) ))   # ticks are 10 ms; value in 0.001 µs
 }
 ms() { $PY -c "import sys; v=sys.argv[1]; print(float(v[:-2])*1 if v.endswith('ms') else float(v[:-2])/1000 if v.endswith('us') else float(v[:-1])*1000)" "$1"; }
+
+if [ "${ONLY:-}" = hostcalls ]; then
+  REPS=$REPS DUR=$(( DUR > 5 ? 5 : DUR )) bash tests/bench/hostcalls.sh
+  exit 0
+fi
 
 if [ "${ONLY:-}" = scaling ]; then
   REPS=$REPS DUR=$DUR PARTS=${PARTS:-routes tenants apikeys} bash tests/bench/scaling.sh
@@ -303,6 +309,15 @@ for alg in dict.fromkeys(re.findall(r"^(\S+) alone:", t, re.M)):
     f = re.search(rf"^{alg} forged absorbed: (\S+) req/s; refused: (\d*) of (\d+)", t, re.M)
     print(json.dumps({"kind": "flood", "alg": alg, "forged_rps": float(f.group(1)), "refused": int(f.group(2) or 0), "sent": int(f.group(3)),
                       "valid_p50_ms": ms(a.group(1)), "valid_p99_ms": ms(a.group(2)), "flood_p50_ms": ms(w.group(1)), "flood_p99_ms": ms(w.group(2))}))
+PY
+
+echo "== host calls: what one proxy-wasm host call costs (no-op filter making it 16 times per request)"
+REPS=$REPS DUR=$(( DUR > 5 ? 5 : DUR )) bash tests/bench/hostcalls.sh | tee "$WORK/hostcalls.txt"
+$PY - "$WORK/hostcalls.txt" >> "$RESULTS" <<'PY'
+import re, sys, json
+t = open(sys.argv[1]).read()
+for m in re.finditer(r"^call=(\S+) per_call_ns=(-?\d+) spread_ns=(-?\d+)\.\.(-?\d+)", t, re.M):
+    print(json.dumps({"kind": "hostcall", "call": m.group(1), "ns": int(m.group(2)), "min_ns": int(m.group(3)), "max_ns": int(m.group(4))}))
 PY
 
 echo "== scaling with work: 10 vs 10k routes, 10 vs 100k tenants' buckets, 10 vs 100k API keys (authn + ratelimit, direct response)"

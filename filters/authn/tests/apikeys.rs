@@ -20,18 +20,24 @@ fn sha256_hex(s: &str) -> String {
 const KEY: &str = "pcak_test-key-of-the-widget-app-0000000000";
 const REVOKED: &str = "pcak_revoked-key-0000000000000000000000000";
 
-fn config(extra_keys: Vec<Value>) -> AuthnConfig {
+/// The test's two keys (one live, one disabled) followed by `extra`, as a policy lists them.
+fn keys(extra: Vec<Value>) -> Vec<Value> {
     let mut keys = vec![
         json!({"id": "widget-1", "sha256": sha256_hex(KEY), "app": "widget", "tenant": "acme",
                "scopes": ["customers:read"], "tier": "standard"}),
         json!({"id": "widget-0", "sha256": sha256_hex(REVOKED), "app": "widget", "tenant": "acme",
                "scopes": ["customers:read"], "disabled": true}),
     ];
-    keys.extend(extra_keys);
-    AuthnConfig::from_value(json!({
+    keys.extend(extra);
+    keys
+}
+
+/// The configuration every test here runs, around an `api_keys` value (a list or a table).
+fn document(api_keys: Value) -> Value {
+    json!({
         "providers": [{"name": "main", "issuer": "https://idp", "algorithms": ["HS256"], "require_exp": false,
                        "jwks": {"keys": [{"kty": "oct", "k": "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI"}]}}],
-        "api_keys": {"keys": keys},
+        "api_keys": api_keys,
         "routes": [
             {"name": "list", "match": {"methods": ["GET"], "template": "/t/{tenant}/customers"},
              "require": {"providers": ["main", "api-keys"], "scopes": {"all_of": ["customers:read"]}, "tenant_param": "tenant"}},
@@ -39,8 +45,11 @@ fn config(extra_keys: Vec<Value>) -> AuthnConfig {
              "require": {"providers": ["main", "api-keys"], "scopes": {"all_of": ["customers:write"]}}},
             {"name": "tokens-only", "match": {"prefix": "/admin"}, "require": {}}
         ]
-    }))
-    .unwrap()
+    })
+}
+
+fn config(extra_keys: Vec<Value>) -> AuthnConfig {
+    AuthnConfig::from_value(document(json!({"keys": keys(extra_keys)}))).unwrap()
 }
 
 fn run(
@@ -193,32 +202,14 @@ fn a_hundred_thousand_keys_compile_and_each_is_found() {
 fn table_config_bytes(extra: Vec<Value>) -> Vec<u8> {
     use portcullis_authn::config::RawApiKey;
     use portcullis_authn::keytable::{to_text, KeyTable};
-    let mut keys: Vec<RawApiKey> = vec![
-        serde_json::from_value(json!({"id": "widget-1", "sha256": sha256_hex(KEY), "app": "widget", "tenant": "acme",
-               "scopes": ["customers:read"], "tier": "standard"})).unwrap(),
-        serde_json::from_value(json!({"id": "widget-0", "sha256": sha256_hex(REVOKED), "app": "widget", "tenant": "acme",
-               "scopes": ["customers:read"], "disabled": true})).unwrap(),
-    ];
-    keys.extend(
-        extra
-            .into_iter()
-            .map(|v| serde_json::from_value(v).unwrap()),
-    );
+    let keys: Vec<RawApiKey> = keys(extra)
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect();
     let table = to_text(&KeyTable::encode(&keys).unwrap());
-    json!({
-        "providers": [{"name": "main", "issuer": "https://idp", "algorithms": ["HS256"], "require_exp": false,
-                       "jwks": {"keys": [{"kty": "oct", "k": "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI"}]}}],
-        "api_keys": {"table": table},
-        "routes": [
-            {"name": "list", "match": {"methods": ["GET"], "template": "/t/{tenant}/customers"},
-             "require": {"providers": ["main", "api-keys"], "scopes": {"all_of": ["customers:read"]}, "tenant_param": "tenant"}},
-            {"name": "write", "match": {"methods": ["POST"], "template": "/t/{tenant}/customers"},
-             "require": {"providers": ["main", "api-keys"], "scopes": {"all_of": ["customers:write"]}}},
-            {"name": "tokens-only", "match": {"prefix": "/admin"}, "require": {}}
-        ]
-    })
-    .to_string()
-    .into_bytes()
+    document(json!({"table": table}))
+        .to_string()
+        .into_bytes()
 }
 
 #[test]
