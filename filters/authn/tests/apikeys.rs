@@ -207,9 +207,7 @@ fn table_config_bytes(extra: Vec<Value>) -> Vec<u8> {
         .map(|v| serde_json::from_value(v).unwrap())
         .collect();
     let table = to_text(&KeyTable::encode(&keys).unwrap());
-    document(json!({"table": table}))
-        .to_string()
-        .into_bytes()
+    document(json!({"table": table})).to_string().into_bytes()
 }
 
 #[test]
