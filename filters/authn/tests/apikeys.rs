@@ -48,6 +48,14 @@ fn document(api_keys: Value) -> Value {
     })
 }
 
+/// `n` keys `pcak_bulk_0…`, each its own app, over a thousand tenants.
+fn bulk_keys(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| json!({"id": format!("k{i}"), "sha256": sha256_hex(&format!("pcak_bulk_{i}")), "app": format!("app{i}"),
+                         "tenant": format!("t{}", i % 1000), "scopes": ["customers:read"]}))
+        .collect()
+}
+
 fn config(extra_keys: Vec<Value>) -> AuthnConfig {
     AuthnConfig::from_value(document(json!({"keys": keys(extra_keys)}))).unwrap()
 }
@@ -175,10 +183,7 @@ fn bad_key_entries_name_the_field() {
 #[test]
 fn a_hundred_thousand_keys_compile_and_each_is_found() {
     let n = 100_000;
-    let keys: Vec<Value> = (0..n)
-        .map(|i| json!({"id": format!("k{i}"), "sha256": sha256_hex(&format!("pcak_bulk_{i}")), "app": format!("app{i}"),
-                         "tenant": format!("t{}", i % 1000), "scopes": ["customers:read"]}))
-        .collect();
+    let keys = bulk_keys(n);
     let cfg = config(keys);
     assert_eq!(cfg.api_keys.as_ref().unwrap().len(), n + 1);
     for i in [0, 1, 4_242, 99_999] {
@@ -261,10 +266,7 @@ fn keys_and_table_together_or_a_damaged_table_are_config_errors() {
 #[test]
 fn a_hundred_thousand_keys_in_table_form_load_in_about_their_own_size() {
     let n = 100_000;
-    let keys: Vec<Value> = (0..n)
-        .map(|i| json!({"id": format!("k{i}"), "sha256": sha256_hex(&format!("pcak_bulk_{i}")), "app": format!("app{i}"),
-                         "tenant": format!("t{}", i % 1000), "scopes": ["customers:read"]}))
-        .collect();
+    let keys = bulk_keys(n);
     let bytes = table_config_bytes(keys);
     let config_len = bytes.len();
     let cfg = AuthnConfig::from_owned(bytes).unwrap();
