@@ -464,9 +464,34 @@ impl<'a> Tokenizer<'a> {
     }
 
     /// Checks a string starting at `"`; returns its text.
+    #[inline]
     fn string(&mut self) -> Result<Text<'a>, Error> {
         let open = self.i;
-        self.i += 1;
+        let start = open + 1;
+        // Most strings are one plain run up to the closing quote: that case is read by one
+        // scan, inline; escapes, control characters and the end of input go the long way.
+        let run = plain_run(self.b.get(start..).unwrap_or_default());
+        let end = start + run;
+        if self.b.get(end) == Some(&b'"') {
+            if run > self.limits.max_string_len {
+                return Err(Error::StringTooLong(open));
+            }
+            if let Some(raw) = self.s.get(start..end) {
+                self.i = end + 1;
+                return Ok(Text {
+                    raw,
+                    escaped: false,
+                    start: open,
+                });
+            }
+        }
+        self.string_slow(open)
+    }
+
+    /// [`Tokenizer::string`] byte by byte between plain runs, from the opening quote at `open`.
+    #[inline(never)]
+    fn string_slow(&mut self, open: usize) -> Result<Text<'a>, Error> {
+        self.i = open + 1;
         let start = self.i;
         let mut escaped = false;
         // Bytes of the unescaped value (checked against max_string_len as it grows).

@@ -437,42 +437,69 @@ impl Detectors {
 }
 
 /// ASCII digits and whether an `@` is in `input`; `None` when it has a `%` or a non-ASCII
-/// byte. Eight bytes at a time: every value of a body goes through here.
+/// byte. Eight bytes at a time, the last few too: every value of a body goes through here,
+/// and most are short.
 fn scan(input: &[u8]) -> Option<(usize, bool)> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // Non-zero exactly when some byte of `x` is zero.
-    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
     let mut digits = 0usize;
     let mut at = false;
     let mut words = input.chunks_exact(8);
     for chunk in &mut words {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        let w = u64::from_le_bytes(word);
-        if w & HIGH != 0 || zero_byte(w ^ (ONES * u64::from(b'%'))) != 0 {
-            return None;
-        }
-        at |= zero_byte(w ^ (ONES * u64::from(b'@'))) != 0;
-        // Every byte is ASCII (below 0x80), so adding 0x50 (0x46) to each sets its high bit
-        // exactly when it is at least `0` (`:`), and no sum carries into the next byte.
-        let from_zero = w.wrapping_add(ONES * 0x50);
-        let past_nine = w.wrapping_add(ONES * 0x46);
-        // One bit per digit byte, summed across the bytes by one multiplication (at most 8;
-        // cheaper than a population count where the target has no instruction for it).
-        let ones = (from_zero & !past_nine & HIGH) >> 7;
-        digits += (ones.wrapping_mul(ONES) >> 56) as usize;
+        let (d, a) = scan_word(u64::from_le_bytes(word))?;
+        digits += d;
+        at |= a;
     }
-    for &b in words.remainder() {
-        if b.is_ascii_digit() {
-            digits += 1;
-        } else if b == b'@' {
-            at = true;
-        } else if b == b'%' || !b.is_ascii() {
-            return None;
-        }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        // Zero bytes fill the word: ASCII, not a digit, `@` or `%`, so they count as nothing.
+        let (d, a) = scan_word(tail_word(rest))?;
+        digits += d;
+        at |= a;
     }
     Some((digits, at))
+}
+
+/// [`scan`] of one word: its ASCII digits and whether it holds an `@`.
+#[inline(always)]
+fn scan_word(w: u64) -> Option<(usize, bool)> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Non-zero exactly when some byte of `x` is zero.
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    if w & HIGH != 0 || zero_byte(w ^ (ONES * u64::from(b'%'))) != 0 {
+        return None;
+    }
+    let at = zero_byte(w ^ (ONES * u64::from(b'@'))) != 0;
+    // Every byte is ASCII (below 0x80), so adding 0x50 (0x46) to each sets its high bit
+    // exactly when it is at least `0` (`:`), and no sum carries into the next byte.
+    let from_zero = w.wrapping_add(ONES * 0x50);
+    let past_nine = w.wrapping_add(ONES * 0x46);
+    // One bit per digit byte, summed across the bytes by one multiplication (at most 8;
+    // cheaper than a population count where the target has no instruction for it).
+    let ones = (from_zero & !past_nine & HIGH) >> 7;
+    Some(((ones.wrapping_mul(ONES) >> 56) as usize, at))
+}
+
+/// The 1 to 7 bytes of `rest` as the low bytes of a little-endian word, the others zero: two
+/// overlapping loads of the widest size that fits (the bytes both read are the same, so
+/// or-ing them is exact), not a byte loop.
+#[inline(always)]
+fn tail_word(rest: &[u8]) -> u64 {
+    let n = rest.len();
+    let load = |at: usize, width: usize| -> u64 {
+        let mut w = [0u8; 8];
+        if let (Some(dst), Some(src)) = (w.get_mut(..width), rest.get(at..at + width)) {
+            dst.copy_from_slice(src);
+        }
+        u64::from_le_bytes(w)
+    };
+    match n {
+        4..=7 => load(0, 4) | (load(n - 4, 4) << (8 * (n - 4))),
+        2..=3 => load(0, 2) | (load(n - 2, 2) << (8 * (n - 2))),
+        1 => load(0, 1),
+        _ => 0,
+    }
 }
 
 /// Every candidate of `re` in `t`: `ends(start, end)` returns the valid ends of the match at
