@@ -91,6 +91,7 @@ pub fn mask_document(
         states: Vec::new(),
         detect: !profile.detectors.is_empty(),
         customs: !profile.detectors.customs_absent(text.as_bytes()),
+        name_memo: [None; NAME_MEMO],
     };
     m.memo = (0..m.named.len() + 2).map(|_| Memo::default()).collect();
     let mut t = Tokenizer::for_str(text, limits);
@@ -247,6 +248,22 @@ struct Masker<'c, 's> {
     detect: bool,
     /// A custom pattern may match in some string without escapes.
     customs: bool,
+    /// What member names without escapes were found to be, by a hash of their text: the
+    /// records of a list repeat the same few names, each worked out once.
+    name_memo: [Option<NameMemo<'s>>; NAME_MEMO],
+}
+
+/// Slots of [`Masker::name_memo`] (a power of two).
+const NAME_MEMO: usize = 32;
+
+/// A member name (without escapes) as [`Masker::classify`] found it.
+#[derive(Clone, Copy)]
+struct NameMemo<'s> {
+    raw: &'s str,
+    /// The detectors may find something in it.
+    may_find: bool,
+    /// Its index in `named`, if a path names it.
+    slot: Option<usize>,
 }
 
 impl<'c, 's> Masker<'c, 's> {
@@ -294,12 +311,27 @@ impl<'c, 's> Masker<'c, 's> {
     /// Steps every live path of the innermost container into `seg`; the first field rule
     /// that matches there.
     fn step(&mut self, seg: Seg<'_>) -> Option<usize> {
+        let slot = match seg {
+            Seg::Key(k) => self.slot_of(k),
+            Seg::Index(_) => None,
+        };
+        self.step_slot(seg, slot)
+    }
+
+    /// The index in `named` of member name `k`, if a path names it.
+    fn slot_of(&self, k: &str) -> Option<usize> {
+        if self.keys.may_name(k) {
+            self.named.iter().position(|x| *x == k)
+        } else {
+            None
+        }
+    }
+
+    /// [`Masker::step`] where `slot` is already known (`slot_of` of a key, `None` for an
+    /// index).
+    fn step_slot(&mut self, seg: Seg<'_>, slot: Option<usize>) -> Option<usize> {
         let n = self.paths.len();
         let base = self.frames.len().saturating_sub(1) * 2 * n;
-        let slot = match seg {
-            Seg::Key(k) if self.keys.may_name(k) => self.named.iter().position(|x| *x == k),
-            _ => None,
-        };
         let named = match seg {
             Seg::Key(_) => slot.is_some(),
             Seg::Index(i) => self.indices.contains(&i),
@@ -375,6 +407,41 @@ impl<'c, 's> Masker<'c, 's> {
         rule
     }
 
+    /// Whether the detectors may find something in member name `name` (`key` unescaped), and
+    /// its slot in `named`. Names without escapes are looked up in `name_memo` first.
+    fn classify(&mut self, name: Text<'s>, key: &str) -> (bool, Option<usize>) {
+        let escaped = name.has_escapes();
+        let raw = name.raw();
+        let b = raw.as_bytes();
+        let first = usize::from(b.first().copied().unwrap_or(0));
+        let last = usize::from(b.last().copied().unwrap_or(0));
+        let h = (raw.len().wrapping_mul(7) ^ first.wrapping_mul(3) ^ last) & (NAME_MEMO - 1);
+        if !escaped {
+            if let Some(Some(e)) = self.name_memo.get(h) {
+                if e.raw == raw {
+                    return (e.may_find, e.slot);
+                }
+            }
+        }
+        let may_find = self.detect
+            && self
+                .w
+                .profile
+                .detectors
+                .may_find(key.as_bytes(), self.customs || escaped);
+        let slot = self.slot_of(key);
+        if !escaped {
+            if let Some(e) = self.name_memo.get_mut(h) {
+                *e = Some(NameMemo {
+                    raw,
+                    may_find,
+                    slot,
+                });
+            }
+        }
+        (may_find, slot)
+    }
+
     fn name(&mut self, name: Text<'s>) -> Result<(), StreamError> {
         let key = name.unescape();
         let Some(top) = self.frames.last_mut() else {
@@ -386,13 +453,8 @@ impl<'c, 's> Masker<'c, 's> {
         // A member name is text a client reads (a map keyed by e-mail), so the detectors
         // see it too.
         let mut shown = None;
-        if self.detect
-            && self
-                .w
-                .profile
-                .detectors
-                .may_find(key.as_bytes(), self.customs || name.has_escapes())
-        {
+        let (may_find, slot) = self.classify(name, &key);
+        if may_find {
             let frames = &self.frames;
             shown = self.w.detect_at(&key, &|_| pointer(frames, false))?;
         }
@@ -401,7 +463,7 @@ impl<'c, 's> Masker<'c, 's> {
             None => None,
         };
         let rule = if live {
-            self.step(Seg::Key(&key))
+            self.step_slot(Seg::Key(&key), slot)
         } else {
             self.clear_next();
             None
@@ -653,7 +715,24 @@ impl<'c, 's> Masker<'c, 's> {
 
     /// The member (or element) starting at `start` stays: the comma a removed one before it
     /// left goes, and a masked name is written.
+    #[inline]
     fn keep(&mut self, member: Option<Member>, start: usize) {
+        // Most members follow a kept one and keep their names: nothing to write.
+        let renamed = matches!(
+            member,
+            Some(Member {
+                rename: Some(_),
+                ..
+            })
+        );
+        if renamed || self.frames.last().is_some_and(|f| f.removed_any) {
+            self.keep_slow(member, start);
+        }
+    }
+
+    /// [`Masker::keep`] when something was removed before or the name is masked.
+    #[inline(never)]
+    fn keep_slow(&mut self, member: Option<Member>, start: usize) {
         if self
             .frames
             .last()
@@ -765,11 +844,19 @@ impl<'c, 's> Masker<'c, 's> {
 /// False when the number `n` surely denotes no card: without an exponent, its integer part
 /// (and the next integer up) has fewer than 13 digits.
 fn may_be_card(n: &str) -> bool {
-    if n.bytes().any(|b| b == b'e' || b == b'E') {
-        return true;
+    // One pass over a number the tokenizer accepted (`-?int(.frac)?(e…)?`): the digits
+    // before any `.` are its integer part.
+    let mut int = 0usize;
+    let mut frac = false;
+    for &b in n.as_bytes() {
+        match b {
+            b'e' | b'E' => return true,
+            b'.' => frac = true,
+            b'0'..=b'9' if !frac => int += 1,
+            _ => {}
+        }
     }
-    let int = n.trim_start_matches('-');
-    int.bytes().position(|b| b == b'.').unwrap_or(int.len()) >= 12
+    int >= 12
 }
 
 /// The JSON pointer of the current value (`with_top`), or of the innermost container.
@@ -867,6 +954,38 @@ fn flag_in_object(t: &mut Tokenizer<'_>, path: &[String]) -> Option<bool> {
             Event::Name(_) => skip_value(t)?,
             Event::EndObject => return Some(found),
             _ => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_one_pass_card_precheck_agrees_with_the_two_pass_one() {
+        let old = |n: &str| {
+            if n.bytes().any(|b| b == b'e' || b == b'E') {
+                return true;
+            }
+            let int = n.trim_start_matches('-');
+            int.bytes().position(|b| b == b'.').unwrap_or(int.len()) >= 12
+        };
+        for int in [
+            "0",
+            "-0",
+            "1",
+            "12345678901",
+            "123456789012",
+            "-123456789012",
+            "4111111111111111",
+        ] {
+            for frac in ["", ".5", ".1234567890123"] {
+                for exp in ["", "e5", "E-3", "e+12"] {
+                    let n = format!("{int}{frac}{exp}");
+                    assert_eq!(may_be_card(&n), old(&n), "{n}");
+                }
+            }
         }
     }
 }
