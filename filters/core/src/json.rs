@@ -306,6 +306,7 @@ impl<'a> Tokenizer<'a> {
         ev
     }
 
+    #[inline]
     fn element(&mut self) -> Result<Option<Event<'a>>, Error> {
         if let Some(Frame::Array { len }) = self.stack.last_mut() {
             *len += 1;
@@ -316,6 +317,7 @@ impl<'a> Tokenizer<'a> {
         self.value()
     }
 
+    #[inline(always)]
     fn name(&mut self) -> Result<Option<Event<'a>>, Error> {
         if self.b.get(self.i) != Some(&b'"') {
             return self.syntax();
@@ -351,6 +353,7 @@ impl<'a> Tokenizer<'a> {
         };
     }
 
+    #[inline(always)]
     fn value(&mut self) -> Result<Option<Event<'a>>, Error> {
         let Some(&c) = self.b.get(self.i) else {
             return self.syntax();
@@ -464,7 +467,7 @@ impl<'a> Tokenizer<'a> {
     }
 
     /// Checks a string starting at `"`; returns its text.
-    #[inline]
+    #[inline(always)]
     fn string(&mut self) -> Result<Text<'a>, Error> {
         let open = self.i;
         let start = open + 1;
@@ -561,6 +564,7 @@ impl<'a> Tokenizer<'a> {
 /// Length of the run of plain string text at the start of `b` (up to the first `"`, `\\` or
 /// control character), eight bytes at a time: for each test the word trick below flags the
 /// bytes of the word that match, and the lowest flag says where the run ends.
+#[inline(always)]
 fn plain_run(b: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
