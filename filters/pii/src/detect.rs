@@ -298,11 +298,18 @@ impl Detectors {
     /// a value with nothing to mask costs little. Text with URL escapes or non-ASCII characters
     /// (digits of other scripts) is always searched. `customs`: whether a custom pattern may
     /// match (see [`Detectors::customs_absent`]).
+    #[inline]
     pub fn may_find(&self, input: &[u8], customs: bool) -> bool {
         if self.list.is_empty() {
             return false;
         }
-        let Some((digits, at)) = scan(input) else {
+        // Most values and names are short: one word, read where the caller is.
+        let scanned = match input.len() {
+            0 => Some((0, false)),
+            1..=7 => scan_word(tail_word(input)),
+            _ => scan(input),
+        };
+        let Some((digits, at)) = scanned else {
             return true;
         };
         // The same thresholds `find` checks before each search.
@@ -439,6 +446,7 @@ impl Detectors {
 /// ASCII digits and whether an `@` is in `input`; `None` when it has a `%` or a non-ASCII
 /// byte. Eight bytes at a time, the last few too: every value of a body goes through here,
 /// and most are short.
+#[inline(never)]
 fn scan(input: &[u8]) -> Option<(usize, bool)> {
     let mut digits = 0usize;
     let mut at = false;

@@ -329,9 +329,8 @@ impl<'c, 's> Masker<'c, 's> {
 
     /// [`Masker::step`] where `slot` is already known (`slot_of` of a key, `None` for an
     /// index).
+    #[inline]
     fn step_slot(&mut self, seg: Seg<'_>, slot: Option<usize>) -> Option<usize> {
-        let n = self.paths.len();
-        let base = self.frames.len().saturating_sub(1) * 2 * n;
         let named = match seg {
             Seg::Key(_) => slot.is_some(),
             Seg::Index(i) => self.indices.contains(&i),
@@ -342,6 +341,15 @@ impl<'c, 's> Masker<'c, 's> {
             self.next_other = true;
             return self.frames.last().and_then(|f| f.other_rule);
         }
+        self.step_named(seg, slot)
+    }
+
+    /// [`Masker::step_slot`] into a segment some path names (or of every segment, when there
+    /// is no unnamed one).
+    #[inline(never)]
+    fn step_named(&mut self, seg: Seg<'_>, slot: Option<usize>) -> Option<usize> {
+        let n = self.paths.len();
+        let base = self.frames.len().saturating_sub(1) * 2 * n;
         match slot {
             Some(slot) => self.step_memo(slot, base, seg),
             None => self.step_from(base, seg),
