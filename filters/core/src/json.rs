@@ -401,6 +401,17 @@ impl<'a> Tokenizer<'a> {
 
     fn digits(&mut self) -> usize {
         let start = self.i;
+        // Eight bytes at a time while a whole word is left; the last few one by one.
+        while let Some(chunk) = self.b.get(self.i..self.i + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            let stop = non_digits(u64::from_le_bytes(word));
+            if stop != 0 {
+                self.i += (stop.trailing_zeros() / 8) as usize;
+                return self.i - start;
+            }
+            self.i += 8;
+        }
         while let Some(b'0'..=b'9') = self.b.get(self.i) {
             self.i += 1;
         }
@@ -592,6 +603,19 @@ fn plain_run(b: &[u8]) -> usize {
     let mut word = [b'"'; 8];
     word[..rest.len()].copy_from_slice(rest);
     i + (stops(u64::from_le_bytes(word)).trailing_zeros() / 8) as usize
+}
+
+/// The high bit of each byte of `w` that is not an ASCII digit. Exact per byte (no borrow or
+/// carry crosses bytes): the sums are taken on the low seven bits, so below 0x80 + 0x50 each.
+#[inline(always)]
+fn non_digits(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let low = w & !HIGH;
+    // `low + 0x50` has its high bit set from `0` up, `low + 0x46` from `:` up.
+    let below_zero = !low.wrapping_add(ONES * 0x50);
+    let above_nine = low.wrapping_add(ONES * 0x46);
+    (below_zero | above_nine | w) & HIGH
 }
 
 /// Unescapes the raw text of a string the tokenizer accepted.
@@ -877,6 +901,41 @@ mod tests {
                 .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
                 .unwrap_or(len);
             assert_eq!(plain_run(&b), want, "{b:?}");
+        }
+    }
+
+    #[test]
+    fn the_wide_digit_scan_stops_where_the_bytewise_one_does() {
+        for b in 0..=255u8 {
+            for at in 0..8 {
+                let mut w = [b'7'; 8];
+                w[at] = b;
+                let got = non_digits(u64::from_le_bytes(w));
+                let want = if b.is_ascii_digit() {
+                    0
+                } else {
+                    0x80u64 << (8 * at)
+                };
+                assert_eq!(got, want, "byte {b:#x} at {at}");
+            }
+        }
+        for n in [
+            "0",
+            "12345678",
+            "123456789",
+            "1234567890123456789",
+            "-12.5e-300",
+            "1700000000000",
+        ] {
+            for tail in ["", "]", ",\"a\":1}"] {
+                let doc = format!("[{n}{tail}");
+                let mut t = Tokenizer::new(doc.as_bytes(), Limits::default()).unwrap();
+                t.next_event().unwrap();
+                assert_eq!(t.next_event().unwrap(), Some(Event::Num(n)), "{doc}");
+                if tail.is_empty() {
+                    assert!(t.next_event().is_err(), "{doc}");
+                }
+            }
         }
     }
 

@@ -852,6 +852,11 @@ impl<'c, 's> Masker<'c, 's> {
 /// False when the number `n` surely denotes no card: without an exponent, its integer part
 /// (and the next integer up) has fewer than 13 digits.
 fn may_be_card(n: &str) -> bool {
+    let b = n.as_bytes();
+    if b.len() < 12 {
+        // Too short for 12 integer digits: only an exponent can make it long.
+        return b.iter().any(|&c| c == b'e' || c == b'E');
+    }
     // One pass over a number the tokenizer accepted (`-?int(.frac)?(e…)?`): the digits
     // before any `.` are its integer part.
     let mut int = 0usize;
