@@ -426,7 +426,7 @@ impl<'c, 's> Masker<'c, 's> {
         let h = (raw.len().wrapping_mul(7) ^ first.wrapping_mul(3) ^ last) & (NAME_MEMO - 1);
         if !escaped {
             if let Some(Some(e)) = self.name_memo.get(h) {
-                if e.raw == raw {
+                if same_text(e.raw.as_bytes(), b) {
                     return (e.may_find, e.slot);
                 }
             }
@@ -452,6 +452,29 @@ impl<'c, 's> Masker<'c, 's> {
 
     fn name(&mut self, name: Text<'s>) -> Result<(), StreamError> {
         let key = name.unescape();
+        let (may_find, slot) = self.classify(name, &key);
+        if !may_find && (slot.is_none() && self.unnamed.is_some()) {
+            // Most names: nothing to detect and named by no path, so every path steps as over
+            // any other name (see `step_slot`); all of it done on the innermost frame at once.
+            let Some(top) = self.frames.last_mut() else {
+                return Ok(());
+            };
+            top.count += 1;
+            let live = top.live;
+            top.loc = Loc::Key(name);
+            top.member = Some(Member {
+                start: name.start,
+                name_end: name.start + name.raw().len() + 2,
+                rule: if live { top.other_rule } else { None },
+                rename: None,
+            });
+            if live {
+                self.next_other = true;
+            } else {
+                self.clear_next();
+            }
+            return Ok(());
+        }
         let Some(top) = self.frames.last_mut() else {
             return Ok(());
         };
@@ -461,7 +484,6 @@ impl<'c, 's> Masker<'c, 's> {
         // A member name is text a client reads (a map keyed by e-mail), so the detectors
         // see it too.
         let mut shown = None;
-        let (may_find, slot) = self.classify(name, &key);
         if may_find {
             let frames = &self.frames;
             shown = self.w.detect_at(&key, &|_| pointer(frames, false))?;
@@ -490,6 +512,9 @@ impl<'c, 's> Masker<'c, 's> {
 
     fn value(&mut self, ev: Event<'s>, t: &mut Tokenizer<'s>) -> Result<(), StreamError> {
         let end = t.offset();
+        if self.plain_member(ev, end) {
+            return Ok(());
+        }
         let (start, container) = match ev {
             Event::Str(x) => (x.start, false),
             Event::Num(n) => (end - n.len(), false),
@@ -596,6 +621,44 @@ impl<'c, 's> Masker<'c, 's> {
         }
         self.kept(end);
         Ok(())
+    }
+
+    /// The common value, done on the innermost frame at once: a scalar member of an object
+    /// that no rule matched, whose name stays, after no removed member, and in which nothing
+    /// can be found (a number that cannot be a card, a string the detectors rule out). False
+    /// when the value needs [`Masker::value`]'s full path (nothing has been changed then).
+    #[inline]
+    fn plain_member(&mut self, ev: Event<'s>, end: usize) -> bool {
+        let Some(f) = self.frames.last_mut() else {
+            return false;
+        };
+        let plain = f.object
+            && !f.removed_any
+            && f.member
+                .as_ref()
+                .is_some_and(|m| m.rule.is_none() && m.rename.is_none());
+        if !plain {
+            return false;
+        }
+        let nothing = match ev {
+            Event::Str(x) => {
+                !self.detect
+                    || !self
+                        .w
+                        .profile
+                        .detectors
+                        .may_find(x.unescape().as_bytes(), self.customs || x.has_escapes())
+            }
+            Event::Num(n) => self.w.profile.card_rule.is_none() || !may_be_card(n),
+            Event::Bool(_) | Event::Null => true,
+            _ => false,
+        };
+        if nothing {
+            f.member = None;
+            f.kept_any = true;
+            f.last_end = end;
+        }
+        nothing
     }
 
     /// A value matched by field rule `ri`: `span` is (where its member starts, where the
@@ -849,6 +912,35 @@ impl<'c, 's> Masker<'c, 's> {
     }
 }
 
+/// `a == b`, without a call into the C library for the short texts member names mostly are:
+/// up to 16 bytes compared as two overlapping words of 8, 4, 2 or 1 bytes from each end.
+#[inline]
+fn same_text(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |x: &[u8], at: usize, width: usize| -> u64 {
+        let mut w = [0u8; 8];
+        if let (Some(dst), Some(src)) = (w.get_mut(..width), x.get(at..at + width)) {
+            dst.copy_from_slice(src);
+        }
+        u64::from_le_bytes(w)
+    };
+    let ends = |width: usize| {
+        word(a, 0, width) == word(b, 0, width)
+            && word(a, n - width, width) == word(b, n - width, width)
+    };
+    match n {
+        0 => true,
+        1 => a.first() == b.first(),
+        2..=3 => ends(2),
+        4..=7 => ends(4),
+        8..=16 => ends(8),
+        _ => a == b,
+    }
+}
+
 /// False when the number `n` surely denotes no card: without an exponent, its integer part
 /// (and the next integer up) has fewer than 13 digits.
 fn may_be_card(n: &str) -> bool {
@@ -974,6 +1066,27 @@ fn flag_in_object(t: &mut Tokenizer<'_>, path: &[String]) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_texts_compare_as_slices_do() {
+        let texts: Vec<Vec<u8>> = (0..40)
+            .flat_map(|n| {
+                let base: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
+                let mut out = vec![base.clone()];
+                for at in 0..n {
+                    let mut v = base.clone();
+                    v[at] = b'#';
+                    out.push(v);
+                }
+                out
+            })
+            .collect();
+        for a in &texts {
+            for b in &texts {
+                assert_eq!(same_text(a, b), a == b, "{a:?} {b:?}");
+            }
+        }
+    }
 
     #[test]
     fn the_one_pass_card_precheck_agrees_with_the_two_pass_one() {
