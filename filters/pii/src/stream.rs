@@ -945,23 +945,33 @@ fn same_text(a: &[u8], b: &[u8]) -> bool {
 /// (and the next integer up) has fewer than 13 digits.
 fn may_be_card(n: &str) -> bool {
     let b = n.as_bytes();
-    if b.len() < 12 {
-        // Too short for 12 integer digits: only an exponent can make it long.
-        return b.iter().any(|&c| c == b'e' || c == b'E');
-    }
-    // One pass over a number the tokenizer accepted (`-?int(.frac)?(e…)?`): the digits
-    // before any `.` are its integer part.
-    let mut int = 0usize;
-    let mut frac = false;
-    for &b in n.as_bytes() {
-        match b {
-            b'e' | b'E' => return true,
-            b'.' => frac = true,
-            b'0'..=b'9' if !frac => int += 1,
-            _ => {}
+    // A JSON number is `-?` digits, then maybe `.` digits, then maybe an exponent: when its
+    // first 12 bytes (after the sign) are digits, its integer part is long enough; else only
+    // an exponent can make it so.
+    let d = b.strip_prefix(b"-").unwrap_or(b);
+    let word = |at: usize| {
+        d.get(at..at + 8).map(|c| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            u64::from_le_bytes(w)
+        })
+    };
+    if let (Some(lo), Some(hi)) = (word(0), word(4)) {
+        if non_digits(lo) | non_digits(hi) == 0 {
+            return true;
         }
     }
-    int >= 12
+    b.iter().any(|&c| c == b'e' || c == b'E')
+}
+
+/// The high bit of each byte of `w` that is not an ASCII digit (exact per byte: the sums are
+/// taken on the low seven bits, so no carry crosses bytes).
+fn non_digits(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let low = w & !HIGH;
+    // `low + 0x50` has its high bit set from `0` up, `low + 0x46` from `:` up.
+    (!low.wrapping_add(ONES * 0x50) | low.wrapping_add(ONES * 0x46) | w) & HIGH
 }
 
 /// The JSON pointer of the current value (`with_top`), or of the innermost container.
@@ -1105,6 +1115,8 @@ mod tests {
             "123456789012",
             "-123456789012",
             "4111111111111111",
+            "12345678901234567890",
+            "-1234567890123",
         ] {
             for frac in ["", ".5", ".1234567890123"] {
                 for exp in ["", "e5", "E-3", "e+12"] {
