@@ -653,7 +653,13 @@ fn prefix(d: &[u8], n: usize) -> u32 {
 /// Issuer prefix and length (IIN ranges of the major networks) plus Luhn.
 fn card_ok(d: &[u8]) -> bool {
     let len = d.len();
-    let (p2, p3, p4, p6) = (prefix(d, 2), prefix(d, 3), prefix(d, 4), prefix(d, 6));
+    // Read only when the first digit is an issuer's (most digit strings are not cards).
+    let issuing = matches!(d.first(), Some(b'2'..=b'6' | b'8'));
+    let (p2, p3, p4, p6) = if issuing {
+        (prefix(d, 2), prefix(d, 3), prefix(d, 4), prefix(d, 6))
+    } else {
+        (0, 0, 0, 0)
+    };
     let issuer = match d.first() {
         Some(b'4') => matches!(len, 13 | 16 | 19), // Visa
         Some(b'3') => {
