@@ -232,7 +232,13 @@ impl<'a> Tokenizer<'a> {
         self.stack.len()
     }
 
+    #[inline(always)]
     fn ws(&mut self) {
+        // Compact bodies have no whitespace between tokens: one compare rules it out (no
+        // whitespace byte is above a space).
+        if self.b.get(self.i).is_some_and(|&c| c > b' ') {
+            return;
+        }
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
             self.i += 1;
         }
@@ -391,7 +397,8 @@ impl<'a> Tokenizer<'a> {
     }
 
     fn literal(&mut self, word: &str, ev: Event<'a>) -> Result<Event<'a>, Error> {
-        if self.s.get(self.i..self.i + word.len()) == Some(word) {
+        // Bytes, not a `str` range: the word is ASCII, so equal bytes are whole characters.
+        if self.b.get(self.i..self.i + word.len()) == Some(word.as_bytes()) {
             self.i += word.len();
             Ok(ev)
         } else {
