@@ -307,6 +307,7 @@ impl Detectors {
         let scanned = match input.len() {
             0 => Some((0, false)),
             1..=7 => scan_word(tail_word(input)),
+            8..=15 => scan_two(input),
             _ => scan(input),
         };
         let Some((digits, at)) = scanned else {
@@ -466,6 +467,18 @@ fn scan(input: &[u8]) -> Option<(usize, bool)> {
         at |= a;
     }
     Some((digits, at))
+}
+
+/// [`scan`] of 8 to 15 bytes (an id, a code, a status), inline: the first eight bytes as one
+/// word, the rest (up to 7) as another.
+#[inline(always)]
+fn scan_two(input: &[u8]) -> Option<(usize, bool)> {
+    let (head, rest) = input.split_at_checked(8)?;
+    let mut word = [0u8; 8];
+    word.copy_from_slice(head);
+    let (d1, a1) = scan_word(u64::from_le_bytes(word))?;
+    let (d2, a2) = scan_word(tail_word(rest))?;
+    Some((d1 + d2, a1 | a2))
 }
 
 /// [`scan`] of one word: its ASCII digits and whether it holds an `@`.
@@ -1014,6 +1027,11 @@ mod tests {
                     })
                     .collect();
                 assert_eq!(scan(&t), naive(&t), "{t:?}");
+                match len {
+                    1..=7 => assert_eq!(scan_word(tail_word(&t)), naive(&t), "{t:?}"),
+                    8..=15 => assert_eq!(scan_two(&t), naive(&t), "{t:?}"),
+                    _ => {}
+                }
             }
         }
     }
