@@ -86,6 +86,10 @@ struct Node {
     enums: Vec<Vec<Lit>>,
     /// `pattern` and `format`, applied by `jsonschema` to a string instance.
     strings: Option<Validator>,
+    /// `strings` is exactly an asserted `format: "email"`: an address of the plain form
+    /// [`plain_email`] accepts is valid without asking jsonschema (whose check costs about as
+    /// much as tokenizing a kilobyte).
+    email: bool,
     /// The numeric keywords (and a numeric `enum`/`const`), applied by `jsonschema` to a number.
     numbers: Option<Validator>,
 }
@@ -109,6 +113,7 @@ impl Node {
             max_len: u64::MAX,
             enums: Vec::new(),
             strings: None,
+            email: false,
             numbers: None,
         }
     }
@@ -335,6 +340,9 @@ impl<'s> Compiler<'s> {
             n.numbers = Some(self.delegate(numbers)?);
         }
         if !strings.is_empty() {
+            n.email = self.validate_formats
+                && strings.len() == 1
+                && strings.get("format").and_then(Value::as_str) == Some("email");
             n.strings = Some(self.delegate(strings)?);
         }
         Some(n)
@@ -473,6 +481,9 @@ impl Program {
         {
             return false;
         }
+        if n.email && plain_email(s) {
+            return true;
+        }
         n.strings
             .as_ref()
             .is_none_or(|v| v.is_valid(&Value::String(s.to_string())))
@@ -587,6 +598,32 @@ impl Program {
     }
 }
 
+/// True only for an address jsonschema's `format: "email"` surely accepts: ASCII, one `@`, a
+/// dot-atom local part of at most 64 bytes (letters, digits and RFC 5322's other atom
+/// characters), and a host name of at most 253 bytes whose labels are 1–63 letters, digits and
+/// inner hyphens. Anything else — quoted local parts, domain literals, display names, non-ASCII,
+/// labels with `--` in third and fourth place (candidate A-labels, which jsonschema decodes) —
+/// returns false and is left to jsonschema, so a false here decides nothing.
+fn plain_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    let atom = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b);
+    let local_ok = (1..=64).contains(&local.len())
+        && local
+            .split('.')
+            .all(|a| !a.is_empty() && a.bytes().all(atom));
+    let label_ok = |l: &str| {
+        let b = l.as_bytes();
+        (1..=63).contains(&b.len())
+            && b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-')
+            && b.first().is_some_and(u8::is_ascii_alphanumeric)
+            && b.last().is_some_and(u8::is_ascii_alphanumeric)
+            && !(b.get(2) == Some(&b'-') && b.get(3) == Some(&b'-'))
+    };
+    local_ok && (1..=253).contains(&domain.len()) && domain.split('.').all(label_ok)
+}
+
 fn enums_match(n: &Node, lit: &Lit) -> bool {
     n.enums.iter().all(|l| l.contains(lit))
 }
@@ -600,5 +637,114 @@ fn number_kind(s: &str) -> u8 {
     match s.parse::<f64>() {
         Ok(f) if f.fract() == 0.0 => INT,
         _ => FRAC,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_email;
+    use serde_json::{json, Value};
+
+    /// jsonschema's own verdict for `format: "email"`, formats asserted.
+    fn jsonschema_says(v: &jsonschema::Validator, s: &str) -> bool {
+        v.is_valid(&Value::String(s.to_string()))
+    }
+
+    /// A small deterministic generator (xorshift), so a failure names a reproducible input.
+    struct Gen(u64);
+    impl Gen {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn text(&mut self, alphabet: &[&str], len: usize) -> String {
+            (0..len).map(|_| alphabet[self.below(alphabet.len())]).collect()
+        }
+    }
+
+    #[test]
+    fn a_plain_address_is_one_jsonschema_accepts() {
+        let v = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(true)
+            .build(&json!({"format": "email"}))
+            .expect("a valid schema");
+        // Characters the rules treat differently, several of each class.
+        let alphabet = [
+            "a", "Z", "0", "9", ".", "-", "_", "+", "@", "\"", "<", ">", "[", "]", "(", " ", "é",
+            "!", "%", "x", "n", "~", "\\", ":",
+        ];
+        let mut g = Gen(0x9E37_79B9_7F4A_7C15);
+        let mut plain = 0;
+        for round in 0..200_000 {
+            let s = if round % 2 == 0 {
+                let len = g.below(24);
+                g.text(&alphabet, len)
+            } else {
+                // Shaped like an address, with parts around the length limits.
+                let sizes = [1, 2, 3, 4, 5, 62, 63, 64, 65];
+                let local_len = sizes[g.below(sizes.len())];
+                let local = g.text(&alphabet[..9], local_len);
+                let labels: Vec<String> = (0..1 + g.below(5))
+                    .map(|_| {
+                        let n = sizes[g.below(sizes.len())];
+                        g.text(&["a", "0", "-", "x", "n", "Z"], n)
+                    })
+                    .collect();
+                format!("{local}@{}", labels.join("."))
+            };
+            if plain_email(&s) {
+                plain += 1;
+                assert!(jsonschema_says(&v, &s), "fast path accepted {s:?}, jsonschema does not");
+            }
+        }
+        // The generator must reach the fast path often, or this test checks nothing.
+        assert!(plain > 1_000, "only {plain} plain addresses generated");
+        // Long domains: 253 bytes is the host-name limit jsonschema applies.
+        for total in [251, 252, 253, 254, 255] {
+            let mut d = String::new();
+            while d.len() < total {
+                if !d.is_empty() {
+                    d.push('.');
+                }
+                let n = (total - d.len()).min(63);
+                d.push_str(&"a".repeat(n));
+            }
+            let s = format!("x@{d}");
+            if plain_email(&s) {
+                assert!(jsonschema_says(&v, &s), "{total}-byte domain");
+            }
+        }
+    }
+
+    #[test]
+    fn everyday_addresses_take_the_fast_path() {
+        for s in [
+            "ada@acme.example.com",
+            "grace.hopper+crm@example.org",
+            "o'brien@x1.io",
+            "a@b",
+        ] {
+            assert!(plain_email(s), "{s}");
+        }
+        for s in [
+            "\"quoted\"@example.com",
+            "user@[127.0.0.1]",
+            "Ada <ada@example.com>",
+            "user@xn--bcher-kva.example",
+            "ada@-acme.com",
+            "ada@acme..com",
+            ".ada@acme.com",
+            "ad..a@acme.com",
+            "adé@acme.com",
+            "ada@acme.com.",
+        ] {
+            assert!(!plain_email(s), "{s}");
+        }
     }
 }
