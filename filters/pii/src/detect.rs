@@ -440,7 +440,11 @@ impl Detectors {
     /// True when `digits` (ASCII, no separators) is a payment card number.
     pub fn is_card_number(digits: &str) -> bool {
         let d = digits.as_bytes();
-        (13..=19).contains(&d.len()) && d.iter().all(u8::is_ascii_digit) && card_ok(d)
+        // No issuer's numbers start otherwise (see `card_ok`): most digit strings stop here.
+        (13..=19).contains(&d.len())
+            && matches!(d.first(), Some(b'2'..=b'6' | b'8'))
+            && d.iter().all(u8::is_ascii_digit)
+            && card_ok(d)
     }
 }
 

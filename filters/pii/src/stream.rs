@@ -752,9 +752,7 @@ impl<'c, 's> Masker<'c, 's> {
             return Ok(());
         }
         let int = n.strip_prefix('-').unwrap_or(n);
-        let digits = if int.bytes().all(|b| b.is_ascii_digit())
-            && !(int.len() > 1 && int.starts_with('0'))
-        {
+        let digits = if all_digits(int.as_bytes()) && !(int.len() > 1 && int.starts_with('0')) {
             // A plain JSON integer (no leading zeros) denotes only itself: its one integer
             // view is its own digits, read without building the views.
             if !crate::detect::Detectors::is_card_number(int) {
@@ -964,6 +962,24 @@ fn may_be_card(n: &str) -> bool {
     b.iter().any(|&c| c == b'e' || c == b'E')
 }
 
+/// True when every byte of `b` is an ASCII digit; eight at a time (the last word overlapping
+/// the one before it).
+fn all_digits(b: &[u8]) -> bool {
+    let word = |c: &[u8]| {
+        let mut w = [0u8; 8];
+        if let Some(src) = c.get(..8) {
+            w.copy_from_slice(src);
+        }
+        u64::from_le_bytes(w)
+    };
+    if b.len() < 8 {
+        return b.iter().all(u8::is_ascii_digit);
+    }
+    b.chunks_exact(8).all(|c| non_digits(word(c)) == 0)
+        && b.get(b.len() - 8..)
+            .is_some_and(|c| non_digits(word(c)) == 0)
+}
+
 /// The high bit of each byte of `w` that is not an ASCII digit (exact per byte: the sums are
 /// taken on the low seven bits, so no carry crosses bytes).
 fn non_digits(w: u64) -> u64 {
@@ -1076,6 +1092,21 @@ fn flag_in_object(t: &mut Tokenizer<'_>, path: &[String]) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_word_digit_check_agrees_with_the_byte_one() {
+        for len in 0..40 {
+            let base: Vec<u8> = (0..len).map(|i| b'0' + (i % 10) as u8).collect();
+            assert!(all_digits(&base));
+            for at in 0..len {
+                for b in [b'.', b'e', b'-', b'/', b':', 0x80, 0xb0, 0xff, 0] {
+                    let mut v = base.clone();
+                    v[at] = b;
+                    assert!(!all_digits(&v), "{v:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn short_texts_compare_as_slices_do() {
