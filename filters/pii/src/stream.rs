@@ -624,19 +624,27 @@ impl<'c, 's> Masker<'c, 's> {
     }
 
     /// The common value, done on the innermost frame at once: a scalar member of an object
-    /// that no rule matched, whose name stays, after no removed member, and in which nothing
-    /// can be found (a number that cannot be a card, a string the detectors rule out). False
+    /// (or element of an array) that no rule matched, whose name stays, after no removed
+    /// member, and in which nothing can be found (a number that cannot be a card, a string the detectors rule out). False
     /// when the value needs [`Masker::value`]'s full path (nothing has been changed then).
     #[inline]
     fn plain_member(&mut self, ev: Event<'s>, end: usize) -> bool {
         let Some(f) = self.frames.last_mut() else {
             return false;
         };
-        let plain = f.object
-            && !f.removed_any
-            && f.member
-                .as_ref()
-                .is_some_and(|m| m.rule.is_none() && m.rename.is_none());
+        let plain = !f.removed_any
+            && if f.object {
+                f.member
+                    .as_ref()
+                    .is_some_and(|m| m.rule.is_none() && m.rename.is_none())
+            } else {
+                // An element: no rule when no path can match below the array, or when its
+                // index is named by no path and no rule matches an unnamed one (`step_slot`).
+                !f.live
+                    || (self.unnamed.is_some()
+                        && f.other_rule.is_none()
+                        && !self.indices.contains(&f.count))
+            };
         if !plain {
             return false;
         }
@@ -653,12 +661,24 @@ impl<'c, 's> Masker<'c, 's> {
             Event::Bool(_) | Event::Null => true,
             _ => false,
         };
-        if nothing {
-            f.member = None;
-            f.kept_any = true;
-            f.last_end = end;
+        if !nothing {
+            return false;
         }
-        nothing
+        f.kept_any = true;
+        f.last_end = end;
+        if f.object {
+            f.member = None;
+        } else {
+            // As `value` steps an element (see `step_slot` and `clear_next`).
+            f.loc = Loc::Index(f.count);
+            f.count += 1;
+            if f.live {
+                self.next_other = true;
+            } else {
+                self.clear_next();
+            }
+        }
+        true
     }
 
     /// A value matched by field rule `ri`: `span` is (where its member starts, where the
