@@ -184,15 +184,40 @@ impl Process {
     }
 
     fn random(&self, buf: &mut [u8]) {
-        // xorshift64*: deterministic, so a run is reproducible.
+        // Deterministic, so a run is reproducible.
+        let mut r = TestRng(self.rng.get());
         for b in buf.iter_mut() {
-            let mut x = self.rng.get();
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            self.rng.set(x);
-            *b = (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8;
+            *b = (r.next_u64() >> 56) as u8;
         }
+        self.rng.set(r.0);
+    }
+}
+
+/// A deterministic generator (xorshift64*) for the fake host's random bytes and for tests'
+/// generated inputs: a run, and a failure, reproduce from the seed. Never for anything secret.
+#[derive(Debug, Clone)]
+pub struct TestRng(u64);
+
+impl TestRng {
+    /// A generator from `seed` (any value: a zero state would stay zero, so it is avoided).
+    pub fn new(seed: u64) -> Self {
+        TestRng(seed | 1)
+    }
+
+    /// The next 64 bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            return 0;
+        }
+        (self.next_u64() % n as u64) as usize
     }
 }
 
