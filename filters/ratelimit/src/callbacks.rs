@@ -381,8 +381,12 @@ impl Stream for RateLimitStream {
             None
         };
         let source = || {
-            host.property(&["source", "address"])
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
+            // The host's bytes become the string in place when they are UTF-8 (they always are
+            // for an address): `from_utf8_lossy(..).into_owned()` copied them.
+            host.property(&["source", "address"]).map(|b| {
+                String::from_utf8(b)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+            })
         };
         let headers: Vec<(String, String)> = rl
             .header_names

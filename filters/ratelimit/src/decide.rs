@@ -121,16 +121,7 @@ pub struct Decision {
 /// header), cut to its prefix — one IPv6 client usually controls a whole /64, so keying single
 /// addresses would hand it 2^64 buckets.
 pub fn client_ip(source_address: Option<&str>, v4_prefix: u8, v6_prefix: u8) -> Option<String> {
-    let src = source_address?;
-    // `1.2.3.4:5678`, `[::1]:5678`, or a bare address.
-    let host = if let Some(rest) = src.strip_prefix('[') {
-        rest.split(']').next().unwrap_or(rest)
-    } else {
-        match src.rsplit_once(':') {
-            Some((ip, port)) if !ip.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => ip,
-            _ => src,
-        }
-    };
+    let host = host_of(source_address?);
     let ip: std::net::IpAddr = match host.parse() {
         Ok(ip) => ip,
         // Not an address (a pipe, an internal listener): one key for all such callers.
@@ -165,10 +156,26 @@ pub fn client_ip(source_address: Option<&str>, v4_prefix: u8, v6_prefix: u8) -> 
     })
 }
 
+/// The address part of `1.2.3.4:5678`, `[::1]:5678`, or a bare address.
+fn host_of(src: &str) -> &str {
+    if let Some(rest) = src.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        match src.rsplit_once(':') {
+            Some((ip, port)) if !ip.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => ip,
+            _ => src,
+        }
+    }
+}
+
 /// `a.b.c.d`, as `Display` writes it, without the formatting machinery (once per request for a
 /// per-IP limit).
 fn dotted(v4: std::net::Ipv4Addr) -> String {
-    let mut s = String::with_capacity(15);
+    dotted_after(String::with_capacity(15), v4)
+}
+
+/// `s` followed by `a.b.c.d`.
+fn dotted_after(mut s: String, v4: std::net::Ipv4Addr) -> String {
     for (i, o) in v4.octets().into_iter().enumerate() {
         if i > 0 {
             s.push('.');
@@ -176,6 +183,20 @@ fn dotted(v4: std::net::Ipv4Addr) -> String {
         push_decimal(&mut s, u64::from(o));
     }
     s
+}
+
+/// The store key of the client's address (`ip:` and [`client_ip`]'s answer). The common case, a
+/// whole IPv4 address (`ip:192.0.2.7`), is written into one allocation: `client_ip` then a
+/// prefixed copy took two, on every request of a per-IP limit.
+fn client_key(source_address: Option<&str>, v4_prefix: u8, v6_prefix: u8) -> Option<String> {
+    if v4_prefix >= 32 {
+        if let Some(Ok(v4)) = source_address.map(|s| host_of(s).parse::<std::net::Ipv4Addr>()) {
+            let mut k = String::with_capacity(18);
+            k.push_str("ip:");
+            return Some(dotted_after(k, v4));
+        }
+    }
+    client_ip(source_address, v4_prefix, v6_prefix).map(|ip| ["ip:", &ip].concat())
 }
 
 /// The key of a limit for this request. Identity keys come only from a verified identity; a
@@ -244,21 +265,20 @@ fn plan<'c>(cfg: &'c RateLimitConfig, secret: &Secret, req: &Request<'c>) -> Vec
     } else {
         String::new()
     };
-    let ip_key = std::cell::OnceCell::new();
+    let ip_cell = std::cell::OnceCell::new();
     let ip = || {
-        ip_key
+        ip_cell
             .get_or_init(|| {
-                client_ip(
+                client_key(
                     (req.source_address)().as_deref(),
                     cfg.ipv4_prefix,
                     cfg.ipv6_prefix,
                 )
-                .map(|ip| ["ip:", &ip].concat())
             })
             .clone()
     };
     let tier = tier(cfg, req);
-    let mut plan = Vec::new();
+    let mut plan = Vec::with_capacity(cfg.limits.len());
     for (index, l) in cfg.limits.iter().enumerate() {
         // The covering route's index is the `route` key: bounded by config, never by the path.
         let route = if l.routes.is_empty() {
@@ -323,9 +343,15 @@ pub fn decide_with_service(
     req: &Request<'_>,
     now_ns: u64,
 ) -> Decision {
-    let (global, local): (Vec<Planned<'_>>, Vec<Planned<'_>>) = plan(cfg, secret, req)
-        .into_iter()
-        .partition(|p| p.limit.scope == Scope::Global);
+    let all = plan(cfg, secret, req);
+    // Without global limits (no `global` section: config refuses a global limit without one)
+    // every planned limit is local: no partition, no two more vectors per request.
+    let (global, local): (Vec<Planned<'_>>, Vec<Planned<'_>>) = if cfg.global.is_some() {
+        all.into_iter()
+            .partition(|p| p.limit.scope == Scope::Global)
+    } else {
+        (Vec::new(), all)
+    };
     let (mut d, taken) = run_local(cfg, store, &local, now_ns);
     if let (Ok(applied), Some(g), false) = (&d.verdict, &cfg.global, global.is_empty()) {
         let descriptors = global
@@ -388,8 +414,8 @@ fn run_local(
         }
     }
     // Phase 2: take them all; if a race made one refuse, give back what was taken.
-    let mut applied = Vec::new();
-    let mut taken: Vec<Charge> = Vec::new();
+    let mut applied = Vec::with_capacity(plan.len());
+    let mut taken: Vec<Charge> = Vec::with_capacity(plan.len());
     let give_back = |taken: &[Charge]| {
         for c in taken {
             c.refund(cfg, store, now_ns);
