@@ -154,17 +154,7 @@ impl Identity {
     /// filters must treat as "not authenticated".
     pub fn from_filter_state(bytes: Option<&[u8]>) -> Option<Self> {
         let mut r = Reader(bytes?);
-        let classes = match r.byte()? {
-            FORMAT_VERSION => false,
-            FORMAT_VERSION_CLASSES => true,
-            _ => return None,
-        };
-        let method = match r.byte()? {
-            0 => AuthMethod::Anonymous,
-            1 => AuthMethod::Jwt,
-            2 => AuthMethod::ApiKey,
-            _ => return None,
-        };
+        let (classes, method) = r.head()?;
         let issuer = r.optional()?;
         let tenant = r.optional()?;
         let app = r.optional()?;
@@ -186,6 +176,64 @@ impl Identity {
             roles,
             tier,
             data_classes,
+        })
+    }
+
+    /// The borrowed view of this identity a rate limit reads.
+    pub fn view(&self) -> IdentityView<'_> {
+        IdentityView {
+            method: self.method,
+            tenant: self.tenant.as_deref(),
+            app: self.app.as_deref(),
+            subject: self.subject.as_deref(),
+            tier: self.tier.as_deref(),
+        }
+    }
+}
+
+/// What a rate limit keys by, borrowed from the identity's filter-state bytes: read on every
+/// request by each ratelimit instance, where [`Identity::from_filter_state`] allocated every
+/// string and list only to drop them (allocations are dear in a wasm VM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdentityView<'a> {
+    /// How it was proven.
+    pub method: AuthMethod,
+    /// Tenant the caller belongs to.
+    pub tenant: Option<&'a str>,
+    /// Application / OAuth client id.
+    pub app: Option<&'a str>,
+    /// Subject (user or service account).
+    pub subject: Option<&'a str>,
+    /// Plan tier.
+    pub tier: Option<&'a str>,
+}
+
+impl<'a> IdentityView<'a> {
+    /// Reads the view from filter state. The bytes are checked exactly as
+    /// [`Identity::from_filter_state`] checks them — every string and list, UTF-8 included —
+    /// so a view exists exactly when the identity does, and agrees with it.
+    pub fn from_filter_state(bytes: Option<&'a [u8]>) -> Option<Self> {
+        let mut r = Reader(bytes?);
+        let (classes, method) = r.head()?;
+        let _issuer = r.optional_str()?;
+        let tenant = r.optional_str()?;
+        let app = r.optional_str()?;
+        let subject = r.optional_str()?;
+        let tier = r.optional_str()?;
+        r.skip_list()?;
+        r.skip_list()?;
+        if classes {
+            r.skip_list()?;
+        }
+        if !r.0.is_empty() {
+            return None;
+        }
+        Some(IdentityView {
+            method,
+            tenant,
+            app,
+            subject,
+            tier,
         })
     }
 }
@@ -212,7 +260,53 @@ fn put(out: &mut Vec<u8>, s: &[u8]) {
 /// A cursor over filter-state bytes; every read fails (`None`) past the end.
 struct Reader<'a>(&'a [u8]);
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    /// The version byte (whether data classes follow) and the method.
+    fn head(&mut self) -> Option<(bool, AuthMethod)> {
+        let classes = match self.byte()? {
+            FORMAT_VERSION => false,
+            FORMAT_VERSION_CLASSES => true,
+            _ => return None,
+        };
+        let method = match self.byte()? {
+            0 => AuthMethod::Anonymous,
+            1 => AuthMethod::Jwt,
+            2 => AuthMethod::ApiKey,
+            _ => return None,
+        };
+        Some((classes, method))
+    }
+
+    fn str_of(&mut self, len: u32) -> Option<&'a str> {
+        let len = usize::try_from(len).ok()?;
+        if len > self.0.len() {
+            return None;
+        }
+        let (s, rest) = self.0.split_at(len);
+        self.0 = rest;
+        std::str::from_utf8(s).ok()
+    }
+
+    fn optional_str(&mut self) -> Option<Option<&'a str>> {
+        match self.len()? {
+            ABSENT => Some(None),
+            n => self.str_of(n).map(Some),
+        }
+    }
+
+    /// Checks a list as [`Reader::list`] reads it, keeping nothing.
+    fn skip_list(&mut self) -> Option<()> {
+        let n = usize::try_from(self.len()?).ok()?;
+        if n > self.0.len() / 4 {
+            return None;
+        }
+        for _ in 0..n {
+            let len = self.len()?;
+            self.str_of(len)?;
+        }
+        Some(())
+    }
+
     fn byte(&mut self) -> Option<u8> {
         let (&b, rest) = self.0.split_first()?;
         self.0 = rest;
@@ -226,13 +320,7 @@ impl Reader<'_> {
     }
 
     fn string_of(&mut self, len: u32) -> Option<String> {
-        let len = usize::try_from(len).ok()?;
-        if len > self.0.len() {
-            return None;
-        }
-        let (s, rest) = self.0.split_at(len);
-        self.0 = rest;
-        std::str::from_utf8(s).ok().map(str::to_string)
+        self.str_of(len).map(str::to_string)
     }
 
     fn optional(&mut self) -> Option<Option<String>> {
@@ -367,5 +455,42 @@ mod tests {
         let at = b.iter().position(|&x| x == 0xc3).unwrap_or(0);
         b[at] = 0xff;
         assert_eq!(Identity::from_filter_state(Some(&b)), None);
+    }
+
+    /// The borrowed view exists exactly when the identity does and agrees with it: on good
+    /// bytes of every shape, every truncation, every single-byte change, and one byte too many.
+    #[test]
+    fn the_view_reads_exactly_what_the_identity_reads() {
+        let mut anon_tenant = Identity::anonymous();
+        anon_tenant.tenant = Some("é".into());
+        for id in [
+            full(),
+            Identity::anonymous(),
+            with_classes(&["contact", "financial"]),
+            with_classes(&[]),
+            anon_tenant,
+        ] {
+            let good = id.to_filter_state();
+            let agree = |b: &[u8]| {
+                let full = Identity::from_filter_state(Some(b));
+                let view = IdentityView::from_filter_state(Some(b));
+                assert_eq!(full.as_ref().map(Identity::view), view, "{b:?}");
+            };
+            agree(&good);
+            for n in 0..good.len() {
+                agree(&good[..n]);
+            }
+            let mut long = good.clone();
+            long.push(0);
+            agree(&long);
+            for i in 0..good.len() {
+                for x in [0x00, 0x01, 0x02, 0x03, 0x80, 0xc3, 0xff] {
+                    let mut b = good.clone();
+                    b[i] = x;
+                    agree(&b);
+                }
+            }
+        }
+        assert_eq!(IdentityView::from_filter_state(None), None);
     }
 }

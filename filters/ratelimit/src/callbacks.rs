@@ -11,7 +11,7 @@ use crate::rls;
 use portcullis_core::audit;
 use portcullis_core::config::ConfigError;
 use portcullis_core::deny::Denial;
-use portcullis_core::identity::{Identity, IDENTITY_PROPERTY};
+use portcullis_core::identity::{IdentityView, IDENTITY_PROPERTY};
 use portcullis_core::metrics::{self, Counter, DenialCounters, Histogram};
 use portcullis_core::port::{CallResponse, Filter, Flow, GrpcCall, Host, HostExt, Step, Stream};
 use portcullis_core::slots::Secret;
@@ -375,11 +375,13 @@ impl Stream for RateLimitStream {
         let Some(secret) = rl.secret(host) else {
             return rl.unavailable(host);
         };
-        let identity = if rl.reads.identity {
-            Identity::from_filter_state(host.property(&[IDENTITY_PROPERTY]).as_deref())
+        // The bytes stay here; the view borrows the few strings a limit keys by.
+        let identity_bytes = if rl.reads.identity {
+            host.property(&[IDENTITY_PROPERTY])
         } else {
             None
         };
+        let identity = IdentityView::from_filter_state(identity_bytes.as_deref());
         let source = || {
             // The host's bytes become the string in place when they are UTF-8 (they always are
             // for an address): `from_utf8_lossy(..).into_owned()` copied them.
@@ -402,7 +404,7 @@ impl Stream for RateLimitStream {
             method: &method,
             path: &path,
             headers: &headers,
-            identity: identity.as_ref(),
+            identity,
             source_address: &source,
         };
         let d = decide::decide_with_service(cfg, host, &secret, &req, now);

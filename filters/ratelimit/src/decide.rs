@@ -7,7 +7,7 @@ use crate::config::{CompiledLimit, FailureMode, HeaderStyle, KeySource, RateLimi
 use crate::global;
 use crate::store::{self, Bucket, Charge, TakeError};
 use portcullis_core::deny::Denial;
-use portcullis_core::identity::{AuthMethod, Identity};
+use portcullis_core::identity::{AuthMethod, IdentityView};
 use portcullis_core::shared::SharedStore;
 use portcullis_core::slots::Secret;
 use portcullis_core::{path, push_decimal};
@@ -36,8 +36,8 @@ pub struct Request<'a> {
     pub path: &'a str,
     /// Headers, names lower-cased.
     pub headers: &'a [(String, String)],
-    /// Identity authn published (filter state), if any.
-    pub identity: Option<&'a Identity>,
+    /// Identity authn published (filter state), if any: the parts a limit reads, borrowed.
+    pub identity: Option<IdentityView<'a>>,
     /// Envoy's downstream source address (`ip:port` or `ip`), asked for only when a limit
     /// keys by it: in Envoy each read is a host call (about 1 µs, tests/bench/hostcalls.sh), and
     /// a verified caller's limits rarely need it.
@@ -209,7 +209,7 @@ fn key_for(
     ip: &dyn Fn() -> Option<String>,
 ) -> Option<String> {
     let verified = req.identity.filter(|i| i.method != AuthMethod::Anonymous);
-    let pick = |v: Option<&String>, kind: &str| match v.filter(|v| !v.is_empty()) {
+    let pick = |v: Option<&str>, kind: &str| match v.filter(|v| !v.is_empty()) {
         Some(v) => {
             let mut k = String::with_capacity(kind.len() + 1 + v.len());
             k.push_str(kind);
@@ -221,14 +221,14 @@ fn key_for(
     };
     match &l.key {
         KeySource::Global => Some("global".into()),
-        KeySource::Tenant => pick(verified.and_then(|i| i.tenant.as_ref()), "tenant"),
-        KeySource::App => pick(verified.and_then(|i| i.app.as_ref()), "app"),
-        KeySource::Subject => pick(verified.and_then(|i| i.subject.as_ref()), "sub"),
+        KeySource::Tenant => pick(verified.and_then(|i| i.tenant), "tenant"),
+        KeySource::App => pick(verified.and_then(|i| i.app), "app"),
+        KeySource::Subject => pick(verified.and_then(|i| i.subject), "sub"),
         KeySource::Ip => ip(),
         KeySource::Route => Some(format!("route:{route}")),
         KeySource::Header { name, values } => {
             let v = req.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v);
-            pick(v.filter(|v| values.contains(v)), "hdr")
+            pick(v.filter(|v| values.contains(v)).map(String::as_str), "hdr")
         }
     }
 }
@@ -237,10 +237,9 @@ fn key_for(
 fn tier<'c>(cfg: &'c RateLimitConfig, req: &Request<'c>) -> Option<&'c str> {
     let id = req.identity?;
     id.tenant
-        .as_ref()
         .and_then(|t| cfg.tenant_tiers.get(t))
         .map(String::as_str)
-        .or(id.tier.as_deref())
+        .or(id.tier)
 }
 
 /// One applicable limit of one request: which key, which amount, what it costs.
@@ -573,6 +572,7 @@ pub fn response_headers(style: HeaderStyle, applied: &[Applied]) -> Vec<(&'stati
 #[cfg(test)]
 mod tests {
     use super::*;
+    use portcullis_core::identity::Identity;
     use portcullis_core::shared::memory::{Fault, MemoryStore as FakeStore};
     use serde_json::json;
 
@@ -631,7 +631,7 @@ mod tests {
                 method,
                 path,
                 headers: &headers,
-                identity: ident,
+                identity: ident.map(Identity::view),
                 source_address: &|| Some("192.0.2.7:5555".into()),
             },
             100 * S,

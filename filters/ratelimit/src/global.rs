@@ -324,7 +324,7 @@ mod tests {
                 method: "POST",
                 path,
                 headers: &[],
-                identity: id,
+                identity: id.map(Identity::view),
                 source_address: &|| Some("192.0.2.7:5555".into()),
             },
             100 * S,
