@@ -243,18 +243,24 @@ pub fn authenticate_with(
         refetch: None,
         catalog_app: None,
     };
-    let normalized = match path::normalize(req.path) {
+    let normalized = match path::normalize_cow(req.path) {
         Ok(p) => p,
         Err(e) => {
             decision.verdict = Err(Denial::of(AuthnReason::InvalidPath, e.describe()));
             return decision;
         }
     };
-    let (raw_path, query) = path::split_query(req.path);
-    let rewrite_path = (normalized != raw_path).then(|| match query {
-        Some(q) => format!("{normalized}?{q}"),
-        None => normalized.clone(),
-    });
+    // A borrowed path is the received one, already canonical: nothing to rewrite.
+    let rewrite_path = match &normalized {
+        std::borrow::Cow::Borrowed(_) => None,
+        std::borrow::Cow::Owned(normalized) => {
+            let (raw_path, query) = path::split_query(req.path);
+            (normalized != raw_path).then(|| match query {
+                Some(q) => format!("{normalized}?{q}"),
+                None => normalized.clone(),
+            })
+        }
+    };
     let Some(m) = cfg.routes.find(req.method, &normalized) else {
         decision.verdict = Err(Denial::of(
             AuthnReason::RouteNotAllowed,

@@ -260,9 +260,9 @@ struct Planned<'c> {
 fn plan<'c>(cfg: &'c RateLimitConfig, secret: &Secret, req: &Request<'c>) -> Vec<Planned<'c>> {
     // Only limits with routes or route costs look at the path: normalise it for them alone.
     let normalized = if cfg.limits.iter().any(by_route) {
-        path::normalize(req.path).unwrap_or_else(|_| req.path.to_string())
+        path::normalize_cow(req.path).unwrap_or(std::borrow::Cow::Borrowed(req.path))
     } else {
-        String::new()
+        std::borrow::Cow::Borrowed("")
     };
     let ip_cell = std::cell::OnceCell::new();
     let ip = || {
