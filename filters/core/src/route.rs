@@ -291,21 +291,69 @@ impl Node {
         }
     }
 
-    /// Every route that could match the path whose remaining segments are `rest`.
-    fn candidates(&self, rest: &[&str], out: &mut Vec<usize>) {
-        out.extend_from_slice(&self.prefixes);
-        let Some((seg, deeper)) = rest.split_first() else {
-            out.extend_from_slice(&self.ends);
+    /// Every route that could match the path whose remaining segments are `rest` (`None`:
+    /// none left; `Some("a/b")`: `a` then `b`, as [`segments`] splits them). Split as the walk
+    /// goes, a byte search per segment: no vector of segments, no `Split` iterator to clone.
+    fn candidates(&self, rest: Option<&str>, out: &mut Candidates) {
+        out.extend(&self.prefixes);
+        let Some(rest) = rest else {
+            out.extend(&self.ends);
             return;
         };
+        let (seg, rest) = match rest.bytes().position(|b| b == b'/') {
+            Some(i) => (&rest[..i], rest.get(i + 1..)),
+            None => (rest, None),
+        };
         if let Some(next) = self.literal(seg) {
-            next.candidates(deeper, out);
+            next.candidates(rest, out);
         }
         if let Some(next) = &self.param {
             if !seg.is_empty() {
-                next.candidates(deeper, out);
+                next.candidates(rest, out);
             }
         }
+    }
+}
+
+/// The candidate routes of one lookup: a few at most in practice, kept inline (a lookup on
+/// every request allocated for them); more spill to the heap.
+struct Candidates {
+    inline: [usize; 8],
+    len: usize,
+    spill: Vec<usize>,
+}
+
+impl Candidates {
+    fn new() -> Self {
+        Candidates {
+            inline: [0; 8],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+
+    fn extend(&mut self, routes: &[usize]) {
+        for &r in routes {
+            match self.inline.get_mut(self.len) {
+                Some(slot) => {
+                    *slot = r;
+                    self.len += 1;
+                }
+                None => self.spill.push(r),
+            }
+        }
+    }
+
+    /// Every candidate, lowest config index first.
+    fn sorted(&mut self) -> &[usize] {
+        if self.spill.is_empty() {
+            let found = &mut self.inline[..self.len];
+            found.sort_unstable();
+            return found;
+        }
+        self.spill.extend_from_slice(&self.inline[..self.len]);
+        self.spill.sort_unstable();
+        &self.spill
     }
 }
 
@@ -339,19 +387,13 @@ impl<T> RouteTable<T> {
     pub fn find<'a>(&'a self, method: &str, path: &'a str) -> Option<Matched<'a, T>> {
         // Paths that do not start with `/` match only the catch-all prefix, which the root
         // holds; matching still goes through `matches`, which refuses the rest.
-        let segs: Vec<&str> = if path.starts_with('/') {
-            segments(path).collect()
-        } else {
-            Vec::new()
-        };
-        let mut candidates = Vec::new();
+        let mut candidates = Candidates::new();
         if path.starts_with('/') {
-            self.index.candidates(&segs, &mut candidates);
+            self.index.candidates(path.strip_prefix('/'), &mut candidates);
         } else {
-            candidates.extend_from_slice(&self.index.prefixes);
+            candidates.extend(&self.index.prefixes);
         }
-        candidates.sort_unstable();
-        candidates.into_iter().find_map(|index| {
+        candidates.sorted().iter().find_map(|&index| {
             let (m, route) = self.routes.get(index)?;
             m.matches(method, path).map(|params| Matched {
                 index,
@@ -467,7 +509,9 @@ mod tests {
         let methods = ["GET", "POST"];
         for _ in 0..300 {
             let mut routes = Vec::new();
-            for i in 0..next(12) + 1 {
+            // Up to 24 routes over few words: lookups with more candidates than `Candidates`
+            // keeps inline (8) are common, so the spill is held to the scan too.
+            for i in 0..next(24) + 1 {
                 let depth = next(4);
                 let mut segs = Vec::new();
                 for d in 0..depth {
