@@ -58,6 +58,42 @@ enum Lit {
     Str(String),
 }
 
+/// A member name a node knows (from `properties` or `required`), ordered for a binary search
+/// that compares integers first: the name's length and its first eight bytes decide almost
+/// every step, so the bytes past them are compared only between names that share both.
+#[derive(Debug)]
+struct Key {
+    len: usize,
+    head: u64,
+    name: String,
+    /// The `properties` schema of the name, if it has one (else `additionalProperties`).
+    node: Option<usize>,
+    /// The name's bit in the frame's `seen` when it is `required`.
+    required: Option<u32>,
+}
+
+/// The first eight bytes of `b` (zero-padded) as one integer, for [`Key`].
+#[inline]
+fn head(b: &[u8]) -> u64 {
+    if let Some(w) = b.first_chunk::<8>() {
+        return u64::from_le_bytes(*w);
+    }
+    let mut h = 0u64;
+    for (i, &c) in b.iter().enumerate() {
+        h |= u64::from(c) << (8 * i);
+    }
+    h
+}
+
+/// The order of [`Node::keys`]: length, head, then the rest of the bytes.
+#[inline]
+fn key_order(len: usize, hd: u64, name: &[u8], k: &Key) -> std::cmp::Ordering {
+    k.len.cmp(&len).then(k.head.cmp(&hd)).then_with(|| {
+        let a = k.name.as_bytes().get(8..).unwrap_or_default();
+        a.cmp(name.get(8..).unwrap_or_default())
+    })
+}
+
 /// One compiled (sub)schema.
 #[derive(Debug)]
 struct Node {
@@ -69,6 +105,12 @@ struct Node {
     all: Vec<usize>,
     /// `properties`, sorted by name.
     props: Vec<(String, usize)>,
+    /// Every name of `properties` and `required`, for the member lookup: built by
+    /// [`Program::finish`], sorted by [`Key`].
+    keys: Vec<Key>,
+    /// This node and every node it applies with (`$ref`, `allOf`, transitively), each once:
+    /// built by [`Program::finish`], so a value's node set is looked up, not worked out.
+    closure: Vec<usize>,
     /// `additionalProperties` (None: anything).
     additional: Option<usize>,
     /// `required` (at most 64).
@@ -95,12 +137,31 @@ struct Node {
 }
 
 impl Node {
+    /// The key named `b` (whose length and head are `len` and `hd`).
+    #[inline]
+    fn find(&self, len: usize, hd: u64, b: &[u8]) -> Option<&Key> {
+        let rest = b.get(8..).unwrap_or_default();
+        let same = |k: &Key| {
+            k.len == len && k.head == hd && k.name.as_bytes().get(8..).unwrap_or_default() == rest
+        };
+        // A few keys: two integer compares rule out almost every one, no search needed.
+        if self.keys.len() <= 16 {
+            return self.keys.iter().find(|k| same(k));
+        }
+        self.keys
+            .binary_search_by(|key| key_order(len, hd, b, key))
+            .ok()
+            .and_then(|x| self.keys.get(x))
+    }
+
     fn empty() -> Self {
         Node {
             never: false,
             types: ANY,
             all: Vec::new(),
             props: Vec::new(),
+            keys: Vec::new(),
+            closure: Vec::new(),
             additional: None,
             required: Vec::new(),
             min_props: 0,
@@ -380,41 +441,141 @@ pub fn compile(
         memo: HashMap::new(),
     };
     let root = c.at(&Doc::Root, "")?;
-    Some(Program {
+    let mut p = Program {
         nodes: c.nodes,
         root,
-    })
+    };
+    p.finish();
+    Some(p)
+}
+
+/// The nodes that apply to one value: usually the closure of one node, kept as its id (no
+/// allocation); a list only when several nodes of a container reach different schemas.
+enum Set {
+    Empty,
+    One(usize),
+    Many(Vec<usize>),
+}
+
+impl Set {
+    fn ids<'p>(&'p self, p: &'p Program) -> &'p [usize] {
+        match self {
+            Set::Empty => &[],
+            Set::One(i) => p.nodes.get(*i).map_or(&[], |n| n.closure.as_slice()),
+            Set::Many(v) => v,
+        }
+    }
 }
 
 /// One open container and the nodes that apply to it.
 struct Frame {
-    nodes: Vec<usize>,
-    /// Per node: which of its `required` names have been seen.
-    seen: Vec<u64>,
+    set: Set,
+    /// Which `required` names have been seen: of the set's first node here, of the others in
+    /// `seen_more` (only allocated when the set has several nodes and one has `required`).
+    seen: u64,
+    seen_more: Vec<u64>,
     /// Members or elements so far.
     count: u64,
     array: bool,
 }
 
-impl Program {
-    /// Adds `id` and everything it applies with (`$ref`, `allOf`) to `set`, once each.
-    fn expand(&self, id: usize, set: &mut Vec<usize>) {
-        if set.contains(&id) {
-            return;
+impl Frame {
+    fn mark(&mut self, k: usize, bit: u32) {
+        let b = 1u64 << bit;
+        if k == 0 {
+            self.seen |= b;
+        } else if let Some(s) = self.seen_more.get_mut(k - 1) {
+            *s |= b;
         }
-        set.push(id);
-        // Most nodes apply nothing else: no work list for them.
-        let Some(n) = self.nodes.get(id).filter(|n| !n.all.is_empty()) else {
-            return;
-        };
-        let mut todo: Vec<usize> = n.all.clone();
-        while let Some(i) = todo.pop() {
-            if set.contains(&i) {
-                continue;
+    }
+
+    fn seen(&self, k: usize) -> u64 {
+        if k == 0 {
+            self.seen
+        } else {
+            self.seen_more.get(k - 1).copied().unwrap_or(0)
+        }
+    }
+}
+
+impl Program {
+    /// Builds each node's `closure` and `keys` once every node is compiled.
+    fn finish(&mut self) {
+        for id in 0..self.nodes.len() {
+            let mut set = vec![id];
+            let mut todo: Vec<usize> = self.nodes[id].all.clone();
+            while let Some(i) = todo.pop() {
+                if set.contains(&i) {
+                    continue;
+                }
+                set.push(i);
+                if let Some(n) = self.nodes.get(i) {
+                    todo.extend(n.all.iter().copied());
+                }
             }
-            set.push(i);
-            if let Some(n) = self.nodes.get(i) {
-                todo.extend(n.all.iter().copied());
+            let n = &mut self.nodes[id];
+            n.closure = set;
+            let mut keys: Vec<Key> = n
+                .props
+                .iter()
+                .map(|(name, i)| Key {
+                    len: name.len(),
+                    head: head(name.as_bytes()),
+                    name: name.clone(),
+                    node: Some(*i),
+                    required: None,
+                })
+                .collect();
+            for (r, name) in n.required.iter().enumerate() {
+                #[allow(clippy::cast_possible_truncation)] // at most 64 names
+                let bit = r as u32;
+                match keys.iter_mut().find(|k| k.name == *name) {
+                    Some(k) => k.required = Some(bit),
+                    None => keys.push(Key {
+                        len: name.len(),
+                        head: head(name.as_bytes()),
+                        name: name.clone(),
+                        node: None,
+                        required: Some(bit),
+                    }),
+                }
+            }
+            keys.sort_by(|a, b| key_order(b.len, b.head, b.name.as_bytes(), a));
+            n.keys = keys;
+        }
+    }
+
+    /// Adds the closure of `id` to `set`, once each.
+    #[inline]
+    fn add(&self, id: usize, set: &mut Set) {
+        // The common case (a set of one schema) inline; merging out of line.
+        if let Set::Empty = set {
+            *set = Set::One(id);
+        } else {
+            self.merge(id, set);
+        }
+    }
+
+    #[inline(never)]
+    fn merge(&self, id: usize, set: &mut Set) {
+        match set {
+            Set::Empty => *set = Set::One(id),
+            Set::One(j) if *j == id => {}
+            Set::One(j) => {
+                let mut v = self.node(*j).closure.clone();
+                for &i in &self.node(id).closure {
+                    if !v.contains(&i) {
+                        v.push(i);
+                    }
+                }
+                *set = Set::Many(v);
+            }
+            Set::Many(v) => {
+                for &i in &self.node(id).closure {
+                    if !v.contains(&i) {
+                        v.push(i);
+                    }
+                }
             }
         }
     }
@@ -496,15 +657,14 @@ impl Program {
         let mut t = Tokenizer::new(body, limits)?;
         let mut stack: Vec<Frame> = Vec::new();
         let mut valid = true;
-        let mut next: Vec<usize> = Vec::new();
-        self.expand(self.root, &mut next);
+        let mut next = Set::One(self.root);
         while let Some(ev) = t.next_event()? {
             if !valid {
                 continue;
             }
             match ev {
                 Event::Name(name) => {
-                    valid = self.member(&mut stack, name, &mut next);
+                    next = self.member(&mut stack, name);
                 }
                 Event::EndObject | Event::EndArray => {
                     if let Some(f) = stack.pop() {
@@ -512,38 +672,37 @@ impl Program {
                     }
                 }
                 _ => {
-                    let mut set = std::mem::take(&mut next);
+                    let mut set = std::mem::replace(&mut next, Set::Empty);
                     if let Some(f) = stack.last_mut().filter(|f| f.array) {
-                        set.clear();
+                        set = Set::Empty;
                         let at = usize::try_from(f.count).unwrap_or(usize::MAX);
                         f.count += 1;
-                        for &i in &f.nodes {
+                        for &i in f.set.ids(self) {
                             let n = self.node(i);
                             if let Some(&p) = n.prefix.get(at) {
-                                self.expand(p, &mut set);
+                                self.add(p, &mut set);
                             } else if let Some(it) = n.items {
-                                self.expand(it, &mut set);
+                                self.add(it, &mut set);
                             }
                         }
                     }
-                    valid = self.check_value(&set, &ev);
+                    let ids = set.ids(self);
+                    valid = self.check_value(ids, &ev);
                     if matches!(ev, Event::StartObject | Event::StartArray) {
-                        let tracks = set.iter().any(|&i| !self.node(i).required.is_empty());
+                        let more = ids.len() > 1
+                            && ids.iter().any(|&i| !self.node(i).required.is_empty());
                         stack.push(Frame {
-                            // Only allocated when some node has `required`.
-                            seen: if tracks {
-                                vec![0; set.len()]
+                            // Only allocated when several nodes apply and one has `required`.
+                            seen_more: if more {
+                                vec![0; ids.len() - 1]
                             } else {
                                 Vec::new()
                             },
-                            nodes: set,
+                            seen: 0,
+                            set,
                             count: 0,
                             array: matches!(ev, Event::StartArray),
                         });
-                    } else {
-                        // Keep the allocation for the next member.
-                        set.clear();
-                        next = set;
                     }
                 }
             }
@@ -552,47 +711,58 @@ impl Program {
     }
 
     /// A member name: marks `required`, and works out the nodes for its value.
-    fn member(&self, stack: &mut [Frame], name: Text<'_>, next: &mut Vec<usize>) -> bool {
-        next.clear();
+    fn member(&self, stack: &mut [Frame], name: Text<'_>) -> Set {
+        let mut next = Set::Empty;
         let Some(f) = stack.last_mut() else {
-            return true;
+            return next;
         };
         f.count += 1;
-        if f.nodes.is_empty() {
-            return true;
-        }
+        let ids = match &f.set {
+            Set::Empty => return next,
+            Set::One(i) => self.node(*i).closure.as_slice(),
+            Set::Many(v) => v.as_slice(),
+        };
         let name = name.unescape();
-        for (k, &i) in f.nodes.iter().enumerate() {
+        let b = name.as_bytes();
+        let (len, hd) = (b.len(), head(b));
+        let mut marks: u64 = 0;
+        let mut marks_more: Vec<(usize, u32)> = Vec::new();
+        for (k, &i) in ids.iter().enumerate() {
             let n = self.node(i);
-            for (r, req) in n.required.iter().enumerate() {
-                if *req == *name {
-                    if let Some(seen) = f.seen.get_mut(k) {
-                        *seen |= 1 << r;
+            let found = n.find(len, hd, b);
+            let target = match found {
+                Some(key) => {
+                    if let Some(bit) = key.required {
+                        if k == 0 {
+                            marks |= 1 << bit;
+                        } else {
+                            marks_more.push((k, bit));
+                        }
                     }
+                    key.node.or(n.additional)
                 }
-            }
-            match n.props.binary_search_by(|(p, _)| p.as_str().cmp(&name)) {
-                Ok(p) => self.expand(n.props[p].1, next),
-                Err(_) => {
-                    if let Some(a) = n.additional {
-                        self.expand(a, next);
-                    }
-                }
+                None => n.additional,
+            };
+            if let Some(x) = target {
+                self.add(x, &mut next);
             }
         }
-        true
+        f.seen |= marks;
+        for (k, bit) in marks_more {
+            f.mark(k, bit);
+        }
+        next
     }
 
     /// A container closes: counts and `required`.
     fn close(&self, f: &Frame) -> bool {
-        f.nodes.iter().enumerate().all(|(k, &i)| {
+        f.set.ids(self).iter().enumerate().all(|(k, &i)| {
             let n = self.node(i);
-            let seen = f.seen.get(k).copied().unwrap_or(0);
             if f.array {
                 (n.min_items..=n.max_items).contains(&f.count)
             } else {
                 (n.min_props..=n.max_props).contains(&f.count)
-                    && seen.count_ones() as usize == n.required.len()
+                    && f.seen(k).count_ones() as usize == n.required.len()
             }
         })
     }
@@ -718,6 +888,60 @@ mod tests {
             let s = format!("x@{d}");
             if plain_email(&s) {
                 assert!(jsonschema_says(&v, &s), "{total}-byte domain");
+            }
+        }
+    }
+
+    /// Member lookup by length and first eight bytes: names that share both, names only
+    /// `required`, escaped names, and a node with enough names for the binary search.
+    #[test]
+    fn member_names_are_found_as_jsonschema_finds_them() {
+        let mut props = serde_json::Map::new();
+        for (name, ty) in [
+            ("abcdefgh", "string"),
+            ("abcdefgh1", "integer"),
+            ("abcdefgh2", "string"),
+            ("abcdefghij1", "boolean"),
+            ("a", "null"),
+            ("", "integer"),
+        ] {
+            props.insert(name.to_string(), json!({"type": ty}));
+        }
+        let few = json!({"properties": props.clone(), "required": ["abcdefgh2", "zz", ""],
+            "additionalProperties": {"type": "integer"}});
+        for i in 0..20 {
+            props.insert(format!("k{i:02}-padding-{i}"), json!({"type": "string"}));
+        }
+        let many = json!({"properties": props, "required": ["abcdefgh2", "zz", "k07-padding-7"],
+            "additionalProperties": {"type": "integer"}});
+        let bodies = [
+            r#"{"abcdefgh2":"x","zz":1,"":2}"#,
+            r#"{"abcdefgh2":"x","zz":"1","":2}"#,
+            r#"{"abcdefgh2":1,"zz":1,"":2}"#,
+            r#"{"abcdefgh1":1,"abcdefgh2":"x","zz":1,"":2,"abcdefghij1":true,"a":null}"#,
+            r#"{"abcdefgh1":"1","abcdefgh2":"x","zz":1,"":2}"#,
+            r#"{"abcdefgh2":"x","abcdefgh3":1,"zz":1,"":2}"#,
+            r#"{"abcdefgh2":"x","abcdefgh3":"y","zz":1,"":2}"#,
+            r#"{"abcdefgh2":"x","zz":1,"":2}"#,
+            r#"{"abcdefgh2":"x","":2}"#,
+            r#"{"abcdefgh2":"x","zz":1,"k07-padding-7":"s"}"#,
+            r#"{"abcdefgh2":"x","zz":1,"k07-padding-7":7,"":2}"#,
+            r#"{"abcdefgh2":"x","zz":1,"k07-padding-8":8,"":2,"k07-padding-7":"s"}"#,
+            r#"{"abcdefgh2":"x","zz":1,"k07-padding-8":"8","":2,"k07-padding-7":"s"}"#,
+            r#"{"a":0,"abcdefgh2":"x","zz":1,"":2,"k07-padding-7":"s"}"#,
+        ];
+        for schema in [few, many] {
+            let program = super::compile(&schema, &Default::default(), false).expect("compiles");
+            let v = jsonschema::options()
+                .with_draft(jsonschema::Draft::Draft202012)
+                .build(&schema)
+                .expect("a valid schema");
+            for b in bodies {
+                let instance: Value = serde_json::from_str(b).expect("JSON");
+                let got = program
+                    .validate(b.as_bytes(), portcullis_core::json::Limits::default())
+                    .expect("well-formed");
+                assert_eq!(got, v.is_valid(&instance), "{schema} / {b}");
             }
         }
     }
