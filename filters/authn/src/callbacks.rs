@@ -445,9 +445,9 @@ impl Stream for AuthnStream {
                 hits: hits(),
             });
         }
-        for (name, value) in decide::identity_headers(cfg, &allowed.identity) {
-            host.set_request_header(&name, Some(&value));
-        }
+        decide::each_identity_header(cfg, &allowed.identity, |name, value| {
+            host.set_request_header(name, Some(value));
+        });
         if let Some(p) = &allowed.rewrite_path {
             host.set_request_header(":path", Some(p));
         }

@@ -1077,10 +1077,19 @@ pub fn is_identity_header(cfg: &AuthnConfig, name: &str) -> bool {
 
 /// Headers to add upstream for an allowed request (none for anonymous callers).
 pub fn identity_headers(cfg: &AuthnConfig, id: &Identity) -> Vec<(String, String)> {
-    let h = &cfg.identity_headers;
     let mut out = Vec::new();
+    each_identity_header(cfg, id, |name, value| {
+        out.push((name.to_string(), value.to_string()));
+    });
+    out
+}
+
+/// [`identity_headers`] handed to `f` one by one, borrowed: the adapter sets each at once, so
+/// on every allowed request nothing is copied but a multi-scope list joined.
+pub fn each_identity_header(cfg: &AuthnConfig, id: &Identity, mut f: impl FnMut(&str, &str)) {
+    let h = &cfg.identity_headers;
     if id.method == AuthMethod::Anonymous {
-        return out;
+        return;
     }
     for (name, value) in [
         (&h.tenant, &id.tenant),
@@ -1088,13 +1097,14 @@ pub fn identity_headers(cfg: &AuthnConfig, id: &Identity) -> Vec<(String, String
         (&h.subject, &id.subject),
     ] {
         if let Some(v) = value {
-            out.push((name.clone(), v.clone()));
+            f(name, v);
         }
     }
-    if !id.scopes.is_empty() {
-        out.push((h.scopes.clone(), id.scopes.join(" ")));
+    match id.scopes.as_slice() {
+        [] => {}
+        [one] => f(&h.scopes, one),
+        many => f(&h.scopes, &many.join(" ")),
     }
-    out
 }
 
 #[cfg(test)]
