@@ -142,22 +142,43 @@ enum Frame<'a> {
 /// The member names of one object, for duplicate detection: a short list compared in place
 /// (no hashing, and no copy of a name without escapes), a hash set once the object is large.
 enum Names<'a> {
-    Few(Vec<Cow<'a, str>>),
+    /// The names, and a 64-bit filter of them ([`name_bit`]): a name whose bit is not set yet
+    /// is new without a compare, so the list is searched only on a (rare) shared bit.
+    Few(Vec<Cow<'a, str>>, u64),
     Many(HashSet<Cow<'a, str>>),
 }
 
 /// Up to this many names a linear search beats hashing.
 const FEW_NAMES: usize = 16;
 
+/// One bit of 64 for a member name, from its length and three of its bytes (equal names have
+/// equal bits; different names usually do not).
+#[inline]
+fn name_bit(name: &str) -> u64 {
+    let b = name.as_bytes();
+    let at = |i: usize| u64::from(b.get(i).copied().unwrap_or(0));
+    let x = b.len() as u64
+        ^ (at(0) << 8)
+        ^ (at(b.len().wrapping_sub(1)) << 16)
+        ^ (at(b.len() / 2) << 24);
+    1 << (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58)
+}
+
 impl<'a> Names<'a> {
     /// Adds a name; false when it was already there.
     fn insert(&mut self, name: Cow<'a, str>) -> bool {
         match self {
-            Names::Few(v) => {
-                if v.contains(&name) {
+            Names::Few(v, filter) => {
+                let bit = name_bit(&name);
+                if *filter & bit != 0 && v.contains(&name) {
                     return false;
                 }
+                *filter |= bit;
                 if v.len() < FEW_NAMES {
+                    if v.capacity() == 0 {
+                        // Room for every name the list holds, at once: no regrowth.
+                        v.reserve_exact(FEW_NAMES);
+                    }
                     v.push(name);
                 } else {
                     let mut set: HashSet<Cow<'a, str>> = v.drain(..).collect();
@@ -376,7 +397,7 @@ impl<'a> Tokenizer<'a> {
                         names: self
                             .limits
                             .reject_duplicate_names
-                            .then(|| Names::Few(Vec::new())),
+                            .then(|| Names::Few(Vec::new(), 0)),
                     });
                     self.expect = Expect::FirstName;
                     return Ok(Some(Event::StartObject));
@@ -991,6 +1012,39 @@ mod tests {
                     "{n} names, name {first} repeated"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_name_filter_never_hides_a_duplicate() {
+        // Short names from a tiny alphabet: many share a filter bit without being equal.
+        let dup = Limits {
+            reject_duplicate_names: true,
+            ..Limits::default()
+        };
+        let alphabet = ["a", "b", "ab", "ba", "aa", "", "\\u0061", "abc", "cba", "x"];
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..5_000 {
+            let mut names = Vec::new();
+            for _ in 0..(x % 18) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let a = alphabet[(x % 10) as usize];
+                let b = alphabet[((x >> 8) % 10) as usize];
+                names.push(format!("{a}{b}"));
+            }
+            let doc = format!(
+                "{{{}}}",
+                names
+                    .iter()
+                    .map(|n| format!("\"{n}\":0"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            let unescaped: Vec<String> = names.iter().map(|n| n.replace("\\u0061", "a")).collect();
+            let distinct = unescaped.iter().collect::<HashSet<_>>().len() == unescaped.len();
+            assert_eq!(validate(doc.as_bytes(), dup).is_ok(), distinct, "{doc}");
         }
     }
 
