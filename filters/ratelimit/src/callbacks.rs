@@ -130,7 +130,7 @@ impl Filter for RateLimit {
     fn stream(root: &Rc<Self>) -> RateLimitStream {
         RateLimitStream {
             root: root.clone(),
-            response_headers: Vec::new(),
+            response_headers: decide::HeaderValues::default(),
             in_flight: None,
         }
     }
@@ -212,7 +212,7 @@ fn record<H: Host>(
 pub struct RateLimitStream {
     root: Rc<RateLimit>,
     /// Rate-limit headers for the response, decided on the request.
-    response_headers: Vec<(&'static str, String)>,
+    response_headers: decide::HeaderValues,
     /// The rate limit service call this request waits for: token, what to finish with, start.
     in_flight: Option<(u32, Pending, u64)>,
 }
@@ -259,7 +259,7 @@ impl RateLimitStream {
                 record(host, cfg.audit, &cfg.stat_prefix, || {
                     decide::audit_fields(Ok(&applied))
                 });
-                self.response_headers = decide::response_headers(cfg.headers, &applied);
+                decide::write_response_headers(cfg.headers, &applied, &mut self.response_headers);
                 Flow::Continue
             }
             Err(denial) => {
@@ -456,8 +456,8 @@ impl Stream for RateLimitStream {
     }
 
     fn on_response_headers<H: Host>(&mut self, host: &H, _end_of_stream: bool) -> Flow {
-        for (k, v) in std::mem::take(&mut self.response_headers) {
-            host.add_response_header(k, &v);
+        for (k, v) in std::mem::take(&mut self.response_headers).iter() {
+            host.add_response_header(k, v);
         }
         Flow::Continue
     }

@@ -521,15 +521,52 @@ pub fn audit_fields(verdict: Result<&[Applied], Option<&str>>) -> Option<(String
 /// Rate-limit headers for the applied limits: `RateLimit-Policy` lists every policy,
 /// `RateLimit` (and the legacy headers) describe the most restrictive one.
 pub fn response_headers(style: HeaderStyle, applied: &[Applied]) -> Vec<(&'static str, String)> {
+    let mut values = HeaderValues::default();
+    write_response_headers(style, applied, &mut values);
+    values.iter().map(|(k, v)| (k, v.to_string())).collect()
+}
+
+/// Response header values written one after another into one string: what an allowed request
+/// keeps until its response (one allocation for the text, where a `String` per header was
+/// five on every request with draft and legacy headers).
+#[derive(Debug, Default, Clone)]
+pub struct HeaderValues {
+    text: String,
+    /// Each header's name and where its value ends in `text` (it starts where the previous
+    /// one ends).
+    ends: Vec<(&'static str, usize)>,
+}
+
+impl HeaderValues {
+    /// The headers in order, with their values.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
+        let mut start = 0;
+        self.ends.iter().map(move |&(name, end)| {
+            let v = self.text.get(start..end).unwrap_or_default();
+            start = end;
+            (name, v)
+        })
+    }
+
+    /// True when there is no header.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Ends the value being written as header `name`'s.
+    fn end(&mut self, name: &'static str) {
+        self.ends.push((name, self.text.len()));
+    }
+}
+
+/// [`response_headers`], written into `out` (replacing what it held).
+pub fn write_response_headers(style: HeaderStyle, applied: &[Applied], out: &mut HeaderValues) {
+    out.text.clear();
+    out.ends.clear();
     if style == HeaderStyle::None || applied.is_empty() {
-        return Vec::new();
+        return;
     }
     // Built with pushes, not `format!`: these are written on every allowed request.
-    let number = |n: u64| {
-        let mut s = String::with_capacity(20);
-        push_decimal(&mut s, n);
-        s
-    };
     // `"name";q=10;w=60`, or with `r=`/`t=` for the `RateLimit` field.
     let item = |out: &mut String, name: &str, (k1, v1): (&str, u64), (k2, v2): (&str, u64)| {
         out.push('"');
@@ -541,32 +578,33 @@ pub fn response_headers(style: HeaderStyle, applied: &[Applied]) -> Vec<(&'stati
         out.push_str(k2);
         push_decimal(out, v2);
     };
-    let mut policy = String::with_capacity(applied.len() * 32);
+    out.text.reserve(applied.len() * 32 + 96);
+    out.ends.reserve(5);
     for (i, a) in applied.iter().enumerate() {
         if i > 0 {
-            policy.push_str(", ");
+            out.text.push_str(", ");
         }
         item(
-            &mut policy,
+            &mut out.text,
             &a.name,
             ("q=", a.capacity),
             ("w=", a.window_secs),
         );
     }
-    let mut out = Vec::with_capacity(5);
-    out.push(("ratelimit-policy", policy));
+    out.end("ratelimit-policy");
     if let Some(t) = tightest(applied) {
-        let mut field = String::with_capacity(32);
         let (r, reset) = (t.outcome.remaining, t.outcome.reset_secs);
-        item(&mut field, &t.name, ("r=", r), ("t=", reset));
-        out.push(("ratelimit", field));
+        item(&mut out.text, &t.name, ("r=", r), ("t=", reset));
+        out.end("ratelimit");
         if style == HeaderStyle::DraftAndLegacy {
-            out.push(("x-ratelimit-limit", number(t.capacity)));
-            out.push(("x-ratelimit-remaining", number(r)));
-            out.push(("x-ratelimit-reset", number(reset)));
+            push_decimal(&mut out.text, t.capacity);
+            out.end("x-ratelimit-limit");
+            push_decimal(&mut out.text, r);
+            out.end("x-ratelimit-remaining");
+            push_decimal(&mut out.text, reset);
+            out.end("x-ratelimit-reset");
         }
     }
-    out
 }
 
 #[cfg(test)]
