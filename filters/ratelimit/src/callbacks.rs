@@ -19,9 +19,38 @@ use std::cell::{Cell, OnceCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
+/// A counter per limit, found by the limit's name (names are unique: config refuses a
+/// duplicate). Looked up for every applied limit of every request: a few names compared cost
+/// less than SipHash over one (about 170 instructions), so short lists are searched in order;
+/// long ones keep a map.
+enum PerLimit {
+    Few(Vec<(String, Counter)>),
+    Many(HashMap<String, Counter>),
+}
+
+impl PerLimit {
+    /// Above this many limits the map answers faster than a scan.
+    const SCAN_UP_TO: usize = 8;
+
+    fn new(counters: Vec<(String, Counter)>) -> Self {
+        if counters.len() <= Self::SCAN_UP_TO {
+            PerLimit::Few(counters)
+        } else {
+            PerLimit::Many(counters.into_iter().collect())
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&Counter> {
+        match self {
+            PerLimit::Few(v) => v.iter().find(|(n, _)| n == name).map(|(_, c)| c),
+            PerLimit::Many(m) => m.get(name),
+        }
+    }
+}
+
 struct Metrics {
-    allowed: HashMap<String, Counter>,
-    limited: HashMap<String, Counter>,
+    allowed: PerLimit,
+    limited: PerLimit,
     denials: DenialCounters,
     shadow_limited: Counter,
     cas_retries: Counter,
@@ -48,13 +77,15 @@ impl Metrics {
         let prefix = format!("portcullis.{}", cfg.stat_prefix);
         let name = |s: &str| format!("{prefix}.{s}");
         let per_limit = |kind: &str| {
-            cfg.limits
-                .iter()
-                .map(|l| {
-                    let n = name(&format!("limit.{}.{kind}", l.name));
-                    (l.name.clone(), Counter::define(host, &n))
-                })
-                .collect()
+            PerLimit::new(
+                cfg.limits
+                    .iter()
+                    .map(|l| {
+                        let n = name(&format!("limit.{}.{kind}", l.name));
+                        (l.name.clone(), Counter::define(host, &n))
+                    })
+                    .collect(),
+            )
         };
         Metrics {
             allowed: per_limit("allowed"),
