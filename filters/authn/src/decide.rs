@@ -617,18 +617,23 @@ fn claim_matches(got: Option<&Value>, want: &str) -> bool {
 /// Finds exactly one token in the configured places.
 fn extract_token<'r>(cfg: &AuthnConfig, req: &Request<'r>) -> Result<(&'r str, Scheme), Denial> {
     let src = &cfg.token;
-    let mut found: Vec<&'r str> = req
-        .headers
+    // The first token found and how many there are: all that is decided on (no vector of
+    // them per request).
+    let mut first: Option<&'r str> = None;
+    let mut count = 0usize;
+    let mut found = |t: &'r str| {
+        first.get_or_insert(t);
+        count += 1;
+    };
+    req.headers
         .iter()
         .filter(|(k, _)| *k == src.header)
-        .map(|(_, v)| v.as_str())
-        .collect();
+        .for_each(|(_, v)| found(v.as_str()));
     if let Some(param) = &src.query_param {
         if let (_, Some(q)) = path::split_query(req.path) {
-            found.extend(
-                q.split('&')
-                    .filter_map(|kv| kv.strip_prefix(param.as_str())?.strip_prefix('=')),
-            );
+            q.split('&')
+                .filter_map(|kv| kv.strip_prefix(param.as_str())?.strip_prefix('='))
+                .for_each(&mut found);
         }
     }
     let multiple = || {
@@ -638,15 +643,15 @@ fn extract_token<'r>(cfg: &AuthnConfig, req: &Request<'r>) -> Result<(&'r str, S
             None,
         )
     };
-    let raw = match found.as_slice() {
-        [] => {
+    let raw = match (first, count) {
+        (Some(one), 1) => one,
+        (None, _) => {
             return Err(deny(
                 AuthnReason::MissingToken,
                 "An access token is required.",
                 None,
             ))
         }
-        [one] => *one,
         _ => return Err(multiple()),
     };
     let (token, scheme) = if src.scheme.is_empty() {
