@@ -585,7 +585,7 @@ impl Program {
     }
 
     /// Checks a scalar or a container's opening against every node of `set`.
-    fn check_value(&self, set: &[usize], ev: &Event<'_>) -> bool {
+    fn check_value(&self, set: &[usize], ev: &Event<'_>, scratch: &mut Value) -> bool {
         if set.is_empty() {
             return true;
         }
@@ -604,7 +604,7 @@ impl Program {
                 Event::StartArray => n.types & ARR != 0 && n.enums.is_empty(),
                 Event::Str(t) => {
                     n.types & STR != 0
-                        && self.check_str(n, text.get_or_insert_with(|| t.unescape()))
+                        && self.check_str(n, text.get_or_insert_with(|| t.unescape()), scratch)
                 }
                 Event::Num(s) => {
                     n.types & *kind.get_or_insert_with(|| number_kind(s)) != 0
@@ -625,7 +625,9 @@ impl Program {
         true
     }
 
-    fn check_str(&self, n: &Node, s: &str) -> bool {
+    /// `scratch` is a string value kept for the body: jsonschema is handed the string in it, so
+    /// its buffer is allocated once per body, not once per string checked.
+    fn check_str(&self, n: &Node, s: &str, scratch: &mut Value) -> bool {
         // A string has at most as many code points as bytes, and at least a quarter as many:
         // count them only when the byte length leaves the bounds in doubt.
         let bytes = s.len() as u64;
@@ -645,9 +647,16 @@ impl Program {
         if n.email && plain_email(s) {
             return true;
         }
-        n.strings
-            .as_ref()
-            .is_none_or(|v| v.is_valid(&Value::String(s.to_string())))
+        n.strings.as_ref().is_none_or(|v| {
+            match &mut *scratch {
+                Value::String(buf) => {
+                    buf.clear();
+                    buf.push_str(s);
+                }
+                other => *other = Value::String(s.to_string()),
+            }
+            v.is_valid(scratch)
+        })
     }
 
     /// Validates `body` in one pass. `Err` is the structural error the scan would report
@@ -658,6 +667,7 @@ impl Program {
         let mut stack: Vec<Frame> = Vec::new();
         let mut valid = true;
         let mut next = Set::One(self.root);
+        let mut scratch = Value::String(String::new());
         while let Some(ev) = t.next_event()? {
             if !valid {
                 continue;
@@ -687,7 +697,7 @@ impl Program {
                         }
                     }
                     let ids = set.ids(self);
-                    valid = self.check_value(ids, &ev);
+                    valid = self.check_value(ids, &ev, &mut scratch);
                     if matches!(ev, Event::StartObject | Event::StartArray) {
                         let more = ids.len() > 1
                             && ids.iter().any(|&i| !self.node(i).required.is_empty());
@@ -775,23 +785,26 @@ impl Program {
 /// labels with `--` in third and fourth place (candidate A-labels, which jsonschema decodes) —
 /// returns false and is left to jsonschema, so a false here decides nothing.
 fn plain_email(s: &str) -> bool {
-    let Some((local, domain)) = s.split_once('@') else {
+    // Bytes, not chars: `@` and `.` are ASCII, so a split at one is a split between chars (and
+    // a byte search costs a fraction of a char pattern's).
+    let s = s.as_bytes();
+    let Some(at) = s.iter().position(|&b| b == b'@') else {
         return false;
     };
+    let (local, domain) = (&s[..at], &s[at + 1..]);
     let atom = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b);
     let local_ok = (1..=64).contains(&local.len())
         && local
-            .split('.')
-            .all(|a| !a.is_empty() && a.bytes().all(atom));
-    let label_ok = |l: &str| {
-        let b = l.as_bytes();
+            .split(|&b| b == b'.')
+            .all(|a| !a.is_empty() && a.iter().all(|&b| atom(b)));
+    let label_ok = |b: &[u8]| {
         (1..=63).contains(&b.len())
             && b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-')
             && b.first().is_some_and(u8::is_ascii_alphanumeric)
             && b.last().is_some_and(u8::is_ascii_alphanumeric)
             && !(b.get(2) == Some(&b'-') && b.get(3) == Some(&b'-'))
     };
-    local_ok && (1..=253).contains(&domain.len()) && domain.split('.').all(label_ok)
+    local_ok && (1..=253).contains(&domain.len()) && domain.split(|&b| b == b'.').all(label_ok)
 }
 
 fn enums_match(n: &Node, lit: &Lit) -> bool {
