@@ -128,6 +128,26 @@ impl Gen {
     }
 }
 
+/// Masks `doc` by the stream and by the tree walk for one caller and profile; the reports
+/// must agree. Returns the stream's result and the walked tree, for the body to be compared.
+fn both_ways(
+    cfg: &PiiConfig,
+    scopes: &[String],
+    profile: usize,
+    doc: &str,
+) -> (stream::Streamed, json::Json) {
+    let caller = Caller {
+        scopes,
+        key: cfg.keys.for_tenant(None),
+    };
+    let profile = &cfg.profiles[profile];
+    let mut tree = json::parse(doc.as_bytes()).unwrap();
+    let report = mask::mask_json(cfg, profile, caller, &mut tree).unwrap();
+    let s = stream::mask_document(cfg, profile, caller, doc).unwrap();
+    assert_eq!(s.report, report, "{doc}");
+    (s, tree)
+}
+
 #[test]
 fn streaming_masks_as_the_tree_walk_does() {
     let cfg = config();
@@ -154,15 +174,8 @@ fn streaming_masks_as_the_tree_walk_does() {
             doc.push('}');
         }
         for (scopes, profile) in [(&[][..], 0), (&all[..], 0), (&[][..], 1)] {
-            let caller = Caller {
-                scopes,
-                key: cfg.keys.for_tenant(None),
-            };
-            let profile = &cfg.profiles[profile];
-            let mut tree = json::parse(doc.as_bytes()).unwrap();
-            let report = mask::mask_json(&cfg, profile, caller, &mut tree).unwrap();
-            let s = stream::mask_document(&cfg, profile, caller, &doc).unwrap();
-            assert_eq!(s.report, report, "{doc}");
+            let (s, tree) = both_ways(&cfg, scopes, profile, &doc);
+            let report = &s.report;
             match &s.body {
                 Some(out) => {
                     masked_docs += 1;
@@ -198,15 +211,7 @@ fn repeated_records_mask_as_the_tree_walk_does() {
             r#"{{"list": [{rec}, {rec}, {rec}], "x": [{rec}, {{"a": {rec}, "note": [{rec}]}}], "y": {rec}}}"#
         );
         for profile in [0, 1] {
-            let caller = Caller {
-                scopes: &[],
-                key: cfg.keys.for_tenant(None),
-            };
-            let profile = &cfg.profiles[profile];
-            let mut tree = json::parse(doc.as_bytes()).unwrap();
-            let report = mask::mask_json(&cfg, profile, caller, &mut tree).unwrap();
-            let s = stream::mask_document(&cfg, profile, caller, &doc).unwrap();
-            assert_eq!(s.report, report, "{doc}");
+            let (s, tree) = both_ways(&cfg, &[], profile, &doc);
             let out = s.body.as_deref().unwrap_or(&doc);
             assert_eq!(json::parse(out.as_bytes()).unwrap(), tree, "{doc}\n{out}");
         }
