@@ -1124,7 +1124,10 @@ mod tests {
         for len in 0..40 {
             for f in fillers {
                 let base: String = f.repeat(len);
-                assert_eq!(has_space_or_comma(base.as_bytes()), base.contains([' ', ',']));
+                assert_eq!(
+                    has_space_or_comma(base.as_bytes()),
+                    base.contains([' ', ','])
+                );
                 for at in 0..=base.len() {
                     if !base.is_char_boundary(at) {
                         continue;

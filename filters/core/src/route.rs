@@ -389,7 +389,8 @@ impl<T> RouteTable<T> {
         // holds; matching still goes through `matches`, which refuses the rest.
         let mut candidates = Candidates::new();
         if path.starts_with('/') {
-            self.index.candidates(path.strip_prefix('/'), &mut candidates);
+            self.index
+                .candidates(path.strip_prefix('/'), &mut candidates);
         } else {
             candidates.extend(&self.index.prefixes);
         }

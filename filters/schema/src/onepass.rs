@@ -699,8 +699,8 @@ impl Program {
                     let ids = set.ids(self);
                     valid = self.check_value(ids, &ev, &mut scratch);
                     if matches!(ev, Event::StartObject | Event::StartArray) {
-                        let more = ids.len() > 1
-                            && ids.iter().any(|&i| !self.node(i).required.is_empty());
+                        let more =
+                            ids.len() > 1 && ids.iter().any(|&i| !self.node(i).required.is_empty());
                         stack.push(Frame {
                             // Only allocated when several nodes apply and one has `required`.
                             seen_more: if more {
@@ -840,7 +840,9 @@ mod tests {
             self.0.below(n)
         }
         fn text(&mut self, alphabet: &[&str], len: usize) -> String {
-            (0..len).map(|_| alphabet[self.below(alphabet.len())]).collect()
+            (0..len)
+                .map(|_| alphabet[self.below(alphabet.len())])
+                .collect()
         }
     }
 
@@ -877,7 +879,10 @@ mod tests {
             };
             if plain_email(&s) {
                 plain += 1;
-                assert!(jsonschema_says(&v, &s), "fast path accepted {s:?}, jsonschema does not");
+                assert!(
+                    jsonschema_says(&v, &s),
+                    "fast path accepted {s:?}, jsonschema does not"
+                );
             }
         }
         // The generator must reach the fast path often, or this test checks nothing.

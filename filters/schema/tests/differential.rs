@@ -172,7 +172,6 @@ fn one_pass_agrees_with_jsonschema_on_the_test_suite() {
     );
 }
 
-
 /// Values the demo schemas treat differently: at and past their bounds, patterns, formats.
 fn pool() -> Vec<Value> {
     vec![
