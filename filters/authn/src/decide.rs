@@ -698,20 +698,15 @@ fn extract_token<'r>(cfg: &AuthnConfig, req: &Request<'r>) -> Result<(&'r str, S
 /// that char-pattern search decodes every character of the token (about 3k instructions for a
 /// 300-byte JWT, on every request); both are ASCII, so bytes answer the same.
 fn has_space_or_comma(b: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    // Exact test for a zero byte in `x` (no false positives when only asking "any?").
-    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGH != 0;
-    let mut words = b.chunks_exact(8);
-    for w in &mut words {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(w);
-        let w = u64::from_ne_bytes(a);
-        if zero_byte(w ^ (ONES * u64::from(b' '))) || zero_byte(w ^ (ONES * u64::from(b','))) {
+    use portcullis_core::word;
+    let (words, rest) = b.as_chunks::<8>();
+    for w in words {
+        let w = word::le(w);
+        if word::bytes_equal(w, b' ') | word::bytes_equal(w, b',') != 0 {
             return true;
         }
     }
-    words.remainder().iter().any(|&c| c == b' ' || c == b',')
+    rest.iter().any(|&c| c == b' ' || c == b',')
 }
 
 /// Numeric date (RFC 7519 §2): an integer or a finite decimal; anything else is malformed.

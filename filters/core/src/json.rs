@@ -11,6 +11,7 @@
 //!
 //! Used by schema's structural scan and pii's document model.
 
+use crate::word;
 use std::borrow::Cow;
 use std::collections::HashSet;
 
@@ -433,7 +434,7 @@ impl<'a> Tokenizer<'a> {
         while let Some(chunk) = self.b.get(self.i..self.i + 8) {
             let mut word = [0u8; 8];
             word.copy_from_slice(chunk);
-            let stop = non_digits(u64::from_le_bytes(word));
+            let stop = word::non_digits(u64::from_le_bytes(word));
             if stop != 0 {
                 self.i += (stop.trailing_zeros() / 8) as usize;
                 return self.i - start;
@@ -613,13 +614,10 @@ fn span(s: &str, start: usize, end: usize) -> Option<&str> {
 /// bytes of the word that match, and the lowest flag says where the run ends.
 #[inline(always)]
 fn plain_run(b: &[u8]) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
     let stops = |w: u64| {
-        let quote = zero_byte(w ^ (ONES * u64::from(b'"')));
-        let backslash = zero_byte(w ^ (ONES * u64::from(b'\\')));
-        let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+        let quote = word::bytes_equal(w, b'"');
+        let backslash = word::bytes_equal(w, b'\\');
+        let control = word::bytes_below(w, 0x20);
         // A flag can be spurious only above a true match (a borrow runs upwards), so the
         // lowest flag is the first byte that stops the run.
         quote | backslash | control
@@ -639,19 +637,6 @@ fn plain_run(b: &[u8]) -> usize {
     let mut word = [b'"'; 8];
     word[..rest.len()].copy_from_slice(rest);
     i + (stops(u64::from_le_bytes(word)).trailing_zeros() / 8) as usize
-}
-
-/// The high bit of each byte of `w` that is not an ASCII digit. Exact per byte (no borrow or
-/// carry crosses bytes): the sums are taken on the low seven bits, so below 0x80 + 0x50 each.
-#[inline(always)]
-fn non_digits(w: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let low = w & !HIGH;
-    // `low + 0x50` has its high bit set from `0` up, `low + 0x46` from `:` up.
-    let below_zero = !low.wrapping_add(ONES * 0x50);
-    let above_nine = low.wrapping_add(ONES * 0x46);
-    (below_zero | above_nine | w) & HIGH
 }
 
 /// Unescapes the raw text of a string the tokenizer accepted.
@@ -946,7 +931,7 @@ mod tests {
             for at in 0..8 {
                 let mut w = [b'7'; 8];
                 w[at] = b;
-                let got = non_digits(u64::from_le_bytes(w));
+                let got = word::non_digits(u64::from_le_bytes(w));
                 let want = if b.is_ascii_digit() {
                     0
                 } else {

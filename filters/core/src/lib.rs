@@ -73,6 +73,7 @@ pub mod pbstruct;
 pub mod route;
 pub mod shared;
 pub mod slots;
+pub mod word;
 
 pub mod metrics;
 pub mod port;

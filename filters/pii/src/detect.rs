@@ -488,14 +488,11 @@ fn scan_two(input: &[u8]) -> Option<(usize, bool)> {
 /// [`scan`] of one word: its ASCII digits and whether it holds an `@`.
 #[inline(always)]
 fn scan_word(w: u64) -> Option<(usize, bool)> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // Non-zero exactly when some byte of `x` is zero.
-    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-    if w & HIGH != 0 || zero_byte(w ^ (ONES * u64::from(b'%'))) != 0 {
+    use portcullis_core::word::{bytes_equal, HIGH, ONES};
+    if w & HIGH != 0 || bytes_equal(w, b'%') != 0 {
         return None;
     }
-    let at = zero_byte(w ^ (ONES * u64::from(b'@'))) != 0;
+    let at = bytes_equal(w, b'@') != 0;
     // Every byte is ASCII (below 0x80), so adding 0x50 (0x46) to each sets its high bit
     // exactly when it is at least `0` (`:`), and no sum carries into the next byte.
     let from_zero = w.wrapping_add(ONES * 0x50);

@@ -16,6 +16,7 @@ use crate::json::{self, Json, JsonError};
 use crate::jsonpath::{FieldPath, Seg};
 use crate::mask::{allowed, Caller, Report, Verdict, Walker};
 use portcullis_core::json::{write_string, Event, Limits, Text, Tokenizer};
+use portcullis_core::word::non_digits;
 
 /// Why a document could not be masked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -998,16 +999,6 @@ fn all_digits(b: &[u8]) -> bool {
     b.chunks_exact(8).all(|c| non_digits(word(c)) == 0)
         && b.get(b.len() - 8..)
             .is_some_and(|c| non_digits(word(c)) == 0)
-}
-
-/// The high bit of each byte of `w` that is not an ASCII digit (exact per byte: the sums are
-/// taken on the low seven bits, so no carry crosses bytes).
-fn non_digits(w: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let low = w & !HIGH;
-    // `low + 0x50` has its high bit set from `0` up, `low + 0x46` from `:` up.
-    (!low.wrapping_add(ONES * 0x50) | low.wrapping_add(ONES * 0x46) | w) & HIGH
 }
 
 /// The JSON pointer of the current value (`with_top`), or of the innermost container.
