@@ -52,6 +52,9 @@ enum Keyer {
     Secret(SipHasher24),
     /// SHA-256, truncated: when no secure random source gave a key.
     Sha256,
+    /// No hash at all: the cache is off (capacity 0), so a key is never stored or looked up,
+    /// and every token verifies in full.
+    Off,
 }
 
 impl std::fmt::Debug for Keyer {
@@ -60,6 +63,7 @@ impl std::fmt::Debug for Keyer {
         f.write_str(match self {
             Keyer::Secret(_) => "Keyer::Secret",
             Keyer::Sha256 => "Keyer::Sha256",
+            Keyer::Off => "Keyer::Off",
         })
     }
 }
@@ -78,6 +82,7 @@ impl Keyer {
                 k.copy_from_slice(&d[..16]);
                 k
             }
+            Keyer::Off => [0; 16],
         }
     }
 }
@@ -107,7 +112,9 @@ impl TokenCache {
 
     fn with_keyer(capacity: usize, keyer: Keyer) -> Self {
         TokenCache {
-            keyer,
+            // Both caches are off together (capacity 0): no key is ever used, so none is hashed
+            // (it was a keyed hash of the whole token on every request for nothing).
+            keyer: if capacity == 0 { Keyer::Off } else { keyer },
             inner: NonZeroUsize::new(capacity).map(LruCache::new),
             rejected: NonZeroUsize::new(capacity.min(MAX_REJECTED)).map(LruCache::new),
         }
@@ -206,9 +213,11 @@ mod tests {
         c.put(cc, Rc::new(v(10)));
         assert_eq!(c.len(), 2);
         assert!(c.get(&b, 0).is_none(), "least recently used went first");
-        let mut off = TokenCache::new(0);
+        let mut off = TokenCache::keyed(0, [7; 16]);
         let k = off.key("a");
-        assert!(off.get(&k, 0).is_none());
+        off.put(k, Rc::new(v(10)));
+        off.reject(k);
+        assert!(off.get(&k, 0).is_none() && !off.is_rejected(&k) && off.is_empty());
     }
 
     #[test]

@@ -263,9 +263,8 @@ pub fn check_proof(
     {
         return Err(invalid(cfg, "The DPoP proof's signature does not verify."));
     }
-    let claims: serde_json::Map<String, Value> = jws::b64url(compact.payload_b64)
+    let claims: serde_json::Map<String, Value> = serde_json::from_slice(&compact.payload)
         .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or_else(|| invalid(cfg, "The DPoP proof's claims are not a JSON object."))?;
     if claims.get("htm").and_then(Value::as_str) != Some(method) {
         return Err(invalid(

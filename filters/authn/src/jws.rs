@@ -50,6 +50,8 @@ pub struct Compact<'a> {
     pub signing_input: &'a str,
     /// The base64url payload segment.
     pub payload_b64: &'a str,
+    /// The payload, decoded (once: its encoding is checked here, and the claims layer reads it).
+    pub payload: Vec<u8>,
     /// Decoded signature.
     pub signature: Vec<u8>,
 }
@@ -85,16 +87,16 @@ pub fn parse(token: &str) -> Result<Compact<'_>, JwsError> {
         .as_deref()
         .and_then(Alg::parse)
         .ok_or(JwsError::UnsupportedAlgorithm)?;
-    // Validate the payload encoding even though only the claims layer reads it.
-    if URL_SAFE_NO_PAD.decode(p).is_err() {
-        return Err(JwsError::Malformed);
-    }
+    // Validate the payload encoding here, before any key is looked at; the claims layer reads
+    // the decoded bytes.
+    let payload = b64url(p)?;
     let signature = b64url(s)?;
     Ok(Compact {
         header,
         alg,
         signing_input: &token[..h.len() + 1 + p.len()],
         payload_b64: p,
+        payload,
         signature,
     })
 }
@@ -137,7 +139,7 @@ pub fn verify(token: &str, keys: &[Jwk], allowed: &[Alg]) -> Result<Vec<u8>, Jws
     if !ok {
         return Err(JwsError::BadSignature);
     }
-    b64url(c.payload_b64)
+    Ok(c.payload)
 }
 
 #[cfg(test)]
