@@ -108,8 +108,9 @@ struct Node {
     /// Every name of `properties` and `required`, for the member lookup: built by
     /// [`Program::finish`], sorted by [`Key`].
     keys: Vec<Key>,
-    /// This node and every node it applies with (`$ref`, `allOf`, transitively), each once:
-    /// built by [`Program::finish`], so a value's node set is looked up, not worked out.
+    /// This node and every node it applies with (`$ref`, `allOf`, transitively), each once and
+    /// less the [inert](Node::inert) ones: built by [`Program::finish`], so a value's node set
+    /// is looked up, not worked out.
     closure: Vec<usize>,
     /// `additionalProperties` (None: anything).
     additional: Option<usize>,
@@ -152,6 +153,27 @@ impl Node {
             .binary_search_by(|key| key_order(len, hd, b, key))
             .ok()
             .and_then(|x| self.keys.get(x))
+    }
+
+    /// True when the node checks nothing of its own: what it applies is in `all`, and
+    /// everything else is as [`Node::empty`] leaves it.
+    fn inert(&self) -> bool {
+        !self.never
+            && self.types == ANY
+            && self.props.is_empty()
+            && self.additional.is_none()
+            && self.required.is_empty()
+            && self.min_props == 0
+            && self.max_props == u64::MAX
+            && self.prefix.is_empty()
+            && self.items.is_none()
+            && self.min_items == 0
+            && self.max_items == u64::MAX
+            && self.min_len == 0
+            && self.max_len == u64::MAX
+            && self.enums.is_empty()
+            && self.strings.is_none()
+            && self.numbers.is_none()
     }
 
     fn empty() -> Self {
@@ -501,6 +523,7 @@ impl Frame {
 impl Program {
     /// Builds each node's `closure` and `keys` once every node is compiled.
     fn finish(&mut self) {
+        let inert: Vec<bool> = self.nodes.iter().map(Node::inert).collect();
         for id in 0..self.nodes.len() {
             let mut set = vec![id];
             let mut todo: Vec<usize> = self.nodes[id].all.clone();
@@ -513,6 +536,10 @@ impl Program {
                     todo.extend(n.all.iter().copied());
                 }
             }
+            // A node that only applies others (a `$ref` wrapper, an `allOf` of references)
+            // decides nothing itself: leaving it out means one node less to visit for every
+            // member and value, and one `required` table instead of two for a `$ref`'d object.
+            set.retain(|&i| !inert.get(i).copied().unwrap_or(false));
             let n = &mut self.nodes[id];
             n.closure = set;
             let mut keys: Vec<Key> = n
