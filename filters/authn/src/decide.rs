@@ -326,7 +326,7 @@ pub fn authenticate_with(
     };
     route_requirements(
         decision,
-        &verified,
+        verified,
         providers,
         scopes,
         roles,
@@ -356,9 +356,14 @@ fn admit(
         .cloned();
     match catalog.admit(id) {
         Ok(None) => Ok(None),
+        // Field by field: `..verified.clone()` would copy the identity only to drop it.
         Ok(Some(identity)) => Ok(Some(Verified {
             identity,
-            ..verified.clone()
+            provider: verified.provider,
+            valid_until: verified.valid_until,
+            bound: verified.bound.clone(),
+            cnf_x5t: verified.cnf_x5t.clone(),
+            cnf_jkt: verified.cnf_jkt.clone(),
         })),
         Err(crate::catalog::Refusal::NotRegistered) => Err(Denial::of(
             AuthnReason::AppNotRegistered,
@@ -538,7 +543,7 @@ fn check_dpop(
 #[allow(clippy::too_many_arguments)]
 fn route_requirements(
     mut decision: Decision,
-    verified: &Verified,
+    verified: std::rc::Rc<Verified>,
     providers: &[usize],
     scopes: &Requirement,
     roles: &Requirement,
@@ -597,8 +602,14 @@ fn route_requirements(
             return decision;
         }
     }
+    // The identity is moved out when nothing else holds it (not cached: the cache is off, or
+    // the catalog narrowed it for this request), copied otherwise.
+    let identity = match std::rc::Rc::try_unwrap(verified) {
+        Ok(v) => v.identity,
+        Err(shared) => shared.identity.clone(),
+    };
     decision.verdict = Ok(Allowed {
-        identity: verified.identity.clone(),
+        identity,
         rewrite_path,
     });
     decision

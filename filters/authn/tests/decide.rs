@@ -617,3 +617,66 @@ fn a_forged_signature_is_checked_once_then_refused_from_the_negative_cache() {
         CacheUse::Miss
     );
 }
+
+/// The identity an allowed request carries is the same whether it was verified now with the
+/// cache off (moved out of its only holder), verified now into the cache, or served from it
+/// (copied), with and without an app catalog narrowing it.
+#[test]
+fn identity_is_the_same_with_the_cache_off_on_and_hit() {
+    let k = keys();
+    let plain = config(&k, json!([]));
+    let mut doc = json!({
+        "providers": [{"name": "hs", "issuer": "https://hs", "algorithms": ["HS256"], "require_exp": false,
+                       "jwks": {"keys": [{"kty": "oct", "k": b64(&HS_KEY)}]}}],
+        "catalog": {"apps": [{"id": "app-1", "owner": "t", "tier": "gold", "scopes": ["customers:read"],
+                              "data_classes": ["contact"]}]},
+        "routes": [{"name": "list", "match": {"methods": ["GET"], "template": "/t/{tenant}/customers"},
+                    "require": {"scopes": {"all_of": ["customers:read"]}, "tenant_param": "tenant"}}]
+    });
+    let cataloged = AuthnConfig::from_value(doc.take()).unwrap();
+    let mut es = claims("acme", "customers:read extra");
+    es["client_id"] = json!("app-1");
+    let mut hs = es.clone();
+    hs["iss"] = json!("https://hs");
+    for (cfg, token) in [(&plain, sign_es(&k, &es)), (&cataloged, sign_hs(&hs))] {
+        let mut off = TokenCache::new(0);
+        let mut on = TokenCache::new(4);
+        let mut outcomes = Vec::new();
+        for cache in [&mut off, &mut on] {
+            for _ in 0..2 {
+                let d = run(cfg, cache, "GET", "/t/acme/customers", Some(&token));
+                outcomes.push((d.cache, d.verdict.unwrap()));
+            }
+        }
+        assert_eq!(
+            outcomes.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+            [
+                CacheUse::Miss,
+                CacheUse::Miss,
+                CacheUse::Miss,
+                CacheUse::Hit
+            ]
+        );
+        let first = &outcomes[0].1;
+        assert_eq!(first.identity.app.as_deref(), Some("app-1"));
+        for (_, allowed) in &outcomes {
+            assert_eq!(allowed, first);
+        }
+    }
+    let narrowed = run(
+        &cataloged,
+        &mut TokenCache::new(0),
+        "GET",
+        "/t/acme/customers",
+        Some(&sign_hs(&hs)),
+    )
+    .verdict
+    .unwrap()
+    .identity;
+    assert_eq!(
+        narrowed.scopes,
+        ["customers:read"],
+        "the catalog narrowed it"
+    );
+    assert_eq!(narrowed.tier.as_deref(), Some("gold"));
+}
