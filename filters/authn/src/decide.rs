@@ -6,13 +6,14 @@
 //! come before the signature so an expired or foreign token costs no public-key operation.
 
 use crate::cache::{TokenCache, Verified};
+use crate::claims::Claims;
 use crate::config::{AuthnConfig, Binding, Expected, Provider, Requirement, Rule};
 use crate::jws::{self, JwsError};
 use crate::remote::KeyStore;
 use portcullis_core::deny::Denial;
 use portcullis_core::identity::{AuthMethod, Identity};
 use portcullis_core::path;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 const REALM: &str = "Bearer realm=\"portcullis\"";
 
@@ -721,7 +722,7 @@ fn has_space_or_comma(b: &[u8]) -> bool {
 }
 
 /// Numeric date (RFC 7519 §2): an integer or a finite decimal; anything else is malformed.
-fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, Denial> {
+fn numeric_date(claims: &Claims<'_>, name: &str) -> Result<Option<u64>, Denial> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => {
@@ -755,7 +756,7 @@ fn clean(s: &str) -> bool {
     s.len() <= MAX_CLAIM_LEN && !s.is_empty() && !s.chars().any(char::is_control)
 }
 
-fn string_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<String>, Denial> {
+fn string_claim(claims: &Claims<'_>, name: &str) -> Result<Option<String>, Denial> {
     match claims.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if clean(s) => Ok(Some(s.clone())),
@@ -857,7 +858,7 @@ fn verify_token(
     refetch: &mut Option<usize>,
 ) -> Result<Verified, Denial> {
     let compact = jws::parse(token).map_err(map_jws)?;
-    let claims: Map<String, Value> = serde_json::from_slice(&compact.payload).map_err(|_| {
+    let claims = Claims::parse(&compact.payload).map_err(|_| {
         unauthorized(
             AuthnReason::MalformedToken,
             "The token claims are not a JSON object.",
@@ -950,7 +951,7 @@ fn verify_token(
 }
 
 /// A thumbprint in the token's `cnf` (confirmation) claim: absent, or a short non-empty string.
-fn cnf_member(claims: &Map<String, Value>, name: &str) -> Result<Option<String>, Denial> {
+fn cnf_member(claims: &Claims<'_>, name: &str) -> Result<Option<String>, Denial> {
     match claims.get("cnf").and_then(|c| c.get(name)) {
         None => Ok(None),
         Some(Value::String(t)) if !t.is_empty() && t.len() <= 64 => Ok(Some(t.clone())),
@@ -1024,7 +1025,7 @@ fn check_binding(
 }
 
 /// `exp`, `nbf`, `iat` with the provider's skew; returns the last second the token is valid.
-fn check_times(p: &Provider, claims: &Map<String, Value>, now: u64) -> Result<u64, Denial> {
+fn check_times(p: &Provider, claims: &Claims<'_>, now: u64) -> Result<u64, Denial> {
     let exp = numeric_date(claims, "exp")?;
     let nbf = numeric_date(claims, "nbf")?;
     let iat = numeric_date(claims, "iat")?;
@@ -1054,7 +1055,7 @@ fn check_times(p: &Provider, claims: &Map<String, Value>, now: u64) -> Result<u6
     Ok(valid_until)
 }
 
-fn check_audience(p: &Provider, claims: &Map<String, Value>) -> Result<(), Denial> {
+fn check_audience(p: &Provider, claims: &Claims<'_>) -> Result<(), Denial> {
     if p.audiences.is_empty() {
         return Ok(());
     }

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod cache;
 pub mod callbacks;
 pub mod catalog;
+pub mod claims;
 pub mod config;
 pub mod decide;
 pub mod dpop;

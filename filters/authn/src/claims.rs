@@ -1,0 +1,209 @@
+//! A token's claims as verification reads them: one pass of serde_json over the payload into a
+//! list of members, names borrowed from the payload where they hold no escape.
+//!
+//! It answers every lookup as `serde_json::Map<String, Value>` (which it replaces) does — the
+//! last of duplicate names wins, a payload that is not one JSON object is an error — without
+//! building a tree map, allocating each name or dropping the tree node by node; a payload holds
+//! a dozen claims, so a lookup is a short scan. The tests hold both to the same answers.
+
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::Value;
+use std::borrow::Cow;
+use std::fmt;
+
+/// The members of a token's claims object, in payload order.
+#[derive(Debug)]
+pub struct Claims<'a>(Vec<(Cow<'a, str>, Value)>);
+
+impl<'a> Claims<'a> {
+    /// Parses a payload that must be exactly one JSON object.
+    pub fn parse(payload: &'a [u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(payload)
+    }
+
+    /// The value of claim `name`: the last member so named, as in a map built from the object.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(n, _)| n.as_ref() == name)
+            .map(|(_, v)| v)
+    }
+}
+
+impl<'de> Deserialize<'de> for Claims<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(Members)
+    }
+}
+
+struct Members;
+
+impl<'de> Visitor<'de> for Members {
+    type Value = Claims<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(16);
+        while let Some(name) = map.next_key_seed(Name)? {
+            let value: Value = map.next_value()?;
+            out.push((name, value));
+        }
+        Ok(Claims(out))
+    }
+}
+
+/// A member name: borrowed from the payload, or owned when serde_json had to unescape it.
+struct Name;
+
+impl<'de> DeserializeSeed<'de> for Name {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(Name)
+    }
+}
+
+impl<'de> Visitor<'de> for Name {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Map;
+
+    /// Names the generator draws from, written as they appear in the payload: plain, escaped
+    /// spellings of the same name, and names only one byte apart.
+    const NAMES: &[(&str, &str)] = &[
+        ("iss", "iss"),
+        ("\\u0069ss", "iss"),
+        ("is\\u0073", "iss"),
+        ("aud", "aud"),
+        ("exp", "exp"),
+        ("ex", "ex"),
+        ("expp", "expp"),
+        ("nbf", "nbf"),
+        ("tenant", "tenant"),
+        ("scope", "scope"),
+        ("cnf", "cnf"),
+        ("x5t#S256", "x5t#S256"),
+        ("", ""),
+        ("\\\"q\\\"", "\"q\""),
+        ("é", "é"),
+        ("\\u00e9", "é"),
+    ];
+
+    const VALUES: &[&str] = &[
+        "1",
+        "-2",
+        "1.5e3",
+        "18446744073709551616",
+        "\"s\"",
+        "\"a\\nb\"",
+        "null",
+        "true",
+        "[]",
+        "[\"a\",1]",
+        "{}",
+        "{\"jkt\":\"x\",\"iss\":2}",
+    ];
+
+    /// xorshift64: the same sequence on every run.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+    }
+
+    fn check(payload: &str) {
+        let map: Result<Map<String, Value>, _> = serde_json::from_slice(payload.as_bytes());
+        let claims = Claims::parse(payload.as_bytes());
+        match (&map, &claims) {
+            (Ok(map), Ok(claims)) => {
+                for (_, name) in NAMES.iter().chain(&[("", "missing"), ("", "Iss")]) {
+                    assert_eq!(claims.get(name), map.get(*name), "{payload} [{name}]");
+                }
+            }
+            (Err(_), Err(_)) => {}
+            _ => panic!("{payload}: map {map:?}, claims {claims:?}"),
+        }
+    }
+
+    /// Generated objects (duplicates, escaped names, every kind of value, whitespace), and
+    /// truncations and one-byte changes of them: the same answer to every lookup, or both an
+    /// error.
+    #[test]
+    fn lookups_agree_with_serde_json_map() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..3000 {
+            let members: Vec<String> = (0..rng.next(8))
+                .map(|_| {
+                    let ws = [" ", "", "\n"][rng.next(3)];
+                    format!(
+                        "{ws}\"{}\"{ws}:{ws}{}",
+                        NAMES[rng.next(NAMES.len())].0,
+                        VALUES[rng.next(VALUES.len())]
+                    )
+                })
+                .collect();
+            let payload = format!("{{{}}}", members.join(","));
+            check(&payload);
+            let cut = rng.next(payload.len() + 1);
+            if payload.is_char_boundary(cut) {
+                check(&payload[..cut]);
+            }
+            let mut bytes = payload.clone().into_bytes();
+            let at = rng.next(bytes.len());
+            let swaps = b"{}[]\",:\\ 0a";
+            bytes[at] = swaps[rng.next(swaps.len())];
+            if let Ok(changed) = String::from_utf8(bytes) {
+                check(&changed);
+            }
+        }
+    }
+
+    #[test]
+    fn only_one_object_is_claims() {
+        for payload in [
+            "[]",
+            "\"s\"",
+            "1",
+            "null",
+            "{} {}",
+            "{}x",
+            "",
+            "{\"a\":1,}",
+            "{\"a\"}",
+        ] {
+            check(payload);
+            assert!(Claims::parse(payload.as_bytes()).is_err(), "{payload}");
+        }
+        let c = Claims::parse(br#"{"a":1,"a":2}"#).unwrap();
+        assert_eq!(c.get("a"), Some(&Value::from(2)), "the last one wins");
+    }
+}
