@@ -210,6 +210,17 @@ impl Catalog {
     /// app, where the catalog allows that), `Ok(Some(identity))` is the identity narrowed to
     /// what the catalog grants its app.
     pub fn admit(&self, id: &Identity) -> Result<Option<Identity>, Refusal> {
+        Ok(self.admission(id)?.map(|app| {
+            let mut out = id.clone();
+            app.narrow(&mut out);
+            out
+        }))
+    }
+
+    /// [`admit`](Self::admit) in two steps, for a caller that owns the identity and can narrow
+    /// it in place: refused, `Ok(None)` (left as it is), or `Ok(Some(app))`, whose
+    /// [`App::narrow`] gives the admitted identity.
+    pub fn admission(&self, id: &Identity) -> Result<Option<&App>, Refusal> {
         let Some(app_id) = id.app.as_deref() else {
             return if self.require_app {
                 Err(Refusal::NotRegistered)
@@ -221,13 +232,18 @@ impl Catalog {
         if app.status == Status::Suspended {
             return Err(Refusal::Suspended);
         }
-        let mut out = id.clone();
-        out.scopes.retain(|s| app.scopes.allows(s));
-        if let Some(t) = &app.tier {
-            out.tier = Some(t.clone());
+        Ok(Some(app))
+    }
+}
+
+impl App {
+    /// Narrows an admitted identity to what this app is granted: scopes, tier, data classes.
+    pub fn narrow(&self, id: &mut Identity) {
+        id.scopes.retain(|s| self.scopes.allows(s));
+        if let Some(t) = &self.tier {
+            id.tier = Some(t.clone());
         }
-        out.data_classes = app.data_classes.items().map(<[String]>::to_vec);
-        Ok(Some(out))
+        id.data_classes = self.data_classes.items().map(<[String]>::to_vec);
     }
 }
 

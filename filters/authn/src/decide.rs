@@ -317,9 +317,8 @@ pub fn authenticate_with(
         decision.verdict = Err(d);
         return decision;
     }
-    let verified = match admit(cfg, &verified, &mut decision) {
-        Ok(Some(v)) => std::rc::Rc::new(v),
-        Ok(None) => verified,
+    let verified = match admit(cfg, verified, &mut decision) {
+        Ok(v) => v,
         Err(d) => {
             decision.verdict = Err(d);
             return decision;
@@ -339,15 +338,16 @@ pub fn authenticate_with(
 }
 
 /// The app catalog's word on a verified caller (token or API key alike): refused, narrowed to
-/// what its app is granted (`Some`), or left as it is (`None`: no catalog, or no app where the
-/// catalog allows that).
+/// what its app is granted, or left as it is (no catalog, or no app where the catalog allows
+/// that). The identity is narrowed in place when nothing else holds it (the cache is off),
+/// in a copy otherwise.
 fn admit(
     cfg: &AuthnConfig,
-    verified: &Verified,
+    verified: std::rc::Rc<Verified>,
     decision: &mut Decision,
-) -> Result<Option<Verified>, Denial> {
+) -> Result<std::rc::Rc<Verified>, Denial> {
     let Some(catalog) = &cfg.catalog else {
-        return Ok(None);
+        return Ok(verified);
     };
     let id = &verified.identity;
     decision.catalog_app = id
@@ -355,17 +355,21 @@ fn admit(
         .as_ref()
         .filter(|a| catalog.get(a).is_some())
         .cloned();
-    match catalog.admit(id) {
-        Ok(None) => Ok(None),
-        // Field by field: `..verified.clone()` would copy the identity only to drop it.
-        Ok(Some(identity)) => Ok(Some(Verified {
-            identity,
-            provider: verified.provider,
-            valid_until: verified.valid_until,
-            bound: verified.bound.clone(),
-            cnf_x5t: verified.cnf_x5t.clone(),
-            cnf_jkt: verified.cnf_jkt.clone(),
-        })),
+    match catalog.admission(id) {
+        Ok(None) => Ok(verified),
+        Ok(Some(app)) => {
+            // Field by field: `(*shared).clone()` would copy the identity only to narrow it.
+            let mut v = std::rc::Rc::try_unwrap(verified).unwrap_or_else(|shared| Verified {
+                identity: shared.identity.clone(),
+                provider: shared.provider,
+                valid_until: shared.valid_until,
+                bound: shared.bound.clone(),
+                cnf_x5t: shared.cnf_x5t.clone(),
+                cnf_jkt: shared.cnf_jkt.clone(),
+            });
+            app.narrow(&mut v.identity);
+            Ok(std::rc::Rc::new(v))
+        }
         Err(crate::catalog::Refusal::NotRegistered) => Err(Denial::of(
             AuthnReason::AppNotRegistered,
             "The app this credential belongs to is not registered in the app catalog.",
