@@ -133,6 +133,8 @@ struct Node {
     /// [`plain_email`] accepts is valid without asking jsonschema (whose check costs about as
     /// much as tokenizing a kilobyte).
     email: bool,
+    /// `strings` is exactly a `pattern` simple enough for [`Pattern`]: matched natively.
+    pattern: Option<Pattern>,
     /// The numeric keywords (and a numeric `enum`/`const`), applied by `jsonschema` to a number.
     numbers: Option<Validator>,
 }
@@ -197,6 +199,7 @@ impl Node {
             enums: Vec::new(),
             strings: None,
             email: false,
+            pattern: None,
             numbers: None,
         }
     }
@@ -426,6 +429,12 @@ impl<'s> Compiler<'s> {
             n.email = self.validate_formats
                 && strings.len() == 1
                 && strings.get("format").and_then(Value::as_str) == Some("email");
+            if strings.len() == 1 {
+                n.pattern = strings
+                    .get("pattern")
+                    .and_then(Value::as_str)
+                    .and_then(Pattern::compile);
+            }
             n.strings = Some(self.delegate(strings)?);
         }
         Some(n)
@@ -674,6 +683,9 @@ impl Program {
         if n.email && plain_email(s) {
             return true;
         }
+        if let Some(ok) = n.pattern.as_ref().and_then(|p| p.matches(s)) {
+            return ok;
+        }
         n.strings.as_ref().is_none_or(|v| {
             match &mut *scratch {
                 Value::String(buf) => {
@@ -834,6 +846,139 @@ fn plain_email(s: &str) -> bool {
     local_ok && (1..=253).contains(&domain.len()) && domain.split(|&b| b == b'.').all(label_ok)
 }
 
+/// A `pattern` of the simplest shape, `^` (atom quantifier?)* `$`, matched without jsonschema
+/// (whose regex call costs about 500 instructions on a 12-byte string): each atom is one ASCII
+/// byte of a set — an ASCII letter or digit, a literal `-` `_` `@` `:` `/` `,` `=` or space, an
+/// escaped punctuation character, or a bracketed set of letters, digits and their ranges — and
+/// the quantifiers are `?` `*` `+` `{n}` `{n,}` `{n,m}`. Anything else (alternation, groups,
+/// `.`, `\d` and other classes, negated sets, lazy quantifiers, no anchors) is no `Pattern`,
+/// and stays with jsonschema.
+#[derive(Debug)]
+struct Pattern {
+    /// (the bytes allowed, as a 128-bit set, least and most repeats).
+    items: Vec<(u128, u32, u32)>,
+}
+
+impl Pattern {
+    fn compile(p: &str) -> Option<Pattern> {
+        let b = p.as_bytes();
+        let mut i = 1;
+        if b.first() != Some(&b'^') {
+            return None;
+        }
+        let mut items = Vec::new();
+        let bit = |c: u8| 1u128 << c;
+        loop {
+            let &c = b.get(i)?;
+            i += 1;
+            let set = match c {
+                b'$' if i == b.len() => return Some(Pattern { items }),
+                b'\\' => {
+                    let &e = b.get(i)?;
+                    i += 1;
+                    if !br"+.-\/()[]{}?*^$|".contains(&e) {
+                        return None;
+                    }
+                    bit(e)
+                }
+                b'[' => {
+                    let mut set = 0u128;
+                    loop {
+                        let &lo = b.get(i)?;
+                        if lo == b']' && set != 0 {
+                            i += 1;
+                            break set;
+                        }
+                        if !lo.is_ascii_alphanumeric() {
+                            return None;
+                        }
+                        let mut hi = lo;
+                        if b.get(i + 1) == Some(&b'-') && b.get(i + 2) != Some(&b']') {
+                            hi = *b.get(i + 2)?;
+                            if !hi.is_ascii_alphanumeric() || hi < lo {
+                                return None;
+                            }
+                            i += 2;
+                        }
+                        i += 1;
+                        for x in lo..=hi {
+                            set |= bit(x);
+                        }
+                    }
+                }
+                c if c.is_ascii_alphanumeric() || b"-_@:/,= ".contains(&c) => bit(c),
+                _ => return None,
+            };
+            // A `?`, `*`, `+` or `{` right after a quantifier (lazy, or nonsense) is then read
+            // as an atom, and refused.
+            let (min, max, width) = match b.get(i) {
+                Some(b'?') => (0, 1, 1),
+                Some(b'*') => (0, u32::MAX, 1),
+                Some(b'+') => (1, u32::MAX, 1),
+                Some(b'{') => {
+                    let close = i + b.get(i..)?.iter().position(|&x| x == b'}')?;
+                    let inner = p.get(i + 1..close)?;
+                    let num = |t: &str| -> Option<u32> {
+                        if t.is_empty() || t.len() > 4 || !t.bytes().all(|d| d.is_ascii_digit()) {
+                            return None;
+                        }
+                        t.parse().ok()
+                    };
+                    let (min, max) = match inner.split_once(',') {
+                        None => (num(inner)?, num(inner)?),
+                        Some((a, "")) => (num(a)?, u32::MAX),
+                        Some((a, z)) => (num(a)?, num(z)?),
+                    };
+                    if min > max {
+                        return None;
+                    }
+                    (min, max, close + 1 - i)
+                }
+                _ => (1, 1, 0),
+            };
+            i += width;
+            items.push((set, min, max));
+        }
+    }
+
+    /// The verdict for `s`, or None when `s` is not ASCII or longer than 63 bytes (left to
+    /// jsonschema). The positions the items so far can end at are a 64-bit set, so nothing
+    /// backtracks: from each position an item takes the run of bytes of its set (at most its
+    /// most repeats), and every end from its least repeats to the run's end is reachable.
+    /// Out of line: the check of a value stays as small as before for the strings without one.
+    #[inline(never)]
+    fn matches(&self, s: &str) -> Option<bool> {
+        let b = s.as_bytes();
+        if b.len() > 63 || !s.is_ascii() {
+            return None;
+        }
+        let mut reach = 1u64;
+        for &(set, min, max) in &self.items {
+            let mut next = 0u64;
+            let mut from = reach;
+            while from != 0 {
+                let p = from.trailing_zeros() as usize;
+                from &= from - 1;
+                let end = b.len().min(p.saturating_add(max as usize));
+                let mut q = p;
+                while q < end && b.get(q).is_some_and(|&c| set >> c & 1 == 1) {
+                    q += 1;
+                }
+                let lo = p + min as usize;
+                if lo <= q {
+                    // Positions lo..=q (q is at most 63).
+                    next |= (u64::MAX >> (63 - q)) & (u64::MAX << lo);
+                }
+            }
+            reach = next;
+            if reach == 0 {
+                return Some(false);
+            }
+        }
+        Some(reach >> b.len() & 1 == 1)
+    }
+}
+
 fn enums_match(n: &Node, lit: &Lit) -> bool {
     n.enums.iter().all(|l| l.contains(lit))
 }
@@ -983,6 +1128,67 @@ mod tests {
                 assert_eq!(got, v.is_valid(&instance), "{schema} / {b}");
             }
         }
+    }
+
+    /// Patterns built from every atom and quantifier [`super::Pattern`] takes (and some it
+    /// refuses), against jsonschema's verdict on strings of the bytes around them.
+    #[test]
+    fn simple_patterns_match_as_jsonschema_matches() {
+        let atoms = [
+            "a", "Z", "0", "-", "_", " ", "\\+", "\\.", "\\$", "[A-Z]", "[0-9]", "[a-c0-2]",
+            "[A-z]", "[1-9X]", ".", "\\d", "(a)", "[^a]", "a|b",
+        ];
+        let quants = [
+            "", "?", "*", "+", "{2}", "{1,3}", "{0,2}", "{2,}", "{0}", "{6,14}", "*?", "{,2}",
+        ];
+        let chars = [
+            "a", "b", "Z", "A", "z", "[", "`", "0", "1", "2", "9", "+", "-", ".", "_", " ", "$",
+            "\n", "é", "X", "/",
+        ];
+        let mut g = Gen(portcullis_core::fake::TestRng::new(0x2545_F491_4F6C_DD1D));
+        let (mut native, mut decided) = (0, 0);
+        for _ in 0..3_000 {
+            let mut p = String::new();
+            if g.below(10) > 0 {
+                p.push('^');
+            }
+            for _ in 0..1 + g.below(4) {
+                p.push_str(atoms[g.below(atoms.len())]);
+                p.push_str(quants[g.below(quants.len())]);
+            }
+            if g.below(10) > 0 {
+                p.push('$');
+            }
+            let Ok(v) = jsonschema::options()
+                .with_draft(jsonschema::Draft::Draft202012)
+                .build(&json!({ "pattern": p }))
+            else {
+                continue;
+            };
+            let Some(pat) = super::Pattern::compile(&p) else {
+                continue;
+            };
+            native += 1;
+            for _ in 0..200 {
+                let len = g.below(18);
+                let s = g.text(&chars, len);
+                if let Some(ok) = pat.matches(&s) {
+                    decided += 1;
+                    assert_eq!(ok, jsonschema_says(&v, &s), "{p} on {s:?}");
+                }
+            }
+        }
+        assert!(
+            native > 300 && decided > 50_000,
+            "{native} patterns, {decided} verdicts"
+        );
+        // The demo policy's patterns take the native path.
+        let phone = super::Pattern::compile("^\\+[1-9][0-9]{6,14}$").expect("native");
+        assert_eq!(phone.matches("+15555550123"), Some(true));
+        assert_eq!(phone.matches("+05555550123"), Some(false));
+        assert!(super::Pattern::compile("^[A-Z]{2}$").is_some());
+        assert_eq!(phone.matches("+1555555012é"), None);
+        assert_eq!(phone.matches(&"+1".repeat(32)), None);
     }
 
     #[test]
