@@ -140,21 +140,20 @@ struct Node {
 }
 
 impl Node {
-    /// The key named `b` (whose length and head are `len` and `hd`).
+    /// The position in `keys` of the key named `b` (whose length and head are `len` and `hd`).
     #[inline]
-    fn find(&self, len: usize, hd: u64, b: &[u8]) -> Option<&Key> {
+    fn find(&self, len: usize, hd: u64, b: &[u8]) -> Option<usize> {
         let rest = b.get(8..).unwrap_or_default();
         let same = |k: &Key| {
             k.len == len && k.head == hd && k.name.as_bytes().get(8..).unwrap_or_default() == rest
         };
         // A few keys: two integer compares rule out almost every one, no search needed.
         if self.keys.len() <= 16 {
-            return self.keys.iter().find(|k| same(k));
+            return self.keys.iter().position(same);
         }
         self.keys
             .binary_search_by(|key| key_order(len, hd, b, key))
             .ok()
-            .and_then(|x| self.keys.get(x))
     }
 
     /// True when the node checks nothing of its own: what it applies is in `all`, and
@@ -499,8 +498,12 @@ impl Set {
 }
 
 /// One open container and the nodes that apply to it.
-struct Frame {
+struct Frame<'a> {
     set: Set,
+    /// When the program checks duplicate names itself: which keys of the set's first node
+    /// this object has named (by position in `keys`, the first 64), and its other names.
+    names: u64,
+    others: Vec<Cow<'a, str>>,
     /// Which `required` names have been seen: of the set's first node here, of the others in
     /// `seen_more` (only allocated when the set has several nodes and one has `required`).
     seen: u64,
@@ -510,7 +513,11 @@ struct Frame {
     array: bool,
 }
 
-impl Frame {
+/// Past this many names an object's own duplicate check gives up (the tokenizer's check, run
+/// again over the body, decides): a name outside the schema is compared with each of these.
+const OTHER_NAMES: usize = 16;
+
+impl Frame<'_> {
     fn mark(&mut self, k: usize, bit: u32) {
         let b = 1u64 << bit;
         if k == 0 {
@@ -701,7 +708,30 @@ impl Program {
     /// Validates `body` in one pass. `Err` is the structural error the scan would report
     /// (the tokenizer runs to the end even after a schema violation, so the structural error
     /// wins as it does in the two-step path); `Ok(false)` a schema violation.
+    ///
+    /// Duplicate member names: the tokenizer's check keeps every name of every object, while a
+    /// name the schema knows has a position in its node's `keys`, so one bit per name does. The
+    /// program checks them itself, with the tokenizer's check off, and only a body that passes
+    /// everything is decided that way: any doubt (a duplicate, an object with more than
+    /// [`OTHER_NAMES`] names outside its schema, a structural error, a schema violation) runs the
+    /// body again with the tokenizer's own check, so the verdict and the error are the ones it
+    /// gives.
     pub fn validate(&self, body: &[u8], limits: json::Limits) -> Result<bool, json::Error> {
+        if limits.reject_duplicate_names {
+            let light = json::Limits {
+                reject_duplicate_names: false,
+                ..limits
+            };
+            if let Ok(true) = self.run(body, light, true) {
+                return Ok(true);
+            }
+        }
+        self.run(body, limits, false)
+    }
+
+    /// [`Program::validate`] in one pass; with `names`, checking duplicate names itself, and
+    /// false at the first doubt.
+    fn run(&self, body: &[u8], limits: json::Limits, names: bool) -> Result<bool, json::Error> {
         let mut t = Tokenizer::new(body, limits)?;
         let mut stack: Vec<Frame> = Vec::new();
         let mut valid = true;
@@ -709,12 +739,16 @@ impl Program {
         let mut scratch = Value::String(String::new());
         while let Some(ev) = t.next_event()? {
             if !valid {
+                if names {
+                    return Ok(false);
+                }
                 continue;
             }
             match ev {
-                Event::Name(name) => {
-                    next = self.member(&mut stack, name);
-                }
+                Event::Name(name) => match self.member(&mut stack, name, names) {
+                    Some(set) => next = set,
+                    None => return Ok(false),
+                },
                 Event::EndObject | Event::EndArray => {
                     if let Some(f) = stack.pop() {
                         valid = self.close(&f);
@@ -748,6 +782,8 @@ impl Program {
                                 Vec::new()
                             },
                             seen: 0,
+                            names: 0,
+                            others: Vec::new(),
                             set,
                             count: 0,
                             array: matches!(ev, Event::StartArray),
@@ -759,15 +795,19 @@ impl Program {
         Ok(valid)
     }
 
-    /// A member name: marks `required`, and works out the nodes for its value.
-    fn member(&self, stack: &mut [Frame], name: Text<'_>) -> Set {
+    /// A member name: marks `required`, and works out the nodes for its value. With `names`,
+    /// also checks the name is new to its object: None when it is not (or may not be).
+    fn member<'a>(&self, stack: &mut [Frame<'a>], name: Text<'a>, names: bool) -> Option<Set> {
         let mut next = Set::Empty;
         let Some(f) = stack.last_mut() else {
-            return next;
+            return Some(next);
         };
         f.count += 1;
+        if !names && matches!(f.set, Set::Empty) {
+            return Some(next);
+        }
         let ids = match &f.set {
-            Set::Empty => return next,
+            Set::Empty => &[],
             Set::One(i) => self.node(*i).closure.as_slice(),
             Set::Many(v) => v.as_slice(),
         };
@@ -776,10 +816,15 @@ impl Program {
         let (len, hd) = (b.len(), head(b));
         let mut marks: u64 = 0;
         let mut marks_more: Vec<(usize, u32)> = Vec::new();
+        // The name's position in the first node's keys, when it has one below 64.
+        let mut known: Option<u64> = None;
         for (k, &i) in ids.iter().enumerate() {
             let n = self.node(i);
             let found = n.find(len, hd, b);
-            let target = match found {
+            if k == 0 {
+                known = found.filter(|&x| x < 64).map(|x| 1 << x);
+            }
+            let target = match found.and_then(|x| n.keys.get(x)) {
                 Some(key) => {
                     if let Some(bit) = key.required {
                         if k == 0 {
@@ -800,7 +845,15 @@ impl Program {
         for (k, bit) in marks_more {
             f.mark(k, bit);
         }
-        next
+        if names {
+            match known {
+                Some(bit) if f.names & bit != 0 => return None,
+                Some(bit) => f.names |= bit,
+                None if f.others.len() >= OTHER_NAMES || f.others.contains(&name) => return None,
+                None => f.others.push(name),
+            }
+        }
+        Some(next)
     }
 
     /// A container closes: counts and `required`.
@@ -1189,6 +1242,91 @@ mod tests {
         assert!(super::Pattern::compile("^[A-Z]{2}$").is_some());
         assert_eq!(phone.matches("+1555555012é"), None);
         assert_eq!(phone.matches(&"+1".repeat(32)), None);
+    }
+
+    /// An object of up to `width` members named from a small pool (escaped spellings and
+    /// names outside every schema among them, so duplicates are frequent), nested `depth` deep.
+    fn object(g: &mut Gen, depth: usize, width: usize, out: &mut String) {
+        let pool = [
+            "a", "b", "ab", "\\u0061", "a\\u0062", "c", "x0", "x1", "x2", "x3", "x4", "x5", "x6",
+            "x7", "x8", "x9", "y0", "y1", "y2", "y3", "y4", "y5", "y6", "y7", "y8", "y9",
+        ];
+        out.push('{');
+        for m in 0..g.below(width + 1) {
+            if m > 0 {
+                out.push(',');
+            }
+            // Past the first few members, mostly distinct names from the x/y range.
+            let name = if m > 4 && g.below(4) > 0 {
+                pool[6 + (m + g.below(2)) % 20]
+            } else {
+                pool[g.below(pool.len())]
+            };
+            out.push_str(&format!("\"{name}\":"));
+            match g.below(4) {
+                0 if depth > 0 => object(g, depth - 1, width, out),
+                1 if depth > 0 => {
+                    out.push('[');
+                    object(g, depth - 1, width, out);
+                    out.push(']');
+                }
+                2 => out.push_str("\"s\""),
+                _ => out.push('1'),
+            }
+        }
+        out.push('}');
+    }
+
+    /// The program's own duplicate-name check against the tokenizer's: the same verdict and
+    /// the same structural error on every body, valid or not, well-formed or not.
+    #[test]
+    fn duplicate_names_are_found_as_the_tokenizer_finds_them() {
+        let limits = portcullis_core::json::Limits {
+            reject_duplicate_names: true,
+            check_number_range: true,
+            ..Default::default()
+        };
+        let schemas = [
+            json!({"properties": {"a": {"type": "integer"}, "b": {},
+                "ab": {"properties": {"a": {}, "x1": {}}}}, "required": ["a"]}),
+            json!({"properties": {"a": {}, "b": {}, "c": {}}, "additionalProperties": false}),
+            json!({"type": "object"}),
+            json!({"additionalProperties": {"properties": {"a": {}, "b": {}}}}),
+            json!({"$ref": "#/$defs/o", "$defs": {"o": {"properties": {"a": {"$ref": "#/$defs/o"},
+                "x0": {"type": "array", "items": {"$ref": "#/$defs/o"}}}}}}),
+        ];
+        let mut g = Gen(portcullis_core::fake::TestRng::new(0x51_7CC1_B727_220A));
+        let (mut dups, mut valid) = (0, 0);
+        for schema in &schemas {
+            let program = super::compile(schema, &Default::default(), false).expect("compiles");
+            for round in 0..4_000 {
+                let mut body = String::new();
+                let width = if round % 4 == 0 { 24 } else { 6 };
+                object(&mut g, 2, width, &mut body);
+                match g.below(12) {
+                    0 => body.push('}'),
+                    1 => body = body.replacen(':', "", 1 + g.below(3)),
+                    _ => {}
+                }
+                let got = program.validate(body.as_bytes(), limits);
+                let want = program.run(body.as_bytes(), limits, false);
+                assert_eq!(got, want, "{schema} / {body}");
+                let structure = portcullis_core::json::validate(body.as_bytes(), limits);
+                assert_eq!(got.err(), structure.err(), "{body}");
+                if matches!(
+                    structure,
+                    Err(portcullis_core::json::Error::DuplicateName(_))
+                ) {
+                    dups += 1;
+                }
+                valid += usize::from(got == Ok(true));
+            }
+        }
+        // Both outcomes must be common, or the test checks little.
+        assert!(
+            dups > 2_000 && valid > 2_000,
+            "{dups} duplicates, {valid} valid"
+        );
     }
 
     #[test]
