@@ -7,8 +7,9 @@
 
 use crate::jwk::{Alg, Jwk};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
+use base64::{DecodeSliceError, Engine};
 use serde::Deserialize;
+use std::borrow::Cow;
 
 /// Why a compact JWS was refused before or during signature verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,27 +24,32 @@ pub enum JwsError {
     BadSignature,
 }
 
-/// The protected header members Portcullis reads. Unknown members are ignored; a duplicated
-/// member that is read here is an error (serde refuses duplicate struct fields).
-#[derive(Debug, Clone, Deserialize)]
-pub struct Header {
+/// The protected header members Portcullis reads, borrowed from the decoded header where they
+/// hold no escape. Unknown members are ignored; a duplicated member that is read here is an
+/// error (serde refuses duplicate struct fields). `typ` is only read to keep it as strict as it
+/// has been (a string or null, once): nothing acts on it.
+#[derive(Debug, Deserialize)]
+struct Header<'a> {
     /// Algorithm.
-    pub alg: Option<String>,
+    #[serde(borrow)]
+    alg: Option<Cow<'a, str>>,
     /// Key id (exact lookup only).
-    pub kid: Option<String>,
+    #[serde(borrow)]
+    kid: Option<Cow<'a, str>>,
     /// Token type.
-    pub typ: Option<String>,
+    #[serde(borrow, rename = "typ")]
+    _typ: Option<Cow<'a, str>>,
     /// Critical extensions: any value is refused.
-    pub crit: Option<serde_json::Value>,
+    crit: Option<serde_json::Value>,
     /// RFC 7797 unencoded payload flag: `false` is refused.
-    pub b64: Option<serde_json::Value>,
+    b64: Option<serde_json::Value>,
 }
 
 /// A compact JWS split into its parts, header decoded, signature not yet checked.
 #[derive(Debug, Clone)]
 pub struct Compact<'a> {
-    /// Decoded protected header.
-    pub header: Header,
+    /// The protected header's `kid`, if any.
+    pub kid: Option<String>,
     /// The parsed algorithm.
     pub alg: Alg,
     /// `BASE64URL(header) || '.' || BASE64URL(payload)`: the bytes that are signed.
@@ -55,6 +61,9 @@ pub struct Compact<'a> {
     /// Decoded signature.
     pub signature: Vec<u8>,
 }
+
+/// Bytes of decoded header kept on the stack: a JOSE header is a few dozen.
+const HEADER_BUF: usize = 512;
 
 /// Decodes unpadded, canonical base64url (non-zero trailing bits are refused).
 pub fn b64url(s: &str) -> Result<Vec<u8>, JwsError> {
@@ -69,11 +78,22 @@ pub fn parse(token: &str) -> Result<Compact<'_>, JwsError> {
     else {
         return Err(JwsError::Malformed);
     };
-    let header_bytes = b64url(h)?;
+    // A header longer than the buffer (no token in practice) is decoded onto the heap.
+    let mut buf = [0u8; HEADER_BUF];
+    let heap;
+    let header_bytes: &[u8] = match URL_SAFE_NO_PAD.decode_slice(h, &mut buf) {
+        Ok(n) => &buf[..n],
+        Err(DecodeSliceError::OutputSliceTooSmall) => {
+            heap = b64url(h)?;
+            &heap
+        }
+        Err(DecodeSliceError::DecodeError(_)) => return Err(JwsError::Malformed),
+    };
     if header_bytes.first() != Some(&b'{') {
         return Err(JwsError::Malformed);
     }
-    let header: Header = serde_json::from_slice(&header_bytes).map_err(|_| JwsError::Malformed)?;
+    let header: Header<'_> =
+        serde_json::from_slice(header_bytes).map_err(|_| JwsError::Malformed)?;
     if header.crit.is_some() {
         return Err(JwsError::UnsupportedHeader);
     }
@@ -87,12 +107,13 @@ pub fn parse(token: &str) -> Result<Compact<'_>, JwsError> {
         .as_deref()
         .and_then(Alg::parse)
         .ok_or(JwsError::UnsupportedAlgorithm)?;
+    let kid = header.kid.map(Cow::into_owned);
     // Validate the payload encoding here, before any key is looked at; the claims layer reads
     // the decoded bytes.
     let payload = b64url(p)?;
     let signature = b64url(s)?;
     Ok(Compact {
-        header,
+        kid,
         alg,
         signing_input: &token[..h.len() + 1 + p.len()],
         payload_b64: p,
@@ -114,7 +135,7 @@ pub const MAX_KEYS_WITHOUT_KID: usize = 3;
 /// Which keys to try for a parsed token: an exact `kid` match, or (no `kid`) the first few keys
 /// that support the algorithm.
 pub fn candidate_keys<'k>(keys: &'k [Jwk], compact: &Compact<'_>) -> Vec<&'k Jwk> {
-    match &compact.header.kid {
+    match &compact.kid {
         Some(kid) => keys
             .iter()
             .filter(|k| k.kid.as_deref() == Some(kid.as_str()) && k.supports(compact.alg))
@@ -206,6 +227,125 @@ mod tests {
             enc("{}")
         );
         assert_eq!(parse(&t).unwrap_err(), JwsError::Malformed);
+    }
+
+    /// The header as it was read before it was borrowed: every member an owned `String`.
+    #[derive(Deserialize)]
+    struct OwnedHeader {
+        alg: Option<String>,
+        kid: Option<String>,
+        #[allow(dead_code)]
+        typ: Option<String>,
+        crit: Option<serde_json::Value>,
+        b64: Option<serde_json::Value>,
+    }
+
+    /// The long way: the owned header, then the same checks in the same order.
+    fn reference(token: &str) -> Result<(Alg, Option<String>), JwsError> {
+        let mut parts = token.split('.');
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(JwsError::Malformed);
+        };
+        let bytes = b64url(h)?;
+        if bytes.first() != Some(&b'{') {
+            return Err(JwsError::Malformed);
+        }
+        let header: OwnedHeader =
+            serde_json::from_slice(&bytes).map_err(|_| JwsError::Malformed)?;
+        if header.crit.is_some() {
+            return Err(JwsError::UnsupportedHeader);
+        }
+        if let Some(b) = &header.b64 {
+            if b != &serde_json::Value::Bool(true) {
+                return Err(JwsError::UnsupportedHeader);
+            }
+        }
+        let alg = header
+            .alg
+            .as_deref()
+            .and_then(Alg::parse)
+            .ok_or(JwsError::UnsupportedAlgorithm)?;
+        b64url(p)?;
+        b64url(s)?;
+        Ok((alg, header.kid))
+    }
+
+    /// xorshift64: the same sequence on every run.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+    }
+
+    /// Generated headers (every member read, duplicated, escaped, of every kind of value,
+    /// unknown members, headers too long for the stack buffer), and one-byte changes of them:
+    /// the same algorithm and `kid`, or the same error, as the owned header gives.
+    #[test]
+    fn borrowed_header_agrees_with_owned_header() {
+        const NAMES: &[&str] = &[
+            "alg",
+            "\\u0061lg",
+            "kid",
+            "ki\\u0064",
+            "typ",
+            "crit",
+            "b64",
+            "x5u",
+            "jwk",
+            "algg",
+            "",
+        ];
+        const VALUES: &[&str] = &[
+            "\"HS256\"",
+            "\"RS256\"",
+            "\"H\\u005356\"",
+            "\"none\"",
+            "\"k-1\"",
+            "\"k\\\"1\"",
+            "\"\"",
+            "null",
+            "true",
+            "false",
+            "1",
+            "1e999",
+            "[\"exp\"]",
+            "{}",
+            "{\"a\":[1,{}]}",
+        ];
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        for round in 0..4000 {
+            let mut members: Vec<String> = (0..rng.next(6))
+                .map(|_| {
+                    let ws = [" ", "", "\n"][rng.next(3)];
+                    format!(
+                        "{ws}\"{}\"{ws}:{ws}{}",
+                        NAMES[rng.next(NAMES.len())],
+                        VALUES[rng.next(VALUES.len())]
+                    )
+                })
+                .collect();
+            if round % 7 == 0 {
+                members.push(format!("\"pad\":\"{}\"", "x".repeat(rng.next(900))));
+            }
+            let header = format!("{{{}}}", members.join(","));
+            let mut variants = vec![header.clone().into_bytes()];
+            let mut changed = header.into_bytes();
+            let at = rng.next(changed.len());
+            let swaps = b"{}[]\",:\\ 0a\xff";
+            changed[at] = swaps[rng.next(swaps.len())];
+            variants.push(changed);
+            for bytes in variants {
+                let t = format!("{}.e30.AA", URL_SAFE_NO_PAD.encode(&bytes));
+                let fast = parse(&t).map(|c| (c.alg, c.kid));
+                assert_eq!(fast, reference(&t), "{}", String::from_utf8_lossy(&bytes));
+            }
+        }
     }
 
     #[test]
