@@ -1,12 +1,15 @@
 //! A token's claims as verification reads them: one pass of serde_json over the payload into a
-//! list of members, names borrowed from the payload where they hold no escape.
+//! list of members, names and string values borrowed from the payload where they hold no
+//! escape.
 //!
 //! It answers every lookup as `serde_json::Map<String, Value>` (which it replaces) does — the
-//! last of duplicate names wins, a payload that is not one JSON object is an error — without
-//! building a tree map, allocating each name or dropping the tree node by node; a payload holds
-//! a dozen claims, so a lookup is a short scan. The tests hold both to the same answers.
+//! last of duplicate names wins, a payload that is not one JSON object is an error, the same
+//! payloads are refused — without building a tree map, allocating each name or string claim, or
+//! dropping the tree node by node; a payload holds a dozen claims, so a lookup is a short scan.
+//! The tests hold both to the same answers.
 
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 use std::borrow::Cow;
@@ -14,7 +17,42 @@ use std::fmt;
 
 /// The members of a token's claims object, in payload order.
 #[derive(Debug)]
-pub struct Claims<'a>(Vec<(Cow<'a, str>, Value)>);
+pub struct Claims<'a>(Vec<(Cow<'a, str>, Member<'a>)>);
+
+/// A member's value: a string kept as it was read (borrowed when it held no escape), anything
+/// else as serde_json reads it.
+#[derive(Debug)]
+enum Member<'a> {
+    Str(Cow<'a, str>),
+    Json(Value),
+}
+
+/// A claim's value as a lookup returns it: a string, or any other JSON value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Claim<'c> {
+    /// A JSON string.
+    Str(&'c str),
+    /// Any value that is not a string (a string only inside an array or object).
+    Json(&'c Value),
+}
+
+impl<'c> Claim<'c> {
+    /// The string, if the claim is one.
+    pub fn as_str(self) -> Option<&'c str> {
+        match self {
+            Claim::Str(s) => Some(s),
+            Claim::Json(_) => None,
+        }
+    }
+
+    /// The claim as a `serde_json::Value` (a copy).
+    pub fn to_value(self) -> Value {
+        match self {
+            Claim::Str(s) => Value::String(s.to_owned()),
+            Claim::Json(v) => v.clone(),
+        }
+    }
+}
 
 impl<'a> Claims<'a> {
     /// Parses a payload that must be exactly one JSON object.
@@ -23,12 +61,15 @@ impl<'a> Claims<'a> {
     }
 
     /// The value of claim `name`: the last member so named, as in a map built from the object.
-    pub fn get(&self, name: &str) -> Option<&Value> {
+    pub fn get(&self, name: &str) -> Option<Claim<'_>> {
         self.0
             .iter()
             .rev()
             .find(|(n, _)| n.as_ref() == name)
-            .map(|(_, v)| v)
+            .map(|(_, v)| match v {
+                Member::Str(s) => Claim::Str(s),
+                Member::Json(v) => Claim::Json(v),
+            })
     }
 }
 
@@ -50,7 +91,7 @@ impl<'de> Visitor<'de> for Members {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out = Vec::with_capacity(16);
         while let Some(name) = map.next_key_seed(Name)? {
-            let value: Value = map.next_value()?;
+            let value = map.next_value_seed(Any)?;
             out.push((name, value));
         }
         Ok(Claims(out))
@@ -85,6 +126,77 @@ impl<'de> Visitor<'de> for Name {
 
     fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
         Ok(Cow::Owned(v))
+    }
+}
+
+/// A member value: a string as [`Name`] reads one; anything else handed to `Value`'s own
+/// visitor (arrays and objects whole), so it is read, and refused, exactly as before.
+struct Any;
+
+impl<'de> DeserializeSeed<'de> for Any {
+    type Value = Member<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(Any)
+    }
+}
+
+impl<'de> Visitor<'de> for Any {
+    type Value = Member<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Member::Str(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Member::Str(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Member::Str(Cow::Owned(v)))
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Member::Json(Value::Bool(v)))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Member::Json(Value::from(v)))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Member::Json(Value::from(v)))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        // As `Value` reads it: a non-finite number (never parsed from JSON) is null.
+        Ok(Member::Json(
+            serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number),
+        ))
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Member::Json(Value::Null))
+    }
+
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(Member::Json(Value::Null))
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(Any)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Value::deserialize(SeqAccessDeserializer::new(seq)).map(Member::Json)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Value::deserialize(MapAccessDeserializer::new(map)).map(Member::Json)
     }
 }
 
@@ -127,6 +239,17 @@ mod tests {
         "[\"a\",1]",
         "{}",
         "{\"jkt\":\"x\",\"iss\":2}",
+        "1e999",
+        "-0",
+        "0.0",
+        "-9223372036854775809",
+        "false",
+        "\"\\ud800\"",
+        "\"\\u00e9t\\u00e9\"",
+        "\"é\"",
+        "\"\"",
+        "[[{\"a\":[1,\"\\u0041\"]}]]",
+        "{\"a\":1,\"a\":\"b\"}",
     ];
 
     /// xorshift64: the same sequence on every run.
@@ -146,7 +269,16 @@ mod tests {
         match (&map, &claims) {
             (Ok(map), Ok(claims)) => {
                 for (_, name) in NAMES.iter().chain(&[("", "missing"), ("", "Iss")]) {
-                    assert_eq!(claims.get(name), map.get(*name), "{payload} [{name}]");
+                    assert_eq!(
+                        claims.get(name).map(Claim::to_value).as_ref(),
+                        map.get(*name),
+                        "{payload} [{name}]"
+                    );
+                    // A string is always a `Claim::Str`, never a `Value::String` inside `Json`.
+                    assert!(
+                        !matches!(claims.get(name), Some(Claim::Json(Value::String(_)))),
+                        "{payload} [{name}]"
+                    );
                 }
             }
             (Err(_), Err(_)) => {}
@@ -204,6 +336,10 @@ mod tests {
             assert!(Claims::parse(payload.as_bytes()).is_err(), "{payload}");
         }
         let c = Claims::parse(br#"{"a":1,"a":2}"#).unwrap();
-        assert_eq!(c.get("a"), Some(&Value::from(2)), "the last one wins");
+        assert_eq!(
+            c.get("a"),
+            Some(Claim::Json(&Value::from(2))),
+            "the last one wins"
+        );
     }
 }

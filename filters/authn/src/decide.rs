@@ -6,7 +6,7 @@
 //! come before the signature so an expired or foreign token costs no public-key operation.
 
 use crate::cache::{TokenCache, Verified};
-use crate::claims::Claims;
+use crate::claims::{Claim, Claims};
 use crate::config::{AuthnConfig, Binding, Expected, Provider, Requirement, Rule};
 use crate::jws::{self, JwsError};
 use crate::remote::KeyStore;
@@ -729,7 +729,7 @@ fn has_space_or_comma(b: &[u8]) -> bool {
 fn numeric_date(claims: &Claims<'_>, name: &str) -> Result<Option<u64>, Denial> {
     match claims.get(name) {
         None => Ok(None),
-        Some(Value::Number(n)) => {
+        Some(Claim::Json(Value::Number(n))) => {
             if let Some(u) = n.as_u64() {
                 Ok(Some(u))
             } else {
@@ -762,9 +762,9 @@ fn clean(s: &str) -> bool {
 
 fn string_claim(claims: &Claims<'_>, name: &str) -> Result<Option<String>, Denial> {
     match claims.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if clean(s) => Ok(Some(s.clone())),
-        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        None | Some(Claim::Json(Value::Null)) => Ok(None),
+        Some(Claim::Str(s)) if clean(s) => Ok(Some(s.to_owned())),
+        Some(Claim::Json(Value::Number(n))) => Ok(Some(n.to_string())),
         Some(_) => Err(unauthorized(
             AuthnReason::InvalidClaim,
             "An identity claim of the token is malformed.",
@@ -772,11 +772,11 @@ fn string_claim(claims: &Claims<'_>, name: &str) -> Result<Option<String>, Denia
     }
 }
 
-fn list_claim(v: Option<&Value>) -> Result<Vec<String>, Denial> {
+fn list_claim(v: Option<Claim<'_>>) -> Result<Vec<String>, Denial> {
     let items: Vec<String> = match v {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(s)) => s.split_ascii_whitespace().map(str::to_string).collect(),
-        Some(Value::Array(a)) => {
+        None | Some(Claim::Json(Value::Null)) => Vec::new(),
+        Some(Claim::Str(s)) => s.split_ascii_whitespace().map(str::to_string).collect(),
+        Some(Claim::Json(Value::Array(a))) => {
             let mut out = Vec::with_capacity(a.len());
             for x in a {
                 match x.as_str() {
@@ -868,7 +868,7 @@ fn verify_token(
             "The token claims are not a JSON object.",
         )
     })?;
-    let issuer = claims.get("iss").and_then(Value::as_str);
+    let issuer = claims.get("iss").and_then(Claim::as_str);
     let Some((pidx, provider)) = cfg
         .providers
         .iter()
@@ -938,7 +938,7 @@ fn verify_token(
     let bound = cfg
         .bound_claims
         .iter()
-        .filter_map(|c| claims.get(c).map(|v| (c.clone(), v.clone())))
+        .filter_map(|c| claims.get(c).map(|v| (c.clone(), v.to_value())))
         .collect();
     // RFC 8705 §3: a certificate-bound token names its certificate's SHA-256 thumbprint;
     // RFC 9449 §6.1: a DPoP-bound token names its key's RFC 7638 thumbprint.
@@ -956,7 +956,12 @@ fn verify_token(
 
 /// A thumbprint in the token's `cnf` (confirmation) claim: absent, or a short non-empty string.
 fn cnf_member(claims: &Claims<'_>, name: &str) -> Result<Option<String>, Denial> {
-    match claims.get("cnf").and_then(|c| c.get(name)) {
+    let cnf = match claims.get("cnf") {
+        Some(Claim::Json(c)) => c.get(name),
+        // A string has no members (as `Value::get` answers it).
+        Some(Claim::Str(_)) | None => None,
+    };
+    match cnf {
         None => Ok(None),
         Some(Value::String(t)) if !t.is_empty() && t.len() <= 64 => Ok(Some(t.clone())),
         Some(_) => Err(unauthorized(
@@ -1064,8 +1069,8 @@ fn check_audience(p: &Provider, claims: &Claims<'_>) -> Result<(), Denial> {
         return Ok(());
     }
     let ok = match claims.get("aud") {
-        Some(Value::String(a)) => p.audiences.iter().any(|x| x == a),
-        Some(Value::Array(list)) => list.iter().any(|a| {
+        Some(Claim::Str(a)) => p.audiences.iter().any(|x| x == a),
+        Some(Claim::Json(Value::Array(list))) => list.iter().any(|a| {
             a.as_str()
                 .is_some_and(|a| p.audiences.iter().any(|x| x == a))
         }),
