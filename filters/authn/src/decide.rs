@@ -862,7 +862,7 @@ fn verify_token(
     refetch: &mut Option<usize>,
 ) -> Result<Verified, Denial> {
     let compact = jws::parse(token).map_err(map_jws)?;
-    let claims = Claims::parse(&compact.payload).map_err(|_| {
+    let claims = Claims::parse(compact.payload()).map_err(|_| {
         unauthorized(
             AuthnReason::MalformedToken,
             "The token claims are not a JSON object.",
@@ -905,7 +905,7 @@ fn verify_token(
     let input = compact.signing_input.as_bytes();
     if !candidates
         .into_iter()
-        .any(|k| jws::verify_signature(k, compact.alg, input, &compact.signature))
+        .any(|k| jws::verify_signature(k, compact.alg, input, compact.signature()))
     {
         return Err(unauthorized(
             AuthnReason::InvalidSignature,

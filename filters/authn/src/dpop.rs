@@ -258,12 +258,12 @@ pub fn check_proof(
             &jwk,
             compact.alg,
             compact.signing_input.as_bytes(),
-            &compact.signature,
+            compact.signature(),
         )
     {
         return Err(invalid(cfg, "The DPoP proof's signature does not verify."));
     }
-    let claims: serde_json::Map<String, Value> = serde_json::from_slice(&compact.payload)
+    let claims: serde_json::Map<String, Value> = serde_json::from_slice(compact.payload())
         .ok()
         .ok_or_else(|| invalid(cfg, "The DPoP proof's claims are not a JSON object."))?;
     if claims.get("htm").and_then(Value::as_str) != Some(method) {
