@@ -1,8 +1,8 @@
 //! What happens to a value found to be personal data.
 
+use crate::sha256::Sha256;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use sha2::{Digest as _, Sha256};
 
 /// How a tokenized value is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
@@ -75,9 +75,9 @@ impl TokenKey {
             *o ^= k;
         }
         let mut inner = Sha256::new();
-        inner.update(ipad);
+        inner.update(&ipad);
         let mut outer = Sha256::new();
-        outer.update(opad);
+        outer.update(&opad);
         TokenKey { inner, outer }
     }
 
@@ -87,8 +87,8 @@ impl TokenKey {
             h.update(p);
         }
         let mut o = self.outer.clone();
-        o.update(h.finalize());
-        o.finalize().into()
+        o.update(&h.finalize());
+        o.finalize()
     }
 }
 
@@ -367,6 +367,21 @@ mod tests {
             ];
             let plain = portcullis_core::audit::hmac_sha256(key, &msg);
             assert_eq!(TokenKey::new(key).mac(&msg), plain);
+        }
+        // Generated keys around the block size and values across block boundaries, against
+        // the `sha2` HMAC.
+        for key_len in (16..=80).step_by(4).chain([127, 128, 129, 200]) {
+            let key: Vec<u8> = (0..key_len).map(|i| (i * 37 + key_len) as u8).collect();
+            let compiled = TokenKey::new(&key);
+            for len in (0..=140).chain([511, 512, 513]) {
+                let value: Vec<u8> = (0..len).map(|i| (i * 11 + 3) as u8).collect();
+                let msg = [&b"portcullis-token-v1\0"[..], b"class", b"\0", &value];
+                assert_eq!(
+                    compiled.mac(&msg),
+                    portcullis_core::audit::hmac_sha256(&key, &msg),
+                    "key {key_len} bytes, value {len} bytes"
+                );
+            }
         }
         // Pinned: an opaque and a digits token of a fixed key.
         let t = |f| {

@@ -22,6 +22,7 @@ pub mod json;
 pub mod jsonpath;
 pub mod mask;
 pub mod number;
+mod sha256;
 pub mod stream;
 
 pub use callbacks::Pii;
