@@ -892,8 +892,8 @@ fn verify_token(
         None => &provider.keys,
         Some(_) => remote_keys(cfg, keys, pidx, now)?,
     };
-    let candidates = jws::candidate_keys(key_list, &compact);
-    if candidates.is_empty() {
+    let mut candidates = jws::candidate_keys(key_list, &compact).peekable();
+    if candidates.peek().is_none() {
         if provider.remote.is_some() {
             *refetch = Some(pidx);
         }
@@ -903,10 +903,7 @@ fn verify_token(
         ));
     }
     let input = compact.signing_input.as_bytes();
-    if !candidates
-        .into_iter()
-        .any(|k| jws::verify_signature(k, compact.alg, input, compact.signature()))
-    {
+    if !candidates.any(|k| jws::verify_signature(k, compact.alg, input, compact.signature())) {
         return Err(unauthorized(
             AuthnReason::InvalidSignature,
             "The token signature is invalid.",

@@ -167,19 +167,26 @@ pub fn verify_signature(key: &Jwk, alg: Alg, input: &[u8], signature: &[u8]) -> 
 pub const MAX_KEYS_WITHOUT_KID: usize = 3;
 
 /// Which keys to try for a parsed token: an exact `kid` match, or (no `kid`) the first few keys
-/// that support the algorithm.
-pub fn candidate_keys<'k>(keys: &'k [Jwk], compact: &Compact<'_>) -> Vec<&'k Jwk> {
-    match compact.kid() {
-        Some(kid) => keys
-            .iter()
-            .filter(|k| k.kid.as_deref().map(str::as_bytes) == Some(kid) && k.supports(compact.alg))
-            .collect(),
-        None => keys
-            .iter()
-            .filter(|k| k.supports(compact.alg))
-            .take(MAX_KEYS_WITHOUT_KID)
-            .collect(),
-    }
+/// that support the algorithm. An iterator, so picking them allocates nothing.
+pub fn candidate_keys<'k: 'c, 'c>(
+    keys: &'k [Jwk],
+    compact: &'c Compact<'_>,
+) -> impl Iterator<Item = &'k Jwk> + Clone + 'c {
+    let kid = compact.kid();
+    let alg = compact.alg;
+    let limit = match kid {
+        Some(_) => usize::MAX,
+        None => MAX_KEYS_WITHOUT_KID,
+    };
+    keys.iter()
+        .filter(move |k| {
+            let named = match kid {
+                Some(kid) => k.kid.as_deref().map(str::as_bytes) == Some(kid),
+                None => true,
+            };
+            named && k.supports(alg)
+        })
+        .take(limit)
 }
 
 /// Parses and verifies a compact JWS against a key set, returning the decoded payload.
@@ -189,7 +196,6 @@ pub fn verify(token: &str, keys: &[Jwk], allowed: &[Alg]) -> Result<Vec<u8>, Jws
         return Err(JwsError::UnsupportedAlgorithm);
     }
     let ok = candidate_keys(keys, &c)
-        .into_iter()
         .any(|k| verify_signature(k, c.alg, c.signing_input.as_bytes(), c.signature()));
     if !ok {
         return Err(JwsError::BadSignature);
@@ -401,6 +407,55 @@ mod tests {
                 });
                 assert_eq!(fast, reference(&t), "{}", String::from_utf8_lossy(&bytes));
             }
+        }
+    }
+
+    /// Generated key sets (kids shared, missing, escaped in the token; keys limited to an
+    /// algorithm or not) and tokens: the same keys, in the same order, as collecting them did.
+    #[test]
+    fn candidate_keys_agree_with_collected_list() {
+        fn collected<'k>(keys: &'k [Jwk], alg: Alg, kid: Option<&str>) -> Vec<&'k Jwk> {
+            match kid {
+                Some(kid) => keys
+                    .iter()
+                    .filter(|k| k.kid.as_deref() == Some(kid) && k.supports(alg))
+                    .collect(),
+                None => keys
+                    .iter()
+                    .filter(|k| k.supports(alg))
+                    .take(MAX_KEYS_WITHOUT_KID)
+                    .collect(),
+            }
+        }
+        let kids = [None, Some("a"), Some("b"), Some("é")];
+        let algs = [None, Some(Alg::HS256), Some(Alg::HS384), Some(Alg::RS256)];
+        let mut rng = Rng(0x5851_f42d_4c95_7f2d);
+        for _ in 0..2000 {
+            let keys: Vec<Jwk> = (0..rng.next(7))
+                .map(|i| Jwk {
+                    kid: kids[rng.next(kids.len())].map(str::to_string),
+                    alg: algs[rng.next(algs.len())],
+                    key: portcullis_jose::VerifyingKey::hmac(&[u8::try_from(i).unwrap(); 32])
+                        .unwrap(),
+                })
+                .collect();
+            let alg = [Alg::HS256, Alg::HS384, Alg::HS512][rng.next(3)];
+            let (kid_json, kid) = [
+                ("", None),
+                (r#","kid":"a""#, Some("a")),
+                (r#","kid":"\u0062""#, Some("b")),
+                (r#","kid":"\u00e9""#, Some("é")),
+                (r#","kid":"c""#, Some("c")),
+            ][rng.next(5)];
+            let header = format!(r#"{{"alg":"{}"{kid_json}}}"#, alg.name());
+            let t = format!("{}.e30.AA", URL_SAFE_NO_PAD.encode(&header));
+            let c = parse(&t).unwrap();
+            let fast: Vec<*const Jwk> = candidate_keys(&keys, &c).map(std::ptr::from_ref).collect();
+            let long: Vec<*const Jwk> = collected(&keys, alg, kid)
+                .into_iter()
+                .map(std::ptr::from_ref)
+                .collect();
+            assert_eq!(fast, long, "{header}");
         }
     }
 
