@@ -93,11 +93,23 @@ pub fn b64url(s: &str) -> Result<Vec<u8>, JwsError> {
 
 /// Splits a compact JWS and decodes its header; does not verify anything cryptographic.
 pub fn parse(token: &str) -> Result<Compact<'_>, JwsError> {
-    let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    // Three segments: the header ends at the first dot, the signature starts after the last.
+    // The payload is not searched for a further dot: base64url has none, so its decoding
+    // refuses one, and a header refusal below yields to it (a token of four or more segments
+    // is malformed, whatever its header says).
+    let (Some(first), Some(last)) = (token.find('.'), token.rfind('.')) else {
         return Err(JwsError::Malformed);
+    };
+    if first == last {
+        return Err(JwsError::Malformed);
+    }
+    let (h, p, s) = (&token[..first], &token[first + 1..last], &token[last + 1..]);
+    let refuse = |e: JwsError| {
+        if p.contains('.') {
+            JwsError::Malformed
+        } else {
+            e
+        }
     };
     // A header longer than the buffer (no token in practice) is decoded onto the heap.
     let mut buf = [0u8; HEADER_BUF];
@@ -116,18 +128,18 @@ pub fn parse(token: &str) -> Result<Compact<'_>, JwsError> {
     let header: Header<'_> =
         serde_json::from_slice(header_bytes).map_err(|_| JwsError::Malformed)?;
     if header.crit.is_some() {
-        return Err(JwsError::UnsupportedHeader);
+        return Err(refuse(JwsError::UnsupportedHeader));
     }
     if let Some(b) = &header.b64 {
         if b != &serde_json::Value::Bool(true) {
-            return Err(JwsError::UnsupportedHeader);
+            return Err(refuse(JwsError::UnsupportedHeader));
         }
     }
     let alg = header
         .alg
         .as_deref()
         .and_then(Alg::parse)
-        .ok_or(JwsError::UnsupportedAlgorithm)?;
+        .ok_or_else(|| refuse(JwsError::UnsupportedAlgorithm))?;
     // Validate the payload encoding here, before any key is looked at; the claims layer reads
     // the decoded bytes. Room for three bytes per (started) group of four characters, as the
     // decoder reserves it: the buffer is allocated once.
@@ -385,6 +397,9 @@ mod tests {
             variants.push(changed);
             for bytes in variants {
                 const SEGMENTS: &[&str] = &[
+                    "e3.0.",
+                    ".",
+                    "..",
                     "",
                     "e30",
                     "eyJpc3MiOiJ4In0",
@@ -395,17 +410,22 @@ mod tests {
                     "-_8",
                     "e3.0",
                 ];
-                let t = format!(
-                    "{}.{}.{}",
-                    URL_SAFE_NO_PAD.encode(&bytes),
+                let head = URL_SAFE_NO_PAD.encode(&bytes);
+                let (p, s) = (
                     SEGMENTS[rng.next(SEGMENTS.len())],
-                    SEGMENTS[rng.next(SEGMENTS.len())]
+                    SEGMENTS[rng.next(SEGMENTS.len())],
                 );
-                let fast = parse(&t).map(|c| {
-                    let kid = c.kid().map(|k| String::from_utf8(k.to_vec()).unwrap());
-                    (c.alg, kid, c.payload().to_vec(), c.signature().to_vec())
-                });
-                assert_eq!(fast, reference(&t), "{}", String::from_utf8_lossy(&bytes));
+                for t in [
+                    format!("{head}.{p}.{s}"),
+                    format!("{head}.{p}"),
+                    head.clone(),
+                ] {
+                    let fast = parse(&t).map(|c| {
+                        let kid = c.kid().map(|k| String::from_utf8(k.to_vec()).unwrap());
+                        (c.alg, kid, c.payload().to_vec(), c.signature().to_vec())
+                    });
+                    assert_eq!(fast, reference(&t), "{t}");
+                }
             }
         }
     }
