@@ -30,7 +30,19 @@ fn compress(state: &mut [u32; 8], block: &[u8; 64]) {
     for (w, c) in w.iter_mut().zip(block.chunks_exact(4)) {
         *w = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
     }
+    compress_words(state, w);
+}
+
+/// The SHA-256 compression of one block, as its 16 big-endian words, into `state`. One copy
+/// of the unrolled rounds in the module, whoever calls it.
+// The last round's `a ^ b` is left unread: there is no next round.
+#[allow(unused_assignments)]
+#[inline(never)]
+fn compress_words(state: &mut [u32; 8], mut w: [u32; 16]) {
     let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = *state;
+    // `b ^ c` of the round: `Maj(a, b, c) = b ^ ((a ^ b) & (b ^ c))`, and a round's `a ^ b` is
+    // the next round's `b ^ c`, so each round computes one of them instead of four operations.
+    let mut bc = b ^ c;
     // One round; the callers rename the variables instead of shifting them.
     macro_rules! round {
         ($a:ident, $b:ident, $c:ident, $d:ident, $e:ident, $f:ident, $g:ident, $h:ident, $k:expr, $j:expr) => {{
@@ -39,8 +51,10 @@ fn compress(state: &mut [u32; 8], block: &[u8; 64]) {
                 .wrapping_add($g ^ ($e & ($f ^ $g)))
                 .wrapping_add(K[$k + $j])
                 .wrapping_add(w[$j]);
+            let ab = $a ^ $b;
             let t2 = (((($a.rotate_right(9) ^ $a).rotate_right(11)) ^ $a).rotate_right(2))
-                .wrapping_add(($a & $b) | ($c & ($a | $b)));
+                .wrapping_add($b ^ (ab & bc));
+            bc = ab;
             $d = $d.wrapping_add(t1);
             $h = t1.wrapping_add(t2);
         }};
@@ -153,7 +167,57 @@ impl Sha256 {
         self.buf[..rest.len()].copy_from_slice(rest);
     }
 
-    pub(crate) fn finalize(mut self) -> [u8; 32] {
+    /// The hash, as eight words, of what was hashed so far followed by `parts`, when that
+    /// ends in the block after a block boundary: HMAC's inner hash of a short message from
+    /// its prepared state. The block is built in place, without the buffer's copies and
+    /// bookkeeping (which cost wasm as much as a sixth of the MAC). `None` otherwise: then
+    /// [`update`](Self::update) and [`finalize_words`](Self::finalize_words) do it.
+    pub(crate) fn finalize_parts_in_one_block(&self, parts: &[&[u8]]) -> Option<[u32; 8]> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if !self.len.is_multiple_of(64) || total > 55 {
+            return None;
+        }
+        let mut block = [0u8; 64];
+        let mut at = 0;
+        for p in parts {
+            block.get_mut(at..at + p.len())?.copy_from_slice(p);
+            at += p.len();
+        }
+        block[at] = 0x80;
+        let bits = (self.len + total as u64).wrapping_mul(8);
+        block[56..].copy_from_slice(&bits.to_be_bytes());
+        let mut state = self.state;
+        compress(&mut state, &block);
+        Some(state)
+    }
+
+    /// The hash of what was hashed so far followed by another hash `digest`, as HMAC's outer
+    /// hash needs it. From a state at a block boundary (HMAC's prepared outer state) the digest
+    /// and its padding are one block, built here as words: nothing is buffered, encoded or
+    /// decoded on the way.
+    pub(crate) fn finalize_after_digest(&self, digest: [u32; 8]) -> [u8; 32] {
+        if !self.len.is_multiple_of(64) {
+            let mut h = self.clone();
+            h.update(&encode(digest));
+            return h.finalize();
+        }
+        let bits = (self.len + 32).wrapping_mul(8);
+        let mut w = [0u32; 16];
+        w[..8].copy_from_slice(&digest);
+        w[8] = 0x8000_0000;
+        w[14] = (bits >> 32) as u32;
+        w[15] = bits as u32;
+        let mut state = self.state;
+        compress_words(&mut state, w);
+        encode(state)
+    }
+
+    pub(crate) fn finalize(self) -> [u8; 32] {
+        encode(self.finalize_words())
+    }
+
+    /// The final state: the hash as eight big-endian words.
+    pub(crate) fn finalize_words(mut self) -> [u32; 8] {
         let bits = self.len.wrapping_mul(8);
         let used = (self.len % 64) as usize;
         self.buf[used] = 0x80;
@@ -164,11 +228,7 @@ impl Sha256 {
         }
         self.buf[56..].copy_from_slice(&bits.to_be_bytes());
         compress(&mut self.state, &self.buf);
-        let mut out = [0u8; 32];
-        for (o, s) in out.chunks_exact_mut(4).zip(self.state) {
-            o.copy_from_slice(&s.to_be_bytes());
-        }
-        out
+        self.state
     }
 
     /// The hash of `data`.
@@ -177,6 +237,15 @@ impl Sha256 {
         h.update(data);
         h.finalize()
     }
+}
+
+/// A hash's bytes from its state words.
+fn encode(state: [u32; 8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (o, s) in out.chunks_exact_mut(4).zip(state) {
+        o.copy_from_slice(&s.to_be_bytes());
+    }
+    out
 }
 
 #[cfg(test)]
@@ -204,6 +273,41 @@ mod tests {
                 h.update(&data[second..]);
                 assert_eq!(h.finalize(), want, "{n} bytes cut at {cut}, {second}");
             }
+        }
+    }
+
+    /// The one-block shortcuts give the hash of the whole input, from states at a block
+    /// boundary (the shortcut) and elsewhere (the long way), for messages on both sides of
+    /// the one-block limit.
+    #[test]
+    fn the_one_block_shortcuts_hash_as_the_buffer_does() {
+        let words = |d: [u8; 32]| -> [u32; 8] {
+            core::array::from_fn(|i| {
+                u32::from_be_bytes([d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]])
+            })
+        };
+        for n in [0, 1, 55, 63, 64, 65, 100, 128, 200] {
+            let prefix = bytes(n, 3);
+            let mut h = Sha256::new();
+            h.update(&prefix);
+            for len in 0..=70 {
+                let msg = bytes(len, n);
+                let (one, two) = msg.split_at(len / 3);
+                let whole = [&prefix[..], &msg].concat();
+                let want: [u8; 32] = sha2::Sha256::digest(&whole).into();
+                match h.finalize_parts_in_one_block(&[one, b"", two]) {
+                    Some(got) => {
+                        assert!(n % 64 == 0 && len <= 55, "prefix {n}, message {len}");
+                        assert_eq!(got, words(want), "prefix {n}, message {len}");
+                    }
+                    None => assert!(n % 64 != 0 || len > 55, "prefix {n}, message {len}"),
+                }
+            }
+            let digest: [u32; 8] =
+                core::array::from_fn(|i| (i as u32 + 1).wrapping_mul(0x9e37_79b9));
+            let whole = [&prefix[..], &encode(digest)].concat();
+            let want: [u8; 32] = sha2::Sha256::digest(&whole).into();
+            assert_eq!(h.finalize_after_digest(digest), want, "prefix {n} bytes");
         }
     }
 
