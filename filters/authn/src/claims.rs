@@ -56,8 +56,14 @@ impl<'c> Claim<'c> {
 
 impl<'a> Claims<'a> {
     /// Parses a payload that must be exactly one JSON object.
+    ///
+    /// The payload is checked to be UTF-8 once, whole, and then read as text, rather than
+    /// serde_json checking each string on its own: the same payloads are refused (outside its
+    /// strings a JSON text is ASCII, so its strings are UTF-8 exactly when it all is).
     pub fn parse(payload: &'a [u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(payload)
+        let text = std::str::from_utf8(payload)
+            .map_err(|_| <serde_json::Error as serde::de::Error>::custom("not UTF-8"))?;
+        serde_json::from_str(text)
     }
 
     /// The value of claim `name`: the last member so named, as in a map built from the object.
@@ -264,8 +270,13 @@ mod tests {
     }
 
     fn check(payload: &str) {
-        let map: Result<Map<String, Value>, _> = serde_json::from_slice(payload.as_bytes());
-        let claims = Claims::parse(payload.as_bytes());
+        check_bytes(payload.as_bytes());
+    }
+
+    fn check_bytes(bytes: &[u8]) {
+        let payload = String::from_utf8_lossy(bytes);
+        let map: Result<Map<String, Value>, _> = serde_json::from_slice(bytes);
+        let claims = Claims::parse(bytes);
         match (&map, &claims) {
             (Ok(map), Ok(claims)) => {
                 for (_, name) in NAMES.iter().chain(&[("", "missing"), ("", "Iss")]) {
@@ -311,11 +322,11 @@ mod tests {
             }
             let mut bytes = payload.clone().into_bytes();
             let at = rng.next(bytes.len());
-            let swaps = b"{}[]\",:\\ 0a";
+            // Bytes that are not UTF-8 on their own (a lead byte without its continuation, a
+            // stray continuation, never-valid bytes), inside strings and out.
+            let swaps = b"{}[]\",:\\ 0a\x80\xbf\xc3\xe2\xf0\xff";
             bytes[at] = swaps[rng.next(swaps.len())];
-            if let Ok(changed) = String::from_utf8(bytes) {
-                check(&changed);
-            }
+            check_bytes(&bytes);
         }
     }
 

@@ -392,7 +392,7 @@ mod tests {
             let mut variants = vec![header.clone().into_bytes()];
             let mut changed = header.into_bytes();
             let at = rng.next(changed.len());
-            let swaps = b"{}[]\",:\\ 0a\xff";
+            let swaps = b"{}[]\",:\\ 0a\x80\xc3\xe2\xff";
             changed[at] = swaps[rng.next(swaps.len())];
             variants.push(changed);
             for bytes in variants {
