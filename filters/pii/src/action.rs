@@ -112,30 +112,45 @@ pub struct NoKey;
 impl Action {
     /// The replacement text for `value`. `key` is the caller's tenant tokenization key.
     pub fn apply(&self, value: &str, key: Option<&TokenKey>) -> Result<String, NoKey> {
+        let mut out = String::new();
+        self.apply_into(value, key, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Action::apply`], appending the replacement to `out`: a streaming caller reuses one
+    /// buffer for every value instead of allocating a string for each.
+    pub fn apply_into(
+        &self,
+        value: &str,
+        key: Option<&TokenKey>,
+        out: &mut String,
+    ) -> Result<(), NoKey> {
         match self {
-            Action::Redact { placeholder } => Ok(placeholder.clone()),
-            Action::Drop => Ok(String::new()),
+            Action::Redact { placeholder } => out.push_str(placeholder),
+            Action::Drop => {}
             Action::Partial {
                 keep_first,
                 keep_last,
                 keep_domain,
                 mask_char,
-            } => Ok(partial(
+            } => partial(
                 value,
                 *keep_first,
                 *keep_last,
                 *keep_domain,
                 *mask_char,
-            )),
+                out,
+            ),
             Action::Tokenize {
                 format,
                 class,
                 prefix,
             } => {
                 let key = key.ok_or(NoKey)?;
-                Ok(tokenize(key, class, value, *format, prefix))
+                tokenize(key, class, value, *format, prefix, out);
             }
         }
+        Ok(())
     }
 }
 
@@ -145,19 +160,20 @@ fn partial(
     keep_last: usize,
     keep_domain: bool,
     mask: char,
-) -> String {
+    out: &mut String,
+) {
     if keep_domain {
         if let Some(at) = value.rfind('@') {
             // Fixed-width local part: the length of the original is not revealed either.
             let domain = value.get(at..).unwrap_or_default();
-            let mut out = String::with_capacity(3 * mask.len_utf8() + domain.len());
+            out.reserve(3 * mask.len_utf8() + domain.len());
             out.extend([mask; 3]);
             out.push_str(domain);
-            return out;
+            return;
         }
     }
     // Each character is kept or becomes `mask`: no more than this is written.
-    let mut out = String::with_capacity(value.len() * mask.len_utf8());
+    out.reserve(value.len() * mask.len_utf8());
     if value.is_ascii() {
         // The common case, byte by byte: for ASCII, `is_alphanumeric` is
         // `is_ascii_alphanumeric`.
@@ -175,7 +191,7 @@ fn partial(
             }
             out.push(char::from(c));
         }
-        return out;
+        return;
     }
     let total = value.chars().filter(|c| c.is_alphanumeric()).count();
     let (kf, kl) = kept(keep_first, keep_last, total);
@@ -190,7 +206,6 @@ fn partial(
         }
         out.push(c);
     }
-    out
 }
 
 /// How many letters/digits a partial mask keeps at the start and the end of a value that has
@@ -204,7 +219,14 @@ fn kept(keep_first: usize, keep_last: usize, total: usize) -> (usize, usize) {
     }
 }
 
-fn tokenize(key: &TokenKey, class: &str, value: &str, format: TokenFormat, prefix: &str) -> String {
+fn tokenize(
+    key: &TokenKey,
+    class: &str,
+    value: &str,
+    format: TokenFormat,
+    prefix: &str,
+    out: &mut String,
+) {
     match format {
         TokenFormat::Opaque => {
             let mac = key.mac(&[
@@ -213,15 +235,14 @@ fn tokenize(key: &TokenKey, class: &str, value: &str, format: TokenFormat, prefi
                 b"\0",
                 value.as_bytes(),
             ]);
-            let mut out = String::with_capacity(prefix.len() + 24);
+            out.reserve(prefix.len() + 24);
             out.push_str(prefix);
-            URL_SAFE_NO_PAD.encode_string(&mac[..18], &mut out);
-            out
+            URL_SAFE_NO_PAD.encode_string(&mac[..18], out);
         }
         TokenFormat::Digits => {
             // Digits are drawn from an HMAC stream (counter mode); the modulo bias (256 mod 10)
             // is irrelevant for a pseudonym.
-            let mut out = String::with_capacity(value.len());
+            out.reserve(value.len());
             let mut block = [0u8; 32];
             let mut used = 32usize;
             let mut counter = 0u32;
@@ -245,7 +266,6 @@ fn tokenize(key: &TokenKey, class: &str, value: &str, format: TokenFormat, prefi
                     out.push(c);
                 }
             }
-            out
         }
     }
 }

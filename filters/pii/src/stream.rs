@@ -93,6 +93,7 @@ pub fn mask_document(
         detect: !profile.detectors.is_empty(),
         customs: !profile.detectors.customs_absent(text.as_bytes()),
         name_memo: [None; NAME_MEMO],
+        masked: String::new(),
     };
     m.memo = (0..m.named.len() + 2).map(|_| Memo::default()).collect();
     let mut t = Tokenizer::for_str(text, limits);
@@ -252,6 +253,8 @@ struct Masker<'c, 's> {
     /// What member names without escapes were found to be, by a hash of their text: the
     /// records of a list repeat the same few names, each worked out once.
     name_memo: [Option<NameMemo<'s>>; NAME_MEMO],
+    /// The masked text of a string or number member, reused from one to the next.
+    masked: String,
 }
 
 /// Slots of [`Masker::name_memo`] (a power of two).
@@ -722,20 +725,38 @@ impl<'c, 's> Masker<'c, 's> {
         if removed {
             self.remove(end);
         } else {
-            // Strings and numbers are acted on as text, without a tree value.
-            let verdict = match ev {
-                Event::Str(x) => self.w.apply_text(&rule.action, &x.unescape())?,
-                Event::Num(n) => self.w.apply_text(&rule.action, n)?,
-                _ => {
-                    let value = match ev {
-                        Event::Bool(b) => Json::Bool(b),
-                        Event::Null => Json::Null,
-                        _ => json::parse(s.get(start..end).unwrap_or_default().as_bytes())
-                            .map_err(StreamError::Json)?,
-                    };
-                    self.w.apply(&rule.action, &value)?
-                }
+            // Strings and numbers are acted on as text, without a tree value, and written
+            // as a string: what `Walker::apply_text` decides (`Drop` was handled above), into
+            // a buffer kept from one member to the next rather than a string allocated each.
+            let text = match &ev {
+                Event::Str(x) => Some(x.unescape()),
+                Event::Num(n) => Some(std::borrow::Cow::Borrowed(*n)),
+                _ => None,
             };
+            if let Some(text) = text {
+                let mut masked = std::mem::take(&mut self.masked);
+                masked.clear();
+                let applied = rule
+                    .action
+                    .apply_into(&text, self.w.caller.key, &mut masked);
+                if applied.is_ok() {
+                    self.keep(member, member_start);
+                    self.replace(start, end, &masked);
+                }
+                self.masked = masked;
+                applied?;
+                let frames = &self.frames;
+                self.w.report.hit(ri, || pointer(frames, true));
+                self.kept(end);
+                return Ok(());
+            }
+            let value = match ev {
+                Event::Bool(b) => Json::Bool(b),
+                Event::Null => Json::Null,
+                _ => json::parse(s.get(start..end).unwrap_or_default().as_bytes())
+                    .map_err(StreamError::Json)?,
+            };
+            let verdict = self.w.apply(&rule.action, &value)?;
             match verdict {
                 Verdict::Keep => self.keep(member, member_start),
                 Verdict::Remove => {
