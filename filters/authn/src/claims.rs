@@ -209,6 +209,7 @@ impl<'de> Visitor<'de> for Any {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use portcullis_core::fake::TestRng;
     use serde_json::Map;
 
     /// Names the generator draws from, written as they appear in the payload: plain, escaped
@@ -258,17 +259,6 @@ mod tests {
         "{\"a\":1,\"a\":\"b\"}",
     ];
 
-    /// xorshift64: the same sequence on every run.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self, n: usize) -> usize {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 % n as u64) as usize
-        }
-    }
-
     fn check(payload: &str) {
         check_bytes(payload.as_bytes());
     }
@@ -302,30 +292,30 @@ mod tests {
     /// error.
     #[test]
     fn lookups_agree_with_serde_json_map() {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut rng = TestRng::new(0x9e37_79b9_7f4a_7c15);
         for _ in 0..3000 {
-            let members: Vec<String> = (0..rng.next(8))
+            let members: Vec<String> = (0..rng.below(8))
                 .map(|_| {
-                    let ws = [" ", "", "\n"][rng.next(3)];
+                    let ws = [" ", "", "\n"][rng.below(3)];
                     format!(
                         "{ws}\"{}\"{ws}:{ws}{}",
-                        NAMES[rng.next(NAMES.len())].0,
-                        VALUES[rng.next(VALUES.len())]
+                        NAMES[rng.below(NAMES.len())].0,
+                        VALUES[rng.below(VALUES.len())]
                     )
                 })
                 .collect();
             let payload = format!("{{{}}}", members.join(","));
             check(&payload);
-            let cut = rng.next(payload.len() + 1);
+            let cut = rng.below(payload.len() + 1);
             if payload.is_char_boundary(cut) {
                 check(&payload[..cut]);
             }
             let mut bytes = payload.clone().into_bytes();
-            let at = rng.next(bytes.len());
+            let at = rng.below(bytes.len());
             // Bytes that are not UTF-8 on their own (a lead byte without its continuation, a
             // stray continuation, never-valid bytes), inside strings and out.
             let swaps = b"{}[]\",:\\ 0a\x80\xbf\xc3\xe2\xf0\xff";
-            bytes[at] = swaps[rng.next(swaps.len())];
+            bytes[at] = swaps[rng.below(swaps.len())];
             check_bytes(&bytes);
         }
     }

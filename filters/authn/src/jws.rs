@@ -218,6 +218,7 @@ pub fn verify(token: &str, keys: &[Jwk], allowed: &[Alg]) -> Result<Vec<u8>, Jws
 #[cfg(test)]
 mod tests {
     use super::*;
+    use portcullis_core::fake::TestRng;
 
     fn enc(s: &str) -> String {
         URL_SAFE_NO_PAD.encode(s)
@@ -327,17 +328,6 @@ mod tests {
         Ok((alg, header.kid, payload, signature))
     }
 
-    /// xorshift64: the same sequence on every run.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self, n: usize) -> usize {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 % n as u64) as usize
-        }
-    }
-
     /// Generated headers (every member read, duplicated, escaped, of every kind of value,
     /// unknown members, headers too long for the stack buffer), and one-byte changes of them:
     /// the same algorithm and `kid`, or the same error, as the owned header gives.
@@ -373,27 +363,27 @@ mod tests {
             "{}",
             "{\"a\":[1,{}]}",
         ];
-        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let mut rng = TestRng::new(0x2545_f491_4f6c_dd1d);
         for round in 0..4000 {
-            let mut members: Vec<String> = (0..rng.next(6))
+            let mut members: Vec<String> = (0..rng.below(6))
                 .map(|_| {
-                    let ws = [" ", "", "\n"][rng.next(3)];
+                    let ws = [" ", "", "\n"][rng.below(3)];
                     format!(
                         "{ws}\"{}\"{ws}:{ws}{}",
-                        NAMES[rng.next(NAMES.len())],
-                        VALUES[rng.next(VALUES.len())]
+                        NAMES[rng.below(NAMES.len())],
+                        VALUES[rng.below(VALUES.len())]
                     )
                 })
                 .collect();
             if round % 7 == 0 {
-                members.push(format!("\"pad\":\"{}\"", "x".repeat(rng.next(900))));
+                members.push(format!("\"pad\":\"{}\"", "x".repeat(rng.below(900))));
             }
             let header = format!("{{{}}}", members.join(","));
             let mut variants = vec![header.clone().into_bytes()];
             let mut changed = header.into_bytes();
-            let at = rng.next(changed.len());
+            let at = rng.below(changed.len());
             let swaps = b"{}[]\",:\\ 0a\x80\xc3\xe2\xff";
-            changed[at] = swaps[rng.next(swaps.len())];
+            changed[at] = swaps[rng.below(swaps.len())];
             variants.push(changed);
             for bytes in variants {
                 const SEGMENTS: &[&str] = &[
@@ -412,8 +402,8 @@ mod tests {
                 ];
                 let head = URL_SAFE_NO_PAD.encode(&bytes);
                 let (p, s) = (
-                    SEGMENTS[rng.next(SEGMENTS.len())],
-                    SEGMENTS[rng.next(SEGMENTS.len())],
+                    SEGMENTS[rng.below(SEGMENTS.len())],
+                    SEGMENTS[rng.below(SEGMENTS.len())],
                 );
                 for t in [
                     format!("{head}.{p}.{s}"),
@@ -449,24 +439,24 @@ mod tests {
         }
         let kids = [None, Some("a"), Some("b"), Some("é")];
         let algs = [None, Some(Alg::HS256), Some(Alg::HS384), Some(Alg::RS256)];
-        let mut rng = Rng(0x5851_f42d_4c95_7f2d);
+        let mut rng = TestRng::new(0x5851_f42d_4c95_7f2d);
         for _ in 0..2000 {
-            let keys: Vec<Jwk> = (0..rng.next(7))
+            let keys: Vec<Jwk> = (0..rng.below(7))
                 .map(|i| Jwk {
-                    kid: kids[rng.next(kids.len())].map(str::to_string),
-                    alg: algs[rng.next(algs.len())],
+                    kid: kids[rng.below(kids.len())].map(str::to_string),
+                    alg: algs[rng.below(algs.len())],
                     key: portcullis_jose::VerifyingKey::hmac(&[u8::try_from(i).unwrap(); 32])
                         .unwrap(),
                 })
                 .collect();
-            let alg = [Alg::HS256, Alg::HS384, Alg::HS512][rng.next(3)];
+            let alg = [Alg::HS256, Alg::HS384, Alg::HS512][rng.below(3)];
             let (kid_json, kid) = [
                 ("", None),
                 (r#","kid":"a""#, Some("a")),
                 (r#","kid":"\u0062""#, Some("b")),
                 (r#","kid":"\u00e9""#, Some("é")),
                 (r#","kid":"c""#, Some("c")),
-            ][rng.next(5)];
+            ][rng.below(5)];
             let header = format!(r#"{{"alg":"{}"{kid_json}}}"#, alg.name());
             let t = format!("{}.e30.AA", URL_SAFE_NO_PAD.encode(&header));
             let c = parse(&t).unwrap();
