@@ -113,7 +113,7 @@ pub fn jws(input: &[u8]) -> Result<Verdict, String> {
         );
         ensure!(c.payload_b64 == *p, "payload segment differs");
         ensure!(
-            URL_SAFE_NO_PAD.encode(&c.signature) == *s,
+            URL_SAFE_NO_PAD.encode(c.signature()) == *s,
             "signature segment accepted but not canonical base64url"
         );
         let header_bytes = URL_SAFE_NO_PAD
@@ -124,8 +124,8 @@ pub fn jws(input: &[u8]) -> Result<Verdict, String> {
             "header segment accepted but not canonical base64url"
         );
         ensure!(
-            URL_SAFE_NO_PAD.decode(p).is_ok(),
-            "payload segment accepted but not base64url"
+            URL_SAFE_NO_PAD.decode(p).is_ok_and(|b| b == c.payload()),
+            "payload segment accepted but not base64url, or decoded to other bytes"
         );
         // The members authn acts on, read by serde_json on its own (other members are
         // skipped unread: an unread `1e400` is no reason to refuse a header).
@@ -138,7 +138,7 @@ pub fn jws(input: &[u8]) -> Result<Verdict, String> {
         );
         let kid = header.kid.as_ref().and_then(Value::as_str);
         ensure!(
-            c.header.kid.as_deref() == kid,
+            c.kid() == kid.map(str::as_bytes),
             "parsed kid is not the header's"
         );
         ensure!(header.crit.is_none(), "a `crit` header was accepted");
@@ -148,7 +148,7 @@ pub fn jws(input: &[u8]) -> Result<Verdict, String> {
         );
         expected = jws_gen::candidates(&keys.keys, kid, c.alg)
             .iter()
-            .any(|k| k.reference_verify(c.alg, c.signing_input.as_bytes(), &c.signature));
+            .any(|k| k.reference_verify(c.alg, c.signing_input.as_bytes(), c.signature()));
     }
     match verify(token, &keys.jwks, &Alg::ALL) {
         Ok(payload) => {
