@@ -137,6 +137,62 @@ struct Node {
     pattern: Option<Pattern>,
     /// The numeric keywords (and a numeric `enum`/`const`), applied by `jsonschema` to a number.
     numbers: Option<Validator>,
+    /// `numbers` is only integer `minimum`/`maximum`/`exclusiveMinimum`/`exclusiveMaximum`:
+    /// an integer literal is compared with these inclusive bounds without parsing it into a
+    /// `serde_json` value for jsonschema (about 250 instructions a number).
+    ints: Option<IntRange>,
+}
+
+/// Inclusive bounds for an integer instance, from integer-valued numeric keywords: for an
+/// integer `x`, `x > m` is `x >= m + 1`, so the exclusive bounds need no separate case.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct IntRange {
+    lo: i128,
+    hi: i128,
+}
+
+impl IntRange {
+    /// The range of `keywords` when every one is an integer bound; None leaves them to
+    /// jsonschema (a float bound, `multipleOf`, a numeric `enum`/`const`).
+    fn of(keywords: &Map<String, Value>) -> Option<IntRange> {
+        let mut r = IntRange {
+            lo: i128::MIN,
+            hi: i128::MAX,
+        };
+        for (k, v) in keywords {
+            // `as_i64`/`as_u64` are None for a float, even an integer-valued one: those stay
+            // with jsonschema, whose float comparison is then the reference.
+            let m = v
+                .as_i64()
+                .map(i128::from)
+                .or_else(|| v.as_u64().map(i128::from))?;
+            match k.as_str() {
+                "minimum" => r.lo = r.lo.max(m),
+                "exclusiveMinimum" => r.lo = r.lo.max(m + 1),
+                "maximum" => r.hi = r.hi.min(m),
+                "exclusiveMaximum" => r.hi = r.hi.min(m - 1),
+                _ => return None,
+            }
+        }
+        Some(r)
+    }
+
+    /// The verdict for a number literal, or None when it is not a plain integer literal that
+    /// fits an `i128` (a fraction, an exponent: left to jsonschema).
+    #[inline]
+    fn contains(&self, literal: &str) -> Option<bool> {
+        let digits = literal.strip_prefix('-').unwrap_or(literal);
+        if digits.is_empty() || digits.len() > 38 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let x: i128 = literal.parse().ok()?;
+        // Past `i64`/`u64` serde_json reads the literal as a float, and jsonschema compares
+        // that: only the integers the tree keeps exact are decided here.
+        if x < i128::from(i64::MIN) || x > i128::from(u64::MAX) {
+            return None;
+        }
+        Some(self.lo <= x && x <= self.hi)
+    }
 }
 
 impl Node {
@@ -144,8 +200,11 @@ impl Node {
     #[inline]
     fn find(&self, len: usize, hd: u64, b: &[u8]) -> Option<usize> {
         let rest = b.get(8..).unwrap_or_default();
+        // A name of at most eight bytes is all in its head: nothing else to compare.
         let same = |k: &Key| {
-            k.len == len && k.head == hd && k.name.as_bytes().get(8..).unwrap_or_default() == rest
+            k.len == len
+                && k.head == hd
+                && (len <= 8 || k.name.as_bytes().get(8..).unwrap_or_default() == rest)
         };
         // A few keys: two integer compares rule out almost every one, no search needed.
         if self.keys.len() <= 16 {
@@ -200,6 +259,7 @@ impl Node {
             email: false,
             pattern: None,
             numbers: None,
+            ints: None,
         }
     }
 }
@@ -422,6 +482,7 @@ impl<'s> Compiler<'s> {
         // Numbers go to jsonschema whenever a numeric keyword or an `enum`/`const` is present
         // (a number against a list of strings is decided there too).
         if !numbers.is_empty() {
+            n.ints = IntRange::of(&numbers);
             n.numbers = Some(self.delegate(numbers)?);
         }
         if !strings.is_empty() {
@@ -511,6 +572,19 @@ struct Frame<'a> {
     /// Members or elements so far.
     count: u64,
     array: bool,
+    /// An array's element nodes, when the index does not change them.
+    elements: Elements,
+}
+
+/// The nodes an array applies to its elements, worked out once when the array opens: with no
+/// `prefixItems` and one `items` schema among its nodes (the usual array), every element gets
+/// the same set, so an element costs no walk over the array's nodes.
+#[derive(Clone, Copy)]
+enum Elements {
+    /// Every element: this node (and its closure), or nothing to check.
+    Same(Option<usize>),
+    /// Worked out per element ([`Program::element`]).
+    ByIndex,
 }
 
 /// Past this many names an object's own duplicate check gives up (the tokenizer's check, run
@@ -628,44 +702,39 @@ impl Program {
     }
 
     /// Checks a scalar or a container's opening against every node of `set`.
+    ///
+    /// Each node unescapes or parses the value again: a value almost always has one node,
+    /// and state shared between nodes cost more, value after value, than the rare repeat.
+    #[inline]
     fn check_value(&self, set: &[usize], ev: &Event<'_>, scratch: &mut Value) -> bool {
-        if set.is_empty() {
-            return true;
+        set.iter()
+            .all(|&i| self.check_one(self.node(i), ev, scratch))
+    }
+
+    /// Checks a scalar or a container's opening against one node.
+    #[inline]
+    fn check_one(&self, n: &Node, ev: &Event<'_>, scratch: &mut Value) -> bool {
+        if n.never {
+            return false;
         }
-        let mut text: Option<Cow<'_, str>> = None;
-        let mut kind: Option<u8> = None;
-        let mut number: Option<Option<Value>> = None;
-        for &i in set {
-            let n = self.node(i);
-            if n.never {
-                return false;
+        match ev {
+            Event::Null => n.types & NULL != 0 && enums_match(n, &Lit::Null),
+            Event::Bool(b) => n.types & BOOL != 0 && enums_match(n, &Lit::Bool(*b)),
+            Event::StartObject => n.types & OBJ != 0 && n.enums.is_empty(),
+            Event::StartArray => n.types & ARR != 0 && n.enums.is_empty(),
+            Event::Str(t) => n.types & STR != 0 && self.check_str(n, &t.unescape(), scratch),
+            Event::Num(s) => {
+                n.types & number_kind(s) != 0
+                    && n.numbers.as_ref().is_none_or(|v| {
+                        if let Some(ok) = n.ints.as_ref().and_then(|r| r.contains(s)) {
+                            return ok;
+                        }
+                        // Parsed as the tree would parse it, for jsonschema's own comparisons.
+                        serde_json::from_str(s).is_ok_and(|x: Value| v.is_valid(&x))
+                    })
             }
-            let ok = match ev {
-                Event::Null => n.types & NULL != 0 && enums_match(n, &Lit::Null),
-                Event::Bool(b) => n.types & BOOL != 0 && enums_match(n, &Lit::Bool(*b)),
-                Event::StartObject => n.types & OBJ != 0 && n.enums.is_empty(),
-                Event::StartArray => n.types & ARR != 0 && n.enums.is_empty(),
-                Event::Str(t) => {
-                    n.types & STR != 0
-                        && self.check_str(n, text.get_or_insert_with(|| t.unescape()), scratch)
-                }
-                Event::Num(s) => {
-                    n.types & *kind.get_or_insert_with(|| number_kind(s)) != 0
-                        && n.numbers.as_ref().is_none_or(|v| {
-                            // Parsed as the tree would parse it, for jsonschema's own comparisons.
-                            match number.get_or_insert_with(|| serde_json::from_str(s).ok()) {
-                                Some(x) => v.is_valid(x),
-                                None => false,
-                            }
-                        })
-                }
-                Event::Name(_) | Event::EndObject | Event::EndArray => true,
-            };
-            if !ok {
-                return false;
-            }
+            Event::Name(_) | Event::EndObject | Event::EndArray => true,
         }
-        true
     }
 
     /// `scratch` is a string value kept for the body: jsonschema is handed the string in it, so
@@ -758,24 +827,26 @@ impl Program {
                 _ => {
                     let mut set = std::mem::replace(&mut next, Set::Empty);
                     if let Some(f) = stack.last_mut().filter(|f| f.array) {
-                        set = Set::Empty;
                         let at = usize::try_from(f.count).unwrap_or(usize::MAX);
                         f.count += 1;
-                        for &i in f.set.ids(self) {
-                            let n = self.node(i);
-                            if let Some(&p) = n.prefix.get(at) {
-                                self.add(p, &mut set);
-                            } else if let Some(it) = n.items {
-                                self.add(it, &mut set);
-                            }
-                        }
+                        set = match f.elements {
+                            Elements::Same(None) => Set::Empty,
+                            Elements::Same(Some(it)) => Set::One(it),
+                            Elements::ByIndex => self.element(&f.set, at),
+                        };
                     }
                     let ids = set.ids(self);
                     valid = self.check_value(ids, &ev, &mut scratch);
                     if matches!(ev, Event::StartObject | Event::StartArray) {
                         let more =
                             ids.len() > 1 && ids.iter().any(|&i| !self.node(i).required.is_empty());
+                        let array = matches!(ev, Event::StartArray);
                         stack.push(Frame {
+                            elements: if array {
+                                self.elements(ids)
+                            } else {
+                                Elements::Same(None)
+                            },
                             // Only allocated when several nodes apply and one has `required`.
                             seen_more: if more {
                                 vec![0; ids.len() - 1]
@@ -787,13 +858,44 @@ impl Program {
                             others: Vec::new(),
                             set,
                             count: 0,
-                            array: matches!(ev, Event::StartArray),
+                            array,
                         });
                     }
                 }
             }
         }
         Ok(valid)
+    }
+
+    /// The element nodes of an array whose nodes are `ids`, if the same for every index.
+    fn elements(&self, ids: &[usize]) -> Elements {
+        let mut one = None;
+        for &i in ids {
+            let n = self.node(i);
+            if !n.prefix.is_empty() {
+                return Elements::ByIndex;
+            }
+            match (n.items, one) {
+                (Some(it), None) => one = Some(it),
+                (Some(it), Some(j)) if it != j => return Elements::ByIndex,
+                _ => {}
+            }
+        }
+        Elements::Same(one)
+    }
+
+    /// The nodes for the element at `at` of an array whose nodes are `set`.
+    fn element(&self, set: &Set, at: usize) -> Set {
+        let mut out = Set::Empty;
+        for &i in set.ids(self) {
+            let n = self.node(i);
+            if let Some(&p) = n.prefix.get(at) {
+                self.add(p, &mut out);
+            } else if let Some(it) = n.items {
+                self.add(it, &mut out);
+            }
+        }
+        out
     }
 
     /// A member name: marks `required`, and works out the nodes for its value. With `names`,
@@ -815,9 +917,50 @@ impl Program {
         let name = name.unescape();
         let b = name.as_bytes();
         let (len, hd) = (b.len(), head(b));
+        // The name's position in the first node's keys, when it has one below 64.
+        let known: Option<u64>;
+        if let [i] = ids {
+            // One node (the usual object): the loop below less its bookkeeping, which costs
+            // more than the lookup itself.
+            let n = self.node(*i);
+            let found = n.find(len, hd, b);
+            known = found.filter(|&x| x < 64).map(|x| 1 << x);
+            let key = found.and_then(|x| n.keys.get(x));
+            if let Some(bit) = key.and_then(|k| k.required) {
+                f.seen |= 1 << bit;
+            }
+            if let Some(x) = key.and_then(|k| k.node).or(n.additional) {
+                next = Set::One(x);
+            }
+        } else {
+            known = self.members(f, len, hd, b, &mut next);
+        }
+        if names {
+            match known {
+                Some(bit) if f.names & bit != 0 => return None,
+                Some(bit) => f.names |= bit,
+                None if f.others.len() >= OTHER_NAMES || f.others.contains(&name) => return None,
+                None => f.others.push(name),
+            }
+        }
+        Some(next)
+    }
+
+    /// [`Program::member`] for an object with several nodes (or none): marks `required` in
+    /// each, adds each one's node for the value to `next`, and returns the name's bit in the
+    /// first node's keys.
+    #[inline(never)]
+    fn members(
+        &self,
+        f: &mut Frame<'_>,
+        len: usize,
+        hd: u64,
+        b: &[u8],
+        next: &mut Set,
+    ) -> Option<u64> {
+        let ids = f.set.ids(self);
         let mut marks: u64 = 0;
         let mut marks_more: Vec<(usize, u32)> = Vec::new();
-        // The name's position in the first node's keys, when it has one below 64.
         let mut known: Option<u64> = None;
         for (k, &i) in ids.iter().enumerate() {
             let n = self.node(i);
@@ -839,22 +982,14 @@ impl Program {
                 None => n.additional,
             };
             if let Some(x) = target {
-                self.add(x, &mut next);
+                self.add(x, next);
             }
         }
         f.seen |= marks;
         for (k, bit) in marks_more {
             f.mark(k, bit);
         }
-        if names {
-            match known {
-                Some(bit) if f.names & bit != 0 => return None,
-                Some(bit) => f.names |= bit,
-                None if f.others.len() >= OTHER_NAMES || f.others.contains(&name) => return None,
-                None => f.others.push(name),
-            }
-        }
-        Some(next)
+        known
     }
 
     /// A container closes: counts and `required`.
@@ -1329,6 +1464,162 @@ mod tests {
             dups > 2_000 && valid > 2_000,
             "{dups} duplicates, {valid} valid"
         );
+    }
+
+    /// Integer bounds decided natively ([`super::IntRange`]) against jsonschema on whole
+    /// documents: bounds at 0 and at the `i64`/`u64` edges, each keyword alone and with others,
+    /// instances on both sides of every bound, and the literals left to jsonschema (fractions,
+    /// exponents, `-0`, integers past `u64`) — with the number-range check on, as the filter
+    /// runs, and off, so the fallback is held to the reference too.
+    #[test]
+    fn integer_bounds_are_decided_as_jsonschema_decides_them() {
+        let edges: [i128; 14] = [
+            i128::from(i64::MIN),
+            i128::from(i64::MIN) + 1,
+            -1_000_000,
+            -2,
+            -1,
+            0,
+            1,
+            2,
+            10_000,
+            i128::from(i64::MAX) - 1,
+            i128::from(i64::MAX),
+            i128::from(i64::MAX) + 1,
+            i128::from(u64::MAX) - 1,
+            i128::from(u64::MAX),
+        ];
+        let bound = |x: i128| -> Value {
+            i64::try_from(x).map_or_else(
+                |_| json!(u64::try_from(x).expect("edges fit u64")),
+                |v| json!(v),
+            )
+        };
+        let mut instances: Vec<String> = Vec::new();
+        for e in edges {
+            for d in -1..=1 {
+                instances.push((e + d).to_string());
+            }
+        }
+        instances.extend(
+            [
+                "-0",
+                "0.0",
+                "-0.0",
+                "1.0",
+                "1e2",
+                "12.5",
+                "-1.5",
+                "1E0",
+                "10000.000001",
+            ]
+            .map(String::from),
+        );
+        let keywords = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"];
+        let mut g = Gen(portcullis_core::fake::TestRng::new(0x1D8E_4E27_C47D_124F));
+        let checked = portcullis_core::json::Limits {
+            check_number_range: true,
+            ..Default::default()
+        };
+        let (mut native, mut verdicts) = (0, 0);
+        for round in 0..600 {
+            let mut m = serde_json::Map::new();
+            for _ in 0..1 + g.below(3) {
+                let k = keywords[g.below(keywords.len())];
+                let v = match g.below(12) {
+                    // Float bounds stay with jsonschema: a check that the native range is not
+                    // built from them.
+                    0 => json!(1.5),
+                    1 => json!(10000.0),
+                    _ => bound(edges[g.below(edges.len())]),
+                };
+                m.insert(k.to_string(), v);
+            }
+            if round % 3 == 0 {
+                m.insert("type".into(), json!("integer"));
+            }
+            let schema = Value::Object(m);
+            let Ok(v) = jsonschema::options()
+                .with_draft(jsonschema::Draft::Draft202012)
+                .build(&schema)
+            else {
+                continue;
+            };
+            let program = super::compile(&schema, &Default::default(), false).expect("compiles");
+            let node = &program.nodes[program.root];
+            native += usize::from(node.ints.is_some());
+            for inst in &instances {
+                let want = v.is_valid(&serde_json::from_str::<Value>(inst).expect("JSON"));
+                for limits in [checked, portcullis_core::json::Limits::default()] {
+                    match program.validate(inst.as_bytes(), limits) {
+                        Ok(got) => {
+                            verdicts += 1;
+                            assert_eq!(got, want, "{schema} / {inst}");
+                        }
+                        // The structural scan refuses it before any schema runs.
+                        Err(e) => assert!(
+                            matches!(e, portcullis_core::json::Error::NumberOutOfRange(_)),
+                            "{inst}: {e:?}"
+                        ),
+                    }
+                }
+            }
+        }
+        assert!(
+            native > 300 && verdicts > 30_000,
+            "{native} native ranges, {verdicts} verdicts"
+        );
+        // The demo policy's `seats` takes the native path.
+        let seats = json!({"type": "integer", "minimum": 1, "maximum": 10000});
+        let program = super::compile(&seats, &Default::default(), false).expect("compiles");
+        assert_eq!(
+            program.nodes[program.root].ints,
+            Some(super::IntRange { lo: 1, hi: 10_000 })
+        );
+    }
+
+    /// Arrays whose elements get one set of nodes worked out once ([`super::Elements`]) and
+    /// arrays that need it per index (`prefixItems`, several `items`), against jsonschema.
+    #[test]
+    fn array_elements_get_the_nodes_jsonschema_applies() {
+        let schemas = [
+            json!({"type": "array", "items": {"type": "integer", "maximum": 3}}),
+            json!({"prefixItems": [{"type": "string"}, {"type": "boolean"}],
+                "items": {"type": "integer"}}),
+            json!({"allOf": [{"items": {"maximum": 3}}, {"items": {"minimum": 1}}]}),
+            json!({"allOf": [{"items": {"maximum": 3}}, {"prefixItems": [{"const": 2}]}]}),
+            json!({"$ref": "#/$defs/a", "items": {"$ref": "#/$defs/i"},
+                "$defs": {"a": {"items": {"$ref": "#/$defs/i"}, "maxItems": 4},
+                    "i": {"type": ["integer", "array"], "items": {"$ref": "#/$defs/i"}}}}),
+            json!({"items": false}),
+            json!({"type": "array"}),
+        ];
+        let items = [
+            "1", "2", "3", "4", "0", "true", "\"s\"", "[]", "[1,4]", "[[2]]", "null",
+        ];
+        let mut g = Gen(portcullis_core::fake::TestRng::new(0x3C6E_F372_FE94_F82B));
+        for schema in &schemas {
+            let program = super::compile(schema, &Default::default(), false).expect("compiles");
+            let v = jsonschema::options()
+                .with_draft(jsonschema::Draft::Draft202012)
+                .build(schema)
+                .expect("a valid schema");
+            for _ in 0..400 {
+                let n = g.below(6);
+                let body = format!(
+                    "[{}]",
+                    (0..n)
+                        .map(|_| items[g.below(items.len())])
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
+                let instance: Value = serde_json::from_str(&body).expect("JSON");
+                let got = program
+                    .validate(body.as_bytes(), portcullis_core::json::Limits::default())
+                    .expect("well-formed");
+                assert_eq!(got, v.is_valid(&instance), "{schema} / {body}");
+            }
+        }
     }
 
     #[test]
