@@ -41,9 +41,13 @@ $(VENV)/.envoy-$(ENVOY_VERSION):
 build: setup ## Build dist/*.wasm (release, wasm32-wasip1), the native CLI, demo upstream and rate limit service
 	$(CARGO) build --release --target $(WASM_TARGET) $(foreach f,$(SPEED_FILTERS),-p portcullis-$(f)) $(WASM_TEST_MODULES)
 	$(CARGO) build --profile release-schema --target $(WASM_TARGET) -p portcullis-schema
+	# The one module (`render --one-module`): its own invocation, since cargo would otherwise
+	# unify the filter crates' features and link their own entry points into it as well.
+	$(CARGO) build --profile release-schema --target $(WASM_TARGET) -p portcullis-all
 	@mkdir -p dist
 	@for f in $(SPEED_FILTERS); do cp target/$(WASM_TARGET)/release/portcullis_$$f.wasm dist/$$f.wasm; done
 	@cp target/$(WASM_TARGET)/release-schema/portcullis_schema.wasm dist/schema.wasm
+	@cp target/$(WASM_TARGET)/release-schema/portcullis_all.wasm dist/portcullis.wasm
 	$(CARGO) build -p portcullis-cli -p portcullis-tests -p portcullis-ratelimit-service --bins
 	@ls -l dist/*.wasm
 
@@ -165,7 +169,7 @@ compose-test: compose-config ## Black-box tests through the mesh, then the OCI i
 lint: setup ## rustfmt check; clippy -D warnings on the workspace (all targets) and, for wasm32, the wasm crates
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy --target $(WASM_TARGET) $(foreach f,core $(FILTERS) noop,-p portcullis-$(f)) $(WASM_TEST_MODULES) -- -D warnings
+	$(CARGO) clippy --target $(WASM_TARGET) $(foreach f,core $(FILTERS) noop all,-p portcullis-$(f)) $(WASM_TEST_MODULES) -- -D warnings
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

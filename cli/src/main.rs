@@ -208,6 +208,10 @@ struct RenderArgs {
     /// Leave path normalisation to the filters alone (Envoy's own is on by default).
     #[arg(long, help_heading = "Envoy (--format envoy)")]
     no_envoy_normalize: bool,
+    /// Run every filter from the one-module build (portcullis.wasm in --wasm-dir) in one VM
+    /// per worker: one module for Envoy to compile at start-up instead of four.
+    #[arg(long, help_heading = "Envoy (--format envoy)")]
+    one_module: bool,
     /// The origin clients use (DPoP `htu`); overrides the authn policy's
     /// `dpop.external_origin`.
     #[arg(long, value_name = "URL", help_heading = "Envoy (--format envoy)")]
@@ -798,6 +802,7 @@ fn render_envoy(a: &RenderArgs, policies: &policy::Policies, emergency: bool) ->
             _ => None,
         },
         emergency,
+        one_module: a.one_module,
     };
     render::render(&template, policies, &opts)
 }

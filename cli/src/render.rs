@@ -55,6 +55,9 @@ pub struct RenderOptions {
     /// Emergency mode (`portcullis emergency on`): authn, both ratelimit instances and the
     /// gateway's pii get `emergency: true` and compile their emergency profile.
     pub emergency: bool,
+    /// Every Portcullis filter runs from the one-module build ([`ONE_MODULE`]) in one VM per
+    /// worker, instead of from its own module.
+    pub one_module: bool,
 }
 
 /// The policies as they compile in emergency mode (what `portcullis test` runs an
@@ -245,6 +248,7 @@ impl Default for RenderOptions {
             rls_port: 8081,
             audit: None,
             emergency: false,
+            one_module: false,
         }
     }
 }
@@ -552,7 +556,58 @@ pub fn render(template: &str, policies: &Policies, opts: &RenderOptions) -> Resu
             "template has an unknown placeholder: {name}"
         )));
     }
+    if opts.one_module {
+        out = one_module(&out)?;
+    }
     verify_buffer_limits(&out)?;
+    Ok(out)
+}
+
+/// The one-module build's file (filters/all): the four filters behind one entry point, each
+/// plugin running the filter its `root_id` names.
+pub const ONE_MODULE: &str = "portcullis.wasm";
+
+/// The modules a template names, each one filter.
+const MODULES: [&str; 4] = ["authn", "ratelimit", "schema", "pii"];
+
+/// `vm_id` of the one VM the one-module build runs in.
+const ONE_VM: &str = "portcullis";
+
+/// A rendered config with every Portcullis filter loading [`ONE_MODULE`] into one VM: Envoy
+/// compiles one module instead of four at start-up and keeps one VM per worker. Each filter's
+/// `root_id` (which the templates already give as `portcullis.<filter>[_<instance>]`) tells the
+/// module which filter to run. Line by line, on the two lines a template writes per filter,
+/// so the config keeps its comments; a template whose filters are written otherwise is refused
+/// rather than half converted.
+fn one_module(rendered: &str) -> Result<String> {
+    let (mut codes, mut vms) = (0, 0);
+    let mut out = String::with_capacity(rendered.len());
+    for line in rendered.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        let module = MODULES
+            .iter()
+            .find(|m| trimmed.contains(&format!("/{m}.wasm\"")) && trimmed.starts_with("code:"));
+        if let Some(m) = module {
+            codes += 1;
+            out.push_str(&line.replacen(&format!("/{m}.wasm\""), &format!("/{ONE_MODULE}\""), 1));
+        } else if trimmed.starts_with("vm_id: portcullis.") {
+            vms += 1;
+            out.push_str(indent);
+            out.push_str(&format!("vm_id: {ONE_VM}"));
+            if line.ends_with('\n') {
+                out.push('\n');
+            }
+        } else {
+            out.push_str(line);
+        }
+    }
+    if codes == 0 || codes != vms {
+        return Err(CliError(format!(
+            "--one-module: the template names {codes} Portcullis module(s) and {vms} \
+             `vm_id: portcullis.*` line(s); each filter needs one of each"
+        )));
+    }
     Ok(out)
 }
 
@@ -568,10 +623,15 @@ fn wasm_filter(filter: &serde_norway::Value) -> Option<(String, Value)> {
         .get("local")?
         .get("filename")?
         .as_str()?;
-    let module = std::path::Path::new(file)
+    let mut module = std::path::Path::new(file)
         .file_stem()?
         .to_string_lossy()
         .to_string();
+    if std::path::Path::new(file).file_name()? == ONE_MODULE {
+        let root_id = config.get("root_id")?.as_str()?;
+        let i = portcullis_core::port::filter_named(root_id, &MODULES)?;
+        module = (*MODULES.get(i)?).to_string();
+    }
     let value = config.get("configuration")?.get("value")?;
     let json = match value.as_str() {
         Some(text) => serde_json::from_str(text).ok()?,
@@ -751,6 +811,71 @@ mod tests {
             assert!(y["static_resources"]["listeners"][0].is_mapping());
         }
         assert!(render("x {{NOPE}}", &p, &RenderOptions::default()).is_err());
+    }
+
+    /// Every wasm filter of a rendered config: (module file name, vm_id, root_id).
+    fn wasm_filters(out: &str) -> Vec<(String, String, String)> {
+        let y: serde_norway::Value = serde_norway::from_str(out).unwrap();
+        let mut found = Vec::new();
+        for l in y["static_resources"]["listeners"].as_sequence().unwrap() {
+            for chain in l["filter_chains"].as_sequence().unwrap() {
+                for f in chain["filters"].as_sequence().unwrap() {
+                    let Some(hf) = f["typed_config"]["http_filters"].as_sequence() else {
+                        continue;
+                    };
+                    for h in hf {
+                        let c = &h["typed_config"]["config"];
+                        let Some(file) = c["vm_config"]["code"]["local"]["filename"].as_str()
+                        else {
+                            continue;
+                        };
+                        found.push((
+                            file.rsplit('/').next().unwrap().to_string(),
+                            c["vm_config"]["vm_id"].as_str().unwrap().to_string(),
+                            c["root_id"].as_str().unwrap().to_string(),
+                        ));
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn one_module_runs_every_filter_from_portcullis_wasm_in_one_vm() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let p = crate::policy::load(&root.join("policies")).unwrap();
+        for t in ["envoy/gateway.yaml.tmpl", "envoy/egress.yaml.tmpl"] {
+            let tmpl = std::fs::read_to_string(root.join(t)).unwrap();
+            let separate = wasm_filters(&render(&tmpl, &p, &RenderOptions::default()).unwrap());
+            let opts = RenderOptions {
+                one_module: true,
+                ..Default::default()
+            };
+            let one = wasm_filters(&render(&tmpl, &p, &opts).unwrap());
+            assert!(!separate.is_empty(), "{t}");
+            assert_eq!(separate.len(), one.len(), "{t}");
+            for ((module, _, root_id), (one_file, vm, one_root)) in separate.iter().zip(&one) {
+                assert_eq!(
+                    (one_file.as_str(), vm.as_str()),
+                    (ONE_MODULE, ONE_VM),
+                    "{t}"
+                );
+                // The one module runs, for each root_id, the filter the separate config loads.
+                let i = portcullis_core::port::filter_named(root_id, &MODULES).unwrap();
+                assert_eq!(format!("{}.wasm", MODULES[i]), *module, "{t}: {root_id}");
+                assert_eq!(root_id, one_root);
+            }
+        }
+        let refused = render(
+            "code: { local: { filename: \"x/authn.wasm\" } }\n",
+            &p,
+            &RenderOptions {
+                one_module: true,
+                ..Default::default()
+            },
+        );
+        assert!(refused.unwrap_err().0.contains("--one-module"));
     }
 
     #[test]

@@ -154,6 +154,8 @@ pub struct GatewayOptions {
     /// served from files, changed by `portcullis apply`); the policies must come from a
     /// directory ([`Policies::dir`]). The directory is [`Gateway::reload_dir`].
     pub reload: bool,
+    /// Every filter from the one-module build (`dist/portcullis.wasm`, `render --one-module`).
+    pub one_module: bool,
 }
 
 /// The audit hash key of test gateways (hex, 32 bytes): tests recompute hashes with it.
@@ -175,6 +177,7 @@ impl Default for GatewayOptions {
             audit_log: None,
             wasm_log_level: "debug",
             reload: false,
+            one_module: false,
         }
     }
 }
@@ -302,6 +305,9 @@ fn cli_render(ro: &RenderOptions, opts: &GatewayOptions, xds: &Path, out: &Path)
     if !ro.envoy_normalize_path {
         args.push("--no-envoy-normalize".into());
     }
+    if ro.one_module {
+        args.push("--one-module".into());
+    }
     let r = Command::new(cli_binary())
         .args(&args)
         .output()
@@ -416,6 +422,7 @@ impl Gateway {
                     hash_key: AUDIT_TEST_KEY.to_string(),
                 }),
             emergency: false,
+            one_module: opts.one_module,
         };
         let cfg_path = dir.0.join("envoy.yaml");
         let log_path = dir.0.join("envoy.log");

@@ -127,6 +127,17 @@ fn send(
 
 #[test]
 fn every_policy_test_case_gets_the_same_verdict_from_real_envoy() {
+    every_case(false);
+}
+
+/// The same table through the one-module build: the filters are the same code, so every
+/// verdict must be too (and a root context that ran the wrong filter would show here).
+#[test]
+fn every_policy_test_case_gets_the_same_verdict_from_the_one_module() {
+    every_case(true);
+}
+
+fn every_case(one_module: bool) {
     if harness::envoy_binary().is_none() {
         return;
     }
@@ -138,6 +149,7 @@ fn every_policy_test_case_gets_the_same_verdict_from_real_envoy() {
         listen_port: Some(port),
         external_origin: Some(origin.clone()),
         envoy_normalize_path: true,
+        one_module,
         ..GatewayOptions::default()
     }) else {
         return;
@@ -158,6 +170,7 @@ fn every_policy_test_case_gets_the_same_verdict_from_real_envoy() {
                 listen_port: Some(emergency_port),
                 external_origin: Some(emergency_origin.clone()),
                 envoy_normalize_path: true,
+                one_module,
                 ..GatewayOptions::default()
             })
         })

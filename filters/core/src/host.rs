@@ -351,7 +351,94 @@ impl<F: Filter> HttpContext for Http<F> {
 /// Registers `F` as the module's filter: the whole of a filter's proxy-wasm entry point.
 pub fn register<F: Filter>() {
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { root::<F>() });
+}
+
+/// A root context that runs `F`.
+pub fn root<F: Filter>() -> Box<dyn RootContext> {
+    Box::new(Root::<F> { filter: None })
+}
+
+/// One of the filters a module holds: the name a `root_id` gives it and its root context.
+pub type Entry = (&'static str, fn() -> Box<dyn RootContext>);
+
+/// The filters of a module that holds several (a type, because the SDK takes the root context
+/// factory as a plain function pointer, which cannot carry a table).
+pub trait Filters {
+    /// Name and root context of each filter.
+    const FILTERS: &'static [Entry];
+}
+
+/// Registers several filters in one module (the one-module build): each root context runs the
+/// filter its plugin's `root_id` names (see [`crate::port::filter_named`]). Envoy gives a
+/// module's root contexts no other sign of which plugin they serve, and the `root_id` is only
+/// readable once the plugin is bound, so the choice is made in `on_configure`.
+pub fn register_many<M: Filters>() {
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(Root::<F> { filter: None })
+        Box::new(Dispatch {
+            filters: M::FILTERS,
+            inner: None,
+        })
     });
+}
+
+/// The root context of the one-module build until `on_configure` picks its filter.
+struct Dispatch {
+    filters: &'static [Entry],
+    inner: Option<Box<dyn RootContext>>,
+}
+
+impl Context for Dispatch {
+    fn on_http_call_response(&mut self, token: u32, headers: usize, body: usize, trailers: usize) {
+        if let Some(r) = &mut self.inner {
+            r.on_http_call_response(token, headers, body, trailers);
+        }
+    }
+
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
+        if let Some(r) = &mut self.inner {
+            r.on_grpc_call_response(token, status, size);
+        }
+    }
+}
+
+impl RootContext for Dispatch {
+    fn on_configure(&mut self, size: usize) -> bool {
+        let root_id = hostcalls::get_property(vec!["plugin_root_id"])
+            .ok()
+            .flatten()
+            .map(text)
+            .unwrap_or_default();
+        let names: Vec<&str> = self.filters.iter().map(|(n, _)| *n).collect();
+        let Some(i) = crate::port::filter_named(&root_id, &names) else {
+            log::error!(
+                "portcullis: root_id `{root_id}` names none of this module's filters ({}): \
+                 write it as `<prefix>.<filter>` or `<prefix>.<filter>_<instance>`",
+                names.join(", ")
+            );
+            return false;
+        };
+        let Some((_, make)) = self.filters.get(i) else {
+            return false;
+        };
+        // A root context is configured again on a configuration update: the new filter
+        // replaces the old one only when its configuration compiles (as `Root` does).
+        let inner = self.inner.get_or_insert_with(make);
+        inner.on_configure(size)
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(r) = &mut self.inner {
+            r.on_tick();
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        self.inner.as_ref()?.create_http_context(context_id)
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
 }

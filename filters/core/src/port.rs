@@ -210,6 +210,18 @@ pub trait Filter: Sized + 'static {
     fn on_call_response<H: Host>(&self, _host: &H, _token: u32, _response: CallResponse) {}
 }
 
+/// Which of `names` a plugin's `root_id` asks for, in a module that holds several filters: the
+/// part after the last `.` is the filter's name, alone or followed by `_` and an instance
+/// (`portcullis.authn`, `portcullis.ratelimit_ip`, `pii_egress`). Exact names, never a guess: a
+/// root_id naming no filter refuses the plugin rather than run the wrong one.
+pub fn filter_named(root_id: &str, names: &[&str]) -> Option<usize> {
+    let last = root_id.rsplit('.').next().unwrap_or(root_id);
+    names.iter().position(|n| {
+        last.strip_prefix(n)
+            .is_some_and(|rest| rest.is_empty() || (rest.len() > 1 && rest.starts_with('_')))
+    })
+}
+
 /// One request through one filter. Every callback has a default that lets the stream pass.
 pub trait Stream {
     /// The filter this stream belongs to.
@@ -253,3 +265,43 @@ pub trait HostExt: Host {
 }
 
 impl<H: Host + ?Sized> HostExt for H {}
+
+#[cfg(test)]
+mod tests {
+    use super::filter_named;
+
+    const NAMES: &[&str] = &["authn", "ratelimit", "schema", "pii"];
+
+    #[test]
+    fn a_root_id_names_its_filter_by_its_last_segment() {
+        for (id, want) in [
+            ("portcullis.authn", Some(0)),
+            ("portcullis.ratelimit", Some(1)),
+            ("portcullis.ratelimit_ip", Some(1)),
+            ("portcullis.schema", Some(2)),
+            ("portcullis.pii", Some(3)),
+            ("portcullis.pii_egress", Some(3)),
+            ("pii", Some(3)),
+            ("mesh.v2.authn_b", Some(0)),
+        ] {
+            assert_eq!(filter_named(id, NAMES), want, "{id}");
+        }
+    }
+
+    #[test]
+    fn a_root_id_that_names_no_filter_exactly_is_refused() {
+        for id in [
+            "",
+            "portcullis",
+            "portcullis.",
+            "portcullis.authnx",
+            "portcullis.pii_",
+            "portcullis.piiegress",
+            "authn.portcullis",
+            "portcullis.AUTHN",
+            "portcullis.ratelimit-ip",
+        ] {
+            assert_eq!(filter_named(id, NAMES), None, "{id:?}");
+        }
+    }
+}

@@ -28,5 +28,5 @@ pub mod stream;
 pub use callbacks::Pii;
 
 // The proxy-wasm entry point (wasm32 only): a few lines that hand the ABI to the callbacks.
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "module"))]
 mod filter;
