@@ -13,6 +13,7 @@ Writes OUTDIR/<name>.yaml for:
   c5  a Lua filter masking the same response fields with patterns
   c6  three no-op wasm filters: the wasm floor under c2 (VMs shared as c2's are)
   c7  c4 with all five filters in one VM (same vm_id): what sharing a VM saves per request
+  c8  c3 from the one-module build (portcullis.wasm, one vm_id): what `render --one-module` writes
 and, per algorithm (verification cost, every request verified: no cache on either side),
   v-<alg>-wasm / v-<alg>-native, plus v-direct (no filter) — all answering from the router
   with a direct response, so the upstream is out of the picture.
@@ -127,6 +128,18 @@ def mirror(f):
     return "noop-" + f["typed_config"]["config"]["vm_config"]["vm_id"]
 
 
+def one_module(cfg):
+    """Every Portcullis filter loads portcullis.wasm into one VM (as `render --one-module`)."""
+    cfg = copy.deepcopy(cfg)
+    h = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    for f in h["http_filters"]:
+        vm = f.get("typed_config", {}).get("config", {}).get("vm_config")
+        if vm and vm["vm_id"].startswith("portcullis."):
+            vm["vm_id"] = "portcullis"
+            vm["code"]["local"]["filename"] = f"{wasm_dir}/portcullis.wasm"
+    return cfg
+
+
 configs = {
     "c0": with_filters([]),
     "c1": with_filters([jwt_authn(demo_jwks, cache=True), local_ratelimit]),
@@ -137,6 +150,7 @@ configs = {
     "c6": with_filters([noop(i, mirror(f)) for i, f in enumerate(identity_chain)]),
     # C4 with one VM per worker for all five (same vm_id and code; Envoy shares the VM).
     "c7": with_filters([noop(i, "noop") for i in range(len(wasm_filters))]),
+    "c8": one_module(base),
     "v-direct": with_filters([], direct=True),
     "c2-direct": with_filters([chain["portcullis.authn"], chain["portcullis.ratelimit"]], direct=True),
 }

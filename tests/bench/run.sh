@@ -121,9 +121,9 @@ if [ "${ONLY:-}" = scaling ]; then
 fi
 
 if section throughput; then
-echo "== throughput and latency (c0…c7 interleaved, $REPS reps, ${DUR}s each, paced at ~${RATE} req/s)"
+echo "== throughput and latency (c0…c8 interleaved, $REPS reps, ${DUR}s each, paced at ~${RATE} req/s)"
 for rep in $(seq 1 "$REPS"); do
-  for c in c0 c1 c2 c3 c4 c5 c6 c7; do
+  for c in c0 c1 c2 c3 c4 c5 c6 c7 c8; do
     start $c
     wrk_run "$WORK/post.lua" 16 3 > /dev/null                                       # warm-up (V8 tier-up)
     wrk_run "$WORK/post.lua" 16 "$DUR"
@@ -137,7 +137,7 @@ done
 fi
 
 if section startup; then
-echo "== start-up: the full chain (c3), from exec to /ready and to the first request served; module sizes"
+echo "== start-up: the full chain (c3; c8 from the one module), from exec to /ready and to the first request served; module sizes"
 for f in dist/*.wasm; do
   emit "{\"kind\":\"module\",\"name\":\"$(basename "$f" .wasm)\",\"bytes\":$(stat -c %s "$f")}"
 done
@@ -146,12 +146,13 @@ done
 # what a deployment with more than one core waits for.
 NCPU=$(nproc)
 for rep in 1 2 3; do
+for sc in c3 c8; do
 for cores in 1 "$NCPU"; do
   t0=$(date +%s%N)
   if [ "$cores" = 1 ]; then
-    taskset -c 0 "$ENVOY" -c "$WORK/cfg/c3.yaml" --concurrency 1 --disable-hot-restart --log-level error > "$WORK/envoy.log" 2>&1 &
+    taskset -c 0 "$ENVOY" -c "$WORK/cfg/$sc.yaml" --concurrency 1 --disable-hot-restart --log-level error > "$WORK/envoy.log" 2>&1 &
   else
-    "$ENVOY" -c "$WORK/cfg/c3.yaml" --concurrency "$cores" --disable-hot-restart --log-level error > "$WORK/envoy.log" 2>&1 &
+    "$ENVOY" -c "$WORK/cfg/$sc.yaml" --concurrency "$cores" --disable-hot-restart --log-level error > "$WORK/envoy.log" 2>&1 &
   fi
   EP=$!
   until curl -sf localhost:9950/ready > /dev/null; do
@@ -163,8 +164,9 @@ for cores in 1 "$NCPU"; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' --data "$BODY" "$URL")
   t2=$(date +%s%N)
   [ "$code" = 200 ] || { echo "first request after start-up answered $code"; exit 1; }
-  emit "{\"kind\":\"startup\",\"cores\":$cores,\"rep\":$rep,\"ready_ms\":$(( (t1 - t0) / 1000000 )),\"first_ms\":$(( (t2 - t0) / 1000000 ))}"
+  emit "{\"kind\":\"startup\",\"config\":\"$sc\",\"cores\":$cores,\"rep\":$rep,\"ready_ms\":$(( (t1 - t0) / 1000000 )),\"first_ms\":$(( (t2 - t0) / 1000000 ))}"
   stop
+done
 done
 done
 if [ "${ONLY:-}" = startup ]; then exit 0; fi
