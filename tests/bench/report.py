@@ -174,14 +174,15 @@ if starts or modules:
         out.append("")
 
 rss = {(r["config"], r["workers"]): r["rss_kib"] for r in by("rss")}
-per_worker = {c: (rss.get((c, 2), 0) - rss.get((c, 1), 0)) / 1024 for c in ("c0", "c3")}
+per_worker = {c: (rss.get((c, 2), 0) - rss.get((c, 1), 0)) / 1024 for c in ("c0", "c3", "c8")}
 out.append("## Memory\n")
 out.append("| configuration | RSS, 1 worker | RSS, 2 workers | per extra worker |")
 out.append("|---|---:|---:|---:|")
-for c in ("c0", "c3"):
+for c in [c for c in ("c0", "c3", "c8") if (c, 1) in rss]:
     out.append(f"| {NAMES[c]} | {f(rss.get((c, 1), 0) / 1024, 1)} MiB | {f(rss.get((c, 2), 0) / 1024, 1)} MiB | {f(per_worker[c], 1)} MiB |")
 chain_per_worker = per_worker["c3"] - per_worker["c0"]
-out.append(f"\nThe full chain costs **{chain_per_worker:.1f} MiB per worker** over bare Envoy's worker.\n")
+out.append(f"\nThe full chain costs **{chain_per_worker:.1f} MiB per worker** over bare Envoy's worker"
+           + (f"; from the one module (C8), {per_worker['c8'] - per_worker['c0']:.1f} MiB.\n" if ("c8", 2) in rss else ".\n"))
 
 out.append("## Uncached signature verification, every request verified\n")
 out.append("CPU per request minus the same configuration without any filter (a direct response).\n")

@@ -175,7 +175,7 @@ fi
 
 if section rss; then
 echo "== RSS per worker (1 vs 2 workers)"
-for c in c0 c3; do
+for c in c0 c3 c8; do
   for n in 1 2; do
     start $c $n
     wrk_run "$WORK/post.lua" 8 3 > /dev/null
