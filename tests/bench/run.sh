@@ -9,7 +9,8 @@
 # latency (default 400 req/s), OUT (default .build/bench), ONLY=verify to run just the per-algorithm
 # verification section (prints its table, leaves docs/ untouched; ALGS="direct RS256" narrows it),
 # ONLY=global the fleet-wide section (local vs global limit, service latency; needs redis-server),
-# ONLY=startup the start-up times and module sizes (printed only), ONLY=hostcalls the per-call
+# ONLY=startup the start-up times and module sizes (printed only), ONLY=throughput the throughput
+# and latency rows (printed only; CONFIGS="c3 c8" narrows them), ONLY=hostcalls the per-call
 # costs (printed only), ONLY=scaling the routes,
 # tenants and API keys scaling section (printed only; PARTS="apikeys" narrows it).
 set -euo pipefail
@@ -123,7 +124,7 @@ fi
 if section throughput; then
 echo "== throughput and latency (c0…c8 interleaved, $REPS reps, ${DUR}s each, paced at ~${RATE} req/s)"
 for rep in $(seq 1 "$REPS"); do
-  for c in c0 c1 c2 c3 c4 c5 c6 c7 c8; do
+  for c in ${CONFIGS:-c0 c1 c2 c3 c4 c5 c6 c7 c8}; do
     start $c
     wrk_run "$WORK/post.lua" 16 3 > /dev/null                                       # warm-up (V8 tier-up)
     wrk_run "$WORK/post.lua" 16 "$DUR"
@@ -135,6 +136,7 @@ for rep in $(seq 1 "$REPS"); do
 done
 
 fi
+if [ "${ONLY:-}" = throughput ]; then exit 0; fi
 
 if section startup; then
 echo "== start-up: the full chain (c3; c8 from the one module), from exec to /ready and to the first request served; module sizes"
