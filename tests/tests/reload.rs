@@ -241,6 +241,10 @@ fn counted_remaining(g: &Gateway, token: &str) -> u64 {
 }
 
 fn start(tag: &str, policies: &TempDir) -> Option<Gateway> {
+    start_with(tag, policies, false)
+}
+
+fn start_with(tag: &str, policies: &TempDir, one_module: bool) -> Option<Gateway> {
     let port = harness::free_port();
     Gateway::start(GatewayOptions {
         policies: portcullis_cli::policy::load(&policies.0)
@@ -248,6 +252,7 @@ fn start(tag: &str, policies: &TempDir) -> Option<Gateway> {
         listen_port: Some(port),
         external_origin: Some(format!("http://127.0.0.1:{port}")),
         reload: true,
+        one_module,
         wasm_log_level: "info",
         ..GatewayOptions::default()
     })
@@ -255,13 +260,32 @@ fn start(tag: &str, policies: &TempDir) -> Option<Gateway> {
 
 #[test]
 fn ten_policy_changes_under_load_fail_no_request_and_keep_shared_state() {
+    ten_policy_changes(false);
+}
+
+/// The same with every filter in one VM (`render --one-module`): a changed filter's new root
+/// context starts in the VM the other filters keep running in, and must pick its own filter.
+#[test]
+fn ten_policy_changes_in_the_one_module_fail_no_request_and_keep_shared_state() {
+    ten_policy_changes(true);
+}
+
+fn ten_policy_changes(one_module: bool) {
     if harness::envoy_binary().is_none() {
         return;
     }
-    let dir = policy_dir("reload");
-    let Some(g) = start("reload", &dir) else {
+    let dir = policy_dir(if one_module { "reload-one" } else { "reload" });
+    let Some(g) = start_with("reload", &dir, one_module) else {
         return;
     };
+    // What Envoy loads: one module for every filter, or each filter's own.
+    let xds = g.reload_dir.clone().unwrap();
+    let files: String = std::fs::read_dir(&xds)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .collect();
+    assert_eq!(files.contains("/portcullis.wasm"), one_module);
+    assert_eq!(files.contains("/authn.wasm"), !one_module);
     let _log = g.log_on_failure();
     let origin = format!("http://{}", g.addr);
 
