@@ -78,3 +78,58 @@ fn resilience_variants_pass_envoy_validate() {
         }
     }
 }
+
+/// The one module runs the filter each plugin's `root_id` names; a `root_id` naming none of its
+/// filters must stop Envoy from loading the plugin (fail closed, with the reason in the log),
+/// never run some other filter in its place.
+#[test]
+fn the_one_module_refuses_a_root_id_that_names_no_filter() {
+    let Some(envoy) = harness::envoy_binary() else {
+        return;
+    };
+    let dir = TempDir::new("one-module-root-id");
+    let template =
+        std::fs::read_to_string(harness::repo_root().join("envoy/gateway.yaml.tmpl")).unwrap();
+    let opts = RenderOptions {
+        one_module: true,
+        wasm_dir: harness::dist_dir(),
+        listen_port: harness::free_port(),
+        admin_port: harness::free_port(),
+        ..Default::default()
+    };
+    let rendered = render::render(&template, &harness::demo_policies(), &opts).unwrap();
+    let bad = rendered.replacen(
+        "root_id: portcullis.schema\n",
+        "root_id: portcullis.schemas\n",
+        1,
+    );
+    assert_ne!(bad, rendered, "the template names portcullis.schema");
+    let path = dir.0.join("envoy.yaml");
+    std::fs::write(&path, bad).unwrap();
+    let log = dir.0.join("envoy.log");
+    let mut child = std::process::Command::new(&envoy)
+        .args(["-c", &path.to_string_lossy(), "--concurrency", "1"])
+        .args(["--disable-hot-restart", "--log-level", "warn", "--log-path"])
+        .arg(&log)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("Envoy kept running with a root_id that names no filter");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!status.success(), "{text}");
+    assert!(
+        text.contains("root_id `portcullis.schemas` names none of this module's filters"),
+        "{text}"
+    );
+}
