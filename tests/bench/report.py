@@ -135,7 +135,8 @@ if shared_vm is not None and floor4:
                    "Sharing a VM lowers the floor by more than a fifth in this run: worth a shared-VM build."
                    if saves else
                    "Within a fifth of the floor: the floor is each filter's contexts and host calls, which a shared "
-                   "VM keeps, so the filters stay separate modules (tests/bench/README.md, \"One VM for all filters?\").") + "\n")
+                   "VM keeps (tests/bench/README.md, \"One VM for all filters?\"); what one VM does buy is start-up "
+                   "and memory, read on the one-module build (C8) below.") + "\n")
 one_cpu = (cpu["c8"] - cpu["c3"]) if cpu.get("c8") is not None and cpu["c3"] is not None else None
 if one_cpu is not None:
     out.append(f"The chain from the one module (C8 − C3): {f(one_cpu, 1)} µs CPU per request, "
