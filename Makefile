@@ -16,6 +16,9 @@ ADMIN_PORT    ?= 9901
 UPSTREAM_PORT ?= 8080
 RLS_PORT      ?= 8081
 REDIS_PORT    ?= 6390
+# `make run ONE_MODULE=1`: every filter from the one module (dist/portcullis.wasm) in one VM per
+# worker, as `portcullis render --one-module` writes it (README, "Deploy").
+RENDER_MODULES := $(if $(ONE_MODULE),--one-module)
 # Test-only wasm32 modules built in the filters' cargo invocation (one target dir, one build):
 # jose-conformance runs the Wycheproof vectors through the verification arithmetic in V8.
 WASM_TEST_MODULES := -p portcullis-jose --features portcullis-jose/wycheproof
@@ -54,7 +57,7 @@ build: setup ## Build dist/*.wasm (release, wasm32-wasip1), the native CLI, demo
 render: build $(BUILD)/audit.key ## Render $(BUILD)/envoy.yaml from envoy/ and policies/ (audit trail to stdout; filter configs in $(BUILD)/xds for `portcullis apply`)
 	@mkdir -p $(BUILD)
 	./target/debug/portcullis check policies
-	./target/debug/portcullis render --policies policies --wasm-dir dist --out $(BUILD)/envoy.yaml \
+	./target/debug/portcullis render --policies policies --wasm-dir dist $(RENDER_MODULES) --out $(BUILD)/envoy.yaml \
 		--listen-port $(LISTEN_PORT) --admin-port $(ADMIN_PORT) --upstream 127.0.0.1:$(UPSTREAM_PORT) \
 		--external-origin http://127.0.0.1:$(LISTEN_PORT) \
 		--audit-log /dev/stdout --audit-key-file $(BUILD)/audit.key --reload-dir $(BUILD)/xds
@@ -85,7 +88,7 @@ run-global: build ## The demo with fleet-wide limits (policies/global): redis-se
 	@rm -rf $(BUILD)/policies-global && mkdir -p $(BUILD)/policies-global $(BUILD)/redis
 	@cp -r policies/. $(BUILD)/policies-global/ && cp policies/global/ratelimit.yaml $(BUILD)/policies-global/ratelimit.yaml
 	./target/debug/portcullis check $(BUILD)/policies-global
-	./target/debug/portcullis render --policies $(BUILD)/policies-global --wasm-dir dist --out $(BUILD)/envoy-global.yaml \
+	./target/debug/portcullis render --policies $(BUILD)/policies-global --wasm-dir dist $(RENDER_MODULES) --out $(BUILD)/envoy-global.yaml \
 		--listen-port $(LISTEN_PORT) --admin-port $(ADMIN_PORT) --upstream 127.0.0.1:$(UPSTREAM_PORT) \
 		--rls 127.0.0.1:$(RLS_PORT) --rls-out $(BUILD)/rls.yaml
 	"$(ENVOY)" --mode validate -c $(BUILD)/envoy-global.yaml --log-level warn
