@@ -715,6 +715,11 @@ fn render_cmd(a: &RenderArgs) -> Result<()> {
                 "--reload-dir serves configs to Envoy from files (--format envoy); Istio reloads WasmPlugins itself".into(),
             ));
         }
+        if a.one_module {
+            return Err(CliError(
+                "--one-module renders an Envoy config (--format envoy); the Istio manifests name each filter's own module".into(),
+            ));
+        }
         return istio_render(a, &policies);
     }
     if let Some(path) = &a.rls_out {

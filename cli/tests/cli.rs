@@ -46,6 +46,7 @@ const SUBCOMMANDS: &[(&[&str], &[&str])] = &[
             "--admin-port <N>",
             "--upstream <HOST:PORT>",
             "--config-format <CONFIG_FORMAT>",
+            "--one-module",
             "--no-envoy-normalize",
             "--external-origin <URL>",
             "--tls-cert <PEM>",
@@ -805,4 +806,11 @@ fn several_upstreams_make_one_cluster_and_check_warns_about_resilience_defaults(
     ] {
         assert!(err.contains(needle), "{needle}: {err}");
     }
+}
+
+#[test]
+fn the_one_module_is_refused_for_istio_manifests() {
+    let out = portcullis(&["render", "--format", "istio", "--one-module"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--one-module renders an Envoy config"));
 }
