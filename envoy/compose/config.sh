@@ -20,7 +20,10 @@ render() { # TEMPLATE POLICY_DIR OUT UPSTREAM [more render options]
 # same policy (rls.yaml).
 render gateway.yaml.tmpl gateway gateway.yaml crm-sidecar:15443 \
   --rls ratelimit-service:8081 --rls-out "$out/rls.yaml"
-render crm-sidecar.yaml.tmpl crm-api crm-sidecar.yaml crm-api:8080
+# The CRM sidecar runs its three filters from the one module in one VM (`--one-module`): a
+# sidecar per workload is where start-up and memory per Envoy count most, and the mesh then
+# carries both builds.
+render crm-sidecar.yaml.tmpl crm-api crm-sidecar.yaml crm-api:8080 --one-module
 render sync-sidecar.yaml.tmpl sync-worker sync-sidecar.yaml sync-worker:8080
 # The IdP serves the demo's public keys (the private halves stay in policies/demo-keys).
 cp policies/demo-keys/demo-jwks.json "$out/jwks.json"
