@@ -371,8 +371,8 @@ pub trait Filters {
 
 /// Registers several filters in one module (the one-module build): each root context runs the
 /// filter its plugin's `root_id` names (see [`crate::port::filter_named`]). Envoy gives a
-/// module's root contexts no other sign of which plugin they serve, and the `root_id` is only
-/// readable once the plugin is bound, so the choice is made in `on_configure`.
+/// module's root contexts no other sign of which plugin they serve; the `root_id` is read in
+/// `on_configure`, where the plugin's properties are certainly there to read.
 pub fn register_many<M: Filters>() {
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
