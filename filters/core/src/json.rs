@@ -609,34 +609,40 @@ fn span(s: &str, start: usize, end: usize) -> Option<&str> {
         .and_then(|(head, _)| head.get(start..))
 }
 
+/// Flags the bytes that end a plain run of string text, `"`, `\\` and control characters, as
+/// the word tests of [`word`] do: non-zero exactly when the word holds one, and the lowest
+/// flag is the first (a flag above it can be spurious, as a borrow runs upwards). Two tests,
+/// not three: flipping bit 1 maps `"` to 0x20 and keeps the control characters below 0x20,
+/// while every other byte lands at 0x21 or above, so one range test finds both. Each test
+/// masks with the high bit of its byte complemented, which flipping with a constant below 0x80
+/// leaves as it was, so the two share one mask.
+#[inline(always)]
+fn stops(w: u64) -> u64 {
+    let quote_or_control = (w ^ word::splat(0x02)).wrapping_sub(word::splat(0x21));
+    let backslash = (w ^ word::splat(b'\\')).wrapping_sub(word::ONES);
+    (quote_or_control | backslash) & !w & word::HIGH
+}
+
 /// Length of the run of plain string text at the start of `b` (up to the first `"`, `\\` or
-/// control character), eight bytes at a time: for each test the word trick below flags the
-/// bytes of the word that match, and the lowest flag says where the run ends.
+/// control character), eight bytes at a time ([`stops`]).
 #[inline(always)]
 fn plain_run(b: &[u8]) -> usize {
-    let stops = |w: u64| {
-        let quote = word::bytes_equal(w, b'"');
-        let backslash = word::bytes_equal(w, b'\\');
-        let control = word::bytes_below(w, 0x20);
-        // A flag can be spurious only above a true match (a borrow runs upwards), so the
-        // lowest flag is the first byte that stops the run.
-        quote | backslash | control
-    };
-    let mut i = 0;
-    while let Some(chunk) = b.get(i..i + 8) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let hit = stops(u64::from_le_bytes(word));
+    // Split off word by word: one length test per word, and nothing to set up for the tail
+    // (most strings end in their first word or two).
+    let mut rest = b;
+    while let Some((w, tail)) = rest.split_first_chunk::<8>() {
+        let hit = stops(word::le(w));
         if hit != 0 {
-            return i + (hit.trailing_zeros() / 8) as usize;
+            return b.len() - rest.len() + (hit.trailing_zeros() / 8) as usize;
         }
-        i += 8;
+        rest = tail;
     }
     // The tail, padded with `"`, which stops the run where the input ends.
-    let rest = &b[i..];
-    let mut word = [b'"'; 8];
-    word[..rest.len()].copy_from_slice(rest);
-    i + (stops(u64::from_le_bytes(word)).trailing_zeros() / 8) as usize
+    let mut last = [b'"'; 8];
+    if let Some(head) = last.get_mut(..rest.len()) {
+        head.copy_from_slice(rest);
+    }
+    b.len() - rest.len() + (stops(word::le(&last)).trailing_zeros() / 8) as usize
 }
 
 /// Unescapes the raw text of a string the tokenizer accepted.
@@ -922,6 +928,48 @@ mod tests {
                 .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
                 .unwrap_or(len);
             assert_eq!(plain_run(&b), want, "{b:?}");
+        }
+    }
+
+    #[test]
+    fn the_two_test_word_scan_finds_the_first_stop_byte() {
+        let first = |f: u64| (f != 0).then(|| (f.trailing_zeros() / 8) as usize);
+        let want = |w: u64| {
+            w.to_le_bytes()
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        };
+        // Every byte value at every position, among fillers next to the stop bytes.
+        for fill in [
+            b'a', 0x20, 0x21, 0x23, 0x5b, 0x5d, 0x7f, 0x80, 0xa2, 0xdc, 0xff,
+        ] {
+            for at in 0..8 {
+                for v in 0..=255u8 {
+                    let mut b = [fill; 8];
+                    b[at] = v;
+                    let w = u64::from_le_bytes(b);
+                    assert_eq!(first(stops(w)), want(w), "{b:?}");
+                }
+            }
+        }
+        let mut x: u64 = 0x0123_4567_89ab_cdef;
+        let pool = [
+            b'"', b'\\', 0x00, 0x02, 0x1f, 0x20, 0x21, 0x22, 0x23, 0x5b, 0x5c, 0x5d, 0x5e, 0x7f,
+            0x80, 0xa0, 0xa2, 0xdc, 0xff, b'a',
+        ];
+        for n in 0..200_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Random words, and words of bytes next to the stop bytes.
+            let w = if n % 2 == 0 {
+                x
+            } else {
+                u64::from_le_bytes(std::array::from_fn(|k| {
+                    pool[(x >> (k * 5)) as usize % pool.len()]
+                }))
+            };
+            assert_eq!(first(stops(w)), want(w), "{w:#018x}");
         }
     }
 
