@@ -130,15 +130,32 @@ pub enum Event<'a> {
     Null,
 }
 
-enum Frame<'a> {
-    Array {
-        len: usize,
-    },
-    Object {
-        members: usize,
-        names: Option<Names<'a>>,
-    },
+/// An open container: whether it is an array, and its elements or members so far, packed in
+/// one word (the count shifted up one bit, the low bit set for an array) so that a container
+/// waiting for a deeper one to close takes one word.
+#[derive(Clone, Copy)]
+struct Frame(usize);
+
+impl Frame {
+    const ARRAY: Frame = Frame(1);
+    const OBJECT: Frame = Frame(0);
+
+    #[inline(always)]
+    fn is_array(self) -> bool {
+        self.0 & 1 == 1
+    }
+
+    /// The count after one more element or member.
+    #[inline(always)]
+    fn count_one(&mut self) -> usize {
+        self.0 += 2;
+        self.0 >> 1
+    }
 }
+
+/// Containers waiting for a deeper one to close that are kept in the tokenizer itself: a
+/// document nested no deeper than this plus one never allocates for its nesting.
+const NEAR: usize = 8;
 
 /// The member names of one object, for duplicate detection: a short list compared in place
 /// (no hashing, and no copy of a name without escapes), a hash set once the object is large.
@@ -212,8 +229,18 @@ pub struct Tokenizer<'a> {
     s: &'a str,
     b: &'a [u8],
     i: usize,
-    stack: Vec<Frame<'a>>,
     expect: Expect,
+    /// Open containers.
+    depth: usize,
+    /// The innermost open container (meaningless at depth 0): the hot path reads and counts
+    /// here, never in a stack.
+    top: Frame,
+    /// The containers around `top`, outermost first: the first [`NEAR`] in place, deeper ones
+    /// on the heap.
+    near: [Frame; NEAR],
+    far: Vec<Frame>,
+    /// The member names of each open object, innermost last (only when duplicates are refused).
+    names: Vec<Names<'a>>,
     limits: Limits,
 }
 
@@ -221,14 +248,7 @@ impl<'a> Tokenizer<'a> {
     /// A tokenizer over a complete document; the input must be UTF-8.
     pub fn new(input: &'a [u8], limits: Limits) -> Result<Self, Error> {
         let s = std::str::from_utf8(input).map_err(|e| Error::InvalidUtf8(e.valid_up_to()))?;
-        Ok(Tokenizer {
-            s,
-            b: input,
-            i: 0,
-            stack: Vec::new(),
-            expect: Expect::Value,
-            limits,
-        })
+        Ok(Self::for_str(s, limits))
     }
 
     /// A tokenizer over text already known to be UTF-8 (a part of a document another
@@ -238,8 +258,12 @@ impl<'a> Tokenizer<'a> {
             s: input,
             b: input.as_bytes(),
             i: 0,
-            stack: Vec::new(),
             expect: Expect::Value,
+            depth: 0,
+            top: Frame::OBJECT,
+            near: [Frame::OBJECT; NEAR],
+            far: Vec::new(),
+            names: Vec::new(),
             limits,
         }
     }
@@ -251,7 +275,7 @@ impl<'a> Tokenizer<'a> {
 
     /// Current nesting depth.
     pub fn depth(&self) -> usize {
-        self.stack.len()
+        self.depth
     }
 
     #[inline(always)]
@@ -298,19 +322,18 @@ impl<'a> Tokenizer<'a> {
             }
             Expect::CommaOrClose => {
                 let c = self.b.get(self.i).copied();
-                match (c, self.stack.last()) {
-                    (Some(b','), Some(Frame::Array { .. })) => {
+                match (c, self.top.is_array()) {
+                    (Some(b','), true) => {
                         self.i += 1;
                         self.ws();
                         self.element()
                     }
-                    (Some(b','), Some(Frame::Object { .. })) => {
+                    (Some(b','), false) => {
                         self.i += 1;
                         self.ws();
                         self.name()
                     }
-                    (Some(b']'), Some(Frame::Array { .. }))
-                    | (Some(b'}'), Some(Frame::Object { .. })) => {
+                    (Some(b']'), true) | (Some(b'}'), false) => {
                         self.i += 1;
                         Ok(Some(self.close()))
                     }
@@ -322,25 +345,48 @@ impl<'a> Tokenizer<'a> {
 
     /// Pops a container; what comes next depends on what is around it.
     fn close(&mut self) -> Event<'a> {
-        let ev = match self.stack.pop() {
-            Some(Frame::Array { .. }) => Event::EndArray,
-            _ => Event::EndObject,
+        let ev = if self.top.is_array() {
+            Event::EndArray
+        } else {
+            if self.limits.reject_duplicate_names {
+                self.names.pop();
+            }
+            Event::EndObject
         };
-        self.expect = if self.stack.is_empty() {
+        self.depth -= 1;
+        self.expect = if self.depth == 0 {
             Expect::End
         } else {
+            // The container around the one closed is the innermost again.
+            let at = self.depth - 1;
+            self.top = match self.near.get(at) {
+                Some(&f) => f,
+                None => self.far.pop().unwrap_or(Frame::OBJECT),
+            };
             Expect::CommaOrClose
         };
         ev
     }
 
+    /// Opens a container (depth already checked).
+    #[inline(always)]
+    fn open(&mut self, frame: Frame) {
+        if self.depth > 0 {
+            let at = self.depth - 1;
+            match self.near.get_mut(at) {
+                Some(slot) => *slot = self.top,
+                None => self.far.push(self.top),
+            }
+        }
+        self.depth += 1;
+        self.top = frame;
+    }
+
     #[inline]
     fn element(&mut self) -> Result<Option<Event<'a>>, Error> {
-        if let Some(Frame::Array { len }) = self.stack.last_mut() {
-            *len += 1;
-            if *len > self.limits.max_array_len {
-                return Err(Error::ArrayTooLong(self.i));
-            }
+        // Only ever called inside an array.
+        if self.top.count_one() > self.limits.max_array_len {
+            return Err(Error::ArrayTooLong(self.i));
         }
         self.value()
     }
@@ -352,12 +398,12 @@ impl<'a> Tokenizer<'a> {
         }
         let at = self.i;
         let text = self.string()?;
-        if let Some(Frame::Object { members, names }) = self.stack.last_mut() {
-            *members += 1;
-            if *members > self.limits.max_object_members {
-                return Err(Error::TooManyMembers(at));
-            }
-            if let Some(set) = names {
+        // Only ever called inside an object.
+        if self.top.count_one() > self.limits.max_object_members {
+            return Err(Error::TooManyMembers(at));
+        }
+        if self.limits.reject_duplicate_names {
+            if let Some(set) = self.names.last_mut() {
                 if !set.insert(text.unescape()) {
                     return Err(Error::DuplicateName(at));
                 }
@@ -374,7 +420,7 @@ impl<'a> Tokenizer<'a> {
 
     /// After a scalar: the document ends, or its container goes on.
     fn after_scalar(&mut self) {
-        self.expect = if self.stack.is_empty() {
+        self.expect = if self.depth == 0 {
             Expect::End
         } else {
             Expect::CommaOrClose
@@ -388,22 +434,19 @@ impl<'a> Tokenizer<'a> {
         };
         let ev = match c {
             b'{' | b'[' => {
-                if self.stack.len() >= self.limits.max_depth {
+                if self.depth >= self.limits.max_depth {
                     return Err(Error::TooDeep(self.i));
                 }
                 self.i += 1;
                 if c == b'{' {
-                    self.stack.push(Frame::Object {
-                        members: 0,
-                        names: self
-                            .limits
-                            .reject_duplicate_names
-                            .then(|| Names::Few(Vec::new(), 0)),
-                    });
+                    self.open(Frame::OBJECT);
+                    if self.limits.reject_duplicate_names {
+                        self.names.push(Names::Few(Vec::new(), 0));
+                    }
                     self.expect = Expect::FirstName;
                     return Ok(Some(Event::StartObject));
                 }
-                self.stack.push(Frame::Array { len: 0 });
+                self.open(Frame::ARRAY);
                 self.expect = Expect::FirstElement;
                 return Ok(Some(Event::StartArray));
             }
