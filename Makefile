@@ -46,11 +46,11 @@ build: setup ## Build dist/*.wasm (release, wasm32-wasip1), the native CLI, demo
 	$(CARGO) build --profile release-schema --target $(WASM_TARGET) -p portcullis-schema
 	# The one module (`render --one-module`): its own invocation, since cargo would otherwise
 	# unify the filter crates' features and link their own entry points into it as well.
-	$(CARGO) build --profile release-schema --target $(WASM_TARGET) -p portcullis-all
+	$(CARGO) build --profile release-one --target $(WASM_TARGET) -p portcullis-all
 	@mkdir -p dist
 	@for f in $(SPEED_FILTERS); do cp target/$(WASM_TARGET)/release/portcullis_$$f.wasm dist/$$f.wasm; done
 	@cp target/$(WASM_TARGET)/release-schema/portcullis_schema.wasm dist/schema.wasm
-	@cp target/$(WASM_TARGET)/release-schema/portcullis_all.wasm dist/portcullis.wasm
+	@cp target/$(WASM_TARGET)/release-one/portcullis_all.wasm dist/portcullis.wasm
 	$(CARGO) build -p portcullis-cli -p portcullis-tests -p portcullis-ratelimit-service --bins
 	@ls -l dist/*.wasm
 
