@@ -78,11 +78,76 @@ fn head(b: &[u8]) -> u64 {
     if let Some(w) = b.first_chunk::<8>() {
         return u64::from_le_bytes(*w);
     }
-    let mut h = 0u64;
-    for (i, &c) in b.iter().enumerate() {
-        h |= u64::from(c) << (8 * i);
+    // Shorter names (most of them) in two overlapping loads, no byte loop: the bytes both
+    // loads hold land on the same places, so or-ing them is the zero-padded word.
+    let n = b.len();
+    if let (Some(lo), Some(hi)) = (b.first_chunk::<4>(), b.last_chunk::<4>()) {
+        return u64::from(u32::from_le_bytes(*lo))
+            | (u64::from(u32::from_le_bytes(*hi)) << (8 * (n - 4)));
     }
-    h
+    if let (Some(lo), Some(hi)) = (b.first_chunk::<2>(), b.last_chunk::<2>()) {
+        return u64::from(u16::from_le_bytes(*lo))
+            | (u64::from(u16::from_le_bytes(*hi)) << (8 * (n - 2)));
+    }
+    b.first().map_or(0, |&c| u64::from(c))
+}
+
+/// The byte-by-byte [`head`], which the tests hold the fast one to.
+#[cfg(test)]
+fn head_bytes(b: &[u8]) -> u64 {
+    b.iter()
+        .take(8)
+        .enumerate()
+        .fold(0, |h, (i, &c)| h | (u64::from(c) << (8 * i)))
+}
+
+/// A name's slot in [`Node::slots`] (of `1 << (64 - shift)` slots), from its length and head.
+#[inline]
+fn slot(len: usize, hd: u64, mul: u64, shift: u32) -> usize {
+    let x = (hd ^ (len as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_mul(mul);
+    usize::try_from(x >> shift).unwrap_or(usize::MAX)
+}
+
+/// The table of [`Node::slots`] for `keys` (sorted): the smallest table (from twice as many
+/// slots as keys, up to 64 times as many) for which one of a few hundred odd multipliers puts
+/// every key in a slot of its own; None when none does, when two keys share their length and
+/// head (no table can part them), or past 4,096 keys (the table would be large to find).
+fn slot_table(keys: &[Key]) -> Option<(Vec<u16>, u64, u32)> {
+    if keys.is_empty()
+        || keys.len() > 4096
+        || keys
+            .windows(2)
+            .any(|w| matches!(w, [a, b] if a.len == b.len && a.head == b.head))
+    {
+        return None;
+    }
+    let least = (2 * keys.len()).next_power_of_two().trailing_zeros();
+    let mut mul = 0x2545_F491_4F6C_DD1Du64;
+    for bits in least..least + 6 {
+        let shift = 64 - bits;
+        for _ in 0..400 {
+            // The next odd multiplier of a fixed xorshift sequence: the table is the same on
+            // every build of the same schema.
+            mul ^= mul << 13;
+            mul ^= mul >> 7;
+            mul ^= mul << 17;
+            let m = mul | 1;
+            let mut slots = vec![0u16; 1usize << bits];
+            let clash = keys.iter().enumerate().any(|(i, k)| {
+                match slots.get_mut(slot(k.len, k.head, m, shift)) {
+                    Some(s) if *s == 0 => {
+                        *s = u16::try_from(i + 1).unwrap_or(u16::MAX);
+                        false
+                    }
+                    _ => true,
+                }
+            });
+            if !clash {
+                return Some((slots, m, shift));
+            }
+        }
+    }
+    None
 }
 
 /// The order of [`Node::keys`]: length, head, then the rest of the bytes.
@@ -108,6 +173,13 @@ struct Node {
     /// Every name of `properties` and `required`, for the member lookup: built by
     /// [`Program::finish`], sorted by [`Key`].
     keys: Vec<Key>,
+    /// A collision-free hash table over `keys` (built by [`Program::finish`]): slot
+    /// [`slot`]`(len, head, mul, shift)` holds a key's position plus one, 0 when empty. Empty
+    /// when no multiplier separates the keys (two names alike in length and first eight bytes):
+    /// then `keys` is searched.
+    slots: Vec<u16>,
+    mul: u64,
+    shift: u32,
     /// This node and every node it applies with (`$ref`, `allOf`, transitively), each once and
     /// less the [inert](Node::inert) ones: built by [`Program::finish`], so a value's node set
     /// is looked up, not worked out.
@@ -206,6 +278,15 @@ impl Node {
                 && k.head == hd
                 && (len <= 8 || k.name.as_bytes().get(8..).unwrap_or_default() == rest)
         };
+        if !self.slots.is_empty() {
+            // One probe: the slot names the only key the name can be.
+            let at = self
+                .slots
+                .get(slot(len, hd, self.mul, self.shift))
+                .copied()?;
+            let x = usize::from(at).checked_sub(1)?;
+            return self.keys.get(x).filter(|&k| same(k)).map(|_| x);
+        }
         // A few keys: two integer compares rule out almost every one, no search needed.
         if self.keys.len() <= 16 {
             return self.keys.iter().position(same);
@@ -243,6 +324,9 @@ impl Node {
             all: Vec::new(),
             props: Vec::new(),
             keys: Vec::new(),
+            slots: Vec::new(),
+            mul: 0,
+            shift: 0,
             closure: Vec::new(),
             additional: None,
             required: Vec::new(),
@@ -658,6 +742,11 @@ impl Program {
                 }
             }
             keys.sort_by(|a, b| key_order(b.len, b.head, b.name.as_bytes(), a));
+            if let Some((slots, mul, shift)) = slot_table(&keys) {
+                n.slots = slots;
+                n.mul = mul;
+                n.shift = shift;
+            }
             n.keys = keys;
         }
     }
@@ -1318,6 +1407,50 @@ mod tests {
                 assert_eq!(got, v.is_valid(&instance), "{schema} / {b}");
             }
         }
+    }
+
+    /// The two-load head is the byte-by-byte one, and a name is found through the slot table
+    /// exactly where it is in `keys` (and an unknown name nowhere), for sets of every size.
+    #[test]
+    fn names_are_found_through_the_slot_table() {
+        let mut g = Gen(portcullis_core::fake::TestRng::new(0x005E_ED0F_5107));
+        let alphabet = ["a", "b", "z", "0", "_", "-", "é", "\u{1}", "\u{ff}"];
+        for len in 0..40 {
+            for _ in 0..50 {
+                let s = g.text(&alphabet, len);
+                assert_eq!(
+                    super::head(s.as_bytes()),
+                    super::head_bytes(s.as_bytes()),
+                    "{s:?}"
+                );
+            }
+        }
+        let mut tables = 0;
+        for round in 0..300 {
+            let count = 1 + g.below(if round % 3 == 0 { 200 } else { 20 });
+            let mut props = serde_json::Map::new();
+            for _ in 0..count {
+                let len = g.below(12);
+                props.insert(g.text(&alphabet[..6], len), json!({"type": "string"}));
+            }
+            let schema = json!({"properties": props});
+            let p = super::compile(&schema, &Default::default(), false).expect("compiles");
+            let n = &p.nodes[p.root];
+            tables += usize::from(!n.slots.is_empty());
+            for _ in 0..200 {
+                let len = g.below(12);
+                let name = g.text(&alphabet[..6], len);
+                let b = name.as_bytes();
+                let want = n.keys.iter().position(|k| k.name == name);
+                assert_eq!(n.find(b.len(), super::head(b), b), want, "{name:?}");
+            }
+            for (x, k) in n.keys.iter().enumerate() {
+                let b = k.name.as_bytes();
+                assert_eq!(n.find(b.len(), super::head(b), b), Some(x), "{:?}", k.name);
+            }
+        }
+        // Most sets get a table (names alike in their first eight bytes are rare).
+        assert!(tables > 200, "{tables} tables");
     }
 
     /// Patterns built from every atom and quantifier [`super::Pattern`] takes (and some it
