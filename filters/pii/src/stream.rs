@@ -92,7 +92,7 @@ pub fn mask_document(
         states: Vec::new(),
         detect: !profile.detectors.is_empty(),
         customs: !profile.detectors.customs_absent(text.as_bytes()),
-        name_memo: [None; NAME_MEMO],
+        name_memo: [[None; 2]; NAME_MEMO],
         masked: String::new(),
     };
     m.memo = (0..m.named.len() + 2).map(|_| Memo::default()).collect();
@@ -250,9 +250,9 @@ struct Masker<'c, 's> {
     detect: bool,
     /// A custom pattern may match in some string without escapes.
     customs: bool,
-    /// What member names without escapes were found to be, by a hash of their text: the
-    /// records of a list repeat the same few names, each worked out once.
-    name_memo: [Option<NameMemo<'s>>; NAME_MEMO],
+    /// What member names without escapes were found to be, by a hash of their text (two
+    /// names per slot): the records of a list repeat the same few names, each worked out once.
+    name_memo: [[Option<NameMemo<'s>>; 2]; NAME_MEMO],
     /// The masked text of a string or number member, reused from one to the next.
     masked: String,
 }
@@ -264,6 +264,9 @@ const NAME_MEMO: usize = 32;
 #[derive(Clone, Copy)]
 struct NameMemo<'s> {
     raw: &'s str,
+    /// Its text as [`name_words`] reads it.
+    head: u64,
+    tail: u64,
     /// The detectors may find something in it.
     may_find: bool,
     /// Its index in `named`, if a path names it.
@@ -419,44 +422,72 @@ impl<'c, 's> Masker<'c, 's> {
         rule
     }
 
-    /// Whether the detectors may find something in member name `name` (`key` unescaped), and
-    /// its slot in `named`. Names without escapes are looked up in `name_memo` first.
-    fn classify(&mut self, name: Text<'s>, key: &str) -> (bool, Option<usize>) {
-        let escaped = name.has_escapes();
+    /// Whether the detectors may find something in member name `name`, and its slot in
+    /// `named`. Names without escapes are looked up in `name_memo` first, by their length
+    /// and their text read as two words ([`name_words`]).
+    #[inline(always)]
+    fn classify(&mut self, name: Text<'s>) -> (bool, Option<usize>) {
         let raw = name.raw();
-        let b = raw.as_bytes();
-        let first = usize::from(b.first().copied().unwrap_or(0));
-        let last = usize::from(b.last().copied().unwrap_or(0));
-        let h = (raw.len().wrapping_mul(7) ^ first.wrapping_mul(3) ^ last) & (NAME_MEMO - 1);
-        if !escaped {
-            if let Some(Some(e)) = self.name_memo.get(h) {
-                if same_text(e.raw.as_bytes(), b) {
-                    return (e.may_find, e.slot);
-                }
+        let n = raw.len();
+        let words = if name.has_escapes() {
+            None
+        } else {
+            name_words(self.s.as_bytes(), name.start + 1, n)
+        };
+        let Some((head, tail)) = words else {
+            return self.classify_anew(name);
+        };
+        let h = ((head.wrapping_add(tail) ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 59)
+            as usize
+            & (NAME_MEMO - 1);
+        // Up to 16 bytes the words are the whole text; longer names are compared whole.
+        let same = |e: &Option<NameMemo<'_>>| {
+            e.as_ref().is_some_and(|e| {
+                e.head == head
+                    && e.tail == tail
+                    && e.raw.len() == n
+                    && (n <= 16 || e.raw.as_bytes() == raw.as_bytes())
+            })
+        };
+        if let Some([first, second]) = self.name_memo.get(h) {
+            if same(first) {
+                return first.map_or((true, None), |e| (e.may_find, e.slot));
+            }
+            if same(second) {
+                return second.map_or((true, None), |e| (e.may_find, e.slot));
             }
         }
+        let (may_find, slot) = self.classify_anew(name);
+        if let Some(ways) = self.name_memo.get_mut(h) {
+            // Two names of a record that share a slot take a way each; the way taken last
+            // stays.
+            ways[1] = ways[0];
+            ways[0] = Some(NameMemo {
+                raw,
+                head,
+                tail,
+                may_find,
+                slot,
+            });
+        }
+        (may_find, slot)
+    }
+
+    /// [`Masker::classify`] without the memo.
+    #[inline(never)]
+    fn classify_anew(&self, name: Text<'s>) -> (bool, Option<usize>) {
+        let key = name.unescape();
         let may_find = self.detect
             && self
                 .w
                 .profile
                 .detectors
-                .may_find(key.as_bytes(), self.customs || escaped);
-        let slot = self.slot_of(key);
-        if !escaped {
-            if let Some(e) = self.name_memo.get_mut(h) {
-                *e = Some(NameMemo {
-                    raw,
-                    may_find,
-                    slot,
-                });
-            }
-        }
-        (may_find, slot)
+                .may_find(key.as_bytes(), self.customs || name.has_escapes());
+        (may_find, self.slot_of(&key))
     }
 
     fn name(&mut self, name: Text<'s>) -> Result<(), StreamError> {
-        let key = name.unescape();
-        let (may_find, slot) = self.classify(name, &key);
+        let (may_find, slot) = self.classify(name);
         if !may_find && (slot.is_none() && self.unnamed.is_some()) {
             // Most names: nothing to detect and named by no path, so every path steps as over
             // any other name (see `step_slot`); all of it done on the innermost frame at once.
@@ -479,6 +510,7 @@ impl<'c, 's> Masker<'c, 's> {
             }
             return Ok(());
         }
+        let key = name.unescape();
         let Some(top) = self.frames.last_mut() else {
             return Ok(());
         };
@@ -952,33 +984,26 @@ impl<'c, 's> Masker<'c, 's> {
     }
 }
 
-/// `a == b`, without a call into the C library for the short texts member names mostly are:
-/// up to 16 bytes compared as two overlapping words of 8, 4, 2 or 1 bytes from each end.
-#[inline]
-fn same_text(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    let word = |x: &[u8], at: usize, width: usize| -> u64 {
-        let mut w = [0u8; 8];
-        if let (Some(dst), Some(src)) = (w.get_mut(..width), x.get(at..at + width)) {
-            dst.copy_from_slice(src);
-        }
-        u64::from_le_bytes(w)
+/// The `n` bytes of text at `at` in `b` as two words: the first eight (fewer: the others
+/// zero) and, past eight, the last eight (else zero). Up to 16 bytes, equal lengths and words
+/// are equal texts. Reads whole words: `None` within eight bytes of the end of `b` (a member
+/// name is followed by at least its quote, a colon, a value and a bracket, so only a short
+/// name at the very end of a broken document gets there).
+#[inline(always)]
+fn name_words(b: &[u8], at: usize, n: usize) -> Option<(u64, u64)> {
+    let word = |i: usize| -> Option<u64> {
+        b.get(i..)
+            .and_then(|r| r.first_chunk::<8>())
+            .map(|w| u64::from_le_bytes(*w))
     };
-    let ends = |width: usize| {
-        word(a, 0, width) == word(b, 0, width)
-            && word(a, n - width, width) == word(b, n - width, width)
-    };
-    match n {
-        0 => true,
-        1 => a.first() == b.first(),
-        2..=3 => ends(2),
-        4..=7 => ends(4),
-        8..=16 => ends(8),
-        _ => a == b,
+    let head = word(at)?;
+    if n < 8 {
+        return Some((head & ((1u64 << (8 * n)) - 1), 0));
     }
+    if n == 8 {
+        return Some((head, 0));
+    }
+    Some((head, word(at + n - 8)?))
 }
 
 /// False when the number `n` surely denotes no card: without an exponent, its integer part
@@ -1141,7 +1166,7 @@ mod tests {
     }
 
     #[test]
-    fn short_texts_compare_as_slices_do() {
+    fn short_names_are_their_words() {
         let texts: Vec<Vec<u8>> = (0..40)
             .flat_map(|n| {
                 let base: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
@@ -1154,11 +1179,32 @@ mod tests {
                 out
             })
             .collect();
+        // Each text at a few offsets in a document, between quotes, with what follows it.
+        let place = |t: &[u8], pad: usize, after: &[u8]| {
+            let mut d = vec![b' '; pad];
+            d.push(b'"');
+            d.extend_from_slice(t);
+            d.push(b'"');
+            d.extend_from_slice(after);
+            d
+        };
         for a in &texts {
             for b in &texts {
-                assert_eq!(same_text(a, b), a == b, "{a:?} {b:?}");
+                for (pa, pb) in [(0, 0), (1, 7), (5, 3)] {
+                    let (da, db) = (place(a, pa, b":1}      "), place(b, pb, b":[true]}  "));
+                    let wa = name_words(&da, pa + 1, a.len()).unwrap();
+                    let wb = name_words(&db, pb + 1, b.len()).unwrap();
+                    if a.len() <= 16 {
+                        assert_eq!(a.len() == b.len() && wa == wb, a == b, "{a:?} {b:?}");
+                    } else if a == b {
+                        assert_eq!(wa, wb);
+                    }
+                }
             }
         }
+        // Near the end of the input: no words (the caller works the name out anew).
+        assert_eq!(name_words(b"\"ab\":1", 1, 2), None);
+        assert_eq!(name_words(b"\"ab\":1}   ", 1, 2), Some((0x6261, 0)));
     }
 
     #[test]

@@ -291,3 +291,44 @@ fn what_is_not_json_is_refused_and_a_key_error_needs_json() {
         Err(StreamError::NoKey)
     );
 }
+
+#[test]
+fn many_member_names_mask_as_the_tree_walk_does() {
+    // More distinct names than the masker's name memo holds (slots shared, names evicted and
+    // worked out again), among them names a path names, names the detectors mask and names
+    // of up to 40 bytes that share their first and last eight: every record must come out
+    // as the tree walk masks it.
+    let cfg = config();
+    let mut names: Vec<String> = (0..90).map(|i| format!("n{i}")).collect();
+    names.extend((0..12).map(|i| format!("shared-prefix-{}-shared-suffix", "x".repeat(i))));
+    names.extend(["ssn", "email", "ada@x.io", "iban", "note", "a"].map(String::from));
+    // Names of 9 to 16 bytes alike in their first eight bytes and length, the last of each
+    // group an address.
+    for head in ["abcdefgh", "abcdefgi", "ABCDEFGH"] {
+        for c in ('a'..='z').chain('0'..='9') {
+            names.push(format!("{head}{c}x.io"));
+        }
+        names.push(format!("{head}@x.io"));
+    }
+    let mut g = Gen(TestRng::new(0x51_7cc1_b727_220a));
+    for round in 0..12 {
+        let mut rec = String::from("{");
+        for (i, n) in names.iter().enumerate() {
+            if (i + round) % 3 == 0 {
+                continue;
+            }
+            if rec.len() > 1 {
+                rec.push(',');
+            }
+            rec.push_str(&format!("\"{n}\":"));
+            g.value(&mut rec, 2);
+        }
+        rec.push('}');
+        let doc = format!(r#"{{"list": [{rec}, {rec}, {rec}], "y": {rec}}}"#);
+        for profile in [0, 1] {
+            let (s, tree) = both_ways(&cfg, &[], profile, &doc);
+            let out = s.body.as_deref().unwrap_or(&doc);
+            assert_eq!(json::parse(out.as_bytes()).unwrap(), tree, "{doc}\n{out}");
+        }
+    }
+}
