@@ -383,6 +383,7 @@ impl<'c, 's> Masker<'c, 's> {
 
     /// [`Masker::step_from`] into the fixed segment of memo `slot`: looked up when the states
     /// are those it last stepped from.
+    #[inline]
     fn step_memo(&mut self, slot: usize, base: usize, seg: Seg<'_>) -> Option<usize> {
         let n = self.paths.len();
         self.next_other = false;
@@ -392,6 +393,13 @@ impl<'c, 's> Masker<'c, 's> {
                 return m.rule;
             }
         }
+        self.step_memo_anew(slot, base, seg)
+    }
+
+    /// [`Masker::step_memo`] when the memo does not hold the stepping: stepped and kept.
+    #[inline(never)]
+    fn step_memo_anew(&mut self, slot: usize, base: usize, seg: Seg<'_>) -> Option<usize> {
+        let n = self.paths.len();
         let rule = self.step_from(base, seg);
         if let (Some(m), Some(from)) = (self.memo.get_mut(slot), self.states.get(base..base + n)) {
             m.from.clear();
