@@ -269,24 +269,35 @@ impl IntRange {
 
 impl Node {
     /// The position in `keys` of the key named `b` (whose length and head are `len` and `hd`).
-    #[inline]
+    /// The table's one probe inline (a call cost about as much as the probe); the search
+    /// without a table out of line.
+    #[inline(always)]
     fn find(&self, len: usize, hd: u64, b: &[u8]) -> Option<usize> {
-        let rest = b.get(8..).unwrap_or_default();
+        if self.slots.is_empty() {
+            return self.search(len, hd, b);
+        }
+        // One probe: the slot names the only key the name can be.
+        let at = self
+            .slots
+            .get(slot(len, hd, self.mul, self.shift))
+            .copied()?;
+        let x = usize::from(at).checked_sub(1)?;
+        let k = self.keys.get(x)?;
         // A name of at most eight bytes is all in its head: nothing else to compare.
+        let same =
+            k.len == len && k.head == hd && (len <= 8 || k.name.as_bytes().get(8..) == b.get(8..));
+        same.then_some(x)
+    }
+
+    /// [`Node::find`] for a node without a slot table.
+    #[inline(never)]
+    fn search(&self, len: usize, hd: u64, b: &[u8]) -> Option<usize> {
+        let rest = b.get(8..).unwrap_or_default();
         let same = |k: &Key| {
             k.len == len
                 && k.head == hd
                 && (len <= 8 || k.name.as_bytes().get(8..).unwrap_or_default() == rest)
         };
-        if !self.slots.is_empty() {
-            // One probe: the slot names the only key the name can be.
-            let at = self
-                .slots
-                .get(slot(len, hd, self.mul, self.shift))
-                .copied()?;
-            let x = usize::from(at).checked_sub(1)?;
-            return self.keys.get(x).filter(|&k| same(k)).map(|_| x);
-        }
         // A few keys: two integer compares rule out almost every one, no search needed.
         if self.keys.len() <= 16 {
             return self.keys.iter().position(same);
