@@ -635,19 +635,21 @@ pub fn compile(
     Some(p)
 }
 
-/// The nodes that apply to one value: usually the closure of one node, kept as its id (no
-/// allocation); a list only when several nodes of a container reach different schemas.
-enum Set {
+/// The nodes that apply to one value: usually the closure of one node, kept as that node's
+/// `closure` slice (no allocation, and no node to look up each time the set is read); a list
+/// only when several nodes of a container reach different schemas.
+enum Set<'p> {
     Empty,
-    One(usize),
+    One(&'p [usize]),
     Many(Vec<usize>),
 }
 
-impl Set {
-    fn ids<'p>(&'p self, p: &'p Program) -> &'p [usize] {
+impl Set<'_> {
+    #[inline]
+    fn ids(&self) -> &[usize] {
         match self {
             Set::Empty => &[],
-            Set::One(i) => p.nodes.get(*i).map_or(&[], |n| n.closure.as_slice()),
+            Set::One(c) => c,
             Set::Many(v) => v,
         }
     }
@@ -655,7 +657,7 @@ impl Set {
 
 /// One open container and the nodes that apply to it.
 struct Frame<'a> {
-    set: Set,
+    set: Set<'a>,
     /// When the program checks duplicate names itself: which keys of the set's first node
     /// this object has named (by position in `keys`, the first 64), and its other names.
     names: u64,
@@ -668,16 +670,16 @@ struct Frame<'a> {
     count: u64,
     array: bool,
     /// An array's element nodes, when the index does not change them.
-    elements: Elements,
+    elements: Elements<'a>,
 }
 
 /// The nodes an array applies to its elements, worked out once when the array opens: with no
 /// `prefixItems` and one `items` schema among its nodes (the usual array), every element gets
 /// the same set, so an element costs no walk over the array's nodes.
 #[derive(Clone, Copy)]
-enum Elements {
-    /// Every element: this node (and its closure), or nothing to check.
-    Same(Option<usize>),
+enum Elements<'p> {
+    /// Every element: this closure, or nothing to check.
+    Same(Option<&'p [usize]>),
     /// Worked out per element ([`Program::element`]).
     ByIndex,
 }
@@ -764,23 +766,25 @@ impl Program {
 
     /// Adds the closure of `id` to `set`, once each.
     #[inline]
-    fn add(&self, id: usize, set: &mut Set) {
+    fn add<'p>(&'p self, id: usize, set: &mut Set<'p>) {
         // The common case (a set of one schema) inline; merging out of line.
         if let Set::Empty = set {
-            *set = Set::One(id);
+            *set = Set::One(self.closure(id));
         } else {
             self.merge(id, set);
         }
     }
 
     #[inline(never)]
-    fn merge(&self, id: usize, set: &mut Set) {
+    fn merge<'p>(&'p self, id: usize, set: &mut Set<'p>) {
+        let add = self.closure(id);
         match set {
-            Set::Empty => *set = Set::One(id),
-            Set::One(j) if *j == id => {}
+            Set::Empty => *set = Set::One(add),
+            // The same node's closure (one slice per node): nothing to add.
+            Set::One(j) if std::ptr::eq(*j, add) => {}
             Set::One(j) => {
-                let mut v = self.node(*j).closure.clone();
-                for &i in &self.node(id).closure {
+                let mut v = j.to_vec();
+                for &i in add {
                     if !v.contains(&i) {
                         v.push(i);
                     }
@@ -788,13 +792,19 @@ impl Program {
                 *set = Set::Many(v);
             }
             Set::Many(v) => {
-                for &i in &self.node(id).closure {
+                for &i in add {
                     if !v.contains(&i) {
                         v.push(i);
                     }
                 }
             }
         }
+    }
+
+    /// The closure of node `i` (empty for no such node).
+    #[inline]
+    fn closure(&self, i: usize) -> &[usize] {
+        self.nodes.get(i).map_or(&[], |n| n.closure.as_slice())
     }
 
     fn node(&self, i: usize) -> &Node {
@@ -900,12 +910,17 @@ impl Program {
 
     /// [`Program::validate`] in one pass; with `names`, checking duplicate names itself, and
     /// false at the first doubt.
-    fn run(&self, body: &[u8], limits: json::Limits, names: bool) -> Result<bool, json::Error> {
+    fn run<'a>(
+        &'a self,
+        body: &'a [u8],
+        limits: json::Limits,
+        names: bool,
+    ) -> Result<bool, json::Error> {
         let mut t = Tokenizer::new(body, limits)?;
         // Room for the usual nesting at once: the first push takes no growth path.
         let mut stack: Vec<Frame> = Vec::with_capacity(8);
         let mut valid = true;
-        let mut next = Set::One(self.root);
+        let mut next = Set::One(self.closure(self.root));
         let mut scratch = Value::String(String::new());
         while let Some(ev) = t.next_event()? {
             if !valid {
@@ -931,11 +946,11 @@ impl Program {
                         f.count += 1;
                         set = match f.elements {
                             Elements::Same(None) => Set::Empty,
-                            Elements::Same(Some(it)) => Set::One(it),
+                            Elements::Same(Some(c)) => Set::One(c),
                             Elements::ByIndex => self.element(&f.set, at),
                         };
                     }
-                    let ids = set.ids(self);
+                    let ids = set.ids();
                     valid = self.check_value(ids, &ev, &mut scratch);
                     if matches!(ev, Event::StartObject | Event::StartArray) {
                         let more =
@@ -968,7 +983,7 @@ impl Program {
     }
 
     /// The element nodes of an array whose nodes are `ids`, if the same for every index.
-    fn elements(&self, ids: &[usize]) -> Elements {
+    fn elements(&self, ids: &[usize]) -> Elements<'_> {
         let mut one = None;
         for &i in ids {
             let n = self.node(i);
@@ -981,13 +996,13 @@ impl Program {
                 _ => {}
             }
         }
-        Elements::Same(one)
+        Elements::Same(one.map(|it| self.closure(it)))
     }
 
     /// The nodes for the element at `at` of an array whose nodes are `set`.
-    fn element(&self, set: &Set, at: usize) -> Set {
+    fn element<'p>(&'p self, set: &Set<'p>, at: usize) -> Set<'p> {
         let mut out = Set::Empty;
-        for &i in set.ids(self) {
+        for &i in set.ids() {
             let n = self.node(i);
             if let Some(&p) = n.prefix.get(at) {
                 self.add(p, &mut out);
@@ -1000,7 +1015,12 @@ impl Program {
 
     /// A member name: marks `required`, and works out the nodes for its value. With `names`,
     /// also checks the name is new to its object: None when it is not (or may not be).
-    fn member<'a>(&self, stack: &mut [Frame<'a>], name: Text<'a>, names: bool) -> Option<Set> {
+    fn member<'a>(
+        &'a self,
+        stack: &mut [Frame<'a>],
+        name: Text<'a>,
+        names: bool,
+    ) -> Option<Set<'a>> {
         let mut next = Set::Empty;
         let Some(f) = stack.last_mut() else {
             return Some(next);
@@ -1009,11 +1029,7 @@ impl Program {
         if !names && matches!(f.set, Set::Empty) {
             return Some(next);
         }
-        let ids = match &f.set {
-            Set::Empty => &[],
-            Set::One(i) => self.node(*i).closure.as_slice(),
-            Set::Many(v) => v.as_slice(),
-        };
+        let ids = f.set.ids();
         let name = name.unescape();
         let b = name.as_bytes();
         let (len, hd) = (b.len(), head(b));
@@ -1030,7 +1046,7 @@ impl Program {
                 f.seen |= 1 << bit;
             }
             if let Some(x) = key.and_then(|k| k.node).or(n.additional) {
-                next = Set::One(x);
+                next = Set::One(self.closure(x));
             }
         } else {
             known = self.members(f, len, hd, b, &mut next);
@@ -1050,15 +1066,15 @@ impl Program {
     /// each, adds each one's node for the value to `next`, and returns the name's bit in the
     /// first node's keys.
     #[inline(never)]
-    fn members(
-        &self,
-        f: &mut Frame<'_>,
+    fn members<'p>(
+        &'p self,
+        f: &mut Frame<'p>,
         len: usize,
         hd: u64,
         b: &[u8],
-        next: &mut Set,
+        next: &mut Set<'p>,
     ) -> Option<u64> {
-        let ids = f.set.ids(self);
+        let ids = f.set.ids();
         let mut marks: u64 = 0;
         let mut marks_more: Vec<(usize, u32)> = Vec::new();
         let mut known: Option<u64> = None;
@@ -1094,7 +1110,7 @@ impl Program {
 
     /// A container closes: counts and `required`.
     fn close(&self, f: &Frame) -> bool {
-        f.set.ids(self).iter().enumerate().all(|(k, &i)| {
+        f.set.ids().iter().enumerate().all(|(k, &i)| {
             let n = self.node(i);
             if f.array {
                 (n.min_items..=n.max_items).contains(&f.count)
