@@ -111,10 +111,13 @@ fn slot(len: usize, hd: u64, mul: u64, shift: u32) -> usize {
 /// The table of [`Node::slots`] for `keys` (sorted): the smallest table (from twice as many
 /// slots as keys, up to 64 times as many) for which one of a few hundred odd multipliers puts
 /// every key in a slot of its own; None when none does, when two keys share their length and
-/// head (no table can part them), or past 4,096 keys (the table would be large to find).
+/// head (no table can part them), or past 256 keys. The search runs when a configuration is
+/// loaded, in every worker's VM: past a few hundred keys almost no multiplier separates them
+/// all, so it would zero a table of up to 64 slots per key for each of its 2,400 tries, and
+/// the binary search it replaces takes only a few more steps there.
 fn slot_table(keys: &[Key]) -> Option<(Vec<u16>, u64, u32)> {
     if keys.is_empty()
-        || keys.len() > 4096
+        || keys.len() > 256
         || keys
             .windows(2)
             .any(|w| matches!(w, [a, b] if a.len == b.len && a.head == b.head))
@@ -1478,6 +1481,29 @@ mod tests {
         }
         // Most sets get a table (names alike in their first eight bytes are rare).
         assert!(tables > 200, "{tables} tables");
+    }
+
+    /// A node of more keys than a table is looked for (a wide CRM object) keeps the search,
+    /// and finds every key and no other name through it.
+    #[test]
+    fn wide_nodes_are_searched_without_a_table() {
+        for count in [257, 3_000] {
+            let props: serde_json::Map<_, _> = (0..count)
+                .map(|i| (format!("field_{i:05}_c"), json!({"type": "integer"})))
+                .collect();
+            let p = super::compile(&json!({ "properties": props }), &Default::default(), false)
+                .expect("compiles");
+            let n = &p.nodes[p.root];
+            assert!(n.slots.is_empty(), "{count} keys got a table");
+            for (x, k) in n.keys.iter().enumerate() {
+                let b = k.name.as_bytes();
+                assert_eq!(n.find(b.len(), super::head(b), b), Some(x), "{:?}", k.name);
+            }
+            for miss in ["field_00000_d", "field_3000_c", "", "field_00000_cc"] {
+                let b = miss.as_bytes();
+                assert_eq!(n.find(b.len(), super::head(b), b), None, "{miss:?}");
+            }
+        }
     }
 
     /// Patterns built from every atom and quantifier [`super::Pattern`] takes (and some it
