@@ -8,8 +8,10 @@
 //! `fingerprint (8 bytes) + payload`. The table's users decide what an idle entry is (one
 //! that holds nothing a fresh one would not, such as a bucket that has refilled completely),
 //! and idle entries are reused. When every entry of a slot is busy, [`SlotTable::find`]
-//! answers [`Place::Shared`] with the most constrained entry: the user then charges that entry,
-//! so a collision can make a limit stricter, never looser.
+//! answers [`Place::Shared`]: the slot's one overflow entry, which every id without room of its
+//! own is charged to, so a collision can make a limit stricter, never looser. Not another id's
+//! entry: under a flood of fresh ids (an attacker rotating addresses fills every slot) each
+//! newcomer would take from a client that has an entry, and an active client keeps its own.
 
 use crate::shared::{self, SharedStore, Step, UpdateError};
 use siphasher::sip128::{Hasher128, SipHasher13};
@@ -82,9 +84,11 @@ pub enum Place<'v> {
     Reuse(usize),
     /// The id has no entry; there is room for one more.
     Append,
-    /// The id has no entry and there is no room: this (the most constrained busy) entry is
-    /// charged instead.
+    /// The id has no entry and there is no room: the slot's overflow entry, at this index, is
+    /// charged instead (shared by every id of the slot without an entry).
     Shared(usize, &'v [u8]),
+    /// As [`Place::Shared`], but the slot has no overflow entry yet: one is added.
+    Overflow,
 }
 
 /// A table of `slots` shared-data keys with at most `ways` entries of `width`-byte payloads.
@@ -97,6 +101,9 @@ pub struct SlotTable {
 }
 
 const FP: usize = 8;
+
+/// Fingerprint of a slot's overflow entry: an id's fingerprint is never 0.
+const OVERFLOW: u64 = 0;
 
 impl SlotTable {
     /// A table holding at least `capacity` ids, under the shared-data key prefix `prefix`.
@@ -121,9 +128,9 @@ impl SlotTable {
         self.ways
     }
 
-    /// Largest value a slot can hold, in bytes.
+    /// Largest value a slot can hold, in bytes: `ways` ids' entries and the overflow entry.
     pub fn max_value_bytes(&self) -> usize {
-        self.ways * (FP + self.width)
+        (self.ways + 1) * (FP + self.width)
     }
 
     /// The slot and fingerprint of `id`.
@@ -151,29 +158,28 @@ impl SlotTable {
     }
 
     /// Where `fingerprint`'s entry is in `value`. `idle` says whether an entry holds nothing a
-    /// fresh one would not; `slack` ranks busy entries (the smallest is charged on overflow).
+    /// fresh one would not (an idle id's entry is reused; the overflow entry never is).
     pub fn find<'v>(
         &self,
         value: Option<&'v [u8]>,
         fingerprint: u64,
         idle: impl Fn(&[u8]) -> bool,
-        slack: impl Fn(&[u8]) -> u64,
     ) -> Place<'v> {
         let value = value.unwrap_or_default();
         let mut reuse = None;
-        let mut tightest: Option<(u64, usize, &'v [u8])> = None;
+        let mut overflow = None;
         let mut count = 0;
         for (i, (fp, payload)) in self.entries(value).enumerate() {
+            if fp == OVERFLOW {
+                overflow = Some((i, payload));
+                continue;
+            }
             count += 1;
             if fp == fingerprint {
                 return Place::Own(i, payload);
             }
             if reuse.is_none() && idle(payload) {
                 reuse = Some(i);
-            }
-            let s = slack(payload);
-            if tightest.is_none_or(|(best, _, _)| s < best) {
-                tightest = Some((s, i, payload));
             }
         }
         if let Some(i) = reuse {
@@ -182,14 +188,14 @@ impl SlotTable {
         if count < self.ways {
             return Place::Append;
         }
-        match tightest {
-            Some((_, i, payload)) => Place::Shared(i, payload),
-            None => Place::Append,
+        match overflow {
+            Some((i, payload)) => Place::Shared(i, payload),
+            None => Place::Overflow,
         }
     }
 
     /// The slot value with `payload` stored at `place` (an own or shared entry keeps its
-    /// fingerprint; a reused or appended one takes `fingerprint`).
+    /// fingerprint; a reused or appended one takes `fingerprint`, a new overflow entry its own).
     pub fn put(
         &self,
         value: Option<&[u8]>,
@@ -216,6 +222,9 @@ impl SlotTable {
             }
             Place::Reuse(i) if (i + 1) * w <= out.len() => {
                 out[i * w..(i + 1) * w].copy_from_slice(&entry(fingerprint));
+            }
+            Place::Overflow if out.len() < self.max_value_bytes() => {
+                out.extend_from_slice(&entry(OVERFLOW));
             }
             _ if out.len() < self.max_value_bytes() => out.extend_from_slice(&entry(fingerprint)),
             // A full slot and an index out of range cannot happen with a value `find` read;
@@ -266,33 +275,32 @@ mod tests {
     #[test]
     fn own_reuse_append_and_shared_places() {
         let t = SlotTable::new("p", 2, 2, 1);
-        let busy = |p: &[u8]| p[0] != 0;
-        let idle = |p: &[u8]| !busy(p);
-        let slack = |p: &[u8]| u64::from(p[0]);
+        let idle = |p: &[u8]| p[0] == 0;
         let v = t.put(None, Place::Append, 11, &[5]);
-        assert_eq!(t.find(Some(&v), 11, idle, slack), Place::Own(0, &[5][..]));
-        assert_eq!(t.find(Some(&v), 22, idle, slack), Place::Append);
+        assert_eq!(t.find(Some(&v), 11, idle), Place::Own(0, &[5][..]));
+        assert_eq!(t.find(Some(&v), 22, idle), Place::Append);
         let v = t.put(Some(&v), Place::Append, 22, &[3]);
-        // Full, both busy: the tighter (3) is charged.
-        assert_eq!(
-            t.find(Some(&v), 33, idle, slack),
-            Place::Shared(1, &[3][..])
-        );
-        let v = t.put(Some(&v), Place::Shared(1, &[3]), 33, &[2]);
-        assert_eq!(
-            t.find(Some(&v), 22, idle, slack),
-            Place::Own(1, &[2][..]),
-            "the charge landed on 22's entry"
-        );
-        // An idle entry is reused for a newcomer.
+        // Full, both busy: a newcomer goes to the overflow entry, created on first use…
+        assert_eq!(t.find(Some(&v), 33, idle), Place::Overflow);
+        let v = t.put(Some(&v), Place::Overflow, 33, &[2]);
+        assert_eq!(t.find(Some(&v), 33, idle), Place::Shared(2, &[2][..]));
+        // …and shared by every id without room, never charged to 11's or 22's entry.
+        assert_eq!(t.find(Some(&v), 44, idle), Place::Shared(2, &[2][..]));
+        let v = t.put(Some(&v), Place::Shared(2, &[2]), 44, &[1]);
+        assert_eq!(t.find(Some(&v), 11, idle), Place::Own(0, &[5][..]));
+        assert_eq!(t.find(Some(&v), 22, idle), Place::Own(1, &[3][..]));
+        assert_eq!(t.find(Some(&v), 33, idle), Place::Shared(2, &[1][..]));
+        // An idle id's entry is reused for a newcomer; the overflow entry never is, even idle.
+        let v = t.put(Some(&v), Place::Shared(2, &[1]), 33, &[0]);
         let v = t.put(Some(&v), Place::Own(0, &[5]), 11, &[0]);
-        assert_eq!(t.find(Some(&v), 44, idle, slack), Place::Reuse(0));
-        let v = t.put(Some(&v), Place::Reuse(0), 44, &[9]);
-        assert_eq!(t.find(Some(&v), 44, idle, slack), Place::Own(0, &[9][..]));
+        assert_eq!(t.find(Some(&v), 55, idle), Place::Reuse(0));
+        let v = t.put(Some(&v), Place::Reuse(0), 55, &[9]);
+        assert_eq!(t.find(Some(&v), 55, idle), Place::Own(0, &[9][..]));
+        assert_eq!(t.find(Some(&v), 66, idle), Place::Shared(2, &[0][..]));
         assert_eq!(
             v.len(),
             t.max_value_bytes(),
-            "never more than `ways` entries"
+            "never more than `ways` entries and the overflow entry"
         );
     }
 }

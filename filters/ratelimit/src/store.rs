@@ -4,9 +4,10 @@
 //! Each limit (per tier) owns a table: a key such as `tenant:acme` or `ip:192.0.2.7` is hashed
 //! with the process secret to one slot, where its bucket is one entry. A bucket that has refilled
 //! completely (a quota whose window has passed) holds nothing a fresh one would not, so another key
-//! may take its place; when every entry of the slot is busy, the key is charged to the busiest
-//! one (fewest units left) — the two share a bucket of the same size, so a collision can only make
-//! a limit stricter. The shared data a limit can ever use is therefore `max_keys` entries.
+//! may take its place; when every entry of the slot is busy, the key is charged to the slot's
+//! overflow bucket, shared by every key of the slot without room (a bucket of the same size, so
+//! a collision can only make a limit stricter), never to another key's bucket. The shared data
+//! a limit can ever use is therefore `max_keys` entries plus one overflow entry per slot.
 
 use crate::bucket::{Limit, Outcome, State};
 use crate::config::RateLimitConfig;
@@ -82,10 +83,10 @@ impl Bucket<'_> {
         let capacity = self.limit.capacity();
         let place = self
             .table
-            .find(value, self.slot.fingerprint, |p| left(p) >= capacity, left);
+            .find(value, self.slot.fingerprint, |p| left(p) >= capacity);
         let state = match place {
             Place::Own(_, p) | Place::Shared(_, p) => decode(p),
-            Place::Reuse(_) | Place::Append => None,
+            Place::Reuse(_) | Place::Append | Place::Overflow => None,
         };
         (place, state)
     }
@@ -193,6 +194,42 @@ mod tests {
 
     fn left(s: &MemoryStore, b: &Bucket<'_>) -> u64 {
         peek(s, b, 0, 0).unwrap().remaining
+    }
+
+    /// A flood of fresh keys through one slot (eight ways, all busy) is charged to the slot's
+    /// overflow bucket: together they get one bucket's units, and a key with its own bucket
+    /// loses none of its units to them.
+    #[test]
+    fn a_flood_of_new_keys_shares_the_overflow_bucket_and_spares_existing_ones() {
+        let t = SlotTable::new("t", 8, 8, 16);
+        let s = MemoryStore::new();
+        let active = bucket(&t, "active");
+        for _ in 0..4 {
+            assert!(take(&s, &active, 0, 1, 3).result.unwrap().allowed);
+        }
+        for i in 0..7 {
+            assert!(
+                take(&s, &bucket(&t, &format!("k{i}")), 0, 1, 3)
+                    .result
+                    .unwrap()
+                    .allowed
+            );
+        }
+        let admitted = (0..100)
+            .filter(|i| {
+                let b = bucket(&t, &format!("flood{i}"));
+                take(&s, &b, 0, 1, 3).result.unwrap().allowed
+            })
+            .count();
+        assert_eq!(
+            admitted, 5,
+            "the flood shares one bucket of the limit's size"
+        );
+        assert_eq!(left(&s, &active), 1, "the active key kept its own units");
+        for i in 0..7 {
+            assert_eq!(left(&s, &bucket(&t, &format!("k{i}"))), 4);
+        }
+        assert!(s.value(&active.slot.key).unwrap().len() <= t.max_value_bytes());
     }
 
     #[test]
