@@ -21,6 +21,27 @@ pub fn le(bytes: &[u8; 8]) -> u64 {
     u64::from_le_bytes(*bytes)
 }
 
+/// The first eight bytes of `b` as one word, zero-padded when `b` is shorter: a short member
+/// name or a text's last bytes, read as [`le`] reads a full word. Shorter inputs take two
+/// overlapping loads of the widest size that fits, not a byte loop: the bytes both loads hold
+/// land on the same places, so or-ing them is exact.
+#[inline(always)]
+pub fn padded(b: &[u8]) -> u64 {
+    if let Some(w) = b.first_chunk::<8>() {
+        return le(w);
+    }
+    let n = b.len();
+    if let (Some(lo), Some(hi)) = (b.first_chunk::<4>(), b.last_chunk::<4>()) {
+        return u64::from(u32::from_le_bytes(*lo))
+            | (u64::from(u32::from_le_bytes(*hi)) << (8 * (n - 4)));
+    }
+    if let (Some(lo), Some(hi)) = (b.first_chunk::<2>(), b.last_chunk::<2>()) {
+        return u64::from(u16::from_le_bytes(*lo))
+            | (u64::from(u16::from_le_bytes(*hi)) << (8 * (n - 2)));
+    }
+    b.first().map_or(0, |&c| u64::from(c))
+}
+
 /// Flags (high bit) the zero bytes of `x`. Non-zero exactly when some byte is zero, and the
 /// lowest flag is the first zero byte; a flag above a true one can be spurious (the borrow
 /// runs upwards), so take only the lowest, or ask only whether there is any.
@@ -76,6 +97,30 @@ mod tests {
                     let flagged = non_digits(w) >> (8 * i + 7) & 1 == 1;
                     assert_eq!(flagged, !b.is_ascii_digit(), "{bytes:?} at {i}");
                 }
+            }
+        }
+    }
+
+    /// [`padded`] is the byte-by-byte word for every length from empty to past eight, with
+    /// every byte value at the first and the last place.
+    #[test]
+    fn padded_is_the_byte_loop() {
+        let byte_loop = |b: &[u8]| {
+            b.iter()
+                .take(8)
+                .enumerate()
+                .fold(0u64, |w, (i, &c)| w | (u64::from(c) << (8 * i)))
+        };
+        for len in 0..=12u8 {
+            for v in 0..=255u8 {
+                let mut b: Vec<u8> = (0..len).map(|i| 0x31 + i).collect();
+                if let Some(first) = b.first_mut() {
+                    *first = v;
+                }
+                if let Some(last) = b.last_mut() {
+                    *last = v.rotate_left(3);
+                }
+                assert_eq!(padded(&b), byte_loop(&b), "{b:?}");
             }
         }
     }

@@ -9,6 +9,7 @@
 //! scripts in [`DIGIT_ZEROS`] (Arabic-Indic, Devanagari, full-width, mathematical…) are folded to
 //! ASCII, so `４１１１…` is recognised as the card it is and masked in its original characters.
 
+use portcullis_core::word;
 use regex::bytes::{Regex, RegexBuilder};
 
 /// A built-in detector.
@@ -306,7 +307,7 @@ impl Detectors {
         // Most values and names are short: one word, read where the caller is.
         let scanned = match input.len() {
             0 => Some((0, false)),
-            1..=7 => scan_word(tail_word(input)),
+            1..=7 => scan_word(word::padded(input)),
             8..=15 => scan_two(input),
             _ => scan(input),
         };
@@ -477,7 +478,7 @@ fn scan(input: &[u8]) -> Option<(usize, bool)> {
     }
     if !rest.is_empty() {
         // Zero bytes fill the word: ASCII, not a digit, `@` or `%`, so they count as nothing.
-        let w = tail_word(rest);
+        let w = word::padded(rest);
         bad |= word_bad(w);
         at |= word_at(w);
         digits += lane_sum(digit_ones(w));
@@ -496,7 +497,7 @@ fn scan_two(input: &[u8]) -> Option<(usize, bool)> {
     let mut word = [0u8; 8];
     word.copy_from_slice(head);
     let (d1, a1) = scan_word(u64::from_le_bytes(word))?;
-    let (d2, a2) = scan_word(tail_word(rest))?;
+    let (d2, a2) = scan_word(word::padded(rest))?;
     Some((d1 + d2, a1 | a2))
 }
 
@@ -548,27 +549,6 @@ fn digit_ones(w: u64) -> u64 {
 #[inline(always)]
 fn lane_sum(ones: u64) -> usize {
     (ones.wrapping_mul(portcullis_core::word::ONES) >> 56) as usize
-}
-
-/// The 1 to 7 bytes of `rest` as the low bytes of a little-endian word, the others zero: two
-/// overlapping loads of the widest size that fits (the bytes both read are the same, so
-/// or-ing them is exact), not a byte loop.
-#[inline(always)]
-fn tail_word(rest: &[u8]) -> u64 {
-    let n = rest.len();
-    let load = |at: usize, width: usize| -> u64 {
-        let mut w = [0u8; 8];
-        if let (Some(dst), Some(src)) = (w.get_mut(..width), rest.get(at..at + width)) {
-            dst.copy_from_slice(src);
-        }
-        u64::from_le_bytes(w)
-    };
-    match n {
-        4..=7 => load(0, 4) | (load(n - 4, 4) << (8 * (n - 4))),
-        2..=3 => load(0, 2) | (load(n - 2, 2) << (8 * (n - 2))),
-        1 => load(0, 1),
-        _ => 0,
-    }
 }
 
 /// Every candidate of `re` in `t`: `ends(start, end)` returns the valid ends of the match at
@@ -1088,7 +1068,7 @@ mod tests {
                 }
                 assert_eq!(scan(&t), naive(&t), "{t:?}");
                 match len {
-                    1..=7 => assert_eq!(scan_word(tail_word(&t)), naive(&t), "{t:?}"),
+                    1..=7 => assert_eq!(scan_word(word::padded(&t)), naive(&t), "{t:?}"),
                     8..=15 => assert_eq!(scan_two(&t), naive(&t), "{t:?}"),
                     _ => {}
                 }
