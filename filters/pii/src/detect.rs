@@ -466,9 +466,7 @@ fn scan(input: &[u8]) -> Option<(usize, bool)> {
         let (block, tail) = rest.split_at((rest.len() / 8).min(31) * 8);
         let mut ones = 0u64;
         for chunk in block.chunks_exact(8) {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            let w = u64::from_le_bytes(word);
+            let w = word::padded(chunk);
             bad |= word_bad(w);
             at |= word_at(w);
             ones += digit_ones(w);
@@ -494,9 +492,7 @@ fn scan(input: &[u8]) -> Option<(usize, bool)> {
 #[inline(always)]
 fn scan_two(input: &[u8]) -> Option<(usize, bool)> {
     let (head, rest) = input.split_at_checked(8)?;
-    let mut word = [0u8; 8];
-    word.copy_from_slice(head);
-    let (d1, a1) = scan_word(u64::from_le_bytes(word))?;
+    let (d1, a1) = scan_word(word::padded(head))?;
     let (d2, a2) = scan_word(word::padded(rest))?;
     Some((d1 + d2, a1 | a2))
 }

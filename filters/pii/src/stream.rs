@@ -16,7 +16,7 @@ use crate::json::{self, Json, JsonError};
 use crate::jsonpath::{FieldPath, Seg};
 use crate::mask::{allowed, Caller, Report, Verdict, Walker};
 use portcullis_core::json::{write_string, Event, Limits, Text, Tokenizer};
-use portcullis_core::word::non_digits;
+use portcullis_core::word::{self, non_digits};
 
 /// Why a document could not be masked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -999,11 +999,8 @@ impl<'c, 's> Masker<'c, 's> {
 /// name at the very end of a broken document gets there).
 #[inline(always)]
 fn name_words(b: &[u8], at: usize, n: usize) -> Option<(u64, u64)> {
-    let word = |i: usize| -> Option<u64> {
-        b.get(i..)
-            .and_then(|r| r.first_chunk::<8>())
-            .map(|w| u64::from_le_bytes(*w))
-    };
+    let word =
+        |i: usize| -> Option<u64> { b.get(i..).and_then(|r| r.first_chunk::<8>()).map(word::le) };
     let head = word(at)?;
     if n < 8 {
         return Some((head & ((1u64 << (8 * n)) - 1), 0));
@@ -1022,13 +1019,7 @@ fn may_be_card(n: &str) -> bool {
     // first 12 bytes (after the sign) are digits, its integer part is long enough; else only
     // an exponent can make it so.
     let d = b.strip_prefix(b"-").unwrap_or(b);
-    let word = |at: usize| {
-        d.get(at..at + 8).map(|c| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            u64::from_le_bytes(w)
-        })
-    };
+    let word = |at: usize| d.get(at..).and_then(|r| r.first_chunk::<8>()).map(word::le);
     if let (Some(lo), Some(hi)) = (word(0), word(4)) {
         if non_digits(lo) | non_digits(hi) == 0 {
             return true;
@@ -1040,13 +1031,7 @@ fn may_be_card(n: &str) -> bool {
 /// True when every byte of `b` is an ASCII digit; eight at a time (the last word overlapping
 /// the one before it).
 fn all_digits(b: &[u8]) -> bool {
-    let word = |c: &[u8]| {
-        let mut w = [0u8; 8];
-        if let Some(src) = c.get(..8) {
-            w.copy_from_slice(src);
-        }
-        u64::from_le_bytes(w)
-    };
+    let word = word::padded;
     if b.len() < 8 {
         return b.iter().all(u8::is_ascii_digit);
     }
