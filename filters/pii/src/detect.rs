@@ -500,7 +500,7 @@ fn scan_two(input: &[u8]) -> Option<(usize, bool)> {
 /// [`scan`] of one word: its ASCII digits and whether it holds an `@`.
 #[inline(always)]
 fn scan_word(w: u64) -> Option<(usize, bool)> {
-    use portcullis_core::word::{bytes_equal, HIGH, ONES};
+    use word::{bytes_equal, HIGH, ONES};
     if w & HIGH != 0 || bytes_equal(w, b'%') != 0 {
         return None;
     }
@@ -518,21 +518,21 @@ fn scan_word(w: u64) -> Option<(usize, bool)> {
 /// Non-zero when word `w` holds a non-ASCII byte or a `%`.
 #[inline(always)]
 fn word_bad(w: u64) -> u64 {
-    use portcullis_core::word::{bytes_equal, HIGH};
+    use word::{bytes_equal, HIGH};
     (w | bytes_equal(w, b'%')) & HIGH
 }
 
 /// Non-zero when the ASCII word `w` holds an `@`.
 #[inline(always)]
 fn word_at(w: u64) -> u64 {
-    portcullis_core::word::bytes_equal(w, b'@')
+    word::bytes_equal(w, b'@')
 }
 
 /// One bit at the bottom of each byte lane of the ASCII word `w` that is a digit (for a word
 /// with a non-ASCII byte, still at most one bit per lane, but meaningless).
 #[inline(always)]
 fn digit_ones(w: u64) -> u64 {
-    use portcullis_core::word::{HIGH, ONES};
+    use word::{HIGH, ONES};
     // Every byte is ASCII (below 0x80), so adding 0x50 (0x46) to each sets its high bit
     // exactly when it is at least `0` (`:`), and no sum carries into the next byte.
     let from_zero = w.wrapping_add(ONES * 0x50);
@@ -544,7 +544,7 @@ fn digit_ones(w: u64) -> u64 {
 /// a population count where the target has no instruction for it).
 #[inline(always)]
 fn lane_sum(ones: u64) -> usize {
-    (ones.wrapping_mul(portcullis_core::word::ONES) >> 56) as usize
+    (ones.wrapping_mul(word::ONES) >> 56) as usize
 }
 
 /// Every candidate of `re` in `t`: `ends(start, end)` returns the valid ends of the match at
