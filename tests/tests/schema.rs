@@ -16,7 +16,8 @@ fn gw() -> Option<&'static Gateway> {
 }
 
 /// A gateway whose create route accepts any JSON (`true` schema) under small, round limits, so
-/// each limit can be hit exactly; the export route allows large bodies for the nesting test.
+/// each limit can be hit exactly; the export route allows large bodies for the nesting test, and
+/// no body at all.
 fn limits_gw() -> Option<&'static Gateway> {
     static G: OnceLock<Option<Gateway>> = OnceLock::new();
     G.get_or_init(|| {
@@ -27,7 +28,7 @@ fn limits_gw() -> Option<&'static Gateway> {
                  "request": {"schema": true, "limits": {"max_body_bytes": 200, "max_depth": 4, "max_array_len": 5,
                                                          "max_string_len": 10, "max_object_members": 3}}},
                 {"name": "export", "match": {"methods": ["POST"], "template": "/api/v1/tenants/{tenant}/reports/export"},
-                 "request": {"schema": true, "limits": {"max_body_bytes": 262144}}}
+                 "request": {"schema": true, "body": "optional", "limits": {"max_body_bytes": 262144}}}
             ]
         });
         Gateway::start(GatewayOptions { policies, ..GatewayOptions::default() })
@@ -335,6 +336,54 @@ fn each_limit_holds_exactly_at_its_boundary() {
             .header("x-test-id", &id),
     );
     assert_rejected(g, &(r, id), 413, "body_too_large");
+}
+
+/// A body is judged by its length as it arrives, never by the `content-length` the client
+/// announced: an empty body is no body however it is sent, and its media type is only judged
+/// once there is one.
+#[test]
+fn an_empty_body_is_no_body_however_it_is_sent() {
+    let (g, _log) = gateway!(limits_gw);
+    const EXPORT: &str = "/api/v1/tenants/acme/reports/export";
+    let send = |path: &str, body: &[u8], chunked: bool, content_type: &str| {
+        let id = harness::test_id("empty");
+        let mut r = Request::post(path, body.to_vec())
+            .bearer(&writer_token())
+            .header("content-type", content_type)
+            .header("x-test-id", &id);
+        if chunked {
+            r = r.chunked();
+        }
+        (g.send(&r), id)
+    };
+    for chunked in [false, true] {
+        // Required: missing, whatever the declared type.
+        for ct in ["application/json", "text/plain"] {
+            assert_rejected(g, &send(CREATE, b"", chunked, ct), 400, "missing_body");
+        }
+        // Optional: an empty body of any declared type passes; one byte of the wrong type does not.
+        let (r, id) = send(EXPORT, b"", chunked, "text/plain");
+        assert!(
+            r.status < 400 && g.upstream_saw(&id).is_some(),
+            "an empty optional body passes (chunked: {chunked}): {} {}",
+            r.status,
+            r.body_str()
+        );
+        assert_rejected(
+            g,
+            &send(EXPORT, b"1", chunked, "text/plain"),
+            415,
+            "unsupported_media_type",
+        );
+        // Over the limit and of the wrong type: the type is refused first, as before the body.
+        let big = vec![b' '; 300];
+        assert_rejected(
+            g,
+            &send(CREATE, &big, chunked, "text/plain"),
+            415,
+            "unsupported_media_type",
+        );
+    }
 }
 
 #[test]

@@ -349,6 +349,7 @@ impl Host for FakeHost<'_> {
     }
 
     fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
+        self.process.note(self.instance, "request_body", "");
         self.with_stream(|s| {
             s.request_body
                 .get(start..start.saturating_add(len).min(s.request_body.len()))
@@ -358,6 +359,7 @@ impl Host for FakeHost<'_> {
     }
 
     fn replace_request_body(&self, len: usize, body: &[u8]) -> Result<(), HostError> {
+        self.process.note(self.instance, "replace_request_body", "");
         if self.process.host_error() {
             return Err(HostError);
         }
@@ -413,6 +415,7 @@ impl Host for FakeHost<'_> {
     }
 
     fn response_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
+        self.process.note(self.instance, "response_body", "");
         self.with_stream(|s| {
             s.response_body
                 .get(start..start.saturating_add(len).min(s.response_body.len()))
@@ -422,6 +425,8 @@ impl Host for FakeHost<'_> {
     }
 
     fn replace_response_body(&self, len: usize, body: &[u8]) -> Result<(), HostError> {
+        self.process
+            .note(self.instance, "replace_response_body", "");
         if self.process.host_error() {
             return Err(HostError);
         }

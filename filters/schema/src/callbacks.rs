@@ -1,10 +1,10 @@
 //! The schema filter's callbacks, written once over the host port: [`crate::validate::check_head`]
-//! on the headers, the body buffered to its end (the native buffer filter placed after this one
-//! keeps the upstream from seeing anything before the verdict), then
-//! [`crate::validate::check_body`]; and the response contract on the way back.
+//! on the headers, [`crate::validate::check_arrival`] as the body is buffered to its end (the
+//! native buffer filter placed after this one keeps the upstream from seeing anything before the
+//! verdict), then [`crate::validate::check_body`]; and the response contract on the way back.
 
 use crate::config::{ContractMode, Mode, SchemaConfig};
-use crate::validate::{self, Head, HeadOutcome, SchemaReason};
+use crate::validate::{self, Arrival, Expect, Head, HeadOutcome, SchemaReason};
 use portcullis_core::audit;
 use portcullis_core::config::ConfigError;
 use portcullis_core::deny::Denial;
@@ -81,9 +81,8 @@ impl Filter for Schema {
     fn stream(root: &Rc<Self>) -> SchemaStream {
         SchemaStream {
             root: root.clone(),
-            route: None,
+            expect: None,
             route_name: None,
-            max_body: 0,
             method: String::new(),
             checking_response: false,
             response_content_type: None,
@@ -94,10 +93,9 @@ impl Filter for Schema {
 /// One request through the schema filter.
 pub struct SchemaStream {
     root: Rc<Schema>,
-    /// Route whose body is being buffered for validation.
-    route: Option<usize>,
+    /// What the body being buffered for validation is held to.
+    expect: Option<Expect>,
     route_name: Option<String>,
-    max_body: usize,
     method: String,
     /// The response is being buffered to check it against the route's contract.
     checking_response: bool,
@@ -117,7 +115,7 @@ impl SchemaStream {
     /// Applies a denial (or, in shadow mode, counts it and lets the request through).
     fn deny<H: Host>(&mut self, host: &H, d: &Denial) -> Flow {
         let st = self.root.clone();
-        self.route = None;
+        self.expect = None;
         let route = self.route_name.as_deref().unwrap_or("-");
         if let Some(m) = self
             .route_name
@@ -184,12 +182,8 @@ impl Stream for SchemaStream {
                 Flow::Continue
             }
             HeadOutcome::Deny(d) => self.deny(host, &d),
-            HeadOutcome::ValidateBody {
-                route,
-                max_body_bytes,
-            } => {
-                self.route = Some(route);
-                self.max_body = max_body_bytes;
+            HeadOutcome::ValidateBody(expect) => {
+                self.expect = Some(expect);
                 // Never pause the headers: the body callbacks would not run (see ENVOY-FACTS).
                 // The native buffer filter behind this one holds the request instead.
                 Flow::Continue
@@ -198,19 +192,19 @@ impl Stream for SchemaStream {
     }
 
     fn on_request_body<H: Host>(&mut self, host: &H, size: usize, end_of_stream: bool) -> Flow {
-        let Some(route) = self.route else {
+        let Some(expect) = &self.expect else {
             return Flow::Continue;
         };
-        if size > self.max_body {
-            return self.deny(host, &validate::too_large());
-        }
-        if !end_of_stream {
-            return Flow::Pause;
+        let route = expect.route;
+        match validate::check_arrival(expect, size, end_of_stream) {
+            Arrival::Wait => return Flow::Pause,
+            Arrival::Deny(d) => return self.deny(host, &d),
+            Arrival::Check => {}
         }
         let body = host.request_body(0, size).unwrap_or_default();
         match validate::check_body(&self.root.config, route, &body) {
             Ok(()) => {
-                self.route = None;
+                self.expect = None;
                 self.validated(host, "body valid");
                 Flow::Continue
             }

@@ -1,6 +1,7 @@
 //! The schema decision, in two steps because the body arrives after the headers:
-//! [`check_head`] (route, required headers, media type, declared length) and [`check_body`]
-//! (structural scan, then the compiled JSON Schema). Pure functions over plain data.
+//! [`check_head`] (route, required headers, media type), [`check_arrival`] as the body grows,
+//! and [`check_body`] (structural scan, then the compiled JSON Schema). Pure functions over
+//! plain data.
 
 use crate::config::{BodyRule, ResponseRule, Route, SchemaConfig, Unmatched};
 use crate::onepass::Program;
@@ -69,13 +70,8 @@ pub struct Head<'a> {
 pub enum HeadOutcome {
     /// Nothing to validate: continue.
     Pass,
-    /// Buffer the body and call [`check_body`] with this route index.
-    ValidateBody {
-        /// Route index.
-        route: usize,
-        /// Refuse as soon as the body grows past this.
-        max_body_bytes: usize,
-    },
+    /// Buffer the body, judge it with [`check_arrival`] as it grows, then [`check_body`].
+    ValidateBody(Expect),
     /// Refuse now.
     Deny(Denial),
 }
@@ -92,7 +88,54 @@ fn media_type_ok(cfg: &SchemaConfig, allowed: &[String], content_type: Option<&s
         || (cfg.json_suffix && mt.starts_with("application/") && mt.ends_with("+json"))
 }
 
-/// Checks what can be checked from the head; returns the matched route name too.
+/// What the body of a request is held to, from its head.
+#[derive(Debug)]
+pub struct Expect {
+    /// Route index.
+    pub route: usize,
+    /// Refuse as soon as the body grows past this.
+    pub max_body_bytes: usize,
+    /// The refusal for a body of another media type. It waits for the body's first byte: an
+    /// empty body is no body, whatever its type (an HTTP/2 client may end the stream with an
+    /// empty DATA frame rather than on the headers).
+    pub unsupported: Option<Denial>,
+}
+
+/// What to do with a request body that has grown to `size` bytes (`end`: it is complete).
+#[derive(Debug)]
+pub enum Arrival {
+    /// More is coming: hold it.
+    Wait,
+    /// Complete: read it and call [`check_body`].
+    Check,
+    /// Refuse now.
+    Deny(Denial),
+}
+
+/// The decision as a body arrives, before its bytes are read. Its length is known only here:
+/// a `content-length` header is not read (one host call on every validated request), so a
+/// body over the limit is refused as soon as Envoy has buffered more than the limit, whether
+/// it was announced or sent chunked.
+pub fn check_arrival(expect: &Expect, size: usize, end: bool) -> Arrival {
+    if size == 0 {
+        return if end { Arrival::Check } else { Arrival::Wait };
+    }
+    if let Some(d) = &expect.unsupported {
+        return Arrival::Deny(d.clone());
+    }
+    if size > expect.max_body_bytes {
+        return Arrival::Deny(too_large());
+    }
+    if end {
+        Arrival::Check
+    } else {
+        Arrival::Wait
+    }
+}
+
+/// Checks what can be checked from the head; returns the matched route name too. An HTTP/1
+/// request with `content-length: 0` ends on its headers (`has_body` false), as one without a
+/// body does.
 pub fn check_head(cfg: &SchemaConfig, head: &Head<'_>) -> (Option<String>, HeadOutcome) {
     let normalized = match path::normalize(head.path) {
         Ok(p) => p,
@@ -141,10 +184,7 @@ pub fn check_head(cfg: &SchemaConfig, head: &Head<'_>) -> (Option<String>, HeadO
     let Some(req) = &route.request else {
         return (name, HeadOutcome::Pass);
     };
-    let declared: Option<usize> =
-        (head.header)("content-length").and_then(|v| v.trim().parse().ok());
-    let has_body = head.has_body && declared != Some(0);
-    if !has_body {
+    if !head.has_body {
         return match req.body {
             BodyRule::Required => (
                 name,
@@ -156,27 +196,25 @@ pub fn check_head(cfg: &SchemaConfig, head: &Head<'_>) -> (Option<String>, HeadO
             BodyRule::Optional => (name, HeadOutcome::Pass),
         };
     }
-    if !media_type_ok(
+    let unsupported = (!media_type_ok(
         cfg,
         &req.content_types,
         (head.header)("content-type").as_deref(),
-    ) {
-        let d = Denial::of(
+    ))
+    .then(|| {
+        Denial::of(
             SchemaReason::UnsupportedMediaType,
             "The request body must be JSON.",
         )
-        .with_header("accept-post", req.content_types.join(", "));
-        return (name, HeadOutcome::Deny(d));
-    }
-    if declared.is_some_and(|n| n > req.limits.max_body_bytes) {
-        return (name, HeadOutcome::Deny(too_large()));
-    }
+        .with_header("accept-post", req.content_types.join(", "))
+    });
     (
         name,
-        HeadOutcome::ValidateBody {
+        HeadOutcome::ValidateBody(Expect {
             route: m.index,
             max_body_bytes: req.limits.max_body_bytes,
-        },
+            unsupported,
+        }),
     )
 }
 
@@ -378,5 +416,87 @@ pub fn check_response(
             ("errors", Value::Array(errors)),
             ("error_count", json!(total)),
         ])),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::panic)] // test code: an unexpected outcome is a failed test
+    use super::*;
+
+    fn expect(unsupported: bool) -> Expect {
+        Expect {
+            route: 0,
+            max_body_bytes: 10,
+            unsupported: unsupported.then(|| {
+                Denial::of(
+                    SchemaReason::UnsupportedMediaType,
+                    "The request body must be JSON.",
+                )
+            }),
+        }
+    }
+
+    fn reason(a: Arrival) -> &'static str {
+        match a {
+            Arrival::Wait => "wait",
+            Arrival::Check => "check",
+            Arrival::Deny(d) => d.reason,
+        }
+    }
+
+    #[test]
+    fn a_body_is_judged_by_what_has_arrived() {
+        for unsupported in [false, true] {
+            let e = expect(unsupported);
+            // Nothing yet: wait; nothing at all (an empty final DATA frame): no body, which
+            // `check_body` judges by the route's body rule, whatever the declared type.
+            assert_eq!(reason(check_arrival(&e, 0, false)), "wait");
+            assert_eq!(reason(check_arrival(&e, 0, true)), "check");
+            let first = if unsupported {
+                "unsupported_media_type"
+            } else {
+                "wait"
+            };
+            assert_eq!(reason(check_arrival(&e, 1, false)), first);
+            // The type is refused before the length, as a head-time check would.
+            let over = if unsupported {
+                "unsupported_media_type"
+            } else {
+                "body_too_large"
+            };
+            assert_eq!(reason(check_arrival(&e, 11, false)), over);
+            assert_eq!(reason(check_arrival(&e, 11, true)), over);
+        }
+        assert_eq!(reason(check_arrival(&expect(false), 10, true)), "check");
+    }
+
+    #[test]
+    fn the_head_never_reads_content_length() {
+        let cfg = SchemaConfig::from_bytes(
+            br#"{"routes": [{"name": "c", "match": {"methods": ["POST"], "template": "/c"},
+                 "request": {"schema": true, "limits": {"max_body_bytes": 10}}}]}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let read = std::cell::RefCell::new(Vec::new());
+        let header = |n: &str| {
+            read.borrow_mut().push(n.to_string());
+            (n == "content-length").then(|| "999999".to_string())
+        };
+        let head = Head {
+            method: "POST",
+            path: "/c",
+            header: &header,
+            has_body: true,
+        };
+        let HeadOutcome::ValidateBody(e) = check_head(&cfg, &head).1 else {
+            panic!("a body to validate")
+        };
+        assert_eq!(*read.borrow(), ["content-type"]);
+        assert!(
+            e.unsupported.is_some(),
+            "no content type: refused once a byte arrives"
+        );
+        assert_eq!(e.max_body_bytes, 10);
     }
 }

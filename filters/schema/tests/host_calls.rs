@@ -1,0 +1,64 @@
+//! The host calls of one valid POST through the schema filter, counted by the fake host. In
+//! Envoy a call that returns data costs about 0.8 µs (it calls back into the VM to allocate;
+//! `tests/bench/hostcalls.sh`), as much as validating a few hundred bytes: the budget is pinned
+//! so that a call added to the request path is a decision, not an accident. If this fails after
+//! a deliberate change, update the table and say why in the commit.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
+use portcullis_core::fake::{Edge, Gateway, Instance, Process, Request, Response};
+use portcullis_schema::Schema;
+use std::collections::BTreeMap;
+
+const CONFIG: &str = r#"{"routes": [{"name": "create", "match": {"methods": ["POST"], "template": "/t/{tenant}/customers"},
+  "request": {"schema": {"type": "object", "required": ["name"],
+                         "properties": {"name": {"type": "string"}}}}}]}"#;
+
+fn post(body: &[u8]) -> Request {
+    let mut r = Request::get("/t/acme/customers")
+        .header("content-type", "application/json")
+        .header("content-length", &body.len().to_string())
+        .header("accept", "*/*");
+    r.method = "POST".into();
+    r.body = Some(body.to_vec());
+    r
+}
+
+fn calls(req: &Request) -> BTreeMap<String, u64> {
+    let gw = Gateway::new(
+        vec![Instance::new::<Schema>(
+            "schema",
+            CONFIG.as_bytes().to_vec(),
+        )],
+        1,
+        Edge::default(),
+        Process::default(),
+    )
+    .unwrap();
+    let upstream = |_: &_| Response::json(201, "{}");
+    assert_eq!(gw.send(0, req, &upstream).response.status, 201);
+    gw.process.count_host_calls();
+    let ex = gw.send(0, req, &upstream);
+    assert_eq!(ex.response.status, 201, "{:?}", ex.decided_by);
+    gw.process.host_calls()
+}
+
+#[test]
+fn a_valid_body_costs_only_the_host_calls_its_decision_needs() {
+    let got = calls(&post(br#"{"name": "Ada"}"#));
+    let want: BTreeMap<String, u64> = [
+        // The clock (denial log lines are flushed on it), the route, the media type. Not
+        // `content-length`: the body's length arrives with the body callbacks.
+        ("schema: now", 1),
+        ("schema: request_header :method", 1),
+        ("schema: request_header :path", 1),
+        ("schema: request_header content-type", 1),
+        ("schema: request_body", 1),
+        // validated, and validated on the route.
+        ("schema: increment_metric", 2),
+    ]
+    .iter()
+    .map(|(k, n)| ((*k).to_string(), *n))
+    .collect();
+    assert_eq!(got, want, "host calls of one valid request changed");
+}
