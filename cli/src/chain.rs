@@ -93,12 +93,21 @@ pub struct ChainState {
     gateway: Gateway,
 }
 
+impl Compiled {
+    /// The chain on one worker of a fake Envoy whose clock, shared data and host-call counter
+    /// are `process`'s.
+    pub fn gateway(&self, process: Process) -> Result<Gateway> {
+        Gateway::new(self.instances.clone(), 1, self.edge.clone(), process)
+            .map_err(|(name, e)| crate::CliError(format!("{name}: {e}")))
+    }
+}
+
 impl ChainState {
     /// A fresh gateway (empty caches, full buckets).
     pub fn new(c: &Compiled) -> Result<Self> {
-        let gateway = Gateway::new(c.instances.clone(), 1, c.edge.clone(), Process::default())
-            .map_err(|(name, e)| crate::CliError(format!("{name}: {e}")))?;
-        Ok(ChainState { gateway })
+        Ok(ChainState {
+            gateway: c.gateway(Process::default())?,
+        })
     }
 }
 

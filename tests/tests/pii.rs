@@ -354,6 +354,66 @@ fn head_204_and_range_requests() {
     );
 }
 
+/// A masked body invalidates whatever described the upstream's bytes: its validators and
+/// digests never reach the client beside the changed body, whichever of them the upstream sent
+/// (pii removes only the ones a response carries).
+#[test]
+fn a_masked_body_drops_the_upstreams_validators_and_digests() {
+    let g = gateway!(gw());
+    let _log = g.log_on_failure();
+    let body = r#"{"customers":[{"id":"c-1","ssn":"123-45-6789","note":"plain"}]}"#;
+    let validators = [
+        ("etag", "\"v1-abc\""),
+        (
+            "digest",
+            "sha-256=X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=",
+        ),
+        (
+            "content-digest",
+            "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:",
+        ),
+        (
+            "repr-digest",
+            "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:",
+        ),
+        ("content-md5", "Q2hlY2sgSW50ZWdyaXR5IQ=="),
+    ];
+    // Each alone, then all together.
+    let mut sets: Vec<Vec<(&str, &str)>> = validators.iter().map(|v| vec![*v]).collect();
+    sets.push(validators.to_vec());
+    for set in sets {
+        let id = harness::test_id("pii-validators");
+        let mut headers = vec![json!(["content-type", "application/json"])];
+        headers.extend(set.iter().map(|(k, v)| json!([k, v])));
+        let script = json!({"id": id, "status": 200, "headers": headers, "body": body});
+        let r = portcullis_tests::http::send(
+            g.upstream_addr,
+            &Request {
+                body: Some(script.to_string().into_bytes()),
+                ..Request::new("PUT", "/__admin/script")
+            },
+        )
+        .unwrap();
+        assert_eq!(r.status, 204);
+        let r = g.send(
+            &Request::get("/api/v1/tenants/acme/fixtures/scripted")
+                .bearer(&demo_token("acme", BASE))
+                .header("x-test-id", &id),
+        );
+        assert_eq!(r.status, 200, "{}", r.body_str());
+        assert!(r.body_str().contains("***-**-6789"), "{}", r.body_str());
+        for (k, _) in &set {
+            assert_eq!(
+                r.header(k),
+                None,
+                "{k} reached the client beside a masked body"
+            );
+        }
+        assert_eq!(r.header("accept-ranges"), Some("none"));
+        assert_length_consistent(&r);
+    }
+}
+
 #[test]
 fn nothing_personal_reaches_envoys_log() {
     let g = gateway!(gw());

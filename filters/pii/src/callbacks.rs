@@ -130,11 +130,18 @@ impl PiiStream {
         self.route().map_or_else(|| "-".into(), |r| r.name.clone())
     }
 
-    fn edit<H: Host>(&self, host: &H, response: bool, edits: &[HeaderEdit]) {
+    /// Applies `edits` to the message whose header map, read in this callback, is `headers`.
+    fn edit<H: Host>(
+        &self,
+        host: &H,
+        response: bool,
+        edits: &[HeaderEdit],
+        headers: &[(String, String)],
+    ) {
         if self.shadow() {
             return;
         }
-        for e in edits {
+        for e in edits.iter().filter(|e| e.changes(headers)) {
             let (name, value) = match e {
                 HeaderEdit::Set(n, v) => (*n, Some(*v)),
                 HeaderEdit::Remove(n) => (*n, None),
@@ -529,7 +536,12 @@ impl Stream for PiiStream {
             "masking".into(),
             vec![format!("pii.route:{}", route.name)],
         );
-        self.edit(host, false, &decide::request_edits(route, !end_of_stream));
+        self.edit(
+            host,
+            false,
+            &decide::request_edits(route, !end_of_stream),
+            &headers,
+        );
         if let Err(cause) = self.mask_header_map(host, &read, false) {
             return self.refuse_early(host, cause, false);
         }
@@ -537,7 +549,7 @@ impl Stream for PiiStream {
             BodyPlan::Pass => Flow::Continue,
             BodyPlan::Refuse(cause) => self.refuse_early(host, cause, false),
             plan @ BodyPlan::Mask(_) => {
-                self.edit(host, false, &decide::body_edits(&plan, false));
+                self.edit(host, false, &decide::body_edits(&plan, false), &headers);
                 if let BodyPlan::Mask(job) = plan {
                     self.request = Some(job);
                 }
@@ -571,7 +583,7 @@ impl Stream for PiiStream {
             BodyPlan::Pass => Flow::Continue,
             BodyPlan::Refuse(cause) => self.refuse_early(host, cause, true),
             plan @ BodyPlan::Mask(_) => {
-                self.edit(host, true, &decide::body_edits(&plan, true));
+                self.edit(host, true, &decide::body_edits(&plan, true), headers);
                 let key = st.config.keys.for_tenant(self.tenant.as_deref());
                 if !self.shadow() && decide::needs_hold(&st.config, route, &plan, key) {
                     host.add_response_header(HOLD_HEADER, "1");

@@ -127,6 +127,23 @@ pub enum HeaderEdit {
     Remove(&'static str),
 }
 
+impl HeaderEdit {
+    /// Whether the edit changes a message whose whole header map is `headers` (read in the
+    /// same callback, so nothing else changed it since). Removing a header the message does not
+    /// carry is a host call for nothing (0.2–0.3 µs in Envoy), and a masked route makes up to
+    /// nine of them per request. An empty map is a read the host refused, never a real message
+    /// (Envoy always holds the pseudo-headers): every removal is then kept, so a failed read can
+    /// never leave a stale length or digest on a body that changed.
+    pub fn changes(&self, headers: &[(String, String)]) -> bool {
+        match self {
+            HeaderEdit::Set(..) => true,
+            HeaderEdit::Remove(name) => {
+                headers.is_empty() || headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
+            }
+        }
+    }
+}
+
 /// Request header changes on a route: ask the upstream for an uncompressed, whole response
 /// (a byte range of a masked document cannot be masked), and drop the length of a request
 /// body that will change.
@@ -800,5 +817,31 @@ pub fn unmaskable(route: &Route, cause: Cause, response: bool) -> Unmaskable {
     match (route.on_unmaskable, cause) {
         (OnUnmaskable::Pass, c) if c != Cause::NoTokenKey => Unmaskable::Pass,
         _ => Unmaskable::Block(cause.denial(response)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HeaderEdit;
+
+    fn map(names: &[&str]) -> Vec<(String, String)> {
+        names
+            .iter()
+            .map(|n| ((*n).to_string(), "v".to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn an_edit_is_made_only_where_it_changes_the_message() {
+        let got = map(&[":status", "content-length", "ETag"]);
+        assert!(HeaderEdit::Remove("content-length").changes(&got));
+        assert!(
+            HeaderEdit::Remove("etag").changes(&got),
+            "names compare without case"
+        );
+        assert!(!HeaderEdit::Remove("digest").changes(&got));
+        assert!(HeaderEdit::Set("accept-ranges", "none").changes(&got));
+        // A refused read is no message: every removal stays.
+        assert!(HeaderEdit::Remove("digest").changes(&[]));
     }
 }
