@@ -295,7 +295,7 @@ impl Stream for AuthnStream {
         let cfg = &st.config;
         // One clock read per request (each is a host call).
         let now_ns = host.now_nanos();
-        st.metrics.denials.flush_due(now_ns, "authn", cfg.mode);
+        st.metrics.denials.flush_due(|| now_ns, "authn", cfg.mode);
         // Every header is needed once: client-sent identity headers are a family of names,
         // and credentials must be counted (two tokens, a key and a token).
         let headers = host.request_headers();

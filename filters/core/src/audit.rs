@@ -245,6 +245,12 @@ impl DenialSummary {
         }
     }
 
+    /// True while a window is open (a denial was counted and its window has not been
+    /// closed): only then can [`DenialSummary::due`] have anything to say.
+    pub fn is_open(&self) -> bool {
+        self.since.is_some()
+    }
+
     /// The window's summary if the window is over and holds anything; the window closes.
     pub fn due(&mut self, now: u64) -> Option<Summary> {
         let since = self.since?;

@@ -402,7 +402,7 @@ impl Stream for RateLimitStream {
         let m = &rl.metrics;
         // One clock read per request (each is a host call).
         let now = host.now_nanos();
-        m.denials.flush_due(now, &cfg.stat_prefix, cfg.mode);
+        m.denials.flush_due(|| now, &cfg.stat_prefix, cfg.mode);
         let Some(secret) = rl.secret(host) else {
             return rl.unavailable(host);
         };

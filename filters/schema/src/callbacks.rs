@@ -164,7 +164,7 @@ impl Stream for SchemaStream {
         let st = self.root.clone();
         st.metrics
             .denials
-            .flush_due(host.now_nanos(), "schema", st.config.mode);
+            .flush_due(|| host.now_nanos(), "schema", st.config.mode);
         let (method, path) = (host.method(), host.path());
         let lookup = |n: &str| host.request_header(n);
         let head = Head {

@@ -47,9 +47,8 @@ fn calls(req: &Request) -> BTreeMap<String, u64> {
 fn a_valid_body_costs_only_the_host_calls_its_decision_needs() {
     let got = calls(&post(br#"{"name": "Ada"}"#));
     let want: BTreeMap<String, u64> = [
-        // The clock (denial log lines are flushed on it), the route, the media type. Not
-        // `content-length`: the body's length arrives with the body callbacks.
-        ("schema: now", 1),
+        // The route and the media type. Not `content-length` (the body's length arrives with
+        // the body callbacks), nor the clock (read only while a denial summary is pending).
         ("schema: request_header :method", 1),
         ("schema: request_header :path", 1),
         ("schema: request_header content-type", 1),
@@ -61,4 +60,29 @@ fn a_valid_body_costs_only_the_host_calls_its_decision_needs() {
     .map(|(k, n)| ((*k).to_string(), *n))
     .collect();
     assert_eq!(got, want, "host calls of one valid request changed");
+}
+
+#[test]
+fn the_clock_is_read_only_while_a_denial_summary_is_pending() {
+    let gw = Gateway::new(
+        vec![Instance::new::<Schema>(
+            "schema",
+            CONFIG.as_bytes().to_vec(),
+        )],
+        1,
+        Edge::default(),
+        Process::default(),
+    )
+    .unwrap();
+    let upstream = |_: &_| Response::json(201, "{}");
+    // A denial opens the worker's summary window (its first line is written at once).
+    assert_eq!(gw.send(0, &post(b"{}"), &upstream).response.status, 422);
+    gw.process.count_host_calls();
+    assert_eq!(
+        gw.send(0, &post(br#"{"name": "Ada"}"#), &upstream)
+            .response
+            .status,
+        201
+    );
+    assert_eq!(gw.process.host_calls().get("schema: now"), Some(&1));
 }
