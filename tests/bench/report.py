@@ -282,7 +282,8 @@ if hostcalls:
     out.append("filter making none (direct response, one worker; `tests/bench/hostcalls.sh`): the CPU difference")
     out.append("per call, median and range over the repetitions. A call that returns data also calls back into the")
     out.append("VM to allocate it. The filters' request paths are held to the calls their decisions need")
-    out.append("(`filters/authn/tests/host_calls.rs` pins the budget of one cached request through C2).\n")
+    out.append("(`filters/authn/tests/host_calls.rs` pins the budget of one cached request through C2,")
+    out.append("`cli/tests/host_calls.rs` the whole chain's, filter by filter).\n")
     out.append("| host call | ns per call | range |")
     out.append("|---|---:|---:|")
     for call, what in HOSTCALLS.items():

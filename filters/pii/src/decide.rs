@@ -130,8 +130,8 @@ pub enum HeaderEdit {
 impl HeaderEdit {
     /// Whether the edit changes a message whose whole header map is `headers` (read in the
     /// same callback, so nothing else changed it since). Removing a header the message does not
-    /// carry is a host call for nothing (0.2–0.3 µs in Envoy), and a masked route makes up to
-    /// nine of them per request. An empty map is a read the host refused, never a real message
+    /// carry is a host call for nothing (0.2–0.3 µs in Envoy), and a masked response alone asks
+    /// for up to seven removals, most of them of headers few upstreams send. An empty map is a read the host refused, never a real message
     /// (Envoy always holds the pseudo-headers): every removal is then kept, so a failed read can
     /// never leave a stale length or digest on a body that changed.
     pub fn changes(&self, headers: &[(String, String)]) -> bool {

@@ -1,4 +1,4 @@
-//! The schema decision, in two steps because the body arrives after the headers:
+//! The schema decision, in steps because the body arrives after the headers:
 //! [`check_head`] (route, required headers, media type), [`check_arrival`] as the body grows,
 //! and [`check_body`] (structural scan, then the compiled JSON Schema). Pure functions over
 //! plain data.
