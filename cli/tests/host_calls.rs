@@ -136,20 +136,13 @@ fn common(rows: &mut Vec<(&'static str, u64)>) {
     ]);
 }
 
-#[test]
-fn a_masked_read_makes_only_the_host_calls_its_decisions_need() {
-    let req = Request::get("/api/v1/tenants/acme/customers")
-        .header("authorization", &bearer(&["customers:read"]))
-        .header("accept", "application/json");
-    let got = calls(&req, &upstream_json(200, &customers()), 200);
-    let mut want = Vec::new();
-    common(&mut want);
-    want.extend([
-        // pii: every request header (any may carry personal data on an egress route), the
-        // identity (scopes), an uncompressed whole response asked for (`accept-encoding`; no
-        // `range` or `if-range` to remove), every response header, the body read and written
-        // back, its stale length removed and ranges refused (no digest or `etag` to remove),
-        // the hold for the buffer filter, counters by rule and route.
+/// pii on a route whose responses it masks: every request header (any may carry personal data
+/// on an egress route), the identity (scopes), an uncompressed whole response asked for
+/// (`accept-encoding`; no `range` or `if-range` to remove), every response header, its stale
+/// length removed and ranges refused (no digest or `etag` to remove), the hold for the buffer
+/// filter, the body read.
+fn masked_response(rows: &mut Vec<(&'static str, u64)>) {
+    rows.extend([
         ("pii: request_headers", 1),
         ("pii: property portcullis.identity", 1),
         ("pii: set_request_header accept-encoding", 1),
@@ -158,6 +151,20 @@ fn a_masked_read_makes_only_the_host_calls_its_decisions_need() {
         ("pii: set_response_header accept-ranges", 1),
         ("pii: add_response_header x-portcullis-hold-response", 1),
         ("pii: response_body", 1),
+    ]);
+}
+
+#[test]
+fn a_masked_read_makes_only_the_host_calls_its_decisions_need() {
+    let req = Request::get("/api/v1/tenants/acme/customers")
+        .header("authorization", &bearer(&["customers:read"]))
+        .header("accept", "application/json");
+    let got = calls(&req, &upstream_json(200, &customers()), 200);
+    let mut want = Vec::new();
+    common(&mut want);
+    masked_response(&mut want);
+    // The body written back, counters by rule and route.
+    want.extend([
         ("pii: replace_response_body", 1),
         ("pii: increment_metric", 7),
     ]);
@@ -181,18 +188,11 @@ fn a_validated_write_makes_only_the_host_calls_its_decisions_need() {
         ("schema: request_header content-type", 1),
         ("schema: request_body", 1),
         ("schema: increment_metric", 2),
-        // pii: no request body rules on this route; the response is masked as above, its
-        // record holding nothing to mask.
-        ("pii: request_headers", 1),
-        ("pii: property portcullis.identity", 1),
-        ("pii: set_request_header accept-encoding", 1),
-        ("pii: response_headers", 1),
-        ("pii: set_response_header content-length", 1),
-        ("pii: set_response_header accept-ranges", 1),
-        ("pii: add_response_header x-portcullis-hold-response", 1),
-        ("pii: response_body", 1),
+        // pii: no request body rules on this route; the response record holds nothing to
+        // mask, so its body is not written back.
         ("pii: increment_metric", 1),
     ]);
+    masked_response(&mut want);
     assert_eq!(
         got,
         table(&want),

@@ -24,17 +24,13 @@ fn post(body: &[u8]) -> Request {
     r
 }
 
+fn gateway() -> Gateway {
+    let schema = Instance::new::<Schema>("schema", CONFIG.as_bytes().to_vec());
+    Gateway::new(vec![schema], 1, Edge::default(), Process::default()).unwrap()
+}
+
 fn calls(req: &Request) -> BTreeMap<String, u64> {
-    let gw = Gateway::new(
-        vec![Instance::new::<Schema>(
-            "schema",
-            CONFIG.as_bytes().to_vec(),
-        )],
-        1,
-        Edge::default(),
-        Process::default(),
-    )
-    .unwrap();
+    let gw = gateway();
     let upstream = |_: &_| Response::json(201, "{}");
     assert_eq!(gw.send(0, req, &upstream).response.status, 201);
     gw.process.count_host_calls();
@@ -64,16 +60,7 @@ fn a_valid_body_costs_only_the_host_calls_its_decision_needs() {
 
 #[test]
 fn the_clock_is_read_only_while_a_denial_summary_is_pending() {
-    let gw = Gateway::new(
-        vec![Instance::new::<Schema>(
-            "schema",
-            CONFIG.as_bytes().to_vec(),
-        )],
-        1,
-        Edge::default(),
-        Process::default(),
-    )
-    .unwrap();
+    let gw = gateway();
     let upstream = |_: &_| Response::json(201, "{}");
     // A denial opens the worker's summary window (its first line is written at once).
     assert_eq!(gw.send(0, &post(b"{}"), &upstream).response.status, 422);
