@@ -227,3 +227,153 @@ pub fn send<H: Host>(host: &H, denial: &Denial) {
         );
     }
 }
+
+/// Counter increments held back from the host while streams are in flight on this worker, and
+/// sent once none is (or after [`HeldCounts::MAX_DONE`] streams have ended, or on a tick).
+///
+/// Each increment the host is told of is a host call, and a request through the whole chain
+/// makes about a dozen of them (one per counter it moves). Under load a worker always has
+/// another stream in flight, so those calls are merged: the same counter moved by many streams
+/// costs one call per flush. While the worker is idle nothing is held: an increment made
+/// outside a stream is sent at once, and the last stream to end sends what the others left,
+/// so a counter read after a lone request has seen it. The bounds keep a counter from lagging
+/// behind a stream that never ends (a long poll, a stalled upload): at most `MAX_DONE` stream
+/// ends or one tick. Pure: the adapter feeds it and sends what it returns.
+#[derive(Debug, Default)]
+pub struct HeldCounts {
+    /// Counter id and the amount not yet sent, one entry per counter.
+    held: Vec<(u32, u64)>,
+    /// Streams begun and not yet ended on this worker (per filter context).
+    live: u32,
+    /// Streams ended since the last flush.
+    ended: u32,
+}
+
+impl HeldCounts {
+    /// Stream ends after which what is held is sent even while other streams are in flight.
+    pub const MAX_DONE: u32 = 32;
+
+    /// A stream began.
+    pub fn begun(&mut self) {
+        self.live = self.live.saturating_add(1);
+    }
+
+    /// Adds `n` to counter `id`; the increment to send now when no stream is in flight (it
+    /// happened outside any: configuration, a tick, a root's call answer).
+    pub fn add(&mut self, id: u32, n: u64) -> Option<(u32, u64)> {
+        if self.live == 0 {
+            return Some((id, n));
+        }
+        match self.held.iter_mut().find(|(k, _)| *k == id) {
+            Some((_, v)) => *v = v.saturating_add(n),
+            None => self.held.push((id, n)),
+        }
+        None
+    }
+
+    /// A stream ended: what to send now (all that is held, when it was the last one in flight
+    /// or enough streams have ended since the last flush; else nothing).
+    pub fn ended(&mut self) -> Vec<(u32, u64)> {
+        self.live = self.live.saturating_sub(1);
+        self.ended = self.ended.saturating_add(1);
+        if self.live == 0 || self.ended >= Self::MAX_DONE {
+            self.take()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Everything held, to send now (a tick, the VM's end).
+    pub fn take(&mut self) -> Vec<(u32, u64)> {
+        self.ended = 0;
+        std::mem::take(&mut self.held)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HeldCounts;
+
+    fn total(sent: &[(u32, u64)], id: u32) -> u64 {
+        sent.iter().filter(|(k, _)| *k == id).map(|(_, v)| v).sum()
+    }
+
+    #[test]
+    fn nothing_is_held_outside_a_stream_or_after_the_last_one_ends() {
+        let mut h = HeldCounts::default();
+        assert_eq!(
+            h.add(7, 1),
+            Some((7, 1)),
+            "no stream in flight: sent at once"
+        );
+        h.begun();
+        assert_eq!(h.add(7, 2), None);
+        assert_eq!(h.add(8, 1), None);
+        assert_eq!(h.add(7, 3), None);
+        // The last stream's end sends every counter once, with its whole amount.
+        assert_eq!(h.ended(), vec![(7, 5), (8, 1)]);
+        assert_eq!(h.add(7, 1), Some((7, 1)));
+        assert!(h.take().is_empty());
+    }
+
+    #[test]
+    fn overlapping_streams_merge_their_increments_and_lose_none() {
+        let mut h = HeldCounts::default();
+        let mut sent = Vec::new();
+        let mut made = 0u64;
+        // Always two streams in flight: one begins before the other ends.
+        h.begun();
+        for _ in 0..100 {
+            h.begun();
+            for id in [1, 2, 3] {
+                if let Some(s) = h.add(id, 1) {
+                    sent.push(s);
+                }
+            }
+            made += 1;
+            sent.extend(h.ended());
+        }
+        sent.extend(h.ended());
+        for id in [1, 2, 3] {
+            assert_eq!(total(&sent, id), made, "counter {id}");
+        }
+        // Flushed every MAX_DONE ends and at the last: far fewer calls than increments.
+        assert!(
+            sent.len() <= 3 * (100 / HeldCounts::MAX_DONE as usize + 2),
+            "{}",
+            sent.len()
+        );
+    }
+
+    #[test]
+    fn a_stream_that_never_ends_holds_counts_back_only_until_the_bound() {
+        let mut h = HeldCounts::default();
+        h.begun(); // stalled: never ends
+        let mut sent = Vec::new();
+        for i in 0..HeldCounts::MAX_DONE {
+            h.begun();
+            assert_eq!(h.add(1, 1), None);
+            let out = h.ended();
+            if i + 1 < HeldCounts::MAX_DONE {
+                assert!(out.is_empty());
+            }
+            sent.extend(out);
+        }
+        assert_eq!(total(&sent, 1), u64::from(HeldCounts::MAX_DONE));
+        // A tick sends the rest.
+        h.begun();
+        assert_eq!(h.add(1, 1), None);
+        assert_eq!(h.take(), vec![(1, 1)]);
+    }
+
+    #[test]
+    fn more_ends_than_beginnings_never_underflow() {
+        let mut h = HeldCounts::default();
+        assert!(h.ended().is_empty());
+        assert_eq!(h.add(1, 1), Some((1, 1)));
+        h.begun();
+        assert_eq!(h.add(1, u64::MAX), None);
+        assert_eq!(h.add(1, 5), None);
+        assert_eq!(h.ended(), vec![(1, u64::MAX)]);
+    }
+}
