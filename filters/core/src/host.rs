@@ -2,7 +2,6 @@
 //! [`Filter`]'s callbacks. The only module of the project that names proxy-wasm; it decides
 //! nothing, it only turns host status codes into plain values and back.
 
-use crate::metrics::HeldCounts;
 use crate::port::{
     CallResponse, Filter, Flow, GrpcCall, Host, HostError, HttpCall, MetricId, MetricKind, Stream,
 };
@@ -10,27 +9,8 @@ use crate::shared::{SharedStore, StoreError};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType, Status};
-use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
-
-thread_local! {
-    /// This worker's counter increments not yet sent (a VM serves one worker; in the
-    /// one-module build its filters share it, as they share the VM).
-    static HELD: RefCell<HeldCounts> = RefCell::new(HeldCounts::default());
-    /// Set when a filter asks for ticks while it is being configured.
-    static TICK_ASKED: Cell<bool> = const { Cell::new(false) };
-}
-
-/// How often a root sends held counts when its filter asked for no tick of its own.
-const FLUSH_TICK: Duration = Duration::from_secs(1);
-
-/// Sends held counter increments. The borrow of `HELD` has ended before the first host call.
-fn send_counts(counts: Vec<(u32, u64)>) {
-    for (id, n) in counts {
-        let _ = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
-    }
-}
 
 /// Envoy, as seen from inside a callback: every call acts on the context the host is
 /// currently running (proxy-wasm sets it before each callback).
@@ -212,8 +192,7 @@ impl Host for WasmHost {
 
     fn increment_metric(&self, id: MetricId, by: u64) {
         if let Some(id) = id.0 {
-            let now = HELD.with(|h| h.borrow_mut().add(id, by));
-            send_counts(now.into_iter().collect());
+            let _ = hostcalls::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
         }
     }
 
@@ -247,7 +226,6 @@ impl Host for WasmHost {
     }
 
     fn set_tick_period(&self, period: Duration) {
-        TICK_ASKED.with(|t| t.set(true));
         let _ = hostcalls::set_tick_period(period);
     }
 }
@@ -281,8 +259,6 @@ fn grpc_answer(status: u32, size: usize) -> CallResponse {
 /// refuses the plugin, with one log line naming the field), ticks and root calls forwarded.
 pub struct Root<F: Filter> {
     filter: Option<Rc<F>>,
-    /// The filter asked for ticks of its own (else the root ticks only to send held counts).
-    filter_ticks: bool,
 }
 
 impl<F: Filter> Context for Root<F> {
@@ -297,26 +273,14 @@ impl<F: Filter> Context for Root<F> {
             f.on_call_response(&WasmHost, token, grpc_answer(status, size));
         }
     }
-
-    /// The VM is going away (a configuration update, a drain): nothing held is lost.
-    fn on_done(&mut self) -> bool {
-        send_counts(HELD.with(|h| h.borrow_mut().take()));
-        true
-    }
 }
 
 impl<F: Filter> RootContext for Root<F> {
     fn on_configure(&mut self, _size: usize) -> bool {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
-        TICK_ASKED.with(|t| t.set(false));
         match F::configure_owned(&WasmHost, bytes) {
             Ok(f) => {
                 self.filter = Some(Rc::new(f));
-                self.filter_ticks = TICK_ASKED.with(Cell::get);
-                if !self.filter_ticks {
-                    // Bounds how long a stream that never ends holds other streams' counts.
-                    let _ = hostcalls::set_tick_period(FLUSH_TICK);
-                }
                 true
             }
             Err(e) => {
@@ -327,15 +291,13 @@ impl<F: Filter> RootContext for Root<F> {
     }
 
     fn on_tick(&mut self) {
-        send_counts(HELD.with(|h| h.borrow_mut().take()));
-        if let (Some(f), true) = (&self.filter, self.filter_ticks) {
+        if let Some(f) = &self.filter {
             f.on_tick(&WasmHost);
         }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let f = self.filter.as_ref()?;
-        HELD.with(|h| h.borrow_mut().begun());
         Some(Box::new(Http::<F> {
             stream: F::stream(f),
         }))
@@ -364,7 +326,6 @@ impl<F: Filter> Context for Http<F> {
 
     fn on_done(&mut self) -> bool {
         self.stream.on_done(&WasmHost);
-        send_counts(HELD.with(|h| h.borrow_mut().ended()));
         true
     }
 }
@@ -395,10 +356,7 @@ pub fn register<F: Filter>() {
 
 /// A root context that runs `F`.
 pub fn root<F: Filter>() -> Box<dyn RootContext> {
-    Box::new(Root::<F> {
-        filter: None,
-        filter_ticks: false,
-    })
+    Box::new(Root::<F> { filter: None })
 }
 
 /// One of the filters a module holds: the name a `root_id` gives it and its root context.
@@ -442,10 +400,6 @@ impl Context for Dispatch {
         if let Some(r) = &mut self.inner {
             r.on_grpc_call_response(token, status, size);
         }
-    }
-
-    fn on_done(&mut self) -> bool {
-        self.inner.as_mut().is_none_or(|r| r.on_done())
     }
 }
 
