@@ -47,11 +47,14 @@ build: setup ## Build dist/*.wasm (release, wasm32-wasip1), the native CLI, demo
 	# The one module (`render --one-module`): its own invocation, since cargo would otherwise
 	# unify the filter crates' features and link their own entry points into it as well.
 	$(CARGO) build --profile release-one --target $(WASM_TARGET) -p portcullis-all
-	@mkdir -p dist
-	@for f in $(SPEED_FILTERS); do cp target/$(WASM_TARGET)/release/portcullis_$$f.wasm dist/$$f.wasm; done
-	@cp target/$(WASM_TARGET)/release-schema/portcullis_schema.wasm dist/schema.wasm
-	@cp target/$(WASM_TARGET)/release-one/portcullis_all.wasm dist/portcullis.wasm
 	$(CARGO) build -p portcullis-cli -p portcullis-tests -p portcullis-ratelimit-service --bins
+	@mkdir -p dist
+	# Each module without the callbacks its filter does not implement (cli/src/trim.rs): Envoy
+	# then never enters the VM for them.
+	@for f in $(SPEED_FILTERS); do ./target/debug/portcullis trim-module --filter $$f \
+		target/$(WASM_TARGET)/release/portcullis_$$f.wasm dist/$$f.wasm; done
+	@./target/debug/portcullis trim-module --filter schema target/$(WASM_TARGET)/release-schema/portcullis_schema.wasm dist/schema.wasm
+	@./target/debug/portcullis trim-module --filter all target/$(WASM_TARGET)/release-one/portcullis_all.wasm dist/portcullis.wasm
 	@ls -l dist/*.wasm
 
 render: build $(BUILD)/audit.key ## Render $(BUILD)/envoy.yaml from envoy/ and policies/ (audit trail to stdout; filter configs in $(BUILD)/xds for `portcullis apply`)

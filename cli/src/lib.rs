@@ -16,6 +16,7 @@ pub mod policytest;
 pub mod reload;
 pub mod render;
 pub mod token;
+pub mod trim;
 
 /// A CLI error: one line for the user, never containing secrets.
 #[derive(Debug)]

@@ -79,6 +79,9 @@ enum Command {
     /// Fresh keys for every algorithm the benchmark compares (`make bench`).
     #[command(hide = true)]
     BenchKeys(BenchKeysArgs),
+    /// Copy a built module, leaving out the callbacks its filter does not implement (`make build`).
+    #[command(hide = true)]
+    TrimModule(TrimModuleArgs),
 }
 
 #[derive(Args)]
@@ -561,9 +564,57 @@ struct ImageArgs {
 }
 
 #[derive(Args)]
+struct TrimModuleArgs {
+    /// The filter the module runs (`authn`, `ratelimit`, `schema`, `pii`, `all` for the one module).
+    #[arg(
+        long,
+        value_name = "NAME",
+        conflicts_with = "callbacks",
+        required_unless_present = "callbacks"
+    )]
+    filter: Option<String>,
+    /// For another module: the callbacks it implements besides the request headers
+    /// (`request_body`, `response_headers`, `response_body`, `done`), comma-separated.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    callbacks: Option<Vec<String>>,
+    /// The module cargo built.
+    input: PathBuf,
+    /// Where to write the trimmed module.
+    output: PathBuf,
+}
+
+#[derive(Args)]
 struct BenchKeysArgs {
     /// Directory to write the keys, JWKS and tokens to.
     dir: PathBuf,
+}
+
+fn trim_module_cmd(a: &TrimModuleArgs) -> portcullis_cli::Result<()> {
+    use portcullis_cli::trim;
+    let callbacks = match (&a.filter, &a.callbacks) {
+        (Some(f), _) => trim::callbacks_of(f).ok_or_else(|| {
+            CliError(format!(
+                "unknown filter `{f}` (authn, ratelimit, schema, pii, all)"
+            ))
+        })?,
+        (None, Some(list)) => trim::callbacks_named(list)?,
+        (None, None) => return Err(CliError("--filter or --callbacks is required".into())),
+    };
+    let module =
+        std::fs::read(&a.input).map_err(|e| CliError(format!("{}: {e}", a.input.display())))?;
+    let (out, dropped) = trim::drop_exports(&module, &callbacks.unneeded_exports())
+        .map_err(|e| CliError(format!("{}: {e}", a.input.display())))?;
+    std::fs::write(&a.output, out).map_err(|e| CliError(format!("{}: {e}", a.output.display())))?;
+    println!(
+        "{}: left out {}",
+        a.output.display(),
+        if dropped.is_empty() {
+            "nothing".into()
+        } else {
+            dropped.join(", ")
+        }
+    );
+    Ok(())
 }
 
 /// The demo provider's issuer and audience (policies/authn.yaml).
@@ -586,6 +637,7 @@ fn main() -> ExitCode {
         Some(Command::Catalog(a)) => catalog_cmd(&a),
         Some(Command::Oci(a)) => oci_cmd(&a),
         Some(Command::Image(a)) => image_cmd(&a),
+        Some(Command::TrimModule(a)) => trim_module_cmd(&a),
         Some(Command::BenchKeys(a)) => {
             portcullis_cli::benchkeys::generate(&a.dir, DEMO_ISSUER, DEMO_AUDIENCE)
         }

@@ -467,6 +467,51 @@ fn the_command_lines_of_the_makefile_and_scripts_work() {
         "100",
     ]);
     assert!(summary.contains(" 0 failed"), "{summary}");
+    // make build (per filter and the one module) and tests/bench/*.sh (the no-op filter): a
+    // module exporting a body callback and the access-log call.
+    let module = {
+        let mut m = b"\0asm\x01\0\0\0\x07".to_vec();
+        let names = [
+            "proxy_on_request_headers",
+            "proxy_on_request_body",
+            "proxy_on_log",
+        ];
+        let mut sec = vec![names.len() as u8];
+        for (i, n) in names.iter().enumerate() {
+            sec.push(n.len() as u8);
+            sec.extend_from_slice(n.as_bytes());
+            sec.extend_from_slice(&[0, i as u8]);
+        }
+        m.push(sec.len() as u8);
+        m.extend_from_slice(&sec);
+        m
+    };
+    std::fs::write(dir.join("built.wasm"), &module).unwrap();
+    let (built, trimmed) = (d("built.wasm"), d("trimmed.wasm"));
+    for args in [
+        &["--filter", "authn"][..],
+        &["--filter", "all"][..],
+        &["--callbacks", "response_headers"][..],
+    ] {
+        let mut a = vec!["trim-module"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&[&built, &trimmed]);
+        let said = ok(&a);
+        let names =
+            portcullis_cli::trim::export_names(&std::fs::read(dir.join("trimmed.wasm")).unwrap())
+                .unwrap();
+        let body_kept = args[1] == "all";
+        assert_eq!(
+            names,
+            if body_kept {
+                vec!["proxy_on_request_headers", "proxy_on_request_body"]
+            } else {
+                vec!["proxy_on_request_headers"]
+            },
+            "{args:?}: {said}"
+        );
+        assert!(said.contains("proxy_on_log"), "{said}");
+    }
     // make render / run-global, tests/bench/*.sh, envoy/compose/config.sh.
     ok(&[
         "render",

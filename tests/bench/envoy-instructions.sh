@@ -30,8 +30,10 @@ N=${N:-300}
 REPS=${REPS:-1}
 cargo build --quiet --release --target wasm32-wasip1 -p portcullis-noop
 for d in "$ROOT/dist" "$BASE" "$NEW"; do
-  # The floor configurations' no-op module, the same in both builds.
-  [ -f "$d/noop.wasm" ] || cp target/wasm32-wasip1/release/portcullis_noop.wasm "$d/noop.wasm"
+  # The floor configurations' no-op module, the same in both builds (trimmed as make build
+  # trims the filters).
+  ./target/debug/portcullis trim-module --callbacks response_headers \
+    target/wasm32-wasip1/release/portcullis_noop.wasm "$d/noop.wasm" > /dev/null
 done
 WORK=$(mktemp -d /tmp/portcullis-instr.XXXXXX)
 EP=""

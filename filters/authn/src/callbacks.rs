@@ -11,7 +11,9 @@ use portcullis_core::config::ConfigError;
 use portcullis_core::deny::Denial;
 use portcullis_core::identity::IDENTITY_PROPERTY;
 use portcullis_core::metrics::{self, Counter, DenialCounters, Gauge};
-use portcullis_core::port::{CallResponse, Filter, Flow, Host, HostExt, HttpCall, Step, Stream};
+use portcullis_core::port::{
+    CallResponse, Callbacks, Filter, Flow, Host, HostExt, HttpCall, Step, Stream,
+};
 use portcullis_core::slots::Secret;
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
@@ -289,6 +291,7 @@ pub struct AuthnStream {
 
 impl Stream for AuthnStream {
     type Root = Authn;
+    const CALLBACKS: Callbacks = Callbacks::HEADERS;
 
     fn on_request_headers<H: Host>(&mut self, host: &H, _end_of_stream: bool) -> Flow {
         let st = self.root.clone();

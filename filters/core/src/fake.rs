@@ -594,20 +594,33 @@ impl<S: Stream> DynStream for S {
     fn request_headers(&mut self, h: &FakeHost<'_>, eos: bool) -> Flow {
         self.on_request_headers(h, eos)
     }
+    // Only the callbacks the filter declares run, as in Envoy, whose module for the filter
+    // does not export the others (`Callbacks`): an undeclared one lets the stream pass.
     fn request_body(&mut self, h: &FakeHost<'_>, size: usize, eos: bool) -> Flow {
+        if !S::CALLBACKS.request_body {
+            return Flow::Continue;
+        }
         self.on_request_body(h, size, eos)
     }
     fn response_headers(&mut self, h: &FakeHost<'_>, eos: bool) -> Flow {
+        if !S::CALLBACKS.response_headers {
+            return Flow::Continue;
+        }
         self.on_response_headers(h, eos)
     }
     fn response_body(&mut self, h: &FakeHost<'_>, size: usize, eos: bool) -> Flow {
+        if !S::CALLBACKS.response_body {
+            return Flow::Continue;
+        }
         self.on_response_body(h, size, eos)
     }
     fn call_response(&mut self, h: &FakeHost<'_>, token: u32, r: CallResponse) {
         self.on_call_response(h, token, r);
     }
     fn done(&mut self, h: &FakeHost<'_>) {
-        self.on_done(h);
+        if S::CALLBACKS.done {
+            self.on_done(h);
+        }
     }
 }
 

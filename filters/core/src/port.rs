@@ -222,10 +222,79 @@ pub fn filter_named(root_id: &str, names: &[&str]) -> Option<usize> {
     })
 }
 
+/// The stream callbacks a filter implements beyond the request headers (which every filter
+/// reads). Each one left out is left out of the filter's module too (`portcullis trim-module`,
+/// run by `make build`): Envoy then never enters the VM for it and lets the stream pass, as the
+/// trait's default would. The fake host runs only what is declared, so a callback implemented
+/// and not declared fails the filter's own tests instead of being skipped silently in Envoy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Callbacks {
+    /// [`Stream::on_request_body`].
+    pub request_body: bool,
+    /// [`Stream::on_response_headers`].
+    pub response_headers: bool,
+    /// [`Stream::on_response_body`].
+    pub response_body: bool,
+    /// [`Stream::on_done`].
+    pub done: bool,
+}
+
+impl Callbacks {
+    /// Request headers only.
+    pub const HEADERS: Callbacks = Callbacks {
+        request_body: false,
+        response_headers: false,
+        response_body: false,
+        done: false,
+    };
+    /// Every callback (a module holding several filters).
+    pub const ALL: Callbacks = Callbacks {
+        request_body: true,
+        response_headers: true,
+        response_body: true,
+        done: true,
+    };
+
+    /// Both sets' callbacks.
+    pub const fn union(self, other: Callbacks) -> Callbacks {
+        Callbacks {
+            request_body: self.request_body || other.request_body,
+            response_headers: self.response_headers || other.response_headers,
+            response_body: self.response_body || other.response_body,
+            done: self.done || other.done,
+        }
+    }
+
+    /// The proxy-wasm exports Envoy calls per request that a module of these callbacks does
+    /// not need: its other callbacks, and those the port has no callback for (trailers, the
+    /// access-log call). Envoy skips a callback whose export is missing (proxy-wasm host:
+    /// `CHECK_HTTP`, `onDone`, `onLog`) and continues the stream.
+    pub fn unneeded_exports(self) -> Vec<&'static str> {
+        let mut out = vec![
+            "proxy_on_log",
+            "proxy_on_request_trailers",
+            "proxy_on_response_trailers",
+        ];
+        for (used, export) in [
+            (self.request_body, "proxy_on_request_body"),
+            (self.response_headers, "proxy_on_response_headers"),
+            (self.response_body, "proxy_on_response_body"),
+            (self.done, "proxy_on_done"),
+        ] {
+            if !used {
+                out.push(export);
+            }
+        }
+        out
+    }
+}
+
 /// One request through one filter. Every callback has a default that lets the stream pass.
 pub trait Stream {
     /// The filter this stream belongs to.
     type Root;
+    /// The callbacks this filter implements (see [`Callbacks`]).
+    const CALLBACKS: Callbacks;
     /// Request headers arrived (`end_of_stream`: no body follows).
     fn on_request_headers<H: Host>(&mut self, _host: &H, _end_of_stream: bool) -> Flow {
         Flow::Continue

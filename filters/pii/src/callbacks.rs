@@ -11,7 +11,7 @@ use portcullis_core::audit;
 use portcullis_core::config::ConfigError;
 use portcullis_core::identity::{Identity, IDENTITY_PROPERTY};
 use portcullis_core::metrics::{self, Counter};
-use portcullis_core::port::{Filter, Flow, Host, Step, Stream};
+use portcullis_core::port::{Callbacks, Filter, Flow, Host, Step, Stream};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
@@ -505,6 +505,12 @@ fn header_bytes(value: &str, latin: bool) -> Vec<u8> {
 
 impl Stream for PiiStream {
     type Root = Pii;
+    const CALLBACKS: Callbacks = Callbacks {
+        request_body: true,
+        response_headers: true,
+        response_body: true,
+        ..Callbacks::HEADERS
+    };
 
     fn on_request_headers<H: Host>(&mut self, host: &H, end_of_stream: bool) -> Flow {
         // Every header: each value may carry personal data to mask on an egress route.

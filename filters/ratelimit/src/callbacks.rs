@@ -13,7 +13,9 @@ use portcullis_core::config::ConfigError;
 use portcullis_core::deny::Denial;
 use portcullis_core::identity::{IdentityView, IDENTITY_PROPERTY};
 use portcullis_core::metrics::{self, Counter, DenialCounters, Histogram};
-use portcullis_core::port::{CallResponse, Filter, Flow, GrpcCall, Host, HostExt, Step, Stream};
+use portcullis_core::port::{
+    CallResponse, Callbacks, Filter, Flow, GrpcCall, Host, HostExt, Step, Stream,
+};
 use portcullis_core::slots::Secret;
 use std::cell::{Cell, OnceCell};
 use std::collections::HashMap;
@@ -395,6 +397,10 @@ impl RateLimitStream {
 
 impl Stream for RateLimitStream {
     type Root = RateLimit;
+    const CALLBACKS: Callbacks = Callbacks {
+        response_headers: true,
+        ..Callbacks::HEADERS
+    };
 
     fn on_request_headers<H: Host>(&mut self, host: &H, _end_of_stream: bool) -> Flow {
         let rl = self.root.clone();

@@ -9,7 +9,7 @@ use portcullis_core::audit;
 use portcullis_core::config::ConfigError;
 use portcullis_core::deny::Denial;
 use portcullis_core::metrics::{self, Counter, DenialCounters};
-use portcullis_core::port::{Filter, Flow, Host, HostExt, Step, Stream};
+use portcullis_core::port::{Callbacks, Filter, Flow, Host, HostExt, Step, Stream};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -159,6 +159,12 @@ impl SchemaStream {
 
 impl Stream for SchemaStream {
     type Root = Schema;
+    const CALLBACKS: Callbacks = Callbacks {
+        request_body: true,
+        response_headers: true,
+        response_body: true,
+        ..Callbacks::HEADERS
+    };
 
     fn on_request_headers<H: Host>(&mut self, host: &H, end_of_stream: bool) -> Flow {
         let st = self.root.clone();
