@@ -247,13 +247,6 @@ impl Callbacks {
         response_body: false,
         done: false,
     };
-    /// Every callback (a module holding several filters).
-    pub const ALL: Callbacks = Callbacks {
-        request_body: true,
-        response_headers: true,
-        response_body: true,
-        done: true,
-    };
 
     /// Both sets' callbacks.
     pub const fn union(self, other: Callbacks) -> Callbacks {
