@@ -54,11 +54,11 @@ pub fn callbacks_named(names: &[String]) -> Result<Callbacks> {
 pub fn drop_exports(module: &[u8], drop: &[&str]) -> Result<(Vec<u8>, Vec<String>)> {
     let mut out = HEADER.to_vec();
     let mut dropped = Vec::new();
-    for (id, at, payload) in sections(module)? {
-        if id == EXPORTS {
+    for section in sections(module)? {
+        if section.id == EXPORTS {
             let mut kept = Vec::new();
             let mut n = 0;
-            for (name, entry) in exports_of(payload)? {
+            for (name, entry) in exports_of(section.payload)? {
                 if drop.contains(&name) {
                     dropped.push(name.to_string());
                 } else {
@@ -66,14 +66,14 @@ pub fn drop_exports(module: &[u8], drop: &[&str]) -> Result<(Vec<u8>, Vec<String
                     n += 1;
                 }
             }
-            out.push(id);
+            out.push(EXPORTS);
             let mut count = Vec::new();
             push_leb(&mut count, n);
             push_leb(&mut out, count.len() + kept.len());
             out.extend_from_slice(&count);
             out.extend_from_slice(&kept);
         } else {
-            out.extend_from_slice(&module[at..at + section_len(module, at)?]);
+            out.extend_from_slice(section.whole);
         }
     }
     Ok((out, dropped))
@@ -82,9 +82,13 @@ pub fn drop_exports(module: &[u8], drop: &[&str]) -> Result<(Vec<u8>, Vec<String
 /// The names a module exports.
 pub fn export_names(module: &[u8]) -> Result<Vec<String>> {
     let mut names = Vec::new();
-    for (id, _, payload) in sections(module)? {
-        if id == EXPORTS {
-            names.extend(exports_of(payload)?.into_iter().map(|(n, _)| n.to_string()));
+    for section in sections(module)? {
+        if section.id == EXPORTS {
+            names.extend(
+                exports_of(section.payload)?
+                    .into_iter()
+                    .map(|(n, _)| n.to_string()),
+            );
         }
     }
     Ok(names)
@@ -93,8 +97,8 @@ pub fn export_names(module: &[u8]) -> Result<Vec<String>> {
 const HEADER: [u8; 8] = [0, b'a', b's', b'm', 1, 0, 0, 0];
 const EXPORTS: u8 = 7;
 
-/// Each section's id, offset and payload, checked to lie within the module.
-fn sections(module: &[u8]) -> Result<Vec<(u8, usize, &[u8])>> {
+/// The module's sections, each checked to lie within it.
+fn sections(module: &[u8]) -> Result<Vec<Section<'_>>> {
     if module.get(..8) != Some(&HEADER[..]) {
         return Err(bad("not a WebAssembly 1.0 module"));
     }
@@ -106,16 +110,22 @@ fn sections(module: &[u8]) -> Result<Vec<(u8, usize, &[u8])>> {
             .checked_add(size)
             .filter(|&e| e <= module.len())
             .ok_or_else(|| bad("a section runs past the end"))?;
-        out.push((module[at], at, &module[start..end]));
+        out.push(Section {
+            id: module[at],
+            whole: &module[at..end],
+            payload: &module[start..end],
+        });
         at = end;
     }
     Ok(out)
 }
 
-/// The length of the whole section (id, size, payload) at `at`, already checked by `sections`.
-fn section_len(module: &[u8], at: usize) -> Result<usize> {
-    let (size, start) = leb(module, at + 1)?;
-    Ok(start - at + size)
+/// One section of a module, as `sections` checked it.
+struct Section<'m> {
+    id: u8,
+    /// Id, size and payload: what is copied when the section is kept as it is.
+    whole: &'m [u8],
+    payload: &'m [u8],
 }
 
 /// An export section's entries: each name and the entry's bytes (name, kind, index).
