@@ -95,7 +95,7 @@ fn a_real_world_spec_round_trips_through_the_filter_compilers() {
     // schema compiles (components resolved into the bundle) and validates real bodies.
     let schema = SchemaConfig::from_value(imported.schema.clone()).unwrap();
     assert_eq!(schema.routes.len(), 11);
-    let json = |n: &str| (n == "content-type").then(|| "application/json".to_string());
+    let json = |n: &str| (n == "content-type").then_some("application/json");
     let head = Head {
         method: "POST",
         path: "/categories",
@@ -200,7 +200,7 @@ paths:
         "urn:portcullis:schema:Address"
     );
     let schema = SchemaConfig::from_value(imp.schema.clone()).unwrap();
-    let json = |n: &str| (n == "content-type").then(|| "application/json".to_string());
+    let json = |n: &str| (n == "content-type").then_some("application/json");
     let head = Head {
         method: "POST",
         path: "/tenants/acme/contacts",

@@ -9,6 +9,7 @@ use crate::remote::{self, KeySet, KeyStore, SharedKeys};
 use portcullis_core::audit;
 use portcullis_core::config::ConfigError;
 use portcullis_core::deny::Denial;
+use portcullis_core::headers::HeaderMap;
 use portcullis_core::identity::IDENTITY_PROPERTY;
 use portcullis_core::metrics::{self, Counter, DenialCounters, Gauge};
 use portcullis_core::port::{
@@ -309,7 +310,7 @@ impl Stream for AuthnStream {
         {
             host.set_request_header(name, None);
         }
-        let pseudo = |n: &str| portcullis_core::header(&headers, n).unwrap_or_default();
+        let pseudo = |n: &str| headers.get(n).unwrap_or_default();
         // The client certificate's SHA-256 (hex) on TLS connections that presented one: what
         // RFC 8705 certificate-bound tokens are checked against. Read only for such a token
         // (a host call per read).
@@ -465,9 +466,9 @@ impl Stream for AuthnStream {
 /// always (a long-lived secret never travels past the gateway).
 /// `headers` are the request's as read on arrival: a header that is not there is not removed
 /// (each removal is a host call).
-fn strip_credentials<H: Host>(host: &H, cfg: &AuthnConfig, headers: &[(String, String)]) {
+fn strip_credentials<H: Host>(host: &H, cfg: &AuthnConfig, headers: &HeaderMap) {
     let strip = |name: &str| {
-        if headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+        if headers.contains(name) {
             host.set_request_header(name, None);
         }
     };

@@ -11,6 +11,7 @@ use crate::config::{AuthnConfig, Binding, Expected, Provider, Requirement, Rule}
 use crate::jws::{self, JwsError};
 use crate::remote::KeyStore;
 use portcullis_core::deny::Denial;
+use portcullis_core::headers::HeaderMap;
 use portcullis_core::identity::{AuthMethod, Identity};
 use portcullis_core::path;
 use serde_json::Value;
@@ -25,7 +26,7 @@ pub struct Request<'a> {
     /// `:path` as received (query included).
     pub path: &'a str,
     /// All request headers, names lower-cased, duplicates kept.
-    pub headers: &'a [(String, String)],
+    pub headers: &'a HeaderMap,
     /// Hex SHA-256 of the client certificate presented on this connection (Envoy's
     /// `connection.sha256_peer_certificate_digest`), if any.
     /// Asked for only when a token is certificate-bound (in Envoy each read is a host call).
@@ -414,7 +415,7 @@ fn api_key(cfg: &AuthnConfig, req: &Request<'_>, providers: &[usize]) -> ApiKeyU
         .headers
         .iter()
         .filter(|(k, _)| *k == keys.header)
-        .map(|(_, v)| v.as_str())
+        .map(|(_, v)| v)
         .collect();
     let Some(key) = sent.first() else {
         return ApiKeyUse::Absent;
@@ -644,7 +645,7 @@ fn extract_token<'r>(cfg: &AuthnConfig, req: &Request<'r>) -> Result<(&'r str, S
     req.headers
         .iter()
         .filter(|(k, _)| *k == src.header)
-        .for_each(|(_, v)| found(v.as_str()));
+        .for_each(|(_, v)| found(v));
     if let Some(param) = &src.query_param {
         if let (_, Some(q)) = path::split_query(req.path) {
             q.split('&')

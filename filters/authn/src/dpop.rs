@@ -12,6 +12,7 @@ use crate::jws;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use portcullis_core::deny::Denial;
+use portcullis_core::headers::HeaderMap;
 use portcullis_core::shared::{self, SharedStore, Step};
 use portcullis_core::slots::Secret;
 use serde::Deserialize;
@@ -202,7 +203,7 @@ const PRIVATE_MEMBERS: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 /// `cnf_jkt` is the token's `cnf.jkt`; `method` and `path` are as received.
 pub fn check_proof(
     cfg: &Dpop,
-    headers: &[(String, String)],
+    headers: &HeaderMap,
     method: &str,
     path: &str,
     token: &str,
@@ -212,8 +213,8 @@ pub fn check_proof(
     // Exactly one proof, and one value in it.
     let proofs: Vec<&str> = headers
         .iter()
-        .filter(|(k, _)| k == "dpop")
-        .map(|(_, v)| v.as_str())
+        .filter(|(k, _)| *k == "dpop")
+        .map(|(_, v)| v)
         .collect();
     let [proof] = proofs.as_slice() else {
         return Err(invalid(cfg, "Send exactly one DPoP proof."));

@@ -6,6 +6,7 @@
 use portcullis_authn::cache::TokenCache;
 use portcullis_authn::config::AuthnConfig;
 use portcullis_authn::decide::{authenticate, Request};
+use portcullis_core::headers::HeaderMap;
 use portcullis_core::identity::AuthMethod;
 use serde_json::{json, Value};
 
@@ -66,10 +67,7 @@ fn run(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<portcullis_core::identity::Identity, &'static str> {
-    let headers: Vec<(String, String)> = headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let headers = HeaderMap::from_pairs(headers);
     let mut cache = TokenCache::new(16);
     authenticate(
         cfg,

@@ -9,6 +9,7 @@ use portcullis_authn::cache::TokenCache;
 use portcullis_authn::config::AuthnConfig;
 use portcullis_authn::decide::{self, authenticate, AuthnReason, CacheUse, Request};
 use portcullis_core::deny::Reason;
+use portcullis_core::headers::HeaderMap;
 use portcullis_core::identity::AuthMethod;
 use serde_json::{json, Value};
 
@@ -118,9 +119,11 @@ fn run(
     path: &str,
     token: Option<&str>,
 ) -> decide::Decision {
-    let headers: Vec<(String, String)> = token
-        .map(|t| vec![("authorization".to_string(), format!("Bearer {t}"))])
-        .unwrap_or_default();
+    let headers = HeaderMap::from_pairs(
+        &token
+            .map(|t| vec![("authorization", format!("Bearer {t}"))])
+            .unwrap_or_default(),
+    );
     authenticate(
         cfg,
         cache,
@@ -459,7 +462,7 @@ fn cache_serves_repeats_and_never_past_expiry() {
         &Request {
             method: "GET",
             path: "/t/acme/customers",
-            headers: &[("authorization".into(), format!("Bearer {t}"))],
+            headers: &HeaderMap::from_pairs(&[("authorization", format!("Bearer {t}"))]),
             peer_cert_sha256: &|| None,
         },
         NOW + 5 + 61,
@@ -503,10 +506,7 @@ fn token_extraction_edge_cases() {
     let cfg = config(&k, json!([]));
     let t = sign_es(&k, &claims("acme", "customers:read"));
     let go = |headers: Vec<(&str, String)>| {
-        let h: Vec<(String, String)> = headers
-            .into_iter()
-            .map(|(a, b)| (a.to_string(), b))
-            .collect();
+        let h = HeaderMap::from_pairs(&headers);
         reason(&authenticate(
             &cfg,
             &mut TokenCache::new(4),

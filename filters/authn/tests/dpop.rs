@@ -8,6 +8,7 @@ use portcullis_authn::cache::TokenCache;
 use portcullis_authn::config::AuthnConfig;
 use portcullis_authn::decide::{authenticate, Decision, Request};
 use portcullis_authn::dpop::{self, ReplayOutcome};
+use portcullis_core::headers::HeaderMap;
 use serde_json::{json, Value};
 use sha2::Digest;
 
@@ -102,10 +103,7 @@ impl World {
 }
 
 fn run(cfg: &AuthnConfig, method: &str, path: &str, headers: &[(&str, String)]) -> Decision {
-    let headers: Vec<(String, String)> = headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
+    let headers = HeaderMap::from_pairs(headers);
     let mut cache = TokenCache::new(16);
     authenticate(
         cfg,

@@ -116,11 +116,10 @@ fn a_cached_request_makes_only_the_host_calls_its_decisions_need() {
         ("authn: set_request_header x-portcullis-tenant", 1),
         ("authn: set_request_header x-portcullis-app", 1),
         // Per identity: both limits key by the verified identity, so the client address is
-        // never asked for; the route costs need the method and path.
+        // never asked for; the route costs need the method and path, one read of the map.
         ("ratelimit: now", 1),
         ("ratelimit: property portcullis.identity", 1),
-        ("ratelimit: request_header :method", 1),
-        ("ratelimit: request_header :path", 1),
+        ("ratelimit: request_headers", 1),
         ("ratelimit: shared_get", 2),
         ("ratelimit: shared_set", 2),
         ("ratelimit: increment_metric", 2),

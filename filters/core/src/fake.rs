@@ -11,8 +11,8 @@
 
 use crate::config::ConfigError;
 use crate::port::{
-    CallResponse, Filter, Flow, GrpcCall, Host, HostError, HttpCall, MetricId, MetricKind, Step,
-    Stream,
+    CallResponse, Filter, Flow, GrpcCall, HeaderMap, Host, HostError, HttpCall, MetricId,
+    MetricKind, Step, Stream,
 };
 use crate::shared::memory::MemoryStore;
 use crate::shared::{SharedStore, StoreError};
@@ -314,9 +314,9 @@ impl Host for FakeHost<'_> {
             .flatten()
     }
 
-    fn request_headers(&self) -> Vec<(String, String)> {
+    fn request_headers(&self) -> HeaderMap {
         self.process.note(self.instance, "request_headers", "");
-        self.with_stream(|s| s.request_headers.clone())
+        self.with_stream(|s| wire_map(&s.request_headers))
             .unwrap_or_default()
     }
 
@@ -331,17 +331,6 @@ impl Host for FakeHost<'_> {
             s.request_headers
                 .push((name.to_string(), value.to_string()))
         });
-    }
-
-    // The fake keeps header values as text: bytes that are not UTF-8 are held as ISO-8859-1
-    // characters and given back as those bytes.
-    fn request_headers_bytes(&self) -> Vec<(String, Vec<u8>)> {
-        self.process.note(self.instance, "request_headers", "");
-        self.with_stream(|s| s.request_headers.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, latin1_bytes(&v)))
-            .collect()
     }
 
     fn add_request_header_bytes(&self, name: &str, value: &[u8]) {
@@ -380,9 +369,9 @@ impl Host for FakeHost<'_> {
             .flatten()
     }
 
-    fn response_headers(&self) -> Vec<(String, String)> {
+    fn response_headers(&self) -> HeaderMap {
         self.process.note(self.instance, "response_headers", "");
-        self.with_stream(|s| s.response_headers.clone())
+        self.with_stream(|s| wire_map(&s.response_headers))
             .unwrap_or_default()
     }
 
@@ -399,15 +388,6 @@ impl Host for FakeHost<'_> {
             s.response_headers
                 .push((name.to_string(), value.to_string()))
         });
-    }
-
-    fn response_headers_bytes(&self) -> Vec<(String, Vec<u8>)> {
-        self.process.note(self.instance, "response_headers", "");
-        self.with_stream(|s| s.response_headers.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, latin1_bytes(&v)))
-            .collect()
     }
 
     fn add_response_header_bytes(&self, name: &str, value: &[u8]) {
@@ -1356,6 +1336,17 @@ impl Gateway {
             audit: BTreeMap::new(),
         }
     }
+}
+
+/// A header list as the adapter reads Envoy's: serialized, then read back with each value's
+/// bytes (the fake keeps values as text: bytes that are not UTF-8 are held as ISO-8859-1
+/// characters and handed over as those bytes).
+fn wire_map(headers: &[(String, String)]) -> HeaderMap {
+    let pairs: Vec<(&str, Vec<u8>)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), latin1_bytes(v)))
+        .collect();
+    HeaderMap::from_pairs(&pairs)
 }
 
 /// A value's bytes: UTF-8 unless every character fits one byte and one does not fit ASCII

@@ -3,7 +3,8 @@
 //! nothing, it only turns host status codes into plain values and back.
 
 use crate::port::{
-    CallResponse, Filter, Flow, GrpcCall, Host, HostError, HttpCall, MetricId, MetricKind, Stream,
+    CallResponse, Filter, Flow, GrpcCall, HeaderMap, Host, HostError, HttpCall, MetricId,
+    MetricKind, Stream,
 };
 use crate::shared::{SharedStore, StoreError};
 use proxy_wasm::hostcalls;
@@ -31,26 +32,33 @@ fn map_value(map: MapType, name: &str) -> Option<String> {
         .map(text)
 }
 
-fn map_all_bytes(map: MapType) -> Vec<(String, Vec<u8>)> {
-    hostcalls::get_map_bytes(map)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(mut k, v)| {
-            k.make_ascii_lowercase();
-            (k, v)
-        })
-        .collect()
+// The SDK's map readers build an owned name and value per header (two allocations each, most
+// of a map read's cost inside the VM: tests/bench/README.md) and trap the VM on a refused read
+// (`unexpected status`). The host's serialized buffer is taken over whole instead, and a refused
+// or malformed read is an empty map.
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> Status;
 }
 
-fn map_all(map: MapType) -> Vec<(String, String)> {
-    hostcalls::get_map_bytes(map)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(mut k, v)| {
-            k.make_ascii_lowercase();
-            (k, text(v))
-        })
-        .collect()
+fn map_all(map: MapType) -> HeaderMap {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a pointer and a length through the two out-pointers, which point
+    // at locals that outlive the call.
+    let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) };
+    if status != Status::Ok || data.is_null() {
+        return HeaderMap::default();
+    }
+    // SAFETY: on success the host filled a buffer of exactly `size` bytes that it obtained
+    // from this module's `proxy_on_memory_allocate` (the SDK's allocator: a boxed slice of
+    // `size` bytes, so capacity and length are both `size`), and handed ownership to us.
+    let buf = unsafe { Vec::from_raw_parts(data, size, size) };
+    HeaderMap::from_wire(buf)
 }
 
 fn buffer(kind: BufferType, start: usize, len: usize) -> Option<Vec<u8>> {
@@ -78,7 +86,7 @@ impl Host for WasmHost {
         map_value(MapType::HttpRequestHeaders, name)
     }
 
-    fn request_headers(&self) -> Vec<(String, String)> {
+    fn request_headers(&self) -> HeaderMap {
         map_all(MapType::HttpRequestHeaders)
     }
 
@@ -88,10 +96,6 @@ impl Host for WasmHost {
 
     fn add_request_header(&self, name: &str, value: &str) {
         let _ = hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value);
-    }
-
-    fn request_headers_bytes(&self) -> Vec<(String, Vec<u8>)> {
-        map_all_bytes(MapType::HttpRequestHeaders)
     }
 
     fn add_request_header_bytes(&self, name: &str, value: &[u8]) {
@@ -114,7 +118,7 @@ impl Host for WasmHost {
         map_value(MapType::HttpResponseHeaders, name)
     }
 
-    fn response_headers(&self) -> Vec<(String, String)> {
+    fn response_headers(&self) -> HeaderMap {
         map_all(MapType::HttpResponseHeaders)
     }
 
@@ -124,10 +128,6 @@ impl Host for WasmHost {
 
     fn add_response_header(&self, name: &str, value: &str) {
         let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
-    }
-
-    fn response_headers_bytes(&self) -> Vec<(String, Vec<u8>)> {
-        map_all_bytes(MapType::HttpResponseHeaders)
     }
 
     fn add_response_header_bytes(&self, name: &str, value: &[u8]) {
@@ -240,7 +240,10 @@ fn action(f: Flow) -> Action {
 /// Reads an HTTP call's answer while the host still holds it.
 fn http_answer(body_size: usize) -> CallResponse {
     CallResponse {
-        headers: map_all(MapType::HttpCallResponseHeaders),
+        headers: map_all(MapType::HttpCallResponseHeaders)
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         body: buffer(BufferType::HttpCallResponseBody, 0, body_size).unwrap_or_default(),
         grpc_status: None,
     }

@@ -10,12 +10,14 @@
 //! - [`audit`]: each filter's part of the per-request audit record, keyed hashes, and the
 //!   denial summary that replaces one log line per denied request;
 //! - [`deny`]: the one shape every filter denies with (status, reason code, problem+json);
+//! - [`headers`]: a message's whole header map, names and values borrowed from one buffer;
 //! - [`shared`]: the shared-data port and the one CAS loop every filter uses on it;
 //! - [`slots`]: fixed-capacity, keyed-hash tables in shared data for state keyed by clients.
 
 pub mod audit;
 pub mod config;
 pub mod deny;
+pub mod headers;
 pub mod identity;
 pub mod json;
 

@@ -7,6 +7,7 @@
 //! proxy-wasm; the adapter never decides anything.
 
 use crate::config::ConfigError;
+pub use crate::headers::HeaderMap;
 use crate::shared::SharedStore;
 use std::rc::Rc;
 use std::time::Duration;
@@ -108,15 +109,13 @@ pub trait Host: SharedStore {
     // --- The request ---
     /// A request header (names lower-case; pseudo-headers such as `:path` included).
     fn request_header(&self, name: &str) -> Option<String>;
-    /// Every request header.
-    fn request_headers(&self) -> Vec<(String, String)>;
+    /// Every request header, read once into one buffer ([`HeaderMap`]); values that are not
+    /// UTF-8 (HTTP allows them) read as ISO-8859-1 with their bytes recoverable.
+    fn request_headers(&self) -> HeaderMap;
     /// Sets (`Some`) or removes (`None`) a request header.
     fn set_request_header(&self, name: &str, value: Option<&str>);
     /// Adds a request header (keeps existing values).
     fn add_request_header(&self, name: &str, value: &str);
-    /// Every request header with its value's bytes as sent (HTTP allows values that are not
-    /// UTF-8; the text readers show those as ISO-8859-1).
-    fn request_headers_bytes(&self) -> Vec<(String, Vec<u8>)>;
     /// Adds a request header from bytes.
     fn add_request_header_bytes(&self, name: &str, value: &[u8]);
     /// Reads `len` bytes of the buffered request body from `start`.
@@ -129,14 +128,12 @@ pub trait Host: SharedStore {
     // --- The response ---
     /// A response header.
     fn response_header(&self, name: &str) -> Option<String>;
-    /// Every response header.
-    fn response_headers(&self) -> Vec<(String, String)>;
+    /// Every response header, repeated ones included ([`HeaderMap`]).
+    fn response_headers(&self) -> HeaderMap;
     /// Sets or removes a response header.
     fn set_response_header(&self, name: &str, value: Option<&str>);
     /// Adds a response header (keeps existing values).
     fn add_response_header(&self, name: &str, value: &str);
-    /// Every response header with its value's bytes.
-    fn response_headers_bytes(&self) -> Vec<(String, Vec<u8>)>;
     /// Adds a response header from bytes.
     fn add_response_header_bytes(&self, name: &str, value: &[u8]);
     /// Reads the buffered response body.
@@ -310,16 +307,8 @@ pub trait Stream {
     fn on_done<H: Host>(&mut self, _host: &H) {}
 }
 
-/// Headers a filter reads often, by name.
+/// Conveniences over [`Host`].
 pub trait HostExt: Host {
-    /// `:method`.
-    fn method(&self) -> String {
-        self.request_header(":method").unwrap_or_default()
-    }
-    /// `:path`.
-    fn path(&self) -> String {
-        self.request_header(":path").unwrap_or_default()
-    }
     /// Seconds since the epoch.
     fn now_secs(&self) -> u64 {
         self.now_nanos() / 1_000_000_000

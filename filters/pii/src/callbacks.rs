@@ -9,6 +9,7 @@ use crate::decide::{self, BodyPlan, Cause, Finished, HeaderEdit, Job};
 use crate::mask::{Caller, Report};
 use portcullis_core::audit;
 use portcullis_core::config::ConfigError;
+use portcullis_core::headers::HeaderMap;
 use portcullis_core::identity::{Identity, IDENTITY_PROPERTY};
 use portcullis_core::metrics::{self, Counter};
 use portcullis_core::port::{Callbacks, Filter, Flow, Host, Step, Stream};
@@ -131,13 +132,7 @@ impl PiiStream {
     }
 
     /// Applies `edits` to the message whose header map, read in this callback, is `headers`.
-    fn edit<H: Host>(
-        &self,
-        host: &H,
-        response: bool,
-        edits: &[HeaderEdit],
-        headers: &[(String, String)],
-    ) {
+    fn edit<H: Host>(&self, host: &H, response: bool, edits: &[HeaderEdit], headers: &HeaderMap) {
         if self.shadow() {
             return;
         }
@@ -395,7 +390,7 @@ impl PiiStream {
     fn mask_header_map<H: Host>(
         &mut self,
         host: &H,
-        headers: &Headers,
+        headers: &HeaderMap,
         response: bool,
     ) -> Result<(), Cause> {
         let st = self.root.clone();
@@ -406,7 +401,7 @@ impl PiiStream {
             scopes: &self.scopes,
             key: st.config.keys.for_tenant(self.tenant.as_deref()),
         };
-        let masked = decide::mask_headers(&st.config, route, caller, &headers.pairs, response)?;
+        let masked = decide::mask_headers(&st.config, route, caller, headers, response)?;
         if masked.report.total() > 0 || masked.report.revealed.iter().any(|&n| n > 0) {
             let dir = if response {
                 "response headers"
@@ -419,7 +414,7 @@ impl PiiStream {
             return Ok(());
         }
         for (name, values) in &masked.replace {
-            let latin = headers.latin.contains(name);
+            let latin = headers.headers().any(|h| h.name == name && !h.utf8);
             // Pseudo-headers (`:path`) are replaced in place; others removed, then re-added.
             if name.starts_with(':') {
                 if let Some(v) = values.first() {
@@ -455,37 +450,19 @@ impl PiiStream {
     }
 }
 
-/// Headers as read: names in lower case, values as text, and the names that had a value that
-/// was not UTF-8.
-struct Headers {
-    pairs: Vec<(String, String)>,
-    latin: Vec<String>,
-}
-
-/// Every header of a message, read as bytes: HTTP allows header values that are not UTF-8
-/// (obs-text). Such a value is read as windows-1252 (ISO-8859-1 for every byte HTTP allows),
-/// so the detectors see its ASCII, and is written back the same way.
-fn read_headers(raw: Vec<(String, Vec<u8>)>) -> Headers {
-    let mut latin = Vec::new();
-    let pairs = raw
-        .into_iter()
-        .map(|(k, v)| {
-            let value = match String::from_utf8(v) {
-                Ok(text) => text,
-                Err(e) => {
-                    latin.push(k.clone());
-                    let d = charset::decode(
-                        e.as_bytes(),
-                        Some(charset::Declared::Known(charset::Encoding::Windows1252)),
-                        charset::Guess::Text,
-                    );
-                    String::from_utf8_lossy(&d.utf8).into_owned()
-                }
-            };
-            (k, value)
-        })
-        .collect();
-    Headers { pairs, latin }
+/// Every header of a message as read, names in lower case. HTTP allows header values that are
+/// not UTF-8 (obs-text): such a value is read as windows-1252 (ISO-8859-1 for every byte HTTP
+/// allows), so the detectors see its ASCII, and is written back the same way (the map marks
+/// it as not UTF-8).
+fn read_headers(map: HeaderMap) -> HeaderMap {
+    map.decode_non_utf8(|bytes| {
+        let d = charset::decode(
+            bytes,
+            Some(charset::Declared::Known(charset::Encoding::Windows1252)),
+            charset::Guess::Text,
+        );
+        String::from_utf8_lossy(&d.utf8).into_owned()
+    })
 }
 
 /// A header value to write: in windows-1252 when the header was read that way (and the mask
@@ -514,9 +491,8 @@ impl Stream for PiiStream {
 
     fn on_request_headers<H: Host>(&mut self, host: &H, end_of_stream: bool) -> Flow {
         // Every header: each value may carry personal data to mask on an egress route.
-        let read = read_headers(host.request_headers_bytes());
-        let headers = read.pairs.clone();
-        let h = |n: &str| portcullis_core::header(&headers, n);
+        let headers = read_headers(host.request_headers());
+        let h = |n: &str| headers.get(n);
         self.method = h(":method").unwrap_or_default().to_string();
         let st = self.root.clone();
         let Some((index, route)) =
@@ -548,7 +524,7 @@ impl Stream for PiiStream {
             &decide::request_edits(route, !end_of_stream),
             &headers,
         );
-        if let Err(cause) = self.mask_header_map(host, &read, false) {
+        if let Err(cause) = self.mask_header_map(host, &headers, false) {
             return self.refuse_early(host, cause, false);
         }
         match decide::plan_request(route, &headers, end_of_stream) {
@@ -576,12 +552,12 @@ impl Stream for PiiStream {
             return Flow::Continue;
         };
         // Every header, repeated ones included (a single-value read returns only the first).
-        let read = read_headers(host.response_headers_bytes());
-        let headers = &read.pairs;
-        let status = portcullis_core::header(headers, ":status")
+        let headers = &read_headers(host.response_headers());
+        let status = headers
+            .get(":status")
             .and_then(|s| s.parse::<u16>().ok())
             .unwrap_or(0);
-        if let Err(cause) = self.mask_header_map(host, &read, true) {
+        if let Err(cause) = self.mask_header_map(host, headers, true) {
             return self.refuse_early(host, cause, true);
         }
         let plan = decide::plan_response(route, &self.method, status, headers, end_of_stream);

@@ -9,6 +9,7 @@ use crate::config::{BinaryPolicy, OnUnmaskable, PiiConfig, Profile, Route};
 use crate::mask::{self, Caller, HeaderOutcome, Report};
 use crate::stream::{self, StreamError};
 use portcullis_core::deny::{Denial, Reason};
+use portcullis_core::headers::HeaderMap;
 
 portcullis_core::reasons! {
     /// Every reason code the pii filter answers with (the `cause` member says why).
@@ -134,12 +135,10 @@ impl HeaderEdit {
     /// for up to seven removals, most of them of headers few upstreams send. An empty map is a read the host refused, never a real message
     /// (Envoy always holds the pseudo-headers): every removal is then kept, so a failed read can
     /// never leave a stale length or digest on a body that changed.
-    pub fn changes(&self, headers: &[(String, String)]) -> bool {
+    pub fn changes(&self, headers: &HeaderMap) -> bool {
         match self {
             HeaderEdit::Set(..) => true,
-            HeaderEdit::Remove(name) => {
-                headers.is_empty() || headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
-            }
+            HeaderEdit::Remove(name) => headers.is_empty() || headers.contains(name),
         }
     }
 }
@@ -250,7 +249,7 @@ pub fn mask_headers(
     cfg: &PiiConfig,
     route: &Route,
     caller: Caller<'_>,
-    headers: &[(String, String)],
+    headers: &HeaderMap,
     response: bool,
 ) -> Result<HeaderMasking, Cause> {
     let applies = if response {
@@ -267,7 +266,6 @@ pub fn mask_headers(
     let inspected: Vec<(&str, &str)> = headers
         .iter()
         .filter(|(k, _)| inspects_header(cfg, k, response))
-        .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let (outcomes, report) =
         mask::mask_headers(cfg, profile, caller, &inspected).map_err(|_| Cause::NoTokenKey)?;
@@ -467,17 +465,17 @@ pub enum BodyPlan {
 }
 
 /// Every value of header `name` (lower case) in a list with lower-case names, in order.
-fn values<'h>(headers: &'h [(String, String)], name: &str) -> Vec<&'h str> {
+fn values<'h>(headers: &'h HeaderMap, name: &str) -> Vec<&'h str> {
     headers
         .iter()
-        .filter(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| v)
         .collect()
 }
 
 /// `Content-Length` when every copy of it states the same number; `None` otherwise (absent,
 /// unparseable or conflicting lengths are left to the body callbacks to measure).
-fn content_length(headers: &[(String, String)]) -> Option<usize> {
+fn content_length(headers: &HeaderMap) -> Option<usize> {
     let mut found = None;
     for v in values(headers, "content-length") {
         for part in v.split(',') {
@@ -497,7 +495,7 @@ pub fn plan_response(
     route: &Route,
     method: &str,
     status: u16,
-    headers: &[(String, String)],
+    headers: &HeaderMap,
     end_of_stream: bool,
 ) -> BodyPlan {
     // No body to mask: HEAD answers, 204, 304 and 1xx carry none by definition.
@@ -514,14 +512,14 @@ pub fn plan_response(
 }
 
 /// Plans a request body on an egress route (headers as for [`plan_response`]).
-pub fn plan_request(route: &Route, headers: &[(String, String)], end_of_stream: bool) -> BodyPlan {
+pub fn plan_request(route: &Route, headers: &HeaderMap, end_of_stream: bool) -> BodyPlan {
     if !route.direction.request() || end_of_stream {
         return BodyPlan::Pass;
     }
     plan_body(route, headers)
 }
 
-fn plan_body(route: &Route, headers: &[(String, String)]) -> BodyPlan {
+fn plan_body(route: &Route, headers: &HeaderMap) -> BodyPlan {
     let declared = match classify(&values(headers, "content-type")) {
         Ok(d) => d,
         Err(cause) => return BodyPlan::Refuse(cause),
@@ -823,12 +821,11 @@ pub fn unmaskable(route: &Route, cause: Cause, response: bool) -> Unmaskable {
 #[cfg(test)]
 mod tests {
     use super::HeaderEdit;
+    use portcullis_core::headers::HeaderMap;
 
-    fn map(names: &[&str]) -> Vec<(String, String)> {
-        names
-            .iter()
-            .map(|n| ((*n).to_string(), "v".to_string()))
-            .collect()
+    fn map(names: &[&str]) -> HeaderMap {
+        let pairs: Vec<(&str, &str)> = names.iter().map(|n| (*n, "v")).collect();
+        HeaderMap::from_pairs(&pairs)
     }
 
     #[test]
@@ -842,6 +839,6 @@ mod tests {
         assert!(!HeaderEdit::Remove("digest").changes(&got));
         assert!(HeaderEdit::Set("accept-ranges", "none").changes(&got));
         // A refused read is no message: every removal stays.
-        assert!(HeaderEdit::Remove("digest").changes(&[]));
+        assert!(HeaderEdit::Remove("digest").changes(&HeaderMap::default()));
     }
 }

@@ -4,6 +4,7 @@
 //! most demanding way or refused.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use portcullis_core::headers::HeaderMap;
 use portcullis_pii::charset::{self, Declared as Cs, Encoding};
 use portcullis_pii::config::PiiConfig;
 use portcullis_pii::decide::{self, BodyPlan, Cause, Declared, Job, Kind};
@@ -128,7 +129,7 @@ fn charsets_are_resolved_and_ambiguity_refused() {
             &r,
             "GET",
             200,
-            &[("content-type".to_string(), ct.to_string())],
+            &HeaderMap::from_pairs(&[("content-type", ct)]),
             false,
         )
     };
@@ -143,7 +144,7 @@ fn charsets_are_resolved_and_ambiguity_refused() {
             &pass,
             "GET",
             200,
-            &[("content-type".to_string(), "image/png".to_string())],
+            &HeaderMap::from_pairs(&[("content-type", "image/png")]),
             false
         ),
         BodyPlan::Pass

@@ -2,6 +2,7 @@
 //! uses: rules, precedence, scopes, consent, drop, tokens, text, codings and failure causes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use portcullis_core::headers::HeaderMap;
 use portcullis_pii::codec::Coding;
 use portcullis_pii::config::PiiConfig;
 use portcullis_pii::decide::{self, BodyPlan, Cause, Job, Kind, Unmaskable};
@@ -40,15 +41,15 @@ fn config() -> PiiConfig {
 }
 
 /// Response or request headers with these `content-type` and `content-encoding` values.
-fn hdrs(content_type: Option<&str>, encoding: Option<&str>) -> Vec<(String, String)> {
-    let mut h = vec![(":status".to_string(), "200".to_string())];
+fn hdrs(content_type: Option<&str>, encoding: Option<&str>) -> HeaderMap {
+    let mut h = vec![(":status", "200")];
     if let Some(ct) = content_type {
-        h.push(("content-type".into(), ct.into()));
+        h.push(("content-type", ct));
     }
     if let Some(ce) = encoding {
-        h.push(("content-encoding".into(), ce.into()));
+        h.push(("content-encoding", ce));
     }
-    h
+    HeaderMap::from_pairs(&h)
 }
 
 fn job(kind: Kind, codings: &[Coding]) -> Job {

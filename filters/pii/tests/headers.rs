@@ -3,6 +3,7 @@
 //! the gateway relies on; repeated headers are masked value by value.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use portcullis_core::headers::HeaderMap;
 use portcullis_pii::config::PiiConfig;
 use portcullis_pii::decide::{self, Cause, HeaderMasking};
 use portcullis_pii::mask::Caller;
@@ -32,11 +33,8 @@ fn config() -> PiiConfig {
     .unwrap()
 }
 
-fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+    HeaderMap::from_pairs(pairs)
 }
 
 fn mask(path: &str, scopes: &[&str], headers: &[(&str, &str)], response: bool) -> HeaderMasking {

@@ -4,6 +4,7 @@
 //! is held only when a refusal is still possible; limits are validated at configure time.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use portcullis_core::headers::HeaderMap;
 use portcullis_pii::codec::Coding;
 use portcullis_pii::config::PiiConfig;
 use portcullis_pii::decide::{self, BodyPlan, Cause, Finished, Job, Kind};
@@ -48,11 +49,8 @@ fn route(cfg: &PiiConfig, path: &str) -> portcullis_pii::config::Route {
     decide::route_for(cfg, "GET", path).unwrap().1.clone()
 }
 
-fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    HeaderMap::from_pairs(pairs)
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {

@@ -13,9 +13,7 @@ use portcullis_core::config::ConfigError;
 use portcullis_core::deny::Denial;
 use portcullis_core::identity::{IdentityView, IDENTITY_PROPERTY};
 use portcullis_core::metrics::{self, Counter, DenialCounters, Histogram};
-use portcullis_core::port::{
-    CallResponse, Callbacks, Filter, Flow, GrpcCall, Host, HostExt, Step, Stream,
-};
+use portcullis_core::port::{CallResponse, Callbacks, Filter, Flow, GrpcCall, Host, Step, Stream};
 use portcullis_core::slots::Secret;
 use std::cell::{Cell, OnceCell};
 use std::collections::HashMap;
@@ -427,13 +425,24 @@ impl Stream for RateLimitStream {
                     .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
             })
         };
+        // Headers by name are a host call each; two or more (the route's method and path, the
+        // headers limits key by) are one read of the whole map instead, borrowed in place.
+        let by_name = 2 * usize::from(rl.reads.route) + rl.header_names.len();
+        let map = (by_name >= 2).then(|| host.request_headers());
+        let read = |n: &str| match &map {
+            Some(m) => m.get(n).map(str::to_string),
+            None => host.request_header(n),
+        };
         let headers: Vec<(String, String)> = rl
             .header_names
             .iter()
-            .filter_map(|n| Some((n.clone(), host.request_header(n)?)))
+            .filter_map(|n| Some((n.clone(), read(n)?)))
             .collect();
         let (method, path) = if rl.reads.route {
-            (host.method(), host.path())
+            (
+                read(":method").unwrap_or_default(),
+                read(":path").unwrap_or_default(),
+            )
         } else {
             (String::new(), String::new())
         };

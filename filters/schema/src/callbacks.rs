@@ -9,7 +9,7 @@ use portcullis_core::audit;
 use portcullis_core::config::ConfigError;
 use portcullis_core::deny::Denial;
 use portcullis_core::metrics::{self, Counter, DenialCounters};
-use portcullis_core::port::{Callbacks, Filter, Flow, Host, HostExt, Step, Stream};
+use portcullis_core::port::{Callbacks, Filter, Flow, Host, Step, Stream};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -171,16 +171,20 @@ impl Stream for SchemaStream {
         st.metrics
             .denials
             .flush_due(|| host.now_nanos(), "schema", st.config.mode);
-        let (method, path) = (host.method(), host.path());
-        let lookup = |n: &str| host.request_header(n);
+        // One read of the whole map: the method, the path and whichever headers the route
+        // names (media type, idempotency key) are two to four headers, each a host call of its
+        // own when asked for by name; the map is one, borrowed in place (`HeaderMap`).
+        let headers = host.request_headers();
+        let lookup = |n: &str| headers.get(n);
+        let method = headers.get(":method").unwrap_or_default();
         let head = Head {
-            method: &method,
-            path: &path,
+            method,
+            path: headers.get(":path").unwrap_or_default(),
             header: &lookup,
             has_body: !end_of_stream,
         };
         let (name, outcome) = validate::check_head(&st.config, &head);
-        self.method = method;
+        self.method = method.to_string();
         self.route_name = name;
         match outcome {
             HeadOutcome::Pass => {

@@ -60,7 +60,7 @@ pub struct Head<'a> {
     /// `:path`.
     pub path: &'a str,
     /// Looks up a request header by lower-case name (only the ones a route names are read).
-    pub header: &'a dyn Fn(&str) -> Option<String>,
+    pub header: &'a dyn Fn(&str) -> Option<&'a str>,
     /// False when the headers ended the stream (no body follows).
     pub has_body: bool,
 }
@@ -161,7 +161,7 @@ pub fn check_head(cfg: &SchemaConfig, head: &Head<'_>) -> (Option<String>, HeadO
     let route: &Route = m.route;
     let name = Some(route.name.clone());
     for rule in &route.headers {
-        match (head.header)(&rule.name).as_deref() {
+        match (head.header)(&rule.name) {
             None if rule.required => {
                 let d = Denial::of(
                     SchemaReason::MissingHeader,
@@ -196,18 +196,14 @@ pub fn check_head(cfg: &SchemaConfig, head: &Head<'_>) -> (Option<String>, HeadO
             BodyRule::Optional => (name, HeadOutcome::Pass),
         };
     }
-    let unsupported = (!media_type_ok(
-        cfg,
-        &req.content_types,
-        (head.header)("content-type").as_deref(),
-    ))
-    .then(|| {
-        Denial::of(
-            SchemaReason::UnsupportedMediaType,
-            "The request body must be JSON.",
-        )
-        .with_header("accept-post", req.content_types.join(", "))
-    });
+    let unsupported = (!media_type_ok(cfg, &req.content_types, (head.header)("content-type")))
+        .then(|| {
+            Denial::of(
+                SchemaReason::UnsupportedMediaType,
+                "The request body must be JSON.",
+            )
+            .with_header("accept-post", req.content_types.join(", "))
+        });
     (
         name,
         HeadOutcome::ValidateBody(Expect {
@@ -481,7 +477,7 @@ mod tests {
         let read = std::cell::RefCell::new(Vec::new());
         let header = |n: &str| {
             read.borrow_mut().push(n.to_string());
-            (n == "content-length").then(|| "999999".to_string())
+            (n == "content-length").then_some("999999")
         };
         let head = Head {
             method: "POST",

@@ -1,0 +1,345 @@
+//! A message's whole header map, read once and kept as the one buffer the host filled: names
+//! and values are borrowed from it, so reading every header costs two allocations whatever the
+//! count, not two per header (what the SDK's map readers cost, measured in
+//! `tests/bench/README.md`).
+//!
+//! The host hands the map over serialized (the proxy-wasm ABI): a little-endian `u32` count,
+//! then each header's name and value lengths as `u32` pairs, then each name and value with a
+//! NUL after it. [`HeaderMap::from_wire`] checks every length against the buffer; a map that
+//! does not add up is read as empty (as a refused read is), never past its end.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+/// One header's place in the text: name, value, and whether the value arrived as UTF-8.
+#[derive(Clone, Debug)]
+struct Entry {
+    name: Range<u32>,
+    value: Range<u32>,
+    utf8: bool,
+}
+
+/// Every header of one message in the order the host holds them, repeated names included;
+/// names in lower case. A value that is not UTF-8 (obs-text, legal in HTTP/1.1) reads as
+/// ISO-8859-1, one character per byte, so its ASCII stays what it was and its bytes can be
+/// had back exactly ([`HeaderMap::value_bytes`]).
+#[derive(Clone, Debug, Default)]
+pub struct HeaderMap {
+    text: String,
+    entries: Vec<Entry>,
+}
+
+/// One header of a [`HeaderMap`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header<'a> {
+    /// The name, in lower case.
+    pub name: &'a str,
+    /// The value as text (ISO-8859-1 when it was not UTF-8).
+    pub value: &'a str,
+    /// Whether the value arrived as UTF-8.
+    pub utf8: bool,
+}
+
+fn le32(b: &[u8], at: usize) -> Option<usize> {
+    let w = b.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as usize)
+}
+
+/// Each byte as the character of the same number.
+fn latin1(bytes: &[u8], out: &mut String) {
+    out.extend(bytes.iter().map(|&b| char::from(b)));
+}
+
+/// Each header's name and value, as ranges of the data part (after the length table).
+type Fields = Vec<(Range<usize>, Range<usize>)>;
+
+/// Where the data part starts and each name and value lies in it, or `None` when the lengths
+/// and the buffer disagree.
+fn layout(buf: &[u8]) -> Option<(usize, Fields)> {
+    let n = le32(buf, 0)?;
+    let data = n.checked_mul(8)?.checked_add(4)?;
+    if data > buf.len() {
+        return None;
+    }
+    let mut spans = Vec::with_capacity(n);
+    let mut at = data;
+    for i in 0..n {
+        let mut field = |len: usize| {
+            let end = at.checked_add(len)?;
+            // Each field is followed by its NUL.
+            (buf.get(end) == Some(&0)).then_some(())?;
+            let r = at - data..end - data;
+            at = end + 1;
+            Some(r)
+        };
+        let name = field(le32(buf, 4 + i * 8)?)?;
+        let value = field(le32(buf, 8 + i * 8)?)?;
+        spans.push((name, value));
+    }
+    Some((data, spans))
+}
+
+fn span(r: &Range<usize>) -> Range<u32> {
+    // Lengths came from u32 fields and the buffer is smaller than the VM's memory (4 GiB).
+    u32::try_from(r.start).unwrap_or(u32::MAX)..u32::try_from(r.end).unwrap_or(u32::MAX)
+}
+
+impl HeaderMap {
+    /// The map from the host's serialized buffer, taken over without copying when every name
+    /// and value is UTF-8 (the usual case); names are lower-cased in place.
+    pub fn from_wire(mut buf: Vec<u8>) -> HeaderMap {
+        let Some((data, spans)) = layout(&buf) else {
+            return HeaderMap::default();
+        };
+        for (name, _) in &spans {
+            if let Some(n) = buf.get_mut(data + name.start..data + name.end) {
+                n.make_ascii_lowercase();
+            }
+        }
+        // The data part becomes the text: one move of a few hundred bytes, one UTF-8 check.
+        buf.drain(..data);
+        match String::from_utf8(buf) {
+            Ok(text) => HeaderMap {
+                text,
+                entries: spans
+                    .iter()
+                    .map(|(n, v)| Entry {
+                        name: span(n),
+                        value: span(v),
+                        utf8: true,
+                    })
+                    .collect(),
+            },
+            Err(e) => Self::rebuilt(e.as_bytes(), &spans),
+        }
+    }
+
+    /// The rare map holding bytes that are not UTF-8: built again, each such field read as
+    /// ISO-8859-1.
+    fn rebuilt(bytes: &[u8], spans: &[(Range<usize>, Range<usize>)]) -> HeaderMap {
+        let mut text = String::with_capacity(bytes.len() * 2);
+        let mut entries = Vec::with_capacity(spans.len());
+        let push = |r: &Range<usize>, text: &mut String| {
+            let field = bytes.get(r.clone()).unwrap_or_default();
+            let start = text.len();
+            let utf8 = match std::str::from_utf8(field) {
+                Ok(s) => {
+                    text.push_str(s);
+                    true
+                }
+                Err(_) => {
+                    latin1(field, text);
+                    false
+                }
+            };
+            (span(&(start..text.len())), utf8)
+        };
+        for (n, v) in spans {
+            let (name, _) = push(n, &mut text);
+            let (value, utf8) = push(v, &mut text);
+            entries.push(Entry { name, value, utf8 });
+        }
+        HeaderMap { text, entries }
+    }
+
+    /// The serialized form the host hands over, for `pairs` as given (the fake host and
+    /// tests; the adapter never builds one).
+    pub fn to_wire<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(N, V)]) -> Vec<u8> {
+        let len = |b: &[u8]| u32::try_from(b.len()).unwrap_or(u32::MAX).to_le_bytes();
+        let count = u32::try_from(pairs.len()).unwrap_or(u32::MAX);
+        let mut out = count.to_le_bytes().to_vec();
+        for (n, v) in pairs {
+            out.extend(len(n.as_ref()));
+            out.extend(len(v.as_ref()));
+        }
+        for (n, v) in pairs {
+            out.extend_from_slice(n.as_ref());
+            out.push(0);
+            out.extend_from_slice(v.as_ref());
+            out.push(0);
+        }
+        out
+    }
+
+    /// The map of `pairs` (names lower-cased), read as the adapter reads the host's.
+    pub fn from_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(N, V)]) -> HeaderMap {
+        HeaderMap::from_wire(HeaderMap::to_wire(pairs))
+    }
+
+    fn field(&self, r: &Range<u32>) -> &str {
+        self.text
+            .get(r.start as usize..r.end as usize)
+            .unwrap_or_default()
+    }
+
+    fn header(&self, e: &Entry) -> Header<'_> {
+        Header {
+            name: self.field(&e.name),
+            value: self.field(&e.value),
+            utf8: e.utf8,
+        }
+    }
+
+    /// Every header in order, repeated names included.
+    pub fn headers(&self) -> impl Iterator<Item = Header<'_>> + '_ {
+        self.entries.iter().map(|e| self.header(e))
+    }
+
+    /// Every `(name, value)` in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.headers().map(|h| (h.name, h.value))
+    }
+
+    /// The first value of `name` (lower case; `:method`, `:path` included).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// Whether a header of this name is present (any case).
+    pub fn contains(&self, name: &str) -> bool {
+        self.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+    }
+
+    /// How many headers, repeated names counted each time.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the map holds nothing: a read the host refused (Envoy's maps always hold the
+    /// pseudo-headers).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// A value's bytes as they arrived.
+    pub fn value_bytes<'a>(h: &Header<'a>) -> Cow<'a, [u8]> {
+        if h.utf8 {
+            Cow::Borrowed(h.value.as_bytes())
+        } else {
+            // Every character came from one byte (ISO-8859-1), so each fits a byte again.
+            Cow::Owned(h.value.chars().map(|c| c as u8).collect())
+        }
+    }
+
+    /// The map with each value that was not UTF-8 read by `decode` instead (a filter with its
+    /// own rule for obs-text); the same map when every value was UTF-8.
+    pub fn decode_non_utf8(self, decode: impl Fn(&[u8]) -> String) -> HeaderMap {
+        if self.entries.iter().all(|e| e.utf8) {
+            return self;
+        }
+        let mut text = String::with_capacity(self.text.len());
+        let mut entries = Vec::with_capacity(self.entries.len());
+        for h in self.headers() {
+            let mut push = |s: &str| {
+                let start = text.len();
+                text.push_str(s);
+                span(&(start..text.len()))
+            };
+            let name = push(h.name);
+            let value = if h.utf8 {
+                push(h.value)
+            } else {
+                push(&decode(&HeaderMap::value_bytes(&h)))
+            };
+            entries.push(Entry {
+                name,
+                value,
+                utf8: h.utf8,
+            });
+        }
+        HeaderMap { text, entries }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+    use super::*;
+
+    fn pairs(m: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+        m.headers()
+            .map(|h| (h.name.to_string(), HeaderMap::value_bytes(&h).into_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn reads_back_what_was_written_names_lower_cased() {
+        let given: Vec<(&str, &[u8])> = vec![
+            (":method", b"GET"),
+            (":path", b"/a?b=c"),
+            ("X-Mixed-Case", b"Value Kept"),
+            ("dup", b"1"),
+            ("dup", b""),
+            ("latin", b"caf\xe9 \x80\xff"),
+            ("", b""),
+        ];
+        let m = HeaderMap::from_pairs(&given);
+        assert_eq!(m.len(), given.len());
+        let want: Vec<(String, Vec<u8>)> = given
+            .iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.to_vec()))
+            .collect();
+        assert_eq!(pairs(&m), want);
+        assert_eq!(m.get("x-mixed-case"), Some("Value Kept"));
+        assert_eq!(m.get("dup"), Some("1"), "the first of repeated names");
+        assert_eq!(m.get("latin"), Some("caf\u{e9} \u{80}\u{ff}"));
+        assert!(m.contains("X-MIXED-CASE"));
+        assert!(!m.contains("absent"));
+        let utf8: Vec<bool> = m.headers().map(|h| h.utf8).collect();
+        assert_eq!(utf8, [true, true, true, true, true, false, true]);
+    }
+
+    #[test]
+    fn an_empty_buffer_and_a_zero_count_are_empty_maps() {
+        assert!(HeaderMap::from_wire(Vec::new()).is_empty());
+        assert!(HeaderMap::from_wire(vec![0, 0, 0, 0]).is_empty());
+    }
+
+    #[test]
+    fn a_buffer_that_does_not_add_up_is_empty_wherever_it_is_cut_or_changed() {
+        let wire = HeaderMap::to_wire(&[(":path", "/x"), ("authorization", "Bearer t")]);
+        for cut in 0..wire.len() {
+            assert!(
+                HeaderMap::from_wire(wire[..cut].to_vec()).is_empty(),
+                "cut at {cut}"
+            );
+        }
+        // A length one larger or smaller anywhere in the table misplaces a NUL.
+        for at in 4..4 + 2 * 8 {
+            for delta in [1u8, 255] {
+                let mut w = wire.clone();
+                w[at] = w[at].wrapping_add(delta);
+                assert!(
+                    HeaderMap::from_wire(w).is_empty(),
+                    "table byte {at} + {delta}"
+                );
+            }
+        }
+        // A count past what the buffer holds.
+        let mut w = wire.clone();
+        w[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(HeaderMap::from_wire(w).is_empty());
+        // Trailing bytes after the last field are ignored, as the SDK ignores them.
+        let mut w = wire;
+        w.push(7);
+        assert_eq!(HeaderMap::from_wire(w).get(":path"), Some("/x"));
+    }
+
+    #[test]
+    fn non_utf8_values_can_be_read_by_another_rule() {
+        let m = HeaderMap::from_pairs(&[("a", &b"ok"[..]), ("b", &b"\x80"[..])]);
+        let d = m.decode_non_utf8(|b| format!("<{}>", b.len()));
+        assert_eq!(d.get("a"), Some("ok"));
+        assert_eq!(d.get("b"), Some("<1>"));
+        assert_eq!(
+            d.headers().map(|h| h.utf8).collect::<Vec<_>>(),
+            [true, false]
+        );
+    }
+
+    #[test]
+    fn a_non_utf8_name_reads_as_iso_8859_1_too() {
+        let m = HeaderMap::from_pairs(&[(&b"n\xe9"[..], &b"v"[..])]);
+        assert_eq!(m.get("n\u{e9}"), Some("v"));
+    }
+}
