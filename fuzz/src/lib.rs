@@ -74,6 +74,15 @@ pub const TARGETS: &[Target] = &[
         mutate: gen::keytable::mutate,
         max_input: 64 * 1024,
     },
+    Target {
+        name: "headermap",
+        about: "serialized header maps as the host hands them over (core::headers): held to a plain reference decoder; malformed maps read as empty",
+        check: targets::headermap,
+        seeds: gen::headermap::seeds,
+        generate: gen::headermap::generate,
+        mutate: gen::headermap::mutate,
+        max_input: 64 * 1024,
+    },
 ];
 
 /// The target named `name`.

@@ -606,6 +606,99 @@ pub fn json_pii(input: &[u8]) -> Result<Verdict, String> {
     Ok(verdict(got.is_ok()))
 }
 
+/// Serialized header maps (`core::headers`, what the proxy-wasm adapter reads every header
+/// map through): held to a plain reference decoder. A map the reference decodes is read with
+/// the same names (lower-cased), the same value bytes and the same first value per name; one
+/// it refuses (a length past the buffer, a missing NUL) is read as empty.
+pub fn headermap(input: &[u8]) -> Result<Verdict, String> {
+    use portcullis_core::headers::HeaderMap;
+    // The reference: a cursor over the buffer, every step checked.
+    fn reference(b: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+        let word = |at: usize| -> Option<usize> {
+            let w = b.get(at..at + 4)?;
+            Some(u32::from_le_bytes(w.try_into().ok()?) as usize)
+        };
+        let n = word(0)?;
+        if n > b.len() / 8 {
+            return None;
+        }
+        let mut at = 4 + 8 * n;
+        let mut out = Vec::new();
+        for i in 0..n {
+            let mut take = |len: usize| -> Option<Vec<u8>> {
+                let f = b.get(at..at.checked_add(len)?)?.to_vec();
+                if b.get(at + len) != Some(&0) {
+                    return None;
+                }
+                at += len + 1;
+                Some(f)
+            };
+            let name = take(word(4 + 8 * i)?)?;
+            let value = take(word(8 + 8 * i)?)?;
+            out.push((name, value));
+        }
+        Some(out)
+    }
+    let map = HeaderMap::from_wire(input.to_vec());
+    let Some(want) = reference(input) else {
+        ensure!(
+            map.is_empty(),
+            "a malformed map read as {} headers",
+            map.len()
+        );
+        return Ok(Verdict::Rejected);
+    };
+    ensure!(
+        map.len() == want.len(),
+        "{} headers of {}",
+        map.len(),
+        want.len()
+    );
+    let latin1 = |b: &[u8]| -> String {
+        std::str::from_utf8(b)
+            .map(str::to_owned)
+            .unwrap_or_else(|_| b.iter().map(|&c| char::from(c)).collect())
+    };
+    for (h, (name, value)) in map.headers().zip(&want) {
+        let name = latin1(&name.to_ascii_lowercase());
+        ensure!(h.name == name, "name {:?} read as {:?}", name, h.name);
+        ensure!(
+            HeaderMap::value_bytes(&h).as_ref() == value.as_slice(),
+            "value of {name:?} changed"
+        );
+        ensure!(
+            h.utf8 == std::str::from_utf8(value).is_ok(),
+            "value of {name:?} marked utf8={}",
+            h.utf8
+        );
+        let first = want
+            .iter()
+            .find(|(n, _)| latin1(&n.to_ascii_lowercase()) == name)
+            .map(|(_, v)| latin1(v));
+        ensure!(
+            map.get(&name).map(str::to_owned) == first,
+            "get({name:?}) is not the first value"
+        );
+    }
+    // Another rule for non-UTF-8 values leaves every other field as it was.
+    let tagged = map.clone().decode_non_utf8(|b| format!("<{}>", b.len()));
+    for (a, b) in map.headers().zip(tagged.headers()) {
+        ensure!(a.name == b.name, "a name changed under decode_non_utf8");
+        if a.utf8 {
+            ensure!(
+                a.value == b.value,
+                "a UTF-8 value changed under decode_non_utf8"
+            );
+        } else {
+            ensure!(
+                b.value == format!("<{}>", HeaderMap::value_bytes(&a).len()),
+                "a non-UTF-8 value was not decoded by the rule given"
+            );
+        }
+    }
+    Ok(verdict(true))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

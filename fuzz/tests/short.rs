@@ -76,6 +76,11 @@ fn keytable() {
 }
 
 #[test]
+fn headermap() {
+    run("headermap", 60_000, 6);
+}
+
+#[test]
 fn every_target_has_a_test_here() {
     let names = [
         "jws",
@@ -84,6 +89,7 @@ fn every_target_has_a_test_here() {
         "pbstruct-roundtrip",
         "json",
         "keytable",
+        "headermap",
     ];
     assert_eq!(TARGETS.len(), names.len());
     for t in TARGETS {

@@ -103,8 +103,10 @@ pub struct Step {
     pub hits: Vec<String>,
 }
 
-/// What a filter may ask of the proxy. Headers are asked for by name; whole maps only where
-/// a filter truly needs every header (stripping a family of names, a simulator trace).
+/// What a filter may ask of the proxy. In Envoy each header read by name is a host call that
+/// returns data, and the whole map is one such call costing about the same: a filter that needs
+/// one header asks for it by name, one that needs two or more (or a family of names) reads the
+/// map once ([`HeaderMap`], borrowed from one buffer).
 pub trait Host: SharedStore {
     // --- The request ---
     /// A request header (names lower-case; pseudo-headers such as `:path` included).
