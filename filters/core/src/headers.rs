@@ -22,15 +22,24 @@ struct Entry {
 /// Every header of one message in the order the host holds them, repeated names included;
 /// names in lower case. A value that is not UTF-8 (obs-text, legal in HTTP/1.1) reads as
 /// ISO-8859-1, one character per byte, so its ASCII stays what it was and its bytes can be
-/// had back exactly ([`HeaderMap::value_bytes`]).
-#[derive(Clone, Debug, Default)]
+/// had back exactly ([`HeaderMap::value_bytes`]). Its `Debug` shows names and value lengths
+/// only: values carry credentials and personal data.
+#[derive(Clone, Default)]
 pub struct HeaderMap {
     text: String,
     entries: Vec<Entry>,
 }
 
-/// One header of a [`HeaderMap`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+impl std::fmt::Debug for HeaderMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.headers().map(|h| (h.name, h.value.len())))
+            .finish()
+    }
+}
+
+/// One header of a [`HeaderMap`] (no `Debug`: its value may be a credential).
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Header<'a> {
     /// The name, in lower case.
     pub name: &'a str,
@@ -287,6 +296,13 @@ mod tests {
         assert!(!m.contains("absent"));
         let utf8: Vec<bool> = m.headers().map(|h| h.utf8).collect();
         assert_eq!(utf8, [true, true, true, true, true, false, true]);
+    }
+
+    #[test]
+    fn debug_shows_names_and_lengths_never_values() {
+        let m = HeaderMap::from_pairs(&[("authorization", "Bearer secret-token")]);
+        let shown = format!("{m:?}");
+        assert_eq!(shown, r#"{"authorization": 19}"#);
     }
 
     #[test]
