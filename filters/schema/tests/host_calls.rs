@@ -71,3 +71,31 @@ fn the_clock_is_read_only_while_a_denial_summary_is_pending() {
     );
     assert_eq!(gw.process.host_calls().get("schema: now"), Some(&1));
 }
+
+#[test]
+fn a_checked_response_reads_its_headers_once() {
+    const CONTRACT: &str = r#"{"routes": [{"name": "get", "match": {"methods": ["GET"], "template": "/t/{tenant}/customers/{id}"},
+      "response": {"schema": {"type": "object", "required": ["id"]}, "mode": "report"}}]}"#;
+    let schema = Instance::new::<Schema>("schema", CONTRACT.as_bytes().to_vec());
+    let gw = Gateway::new(vec![schema], 1, Edge::default(), Process::default()).unwrap();
+    let req = Request::get("/t/acme/customers/c-1");
+    let upstream = |_: &_| Response::json(200, r#"{"id": "c-1"}"#);
+    assert_eq!(gw.send(0, &req, &upstream).response.status, 200);
+    gw.process.count_host_calls();
+    assert_eq!(gw.send(0, &req, &upstream).response.status, 200);
+    let want: BTreeMap<String, u64> = [
+        // The route, then the status and media type of the answer, each map read once.
+        ("schema: request_headers", 1),
+        ("schema: response_headers", 1),
+        // The body checked; a contract that holds counts nothing.
+        ("schema: response_body", 1),
+    ]
+    .iter()
+    .map(|(k, n)| ((*k).to_string(), *n))
+    .collect();
+    assert_eq!(
+        gw.process.host_calls(),
+        want,
+        "host calls of one checked response changed"
+    );
+}
