@@ -59,77 +59,67 @@ fn latin1(bytes: &[u8], out: &mut String) {
     out.extend(bytes.iter().map(|&b| char::from(b)));
 }
 
-/// Each header's name and value, as ranges of the data part (after the length table).
-type Fields = Vec<(Range<usize>, Range<usize>)>;
+fn span(r: Range<usize>) -> Range<u32> {
+    // Lengths came from u32 fields and the buffer is smaller than the VM's memory (4 GiB).
+    u32::try_from(r.start).unwrap_or(u32::MAX)..u32::try_from(r.end).unwrap_or(u32::MAX)
+}
 
-/// Where the data part starts and each name and value lies in it, or `None` when the lengths
+/// Where the data part starts and each name and value lies in it (ranges of the data part,
+/// marked UTF-8 until checked), names lower-cased in place on the way; `None` when the lengths
 /// and the buffer disagree.
-fn layout(buf: &[u8]) -> Option<(usize, Fields)> {
+fn layout(buf: &mut [u8]) -> Option<(usize, Vec<Entry>)> {
     let n = le32(buf, 0)?;
     let data = n.checked_mul(8)?.checked_add(4)?;
     if data > buf.len() {
         return None;
     }
-    let mut spans = Vec::with_capacity(n);
+    let mut entries = Vec::with_capacity(n);
     let mut at = data;
     for i in 0..n {
-        let mut field = |len: usize| {
+        let mut field = |buf: &[u8], len: usize| {
             let end = at.checked_add(len)?;
             // Each field is followed by its NUL.
             (buf.get(end) == Some(&0)).then_some(())?;
-            let r = at - data..end - data;
+            let r = at..end;
             at = end + 1;
             Some(r)
         };
-        let name = field(le32(buf, 4 + i * 8)?)?;
-        let value = field(le32(buf, 8 + i * 8)?)?;
-        spans.push((name, value));
+        let name = field(buf, le32(buf, 4 + i * 8)?)?;
+        let value = field(buf, le32(buf, 8 + i * 8)?)?;
+        buf.get_mut(name.clone())?.make_ascii_lowercase();
+        entries.push(Entry {
+            name: span(name.start - data..name.end - data),
+            value: span(value.start - data..value.end - data),
+            utf8: true,
+        });
     }
-    Some((data, spans))
-}
-
-fn span(r: &Range<usize>) -> Range<u32> {
-    // Lengths came from u32 fields and the buffer is smaller than the VM's memory (4 GiB).
-    u32::try_from(r.start).unwrap_or(u32::MAX)..u32::try_from(r.end).unwrap_or(u32::MAX)
+    Some((data, entries))
 }
 
 impl HeaderMap {
     /// The map from the host's serialized buffer, taken over without copying when every name
     /// and value is UTF-8 (the usual case); names are lower-cased in place.
     pub fn from_wire(mut buf: Vec<u8>) -> HeaderMap {
-        let Some((data, spans)) = layout(&buf) else {
+        let Some((data, entries)) = layout(&mut buf) else {
             return HeaderMap::default();
         };
-        for (name, _) in &spans {
-            if let Some(n) = buf.get_mut(data + name.start..data + name.end) {
-                n.make_ascii_lowercase();
-            }
-        }
         // The data part becomes the text: one move of a few hundred bytes, one UTF-8 check.
         buf.drain(..data);
         match String::from_utf8(buf) {
-            Ok(text) => HeaderMap {
-                text,
-                entries: spans
-                    .iter()
-                    .map(|(n, v)| Entry {
-                        name: span(n),
-                        value: span(v),
-                        utf8: true,
-                    })
-                    .collect(),
-            },
-            Err(e) => Self::rebuilt(e.as_bytes(), &spans),
+            Ok(text) => HeaderMap { text, entries },
+            Err(e) => Self::rebuilt(e.as_bytes(), &entries),
         }
     }
 
     /// The rare map holding bytes that are not UTF-8: built again, each such field read as
     /// ISO-8859-1.
-    fn rebuilt(bytes: &[u8], spans: &[(Range<usize>, Range<usize>)]) -> HeaderMap {
+    fn rebuilt(bytes: &[u8], fields: &[Entry]) -> HeaderMap {
         let mut text = String::with_capacity(bytes.len() * 2);
-        let mut entries = Vec::with_capacity(spans.len());
-        let push = |r: &Range<usize>, text: &mut String| {
-            let field = bytes.get(r.clone()).unwrap_or_default();
+        let mut entries = Vec::with_capacity(fields.len());
+        let push = |r: &Range<u32>, text: &mut String| {
+            let field = bytes
+                .get(r.start as usize..r.end as usize)
+                .unwrap_or_default();
             let start = text.len();
             let utf8 = match std::str::from_utf8(field) {
                 Ok(s) => {
@@ -141,11 +131,11 @@ impl HeaderMap {
                     false
                 }
             };
-            (span(&(start..text.len())), utf8)
+            (span(start..text.len()), utf8)
         };
-        for (n, v) in spans {
-            let (name, _) = push(n, &mut text);
-            let (value, utf8) = push(v, &mut text);
+        for f in fields {
+            let (name, _) = push(&f.name, &mut text);
+            let (value, utf8) = push(&f.value, &mut text);
             entries.push(Entry { name, value, utf8 });
         }
         HeaderMap { text, entries }
@@ -242,7 +232,7 @@ impl HeaderMap {
             let mut push = |s: &str| {
                 let start = text.len();
                 text.push_str(s);
-                span(&(start..text.len()))
+                span(start..text.len())
             };
             let name = push(h.name);
             let value = if h.utf8 {
