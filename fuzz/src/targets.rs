@@ -680,10 +680,15 @@ pub fn headermap(input: &[u8]) -> Result<Verdict, String> {
             "get({name:?}) is not the first value"
         );
     }
-    // Another rule for non-UTF-8 values leaves every other field as it was.
+    // Another rule for non-UTF-8 values leaves every other field, and every value's bytes, as
+    // they were.
     let tagged = map.clone().decode_non_utf8(|b| format!("<{}>", b.len()));
     for (a, b) in map.headers().zip(tagged.headers()) {
         ensure!(a.name == b.name, "a name changed under decode_non_utf8");
+        ensure!(
+            HeaderMap::value_bytes(&a) == HeaderMap::value_bytes(&b),
+            "a value's bytes changed under decode_non_utf8"
+        );
         if a.utf8 {
             ensure!(
                 a.value == b.value,

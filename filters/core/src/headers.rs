@@ -11,12 +11,15 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-/// One header's place in the text: name, value, and whether the value arrived as UTF-8.
+/// One header's place in the text: name, value, whether the value arrived as UTF-8, and where
+/// its bytes as they arrived are kept when its text is not ISO-8859-1 of them (a value
+/// [`HeaderMap::decode_non_utf8`] read by another rule).
 #[derive(Clone, Debug)]
 struct Entry {
     name: Range<u32>,
     value: Range<u32>,
     utf8: bool,
+    raw: Option<Range<u32>>,
 }
 
 /// Every header of one message in the order the host holds them, repeated names included;
@@ -28,6 +31,9 @@ struct Entry {
 pub struct HeaderMap {
     text: String,
     entries: Vec<Entry>,
+    /// The bytes of values read by another rule (empty unless [`HeaderMap::decode_non_utf8`]
+    /// found one).
+    raw: Vec<u8>,
 }
 
 impl std::fmt::Debug for HeaderMap {
@@ -47,6 +53,8 @@ pub struct Header<'a> {
     pub value: &'a str,
     /// Whether the value arrived as UTF-8.
     pub utf8: bool,
+    /// The value's bytes as they arrived, when its text is not ISO-8859-1 of them.
+    raw: Option<&'a [u8]>,
 }
 
 fn le32(b: &[u8], at: usize) -> Option<usize> {
@@ -91,6 +99,7 @@ fn layout(buf: &mut [u8]) -> Option<(usize, Vec<Entry>)> {
             name: span(name.start - data..name.end - data),
             value: span(value.start - data..value.end - data),
             utf8: true,
+            raw: None,
         });
     }
     Some((data, entries))
@@ -106,7 +115,11 @@ impl HeaderMap {
         // The data part becomes the text: one move of a few hundred bytes, one UTF-8 check.
         buf.drain(..data);
         match String::from_utf8(buf) {
-            Ok(text) => HeaderMap { text, entries },
+            Ok(text) => HeaderMap {
+                text,
+                entries,
+                raw: Vec::new(),
+            },
             Err(e) => Self::rebuilt(e.as_bytes(), &entries),
         }
     }
@@ -136,9 +149,18 @@ impl HeaderMap {
         for f in fields {
             let (name, _) = push(&f.name, &mut text);
             let (value, utf8) = push(&f.value, &mut text);
-            entries.push(Entry { name, value, utf8 });
+            entries.push(Entry {
+                name,
+                value,
+                utf8,
+                raw: None,
+            });
         }
-        HeaderMap { text, entries }
+        HeaderMap {
+            text,
+            entries,
+            raw: Vec::new(),
+        }
     }
 
     /// The serialized form the host hands over, for `pairs` as given (the fake host and
@@ -176,6 +198,11 @@ impl HeaderMap {
             name: self.field(&e.name),
             value: self.field(&e.value),
             utf8: e.utf8,
+            raw: e.raw.as_ref().map(|r| {
+                self.raw
+                    .get(r.start as usize..r.end as usize)
+                    .unwrap_or_default()
+            }),
         }
     }
 
@@ -214,6 +241,8 @@ impl HeaderMap {
     pub fn value_bytes<'a>(h: &Header<'a>) -> Cow<'a, [u8]> {
         if h.utf8 {
             Cow::Borrowed(h.value.as_bytes())
+        } else if let Some(raw) = h.raw {
+            Cow::Borrowed(raw)
         } else {
             // Every character came from one byte (ISO-8859-1), so each fits a byte again.
             Cow::Owned(h.value.chars().map(|c| c as u8).collect())
@@ -221,13 +250,15 @@ impl HeaderMap {
     }
 
     /// The map with each value that was not UTF-8 read by `decode` instead (a filter with its
-    /// own rule for obs-text); the same map when every value was UTF-8.
+    /// own rule for obs-text), its bytes kept for [`HeaderMap::value_bytes`]; the same map
+    /// when every value was UTF-8.
     pub fn decode_non_utf8(self, decode: impl Fn(&[u8]) -> String) -> HeaderMap {
         if self.entries.iter().all(|e| e.utf8) {
             return self;
         }
         let mut text = String::with_capacity(self.text.len());
         let mut entries = Vec::with_capacity(self.entries.len());
+        let mut raw = Vec::new();
         for h in self.headers() {
             let mut push = |s: &str| {
                 let start = text.len();
@@ -235,18 +266,22 @@ impl HeaderMap {
                 span(start..text.len())
             };
             let name = push(h.name);
-            let value = if h.utf8 {
-                push(h.value)
+            let (value, kept) = if h.utf8 {
+                (push(h.value), None)
             } else {
-                push(&decode(&HeaderMap::value_bytes(&h)))
+                let bytes = HeaderMap::value_bytes(&h);
+                let start = raw.len();
+                raw.extend_from_slice(&bytes);
+                (push(&decode(&bytes)), Some(span(start..raw.len())))
             };
             entries.push(Entry {
                 name,
                 value,
                 utf8: h.utf8,
+                raw: kept,
             });
         }
-        HeaderMap { text, entries }
+        HeaderMap { text, entries, raw }
     }
 }
 
@@ -337,6 +372,14 @@ mod tests {
         let d = m.decode_non_utf8(|b| format!("<{}>", b.len()));
         assert_eq!(d.get("a"), Some("ok"));
         assert_eq!(d.get("b"), Some("<1>"));
+        // The bytes as they arrived, whatever the rule made of them, even read twice over.
+        let twice = d.clone().decode_non_utf8(|_| "€".into());
+        for m in [&d, &twice] {
+            assert_eq!(
+                pairs(m),
+                [("a".into(), b"ok".to_vec()), ("b".into(), b"\x80".to_vec())]
+            );
+        }
         assert_eq!(
             d.headers().map(|h| h.utf8).collect::<Vec<_>>(),
             [true, false]
