@@ -10,6 +10,7 @@
 //! real Envoy to keep the two honest.
 
 use crate::config::ConfigError;
+use crate::headers::value_text;
 use crate::port::{
     CallResponse, Filter, Flow, GrpcCall, HeaderMap, Host, HostError, HttpCall, MetricId,
     MetricKind, Step, Stream,
@@ -1359,9 +1360,9 @@ fn latin1_bytes(v: &str) -> Vec<u8> {
     }
 }
 
-/// Bytes as text: UTF-8, or one character per byte.
+/// Bytes as text, as the adapter reads a value: UTF-8, or one character per byte.
 fn latin1_text(b: &[u8]) -> String {
-    String::from_utf8(b.to_vec()).unwrap_or_else(|_| b.iter().map(|&c| char::from(c)).collect())
+    value_text(b.to_vec())
 }
 
 fn json_string(s: &str) -> String {

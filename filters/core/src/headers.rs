@@ -67,6 +67,17 @@ fn latin1(bytes: &[u8], out: &mut String) {
     out.extend(bytes.iter().map(|&b| char::from(b)));
 }
 
+/// A header value's bytes as text, by the one rule every reader of headers uses: UTF-8 (taken
+/// over in place), or else ISO-8859-1, each byte one character, so its ASCII stays what it was
+/// (a value holding obs-text, legal in HTTP/1.1, must never fail a read).
+pub fn value_text(v: Vec<u8>) -> String {
+    String::from_utf8(v).unwrap_or_else(|e| {
+        let mut out = String::with_capacity(e.as_bytes().len() * 2);
+        latin1(e.as_bytes(), &mut out);
+        out
+    })
+}
+
 fn span(r: Range<usize>) -> Range<u32> {
     // Lengths came from u32 fields and the buffer is smaller than the VM's memory (4 GiB).
     u32::try_from(r.start).unwrap_or(u32::MAX)..u32::try_from(r.end).unwrap_or(u32::MAX)
@@ -384,6 +395,12 @@ mod tests {
             d.headers().map(|h| h.utf8).collect::<Vec<_>>(),
             [true, false]
         );
+    }
+
+    #[test]
+    fn value_text_is_utf8_or_one_character_per_byte() {
+        assert_eq!(value_text("café".as_bytes().to_vec()), "café");
+        assert_eq!(value_text(b"caf\xe9 \x80".to_vec()), "caf\u{e9} \u{80}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! [`Filter`]'s callbacks. The only module of the project that names proxy-wasm; it decides
 //! nothing, it only turns host status codes into plain values and back.
 
+use crate::headers::value_text;
 use crate::port::{
     CallResponse, Filter, Flow, GrpcCall, HeaderMap, Host, HostError, HttpCall, MetricId,
     MetricKind, Stream,
@@ -19,17 +20,13 @@ pub struct WasmHost;
 
 // Header values are read as bytes: the SDK's string readers unwrap UTF-8, and one client
 // header holding a byte above 0x7F that is not UTF-8 (obs-text, legal in HTTP/1.1) would panic
-// the VM and fail every later request on the worker. Such a value is read as ISO-8859-1 (each
-// byte one character), so its ASCII stays what it was for every filter.
-fn text(v: Vec<u8>) -> String {
-    String::from_utf8(v).unwrap_or_else(|e| e.as_bytes().iter().map(|&b| char::from(b)).collect())
-}
+// the VM and fail every later request on the worker (`value_text` reads it as ISO-8859-1).
 
 fn map_value(map: MapType, name: &str) -> Option<String> {
     hostcalls::get_map_value_bytes(map, name)
         .ok()
         .flatten()
-        .map(text)
+        .map(value_text)
 }
 
 // The SDK's map readers build an owned name and value per header (two allocations each, most
@@ -411,7 +408,7 @@ impl RootContext for Dispatch {
         let root_id = hostcalls::get_property(vec!["plugin_root_id"])
             .ok()
             .flatten()
-            .map(text)
+            .map(value_text)
             .unwrap_or_default();
         let names: Vec<&str> = self.filters.iter().map(|(n, _)| *n).collect();
         let Some(i) = crate::port::filter_named(&root_id, &names) else {
