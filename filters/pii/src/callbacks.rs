@@ -77,7 +77,8 @@ impl Filter for Pii {
     const NAME: &'static str = "pii";
 
     fn configure<H: Host>(host: &H, bytes: &[u8]) -> Result<Self, ConfigError> {
-        let config = PiiConfig::from_bytes(bytes)?;
+        let mut config = PiiConfig::from_bytes(bytes)?;
+        config.locate = log::log_enabled!(log::Level::Debug);
         let metrics = Metrics::define(host, &config);
         Ok(Pii { config, metrics })
     }
@@ -294,22 +295,26 @@ impl PiiStream {
         } else {
             m.bodies_masked.inc(host);
         }
-        for (r, n) in rules.iter().zip(&report.masked) {
-            if *n > 0 {
-                *self.masked.entry(r.name.clone()).or_insert(0) += u64::from(*n);
-            }
-        }
-        // Counts by rule name only, never values (the access log's `masked` field).
-        let field = if self.shadow() {
-            "shadow_masked"
-        } else {
-            "masked"
-        };
+        // Counts by rule name only, never values (the access log's `masked` field): kept
+        // only when there is an audit record to write them to.
         if root.config.audit.is_on() {
+            for (r, n) in rules.iter().zip(&report.masked) {
+                if *n > 0 {
+                    *self.masked.entry(r.name.clone()).or_insert(0) += u64::from(*n);
+                }
+            }
+            let field = if self.shadow() {
+                "shadow_masked"
+            } else {
+                "masked"
+            };
             audit::set(host, field, &audit::counts(&self.masked));
         }
         // Per-request detail belongs to the audit record; the application log gets it at debug.
         // Rule names and counts only; JSON pointers (which name keys, never values).
+        if !log::log_enabled!(log::Level::Debug) {
+            return;
+        }
         let names: Vec<String> = rules
             .iter()
             .zip(&report.masked)

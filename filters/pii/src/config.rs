@@ -420,6 +420,10 @@ pub struct PiiConfig {
     pub routes: RouteTable<Route>,
     /// The data classes the rules name, each once, in rule order.
     pub classes: Vec<String>,
+    /// Whether masking reports list where they masked (`Report::pointers`). On as compiled,
+    /// for policy tests and tools; the filter keeps it on only while its debug log, the one
+    /// place that shows them, is enabled.
+    pub locate: bool,
 }
 
 fn decode_key(field: &str, text: &str) -> Result<Vec<u8>, ConfigError> {
@@ -784,6 +788,7 @@ impl PiiConfig {
             rules,
             profiles,
             routes: RouteTable::new(routes),
+            locate: true,
         })
     }
 

@@ -28,19 +28,23 @@ pub struct Report {
     pub masked: Vec<u32>,
     /// Values left unmasked because the caller's scope (and consent) allowed it, per rule.
     pub revealed: Vec<u32>,
-    /// JSON pointers of the first masked locations (for text bodies: `#<byte offset>`).
+    /// JSON pointers of the first masked locations (for text bodies: `#<byte offset>`), when
+    /// the configuration asks for them ([`PiiConfig::locate`]).
     pub pointers: Vec<String>,
+    /// Whether `pointers` are written.
+    locate: bool,
 }
 
 /// How many locations a report lists.
 pub const MAX_POINTERS: usize = 16;
 
 impl Report {
-    pub(crate) fn new(rules: usize) -> Self {
+    pub(crate) fn new(cfg: &PiiConfig) -> Self {
         Report {
-            masked: vec![0; rules],
-            revealed: vec![0; rules],
+            masked: vec![0; cfg.rules.len()],
+            revealed: vec![0; cfg.rules.len()],
             pointers: Vec::new(),
+            locate: cfg.locate,
         }
     }
 
@@ -53,7 +57,9 @@ impl Report {
         if let Some(c) = self.masked.get_mut(rule) {
             *c += 1;
         }
-        if self.pointers.len() < MAX_POINTERS {
+        // Building a pointer allocates a string per segment: a quarter of masking a small
+        // response, for a log line nobody reads unless it is enabled.
+        if self.locate && self.pointers.len() < MAX_POINTERS {
             self.pointers.push(at());
         }
     }
@@ -112,7 +118,7 @@ impl<'a> Walker<'a> {
             cfg,
             profile,
             caller,
-            report: Report::new(cfg.rules.len()),
+            report: Report::new(cfg),
             stack: Vec::new(),
         }
     }
@@ -469,7 +475,7 @@ pub fn mask_json(
         cfg,
         profile,
         caller,
-        report: Report::new(cfg.rules.len()),
+        report: Report::new(cfg),
         stack: Vec::new(),
     };
     let start: Vec<u64> = profile
@@ -498,7 +504,7 @@ pub fn mask_text(
         cfg,
         profile,
         caller,
-        report: Report::new(cfg.rules.len()),
+        report: Report::new(cfg),
         stack: Vec::new(),
     };
     let out = w.detect(text, Some(0))?;
@@ -529,7 +535,7 @@ pub fn mask_headers(
         cfg,
         profile,
         caller,
-        report: Report::new(cfg.rules.len()),
+        report: Report::new(cfg),
         stack: Vec::new(),
     };
     let mut out = Vec::with_capacity(headers.len());

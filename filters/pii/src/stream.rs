@@ -943,7 +943,7 @@ impl<'c, 's> Masker<'c, 's> {
         }
         let names = member_names(self.s, open);
         // Detected again, off the record: the walk reports each name when it gets there.
-        let saved = std::mem::replace(&mut self.w.report, Report::new(self.w.cfg.rules.len()));
+        let saved = std::mem::replace(&mut self.w.report, Report::new(self.w.cfg));
         let mut shown = Vec::with_capacity(names.len());
         let mut failed = None;
         for n in &names {

@@ -108,6 +108,40 @@ fn field_rules_scopes_and_consent() {
     assert_eq!(v["customers"][0]["ssn"], "***-**-6789");
 }
 
+/// Locations are worked out only when the configuration asks for them (the filter asks only
+/// while its debug log is on); the counts and the masked body do not depend on it.
+#[test]
+fn masked_locations_only_when_asked() {
+    let mut cfg = config();
+    let body =
+        r#"{"customers":[{"email":"a@x.com","ssn":"123-45-6789"}],"note":"write to b@y.org"}"#;
+    let (on_body, on) = run(&cfg, body, &[], None);
+    assert_eq!(
+        on.pointers,
+        ["/customers/0/email", "/customers/0/ssn", "/note"]
+    );
+    cfg.locate = false;
+    let (off_body, off) = run(&cfg, body, &[], None);
+    assert!(off.pointers.is_empty(), "{:?}", off.pointers);
+    assert_eq!(
+        (off_body, &off.masked, &off.revealed),
+        (on_body, &on.masked, &on.revealed)
+    );
+    assert_eq!(off.total(), 3);
+    let text = mask::mask_text(
+        &cfg,
+        &cfg.profiles[0],
+        Caller {
+            scopes: &[],
+            key: None,
+        },
+        "mail a@x.com",
+    )
+    .unwrap()
+    .1;
+    assert!(text.total() == 1 && text.pointers.is_empty(), "{text:?}");
+}
+
 #[test]
 fn a_field_rule_decides_alone_and_detectors_cover_the_rest() {
     let cfg = config();
