@@ -281,9 +281,44 @@ pub fn encode(text: &str, form: Form) -> Result<Vec<u8>, Unencodable> {
     Ok(out)
 }
 
+/// [`encode`] of text the caller is done with: UTF-8 without a byte-order mark (nearly every
+/// body) is the text's own buffer, not a copy of it.
+pub fn encode_owned(text: String, form: Form) -> Result<Vec<u8>, Unencodable> {
+    match form {
+        Form {
+            encoding: Encoding::Utf8,
+            bom: false,
+        } => Ok(text.into_bytes()),
+        _ => encode(&text, form),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owned_text_encodes_as_borrowed_text_does() {
+        for encoding in [
+            Encoding::Utf8,
+            Encoding::Utf16Le,
+            Encoding::Utf16Be,
+            Encoding::Utf32Le,
+            Encoding::Utf32Be,
+            Encoding::Windows1252,
+        ] {
+            for bom in [false, true] {
+                let form = Form { encoding, bom };
+                for s in ["", "{\"ssn\":\"***-**-6789\"}", "café", "☃ 😀"] {
+                    assert_eq!(
+                        encode_owned(s.to_string(), form),
+                        encode(s, form),
+                        "{form:?} {s}"
+                    );
+                }
+            }
+        }
+    }
 
     fn utf16(s: &str, le: bool) -> Vec<u8> {
         s.encode_utf16()

@@ -647,15 +647,16 @@ pub fn mask_body(
         (Kind::Text | Kind::Sniff, _) => None,
     };
     let unchanged = || (!job.codings.is_empty()).then(|| body.to_vec());
-    let write =
-        |masked: &str| charset::encode(masked, text.form).map_err(|_| Cause::UnsupportedCharset);
+    let write = |masked: String| {
+        charset::encode_owned(masked, text.form).map_err(|_| Cause::UnsupportedCharset)
+    };
     if let Some((input, m)) = as_json {
         let out = if shadow {
             None
         } else if m.report.total() == 0 {
             unchanged()
         } else {
-            Some(write(m.body.as_deref().unwrap_or(input))?)
+            Some(write(m.body.unwrap_or_else(|| input.to_owned()))?)
         };
         return Ok(Masked {
             body: out,
@@ -682,7 +683,7 @@ pub fn mask_body(
     let (out, report) = mask::mask_text(cfg, profile, caller, &s).map_err(|_| Cause::NoTokenKey)?;
     let out = match out {
         _ if shadow => None,
-        Some(masked) => Some(write(&masked)?),
+        Some(masked) => Some(write(masked)?),
         None => unchanged(),
     };
     Ok(Masked { body: out, report })
