@@ -170,7 +170,11 @@ impl PiiStream {
         size: usize,
     ) -> Flow {
         let st = self.root.clone();
-        let route_name = self.route_name();
+        // For the log lines below (borrowed: most bodies log nothing).
+        let route_name = self
+            .route
+            .and_then(|i| st.config.routes.get(i))
+            .map_or("-", |r| r.name.as_str());
         let dir = direction(response);
         match finished {
             Finished::Write(new, report) => {
