@@ -409,4 +409,33 @@ fn nothing_personal_reaches_envoys_log_and_no_vm_trapped() {
     for sign in ["panicked", "invalid context_id", "Segmentation fault"] {
         assert!(!log.contains(sign), "{sign} in Envoy's log");
     }
+    // The gateway runs the wasm logger at debug, so the lines checked above include pii's
+    // per-body debug lines with the masked locations (the module follows Envoy's level).
+    assert!(
+        log.contains("portcullis pii: masked at /"),
+        "no debug line with masked locations in Envoy's log"
+    );
+}
+
+/// At `info`, what an operator runs, the per-body debug lines are not written (nor their
+/// locations worked out), and the body is masked all the same.
+#[test]
+fn at_info_no_per_body_debug_line_is_written() {
+    let Some(g) = Gateway::start(GatewayOptions {
+        wasm_log_level: "info",
+        ..GatewayOptions::default()
+    }) else {
+        return;
+    };
+    let _log = g.log_on_failure();
+    let r = fixture(&g, "keyed", BASE);
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    assert_absent(&r, &["123-45-678", "ada@acme"]);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let log = g.log();
+    assert!(!log.contains("portcullis pii: masked"), "{log}");
+    assert!(
+        !log.contains("123-45-678") && !log.contains("ada@acme"),
+        "{log}"
+    );
 }

@@ -58,6 +58,35 @@ fn map_all(map: MapType) -> HeaderMap {
     HeaderMap::from_wire(buf)
 }
 
+// The module logs at the level of Envoy's `wasm` logger (`--component-log-level wasm:debug`, or
+// the admin's `/logging?wasm=debug` followed by a configuration update), read whenever a plugin
+// is configured; `info` until then and where the host does not say. Lines below that level,
+// and what is worked out only for them (pii's masked locations), then cost nothing. The SDK's
+// reader traps the VM on a refused call and reads the host's answer straight into an enum.
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_log_level(return_level: *mut u32) -> Status;
+}
+
+fn follow_host_log_level() {
+    use proxy_wasm::types::LogLevel;
+    let mut raw = u32::MAX;
+    // SAFETY: the host writes one u32 through the out-pointer, which points at a local that
+    // outlives the call.
+    let status = unsafe { proxy_get_log_level(&mut raw) };
+    let level = match (status, raw) {
+        (Status::Ok, 0) => LogLevel::Trace,
+        (Status::Ok, 1) => LogLevel::Debug,
+        (Status::Ok, 2) => LogLevel::Info,
+        (Status::Ok, 3) => LogLevel::Warn,
+        (Status::Ok, 4) => LogLevel::Error,
+        // Envoy's `off` (6) too: the SDK logs nothing at `Critical`.
+        (Status::Ok, 5 | 6) => LogLevel::Critical,
+        _ => return,
+    };
+    proxy_wasm::set_log_level(level);
+}
+
 fn buffer(kind: BufferType, start: usize, len: usize) -> Option<Vec<u8>> {
     hostcalls::get_buffer(kind, start, len).ok().flatten()
 }
@@ -277,6 +306,7 @@ impl<F: Filter> Context for Root<F> {
 
 impl<F: Filter> RootContext for Root<F> {
     fn on_configure(&mut self, _size: usize) -> bool {
+        follow_host_log_level();
         let bytes = self.get_plugin_configuration().unwrap_or_default();
         match F::configure_owned(&WasmHost, bytes) {
             Ok(f) => {
