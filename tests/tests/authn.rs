@@ -733,8 +733,10 @@ fn micro_apps_authenticate_with_an_api_key_that_never_reaches_the_upstream() {
 fn shadow_mode_runs_every_check_counts_would_be_denials_and_denies_nothing() {
     let mut policies = harness::demo_policies();
     policies.authn["mode"] = json!("shadow");
+    // What an operator runs: wasm at info (at debug each would-be denial also gets its line).
     let Some(g) = Gateway::start(GatewayOptions {
         policies,
+        wasm_log_level: "info",
         ..GatewayOptions::default()
     }) else {
         return;
@@ -780,7 +782,7 @@ fn shadow_mode_runs_every_check_counts_would_be_denials_and_denies_nothing() {
         0
     );
     // Summarised in the application log (per-request detail is the audit trail's), never a
-    // line per request.
+    // line per request at info.
     let log = g.log();
     assert!(
         log.contains("portcullis authn: 1 shadow denial:"),
