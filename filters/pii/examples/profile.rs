@@ -12,40 +12,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use portcullis_core::fake::{Edge, Gateway, Instance, Process, Request, Response};
 use portcullis_pii::Pii;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-/// The demo upstream's `fixtures/bench` answer (tests/src/bin/demo-upstream.rs).
-fn bench_response() -> String {
-    let names = [
-        ("Ada Lovelace", "ada"),
-        ("Grace Hopper", "grace"),
-        ("Alan Turing", "alan"),
-    ];
-    let cards = ["4111111111111111", "5555555555554444", "378282246310005"];
-    let ibans = [
-        "GB82WEST12345698765432",
-        "DE89370400440532013000",
-        "FR1420041010050500013M02606",
-    ];
-    let list: Vec<Value> = names
-        .iter()
-        .enumerate()
-        .map(|(i, (name, user))| {
-            json!({
-                "id": format!("c-{}", 1001 + i), "tenant": "acme", "name": name,
-                "email": format!("{user}@acme.example.com"),
-                "phone": format!("+1555555{:04}", 123 + i),
-                "ssn": format!("{}-45-678{}", 123 + i, i),
-                "card_number": cards[i], "iban": ibans[i],
-                "consent": {"marketing": i % 2 == 0, "analytics": true},
-                "created_at": 1_700_000_000_000u64 + i as u64 * 86_400_000,
-                "owner": format!("rep-{}", 7 + i),
-                "notes": "Account history: ".to_string() + &"renewed, upgraded, contacted; ".repeat(36),
-            })
-        })
-        .collect();
-    json!({"tenant": "acme", "customers": list}).to_string()
-}
+mod common;
+use common::bench_response;
 
 /// The responses callgrind collects (kept out of line so `--toggle-collect` can name it).
 #[inline(never)]

@@ -10,7 +10,8 @@
 //! Documents: `crm` is the demo upstream's `fixtures/bulk` response (CRM records, every one
 //! with an SSN, card, IBAN, e-mail and phone to mask), `clean` a list of order records with
 //! nothing to mask (strings, numbers and timestamps the detectors still read), each at about
-//! 4 KiB, 64 KiB and 1 MiB.
+//! 4 KiB, 64 KiB and 1 MiB; `bench` the response `make bench` masks (three of the CRM records
+//! with a long note each, fifteen values).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use portcullis_pii::config::PiiConfig;
 use portcullis_pii::decide::{self, Job, Kind};
@@ -19,34 +20,8 @@ use portcullis_pii::{json, stream};
 use serde_json::{json, Value};
 use std::time::Instant;
 
-fn crm(i: usize) -> Value {
-    let names = [
-        ("Ada Lovelace", "ada"),
-        ("Grace Hopper", "grace"),
-        ("Alan Turing", "alan"),
-    ];
-    let cards = ["4111111111111111", "5555555555554444", "378282246310005"];
-    let ibans = [
-        "GB82WEST12345698765432",
-        "DE89370400440532013000",
-        "FR1420041010050500013M02606",
-    ];
-    let i = i % 3;
-    let (name, user) = names[i];
-    json!({
-        "id": format!("c-{}", 1001 + i),
-        "tenant": "acme",
-        "name": name,
-        "email": format!("{user}@acme.example.com"),
-        "phone": format!("+1555555{:04}", 123 + i),
-        "ssn": format!("{}-45-678{}", 123 + i, i),
-        "card_number": cards[i],
-        "iban": ibans[i],
-        "consent": {"marketing": i.is_multiple_of(2), "analytics": true},
-        "created_at": 1_700_000_000_000u64 + i as u64 * 86_400_000,
-        "owner": format!("rep-{}", 7 + i),
-    })
-}
+mod common;
+use common::crm;
 
 fn order(i: usize) -> Value {
     let status = ["shipped", "pending", "delivered", "returned"];
@@ -137,6 +112,10 @@ fn main() {
                     .iter()
                     .map(move |&b| (format!("{k} {}KiB", b >> 10), sized(k, b)))
             })
+            .chain([(
+                "bench 4KiB".to_string(),
+                common::bench_response().into_bytes(),
+            )])
             .collect(),
     };
     // `ONLY=clean` (or `crm`, `1024KiB`): the documents whose name holds it, stream only (for
