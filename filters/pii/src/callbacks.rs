@@ -150,8 +150,11 @@ impl PiiStream {
         }
     }
 
-    fn explain<H: Host>(&self, host: &H, outcome: String, hits: Vec<String>) {
+    /// Records a step of an explanation, built only when the host is explaining (the
+    /// simulator): in Envoy the strings would be made and dropped on every request.
+    fn explain<H: Host>(&self, host: &H, step: impl FnOnce() -> (String, Vec<String>)) {
         if host.explaining() {
+            let (outcome, hits) = step();
             host.explain(Step {
                 filter: String::new(),
                 matched: self.route_name(),
@@ -202,11 +205,12 @@ impl PiiStream {
                 if let Some(c) = st.metrics.passed_unmaskable.get(cause.name()) {
                     c.inc(host);
                 }
-                self.explain(
-                    host,
-                    format!("{dir} passed unmasked ({})", cause.name()),
-                    Vec::new(),
-                );
+                self.explain(host, || {
+                    (
+                        format!("{dir} passed unmasked ({})", cause.name()),
+                        Vec::new(),
+                    )
+                });
                 st.config.audit.set(host, "pii_passed", cause.name());
                 log::warn!("portcullis pii: {dir} body passed unmasked route={route_name} cause={} (on_unmaskable: pass)", cause.name());
                 Flow::Continue
@@ -218,7 +222,7 @@ impl PiiStream {
                 let outcome = format!("{dir} deny {} {} — {}", d.status, d.reason, d.detail);
                 audit::denied(host, "pii", &d, self.shadow());
                 if self.shadow() {
-                    self.explain(host, format!("shadow ({outcome})"), Vec::new());
+                    self.explain(host, || (format!("shadow ({outcome})"), Vec::new()));
                     log::info!(
                         "portcullis pii: shadow block {dir} route={route_name} reason={} cause={}",
                         d.reason,
@@ -226,7 +230,7 @@ impl PiiStream {
                     );
                     return Flow::Continue;
                 }
-                self.explain(host, outcome, Vec::new());
+                self.explain(host, || (outcome, Vec::new()));
                 log::warn!(
                     "portcullis pii: blocked {dir} route={route_name} status={} reason={} cause={}",
                     d.status,
@@ -289,7 +293,7 @@ impl PiiStream {
             } else {
                 parts.join(", ")
             };
-            self.explain(host, format!("{dir} masked: {what}"), hits);
+            self.explain(host, || (format!("{dir} masked: {what}"), hits));
         }
         if report.total() == 0 {
             return;
@@ -507,7 +511,7 @@ impl Stream for PiiStream {
         let Some((index, route)) =
             decide::route_for(&st.config, &self.method, h(":path").unwrap_or_default())
         else {
-            self.explain(host, "no route: not masked".into(), Vec::new());
+            self.explain(host, || ("no route: not masked".into(), Vec::new()));
             return Flow::Continue;
         };
         self.route = Some(index);
@@ -522,11 +526,9 @@ impl Stream for PiiStream {
                 .caller_scopes(id.scopes, id.data_classes.as_deref());
             self.tenant = id.tenant;
         }
-        self.explain(
-            host,
-            "masking".into(),
-            vec![format!("pii.route:{}", route.name)],
-        );
+        self.explain(host, || {
+            ("masking".into(), vec![format!("pii.route:{}", route.name)])
+        });
         self.edit(
             host,
             false,
