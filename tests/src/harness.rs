@@ -512,6 +512,19 @@ impl Gateway {
             .find_map(|l| l.strip_prefix(&format!("{name}: "))?.trim().parse().ok())
     }
 
+    /// Sets Envoy's `wasm` logger to `level` at run time, as an operator would (the admin's
+    /// `/logging?wasm=LEVEL`; no configuration update).
+    pub fn set_wasm_log_level(&self, level: &str) {
+        let r = http::send(
+            self.admin,
+            &Request::post(&format!("/logging?wasm={level}"), Vec::new()),
+        )
+        .unwrap_or_else(|e| fail(format!("admin /logging: {e}")));
+        if r.status != 200 {
+            fail(format!("admin /logging?wasm={level}: {}", r.status));
+        }
+    }
+
     /// Body of the admin `/stats/prometheus` endpoint.
     pub fn prometheus(&self) -> String {
         http::send(self.admin, &Request::get("/stats/prometheus"))

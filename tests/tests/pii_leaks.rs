@@ -439,3 +439,56 @@ fn at_info_no_per_body_debug_line_is_written() {
         "{log}"
     );
 }
+
+/// An operator turns the `wasm` logger to `debug` while Envoy runs (`/logging?wasm=debug`, no
+/// configuration update): the modules read the level again on their tick, so pii's per-body
+/// lines and their masked locations appear within seconds, and stop again back at `info`.
+#[test]
+fn debug_lines_follow_the_level_set_at_run_time() {
+    use std::time::{Duration, Instant};
+    let Some(g) = Gateway::start(GatewayOptions {
+        wasm_log_level: "info",
+        ..GatewayOptions::default()
+    }) else {
+        return;
+    };
+    let _log = g.log_on_failure();
+    const LINE: &str = "portcullis pii: masked at /";
+    let lines = || g.log().matches(LINE).count();
+    // One masked read; how many debug lines it added.
+    let added = || {
+        let before = lines();
+        let r = fixture(&g, "keyed", BASE);
+        assert_eq!(r.status, 200, "{}", r.body_str());
+        assert_absent(&r, &["123-45-678", "ada@acme"]);
+        std::thread::sleep(Duration::from_millis(150));
+        lines() - before
+    };
+    // Masked reads until one adds (or adds no) line, for up to 10 s (the tick is 1 s).
+    let until = |want_lines: bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if (added() > 0) == want_lines {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    };
+    assert_eq!(added(), 0, "a debug line at info");
+    g.set_wasm_log_level("debug");
+    assert!(
+        until(true),
+        "no masked-location line within 10 s of /logging?wasm=debug"
+    );
+    g.set_wasm_log_level("info");
+    assert!(
+        until(false),
+        "debug lines still written 10 s after /logging?wasm=info"
+    );
+    let log = g.log();
+    assert!(
+        !log.contains("123-45-678") && !log.contains("ada@acme"),
+        "a masked value in Envoy's log"
+    );
+}

@@ -59,14 +59,20 @@ fn map_all(map: MapType) -> HeaderMap {
 }
 
 // The module logs at the level of Envoy's `wasm` logger (`--component-log-level wasm:debug`, or
-// the admin's `/logging?wasm=debug` followed by a configuration update), read whenever a plugin
-// is configured; `info` until then and where the host does not say. Lines below that level,
-// and what is worked out only for them (pii's masked locations), then cost nothing. The SDK's
-// reader traps the VM on a refused call and reads the host's answer straight into an enum.
+// the admin's `/logging?wasm=debug` at run time), read when a plugin is configured and again on
+// every root's tick (`LOG_LEVEL_EVERY`); `info` until then and where the host does not say.
+// Lines below that level, and what is worked out only for them (pii's masked locations), then
+// cost nothing. The SDK's reader traps the VM on a refused call and reads the host's answer
+// straight into an enum.
 #[link(wasm_import_module = "env")]
 extern "C" {
     fn proxy_get_log_level(return_level: *mut u32) -> Status;
 }
+
+/// How often a root reads the level again. Envoy tells a module nothing when `/logging` changes
+/// it, so without a tick a change would wait for the next configuration update; a read is one
+/// host call per root and worker per period, on no request's path.
+const LOG_LEVEL_EVERY: Duration = Duration::from_secs(1);
 
 fn follow_host_log_level() {
     use proxy_wasm::types::LogLevel;
@@ -307,6 +313,9 @@ impl<F: Filter> Context for Root<F> {
 impl<F: Filter> RootContext for Root<F> {
     fn on_configure(&mut self, _size: usize) -> bool {
         follow_host_log_level();
+        // Before the filter configures: one that asks for its own period (authn's remote JWKS)
+        // sets it there, and the level is then read at that period.
+        let _ = hostcalls::set_tick_period(LOG_LEVEL_EVERY);
         let bytes = self.get_plugin_configuration().unwrap_or_default();
         match F::configure_owned(&WasmHost, bytes) {
             Ok(f) => {
@@ -314,6 +323,7 @@ impl<F: Filter> RootContext for Root<F> {
                 true
             }
             Err(e) => {
+                // The tick stays: a refused update keeps the filter it would have replaced.
                 log::error!("portcullis {}: {e}", F::NAME);
                 false
             }
@@ -321,6 +331,7 @@ impl<F: Filter> RootContext for Root<F> {
     }
 
     fn on_tick(&mut self) {
+        follow_host_log_level();
         if let Some(f) = &self.filter {
             f.on_tick(&WasmHost);
         }

@@ -13,7 +13,7 @@
 //! 4 KiB, 64 KiB and 1 MiB; `bench` the response `make bench` masks (three of the CRM records
 //! with a long note each, fifteen values).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-use portcullis_pii::config::PiiConfig;
+use portcullis_pii::config::{Locate, PiiConfig};
 use portcullis_pii::decide::{self, Job, Kind};
 use portcullis_pii::mask::{self, Caller};
 use portcullis_pii::{json, stream};
@@ -90,7 +90,7 @@ fn main() {
     let policy: Value = serde_norway::from_str(&std::fs::read_to_string(policy).unwrap()).unwrap();
     let mut cfg = PiiConfig::from_value(policy).unwrap();
     // As the filter runs it: masked locations are worked out only for its debug log.
-    cfg.locate = false;
+    cfg.locate = Locate::Never;
     let route = cfg
         .routes
         .iter()

@@ -4,7 +4,7 @@
 //! them later).
 
 use crate::charset;
-use crate::config::{Mode, PiiConfig, Route};
+use crate::config::{Locate, Mode, PiiConfig, Route};
 use crate::decide::{self, BodyPlan, Cause, Finished, HeaderEdit, Job};
 use crate::mask::{Caller, Report};
 use portcullis_core::audit;
@@ -78,7 +78,7 @@ impl Filter for Pii {
 
     fn configure<H: Host>(host: &H, bytes: &[u8]) -> Result<Self, ConfigError> {
         let mut config = PiiConfig::from_bytes(bytes)?;
-        config.locate = log::log_enabled!(log::Level::Debug);
+        config.locate = Locate::WhileDebugLogged;
         let metrics = Metrics::define(host, &config);
         Ok(Pii { config, metrics })
     }

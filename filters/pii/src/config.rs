@@ -420,10 +420,33 @@ pub struct PiiConfig {
     pub routes: RouteTable<Route>,
     /// The data classes the rules name, each once, in rule order.
     pub classes: Vec<String>,
-    /// Whether masking reports list where they masked (`Report::pointers`). On as compiled,
-    /// for policy tests and tools; the filter keeps it on only while its debug log, the one
-    /// place that shows them, is enabled.
-    pub locate: bool,
+    /// Whether masking reports list where they masked (`Report::pointers`). `Always` as
+    /// compiled, for policy tests and tools; the filter asks for them only while its debug log,
+    /// the one place that shows them, is enabled.
+    pub locate: Locate,
+}
+
+/// When masking reports list where they masked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locate {
+    /// Every report (policy tests, tools, the differential tests).
+    Always,
+    /// No report (the masker measured alone).
+    Never,
+    /// While `debug` lines are written: asked per report, because the module follows Envoy's
+    /// log level as an operator changes it.
+    WhileDebugLogged,
+}
+
+impl Locate {
+    /// Whether a report starting now lists locations.
+    pub fn now(self) -> bool {
+        match self {
+            Locate::Always => true,
+            Locate::Never => false,
+            Locate::WhileDebugLogged => log::log_enabled!(log::Level::Debug),
+        }
+    }
 }
 
 fn decode_key(field: &str, text: &str) -> Result<Vec<u8>, ConfigError> {
@@ -788,7 +811,7 @@ impl PiiConfig {
             rules,
             profiles,
             routes: RouteTable::new(routes),
-            locate: true,
+            locate: Locate::Always,
         })
     }
 

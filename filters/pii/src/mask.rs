@@ -44,7 +44,7 @@ impl Report {
             masked: vec![0; cfg.rules.len()],
             revealed: vec![0; cfg.rules.len()],
             pointers: Vec::new(),
-            locate: cfg.locate,
+            locate: cfg.locate.now(),
         }
     }
 

@@ -4,7 +4,7 @@
 
 use portcullis_core::headers::HeaderMap;
 use portcullis_pii::codec::Coding;
-use portcullis_pii::config::PiiConfig;
+use portcullis_pii::config::{Locate, PiiConfig};
 use portcullis_pii::decide::{self, BodyPlan, Cause, Job, Kind, Unmaskable};
 use portcullis_pii::json;
 use portcullis_pii::mask::{self, Caller};
@@ -120,7 +120,7 @@ fn masked_locations_only_when_asked() {
         on.pointers,
         ["/customers/0/email", "/customers/0/ssn", "/note"]
     );
-    cfg.locate = false;
+    cfg.locate = Locate::Never;
     let (off_body, off) = run(&cfg, body, &[], None);
     assert!(off.pointers.is_empty(), "{:?}", off.pointers);
     assert_eq!(
@@ -128,6 +128,11 @@ fn masked_locations_only_when_asked() {
         (on_body, &on.masked, &on.revealed)
     );
     assert_eq!(off.total(), 3);
+    // As the filter runs it: asked per report, and this test process writes no debug lines.
+    cfg.locate = Locate::WhileDebugLogged;
+    let (_, quiet) = run(&cfg, body, &[], None);
+    assert!(quiet.pointers.is_empty(), "{:?}", quiet.pointers);
+    assert_eq!(quiet.total(), 3);
     let text = mask::mask_text(
         &cfg,
         &cfg.profiles[0],
