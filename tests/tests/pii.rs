@@ -427,7 +427,7 @@ fn nothing_personal_reaches_envoys_log() {
     // What was masked is per-request detail: the audit record's `masked` counts
     // (tests/tests/audit.rs). The application log has a line per response only at debug, as
     // here (rule names and locations, checked below for values); at info, none
-    // (pii_leaks.rs, `at_info_no_per_body_debug_line_is_written`).
+    // (pii_leaks.rs, `debug_lines_follow_the_level_set_at_run_time`).
     let log = g.log();
     assert!(log.contains("portcullis pii: masked response"));
     for raw in [
