@@ -1,6 +1,7 @@
 //! The real-Envoy integration harness, its raw HTTP/1.1 client and a scripted upstream (the demo
 //! upstream and the mesh's probes are the crate's binaries).
 
+pub mod crm;
 pub mod harness;
 pub mod http;
 pub mod stub;

@@ -6,6 +6,7 @@
 //! chunked request bodies. The data is fake but shaped like real CRM records (e-mail, phone,
 //! SSN, card number, IBAN, consent flags) so the masking filter has something to mask.
 
+use portcullis_tests::crm::{self, customers};
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -225,13 +226,7 @@ fn fixture(tenant: &str, name: &str, query: &str) -> Resp {
         }
 
         // The benchmark's response: 4 KiB of CRM records, fifteen values to mask.
-        "bench" => {
-            let mut list = customers(tenant);
-            for c in &mut list {
-                c["notes"] = json!("Account history: ".to_string() + &"renewed, upgraded, contacted; ".repeat(36));
-            }
-            json_resp(200, json!({"tenant": tenant, "customers": list}))
-        }
+        "bench" => json_resp(200, crm::bench(tenant)),
         // `?bytes=N`: exactly N bytes of JSON (at least 40), one SSN and padding; masking keeps
         // its size, so it measures the raw and decoded limits.
         "filler" => {
@@ -391,40 +386,6 @@ fn reason(status: u16) -> &'static str {
         413 => "Content Too Large",
         _ => "Status",
     }
-}
-
-/// Deterministic fake records for a tenant.
-fn customers(tenant: &str) -> Vec<Value> {
-    let names = [
-        ("Ada Lovelace", "ada"),
-        ("Grace Hopper", "grace"),
-        ("Alan Turing", "alan"),
-    ];
-    let cards = ["4111111111111111", "5555555555554444", "378282246310005"];
-    let ibans = [
-        "GB82WEST12345698765432",
-        "DE89370400440532013000",
-        "FR1420041010050500013M02606",
-    ];
-    names
-        .iter()
-        .enumerate()
-        .map(|(i, (name, user))| {
-            json!({
-                "id": format!("c-{}", 1001 + i),
-                "tenant": tenant,
-                "name": name,
-                "email": format!("{user}@{tenant}.example.com"),
-                "phone": format!("+1555555{:04}", 123 + i),
-                "ssn": format!("{}-45-678{}", 123 + i, i),
-                "card_number": cards[i],
-                "iban": ibans[i],
-                "consent": {"marketing": i % 2 == 0, "analytics": true},
-                "created_at": 1_700_000_000_000u64 + i as u64 * 86_400_000,
-                "owner": format!("rep-{}", 7 + i),
-            })
-        })
-        .collect()
 }
 
 fn route(req: &Req) -> Resp {
